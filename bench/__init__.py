@@ -1,0 +1,1 @@
+"""The benchmark suite (``huma-rt bench`` / ``python -m bench``)."""

@@ -1,0 +1,1 @@
+"""ONNX -> FP16 TensorRT engine build, sidecars and the engine cache."""

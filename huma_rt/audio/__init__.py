@@ -1,0 +1,1 @@
+"""Audio front end: log-mel features and input conditioning."""
