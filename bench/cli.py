@@ -1,0 +1,40 @@
+"""``huma-rt bench`` / ``python -m bench``: run the benchmark suite."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from huma_rt.bench.suite import SCENARIOS, run_suite
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--quick", action="store_true", help="small sizes and few repeats (~1 min)")
+    parser.add_argument("-o", "--out", type=Path, default=Path("bench-results"), help="results folder")
+    parser.add_argument(
+        "--only", nargs="+", choices=sorted(SCENARIOS), metavar="SCENARIO",
+        help=f"run only these scenarios (of: {', '.join(SCENARIOS)})",
+    )
+    parser.add_argument("--skip", nargs="+", choices=sorted(SCENARIOS), default=[], metavar="SCENARIO")
+    parser.add_argument("--plots", action="store_true", help="draw scaling-curve PNGs (matplotlib)")
+
+
+def run(args: argparse.Namespace) -> int:
+    names = [n for n in (args.only or SCENARIOS) if n not in args.skip]
+    summary = run_suite(names, quick=args.quick, out_dir=args.out)
+    if args.plots:
+        from huma_rt.bench.plots import draw_all
+
+        for path in draw_all(args.out):
+            print(f"plot: {path}")
+    print((args.out / "summary.md").read_text())
+    failed = [n for n, v in summary["scenarios"].items() if v["status"] != "ok"]
+    if failed:
+        print(f"skipped: {', '.join(failed)} (reasons above)")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
