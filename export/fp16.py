@@ -1,0 +1,77 @@
+"""fp32 ONNX graph -> fp16 graph with fp32 inputs/outputs (casts inside).
+
+Weights and compute become fp16 (what TensorRT 11's strongly typed networks need for an FP16
+engine), except where fp16 would lose accuracy that matters:
+
+- the input preprocessing: every node whose float inputs all come from graph inputs,
+  initializers or other such nodes, i.e. everything before the first Conv/MatMul/Gemm (the
+  encoder's mel normalisation; the spatial encoder's bbox normalisation and tri-plane lookup,
+  which runs once at preload, so fp32 costs nothing per frame);
+- precision-sensitive op types (exponentials, logarithms, powers, reductions, normalisations),
+  should a model ever contain them.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import onnx
+from onnxconverter_common import float16
+
+log = logging.getLogger(__name__)
+
+# Ops whose fp16 range or rounding hurts: statistics, exponentials and reductions.
+SENSITIVE_OPS = frozenset(
+    "Exp Log Pow Sqrt Reciprocal Softmax LogSoftmax Erf ReduceMean ReduceSum ReduceSumSquare "
+    "ReduceL2 ReduceLogSumExp ReduceProd LayerNormalization BatchNormalization "
+    "InstanceNormalization GroupNormalization".split()
+)
+# Ops that start the learned (fp16-friendly) part of a graph.
+_COMPUTE_OPS = frozenset({"Conv", "MatMul", "Gemm"})
+
+
+def preprocessing_nodes(model: onnx.ModelProto) -> list[str]:
+    """Names of the nodes that only transform graph inputs before the first learned layer."""
+    fixed = {i.name for i in model.graph.input} | {t.name for t in model.graph.initializer}
+    names = []
+    for node in model.graph.node:  # ONNX graphs are topologically sorted
+        inputs = [i for i in node.input if i]
+        if node.op_type in _COMPUTE_OPS or not all(i in fixed for i in inputs):
+            continue
+        fixed.update(node.output)
+        names.append(node.name)
+    return names
+
+
+def to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Return an fp16 copy of fp32 ``model``: fp16 weights/compute, fp32 I/O, sensitive parts fp32."""
+    model = onnx.ModelProto.FromString(model.SerializeToString())
+    for i, node in enumerate(model.graph.node):
+        if not node.name:  # the block list works by node name
+            node.name = f"{node.op_type}_{i}"
+    keep = preprocessing_nodes(model)
+    keep += [n.name for n in model.graph.node if n.op_type in SENSITIVE_OPS and n.name not in keep]
+    log.debug("fp16 conversion keeps %d nodes in fp32: %s", len(keep), keep)
+    converted = float16.convert_float_to_float16(
+        model,
+        keep_io_types=True,
+        op_block_list=sorted(set(float16.DEFAULT_OP_BLOCK_LIST) | SENSITIVE_OPS),
+        node_block_list=keep,
+    )
+    update_props(converted, {FP32_NODES_KEY: ",".join(keep)})
+    return converted
+
+
+FP32_NODES_KEY = "huma_rt.fp32_nodes"
+
+
+def update_props(model: onnx.ModelProto, props: dict[str, str]) -> None:
+    """Add or replace metadata_props entries of ``model`` (keeping the others)."""
+    merged = {p.key: p.value for p in model.metadata_props} | props
+    onnx.helper.set_model_props(model, merged)
+
+
+def fp32_nodes(model: onnx.ModelProto) -> list[str]:
+    """Names of the nodes ``to_fp16`` kept in fp32 (recorded in the model's metadata)."""
+    value = {p.key: p.value for p in model.metadata_props}.get(FP32_NODES_KEY, "")
+    return [s for s in value.split(",") if s]
