@@ -87,13 +87,15 @@ def _load_into(module: torch.nn.Module, prefix: str, weights: dict[str, torch.Te
             f"missing tensors {[prefix + '.' + k for k in missing]}, "
             f"unexpected tensors {[prefix + '.' + k for k in unexpected]}"
         )
+    wrong = [
+        f"{prefix}.{name} has shape {tuple(value.shape)} but the config expects {tuple(expected[name].shape)}"
+        for name, value in sorted(own.items())
+        if tuple(value.shape) != tuple(expected[name].shape)
+    ]
+    if wrong:
+        more = f" (and {len(wrong) - 3} more)" if len(wrong) > 3 else ""
+        raise FormatError(f"checkpoint {source} does not match its config: " + "; ".join(wrong[:3]) + more)
     for name, value in own.items():
-        want = tuple(expected[name].shape)
-        if tuple(value.shape) != want:
-            raise FormatError(
-                f"checkpoint {source}: tensor {prefix}.{name} has shape {tuple(value.shape)} but the "
-                f"config expects {want} (config and weights do not match)"
-            )
         if not value.is_floating_point():
             raise FormatError(f"checkpoint {source}: tensor {prefix}.{name} must be floating point; got {value.dtype}")
         if not bool(torch.isfinite(value).all()):
