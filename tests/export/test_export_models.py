@@ -86,3 +86,19 @@ def test_incompatible_configs_and_bbox():
         build_models(EncoderConfig(code_dim=16), DeformerConfig(code_dim=32))
     with pytest.raises(InputError, match="bbox"):
         build_models(EncoderConfig(), DeformerConfig(bbox_min=[0, 0, 0], bbox_max=[1, 0, 1]))
+
+
+def test_flop_counts_match_the_architecture(models):
+    """Counted FLOPs equal the closed form of the layers (2 per multiply-accumulate)."""
+    from huma_rt.export.flops import model_costs
+
+    encoder, spatial, deformer = models
+    costs = model_costs(encoder, spatial, deformer, ns=(100, 300))
+    h, layers, d = 48, 2, 32
+    for n in (100, 300):
+        assert costs["per_n"][n]["deformer_per_frame"] == n * (2 * h * h * layers + 2 * h * 10) + 2 * d * h
+        assert costs["per_n"][n]["spatial_preload"] == n * 2 * (3 * 8) * h
+    c, k = 128, 4
+    outs = [11, 9, 7, 5, 3, 1]  # frame conv output length, then after each kernel-3 conv
+    want = 2 * 80 * k * c * outs[0] + sum(2 * c * c * 3 * o for o in outs[1:]) + 2 * c * 32
+    assert costs["encoder_per_frame_streaming"] == want
