@@ -1,0 +1,1 @@
+"""The built-in demo avatar: procedural head, articulation, lip-sync data, training, evaluation."""
