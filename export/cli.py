@@ -8,7 +8,7 @@ from huma_rt.errors import FormatError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("-o", "--output", default="export", metavar="DIR", help="output folder (default: ./export)")
+    parser.add_argument("-o", "--output", default="exported", metavar="DIR", help="output folder (default: ./exported)")
     parser.add_argument(
         "--checkpoint", metavar="DIR", default=None,
         help="checkpoint folder (model.safetensors + encoder.json + deformer.json); default: the "
