@@ -71,13 +71,21 @@ def _parse_entry(buf: bytes) -> tuple[str, str]:
 
 def read_metadata(path: str | Path) -> dict[str, str]:
     """The ``metadata_props`` of the ONNX model at ``path`` (later entries win, as in ORT)."""
+    return scan_model(path)[0]
+
+
+def scan_model(path: str | Path) -> tuple[dict[str, str], set[int]]:
+    """(metadata_props, top-level field numbers present) of an ONNX file; FormatError if the
+    file is not a well-formed protobuf message. A real model has field 7 (its graph)."""
     path = Path(path)
     meta: dict[str, str] = {}
+    seen: set[int] = set()
     size = path.stat().st_size
     try:
         with path.open("rb") as f:
             while (tag := _read_varint(f)) is not None:
                 wire = tag & 7
+                seen.add(tag >> 3)
                 if wire == 0:
                     _read_varint(f)
                 elif wire == 2:
@@ -97,4 +105,4 @@ def read_metadata(path: str | Path) -> dict[str, str]:
                     raise ValueError(f"unsupported wire type {wire}")
     except (ValueError, UnicodeDecodeError) as exc:
         raise FormatError(f"{path} is not a valid ONNX model file: {exc}") from exc
-    return meta
+    return meta, seen
