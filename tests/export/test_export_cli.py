@@ -29,3 +29,17 @@ def test_export_errors_exit_1(tmp_path, capsys):
     assert "not a folder" in capsys.readouterr().err
     assert main(["export", "-o", str(tmp_path / "o"), "--checkpoint", str(tmp_path / "missing")]) == 1
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_source_demo_checkpoint_then_random(tmp_path, monkeypatch, caplog):
+    from huma_rt.export import onnx_export
+
+    models = build_models(EncoderConfig(channels=8), DeformerConfig(hidden=8), seed=2)
+    demo = save_checkpoint(tmp_path / "demo", *models)
+    monkeypatch.setattr(onnx_export, "DEMO_CHECKPOINT_DIR", demo)
+    (encoder, *_), source = onnx_export.resolve_models(None, seed=0)
+    assert source == f"demo checkpoint {demo}" and encoder.cfg.channels == 8
+    monkeypatch.setattr(onnx_export, "DEMO_CHECKPOINT_DIR", tmp_path / "empty")
+    (encoder, *_), source = onnx_export.resolve_models(None, seed=4)
+    assert source == "random init (seed 4)" and encoder.cfg == EncoderConfig()
+    assert "seeded random weights" in caplog.text
