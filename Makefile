@@ -8,7 +8,7 @@ STAMP := $(VENV)/.huma-installed
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_PACKAGES := espeak-ng libespeak-ng-dev sox
 
-.PHONY: setup demo test lint clean
+.PHONY: setup demo test lint clean triton-env
 
 setup: $(STAMP)
 
@@ -33,8 +33,20 @@ demo: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check huma_rt export engines kernels bench tests
 
-test: $(STAMP) lint
+test: $(STAMP) lint triton-env
 	$(PY) -m pytest -q
+
+# Triton's python-backend models run in their own environment: the bundled 2.51 stub needs
+# numpy<2 (with numpy 2 inputs arrive as zeros). Same Python as .venv, so a stub matches it.
+TRITON_VENV := .venv-triton
+TRITON_STAMP := $(TRITON_VENV)/.huma-installed
+
+triton-env: $(TRITON_STAMP)
+
+$(TRITON_STAMP):
+	@test -x $(TRITON_VENV)/bin/python || $(PYTHON) -m venv $(TRITON_VENV)
+	$(TRITON_VENV)/bin/python -m pip install -q 'numpy>=1.24,<2' 'onnxruntime>=1.18,<2'
+	@touch $@
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info
