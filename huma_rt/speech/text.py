@@ -117,3 +117,64 @@ def chunk_text(text: str, *, first_chars: int = 60, max_chars: int = 200) -> lis
                 chunks[0:1] = [first[: m.start()], first[m.end() :]]
                 break
     return chunks
+
+
+class ChunkAssembler:
+    """Cuts a stream of text deltas (a streaming responder) into TTS chunks as they complete.
+
+    A sentence is complete once a space after its final punctuation (or more text) has arrived,
+    or at ``close()``; the first chunk
+    is released at its first clause boundary past 20 characters, so speech can start before
+    the first sentence is finished. ``max_total`` bounds the characters released (the rest is
+    dropped and ``truncated`` is set): a runaway answer cannot occupy the avatar for hours.
+    """
+
+    def __init__(self, *, first_chars: int = 60, max_chars: int = 200, max_total: int | None = None) -> None:
+        self.first_chars, self.max_chars, self.max_total = first_chars, max_chars, max_total
+        self._buf = ""
+        self.released = 0  # characters handed out
+        self.truncated = False
+
+    def _release(self, pieces: list[str]) -> list[str]:
+        out = []
+        for piece in pieces:
+            if not is_speakable(piece) or self.truncated:
+                continue
+            if self.max_total is not None and self.released + len(piece) > self.max_total:
+                self.truncated = True
+                break
+            self.released += len(piece)
+            out.append(piece)
+        return out
+
+    def feed(self, delta: str) -> list[str]:
+        """Add a text delta; return the chunks that became complete."""
+        raw = self._buf + delta
+        text = clean_text(raw) + (" " if raw[-1:].isspace() else "")
+        if self.truncated or not text.strip():
+            self._buf = text
+            return []
+        parts = split_sentences(text)
+        ready = parts[:-1]
+        rest = parts[-1] if parts else ""
+        # "...end. " with the space already here: the sentence is over (unless "Dr. ").
+        if text.endswith(" ") and re.search(r"[.!?;…][\"')\]]*$", rest) and not _ABBREV.search(rest):
+            ready, rest = [*ready, rest], ""
+        if self.released == 0 and not ready:
+            for m in _CLAUSE_END.finditer(rest):
+                if 20 <= m.start() <= self.first_chars:
+                    ready, rest = [rest[: m.start()]], rest[m.end() :]
+                    break
+        if len(rest) > self.max_chars:
+            long_parts = _split_long(rest, self.max_chars)
+            ready, rest = ready + long_parts[:-1], long_parts[-1]
+        pieces: list[str] = []
+        for sentence in ready:
+            pieces.extend(_split_long(sentence, self.max_chars))
+        self._buf = rest + (" " if text.endswith(" ") and rest else "")
+        return self._release(pieces)
+
+    def close(self) -> list[str]:
+        """End of the answer: return what is left."""
+        rest, self._buf = self._buf.strip(), ""
+        return self._release(_split_long(rest, self.max_chars)) if rest else []

@@ -16,7 +16,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -294,12 +294,18 @@ class PiperTTS:
         """
         chunks = self._chunks(text)
         produced = False
+        for pcm, chunk in self.stream_chunks(chunks):
+            produced = True
+            yield pcm, chunk
+        if not produced:
+            raise InputError(f"TTS produced no audio for {str(text)[:40]!r}")
+
+    def stream_chunks(self, chunks: Iterable[str]) -> Iterator[tuple[np.ndarray, str]]:
+        """Speak already-split chunks as they arrive (e.g. from a streaming responder) ->
+        (pcm [S] f32 at 16 kHz, chunk); chunks with nothing speakable are skipped."""
         for chunk in chunks:
             pcm = self._generate(chunk)
             if pcm.size == 0:
                 log.debug("no audio for chunk %r", chunk)
                 continue
-            produced = True
             yield resample(pcm, self.sample_rate, TARGET_RATE), chunk
-        if not produced:
-            raise InputError(f"TTS produced no audio for {str(text)[:40]!r}")

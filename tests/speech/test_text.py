@@ -66,3 +66,27 @@ def test_metadata_of_garbage(tmp_path):
     path.write_bytes(b"\x0a\xff\xff\xff\x0f")  # a field claiming 4 GB
     with pytest.raises(FormatError, match="not a valid ONNX model"):
         read_metadata(path)
+
+
+def test_assembler_releases_sentences_as_they_complete():
+    from huma_rt.speech.text import ChunkAssembler
+
+    a = ChunkAssembler()
+    assert a.feed("One moment") == []
+    assert a.feed(". ") == ["One moment."]
+    assert a.feed("Dr. ") == []  # an abbreviation does not end the sentence
+    assert a.feed("Who? And") == ["Dr. Who?"]
+    assert a.feed(" then") == [] and a.close() == ["And then"]
+
+
+def test_assembler_first_clause_early_and_total_cap():
+    from huma_rt.speech.text import ChunkAssembler
+
+    a = ChunkAssembler()
+    assert a.feed("Well, I think that the answer to your question, which") == [
+        "Well, I think that the answer to your question,"]
+    b = ChunkAssembler(max_total=30)
+    assert b.feed("Hello there. This is long. And more text here. ") == ["Hello there.", "This is long."]
+    assert b.truncated and b.close() == []
+    c = ChunkAssembler()
+    assert c.feed("x" * 450) == ["x" * 200, "x" * 200] and c.close() == ["x" * 50]

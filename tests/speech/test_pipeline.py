@@ -1,0 +1,160 @@
+"""The chain with real VAD, real Piper TTS and real responders. The avatar is the labelled
+stand-in of tests/speech/_speech_standin.py until huma_rt.runtime lands; the ASR is a labelled double
+(no ASR model can be obtained on these machines)."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+from _speech_standin import StandInAvatar
+
+from huma_rt.errors import InputError
+from huma_rt.speech.asr import AsrResult
+from huma_rt.speech.pipeline import ChatPipeline, PipelineConfig, PipelineError
+from huma_rt.speech.responder import EchoResponder, ResponderError, ScriptedResponder
+from huma_rt.speech.vad import VadConfig
+
+pytest.importorskip("sherpa_onnx")
+
+
+class Frames:
+    def __init__(self):
+        self.spans = []
+
+    def __call__(self, frame):
+        assert int(frame.rgb[0, 0, 0]) == frame.index % 256  # rgb valid during the call
+        self.spans.append((frame.index, frame.sample_start, frame.sample_end))
+
+
+def _check_sync(result, frames: Frames):
+    total = sum(p.size for p in result.audio)
+    assert len(frames.spans) == result.frames == -(-total // 640)
+    for i, (index, start, end) in enumerate(frames.spans):
+        assert (index, start, end) == (i, 640 * i, 640 * i + 640)
+
+
+class _ScriptedAsrDouble:
+    """TEST DOUBLE for a sherpa-onnx ASR model (none can be obtained here)."""
+
+    def __init__(self, text="what is the weather like"):
+        self.text, self.heard = text, []
+
+    def transcribe(self, pcm):
+        self.heard.append(pcm.size)
+        return AsrResult(self.text, 0.01, pcm.size / 16000)
+
+
+class _FailingResponder:
+    """A responder (our own protocol) whose endpoint dies after the first sentence."""
+
+    def respond(self, text):
+        yield "Here is the first sentence of my answer. "
+        yield "And then"
+        raise ResponderError("responder http://127.0.0.1:9/v1/chat/completions dropped the connection mid-answer")
+
+
+class _SlowResponder:
+    def respond(self, text):
+        yield "One moment. "
+        time.sleep(1.2)
+        yield "Done."
+
+
+def test_text_to_frames_with_latency_table(tts):
+    pipe = ChatPipeline(StandInAvatar(), tts, EchoResponder(), config=PipelineConfig(live=False))
+    frames = Frames()
+    result = pipe.run_text("Hello avatar, how are you?", frames)
+    assert result.answer == "You said: Hello avatar, how are you?"
+    _check_sync(result, frames)
+    t = result.times
+    assert t["user_end"] <= t["responder_first"] <= t["tts_first"] <= t["first_frame"]
+    table = result.table()
+    for label in ("responder first chunk", "TTS first audio", "first video frame", "real-time factor"):
+        assert label in table
+    assert 0 < result.rtf["tts"] < 2
+
+
+def test_live_clock_fills_a_slow_stage_with_silence(tts):
+    avatar = StandInAvatar()
+    pipe = ChatPipeline(avatar, tts, _SlowResponder(), config=PipelineConfig(live=True))
+    frames = Frames()
+    result = pipe.run_text("Are you there?", frames)
+    _check_sync(result, frames)
+    assert result.silence_s > 0.2  # the 1.2 s pause showed as silence, not a stall
+
+
+def test_stage_failure_is_a_clear_error_and_frames_stay_in_sync(tts):
+    avatar = StandInAvatar()
+    frames = Frames()
+    with pytest.raises(PipelineError, match="responder failed: .*dropped the connection.*produced \\d+ frames") as info:
+        ChatPipeline(avatar, tts, _FailingResponder(), config=PipelineConfig(live=False)).run_text("Hi", frames)
+    result = info.value.result
+    assert result.frames > 25 and avatar.sessions[0].finished
+    _check_sync(result, frames)
+
+
+@pytest.mark.parametrize(
+    ("text", "match"),
+    [("", "empty"), (" \n ", "empty"), ("😀🎉", "no words"), ("?!...", "no words"),
+     (b"\xff\xfehello", "not valid UTF-8")],
+)
+def test_bad_text_fails_before_any_session(tts, text, match):
+    avatar = StandInAvatar()
+    with pytest.raises(InputError, match=match):
+        ChatPipeline(avatar, tts, EchoResponder()).run_text(text, Frames())
+    assert avatar.sessions == []
+
+
+def test_unspeakable_answer_is_an_error_not_an_empty_video(tts):
+    avatar = StandInAvatar()
+    with pytest.raises(InputError, match="nothing speakable"):
+        ChatPipeline(avatar, tts, ScriptedResponder(["🙂 ... !!!"])).run_text("hi", Frames())
+    assert all(s.pushed == 0 for s in avatar.sessions)
+
+
+def test_long_text_is_answered_and_cut(tts):
+    frames = Frames()
+    cfg = PipelineConfig(live=False, max_answer_chars=60)
+    pipe = ChatPipeline(StandInAvatar(), tts, EchoResponder(), config=cfg)
+    result = pipe.run_text("tell me more. " * 720, frames)  # 10 080 characters
+    assert result.truncated and 0 < result.frames < 25 * 10
+    _check_sync(result, frames)
+
+
+def _question(question_pcm, rate):
+    from huma_rt.speech.audio import resample
+
+    pcm = np.concatenate([np.zeros(8000, np.float32), question_pcm, np.zeros(16000, np.float32)])
+    return resample(pcm, 16000, rate) if rate != 16000 else pcm
+
+
+@pytest.mark.parametrize("rate", [8000, 48000])
+def test_speech_question_stereo_any_rate(tts, question_pcm, rate):
+    asr = _ScriptedAsrDouble()
+    pcm = _question(question_pcm, rate)
+    stereo = np.stack([pcm, pcm * 0.5], axis=1)
+    cfg = PipelineConfig(live=False, pace_input=False, vad=VadConfig(min_silence_s=0.3))
+    frames = Frames()
+    result = ChatPipeline(StandInAvatar(), tts, EchoResponder(), asr=asr, config=cfg).run_audio(stereo, rate, frames)
+    assert result.question == asr.text and result.answer == f"You said: {asr.text}"
+    # The VAD cut the utterance out: ASR heard about the speech, not the padding.
+    assert abs(asr.heard[0] - question_pcm.size) < 0.3 * 16000
+    t = result.times
+    assert t["user_end"] <= t["vad_end"] <= t["asr_final"] <= t["responder_first"] <= t["first_frame"]
+    assert "vad" in result.rtf and "asr" in result.rtf
+    _check_sync(result, frames)
+
+
+def test_speech_bad_inputs(tts):
+    pipe = ChatPipeline(StandInAvatar(), tts, EchoResponder(), asr=_ScriptedAsrDouble(),
+                        config=PipelineConfig(pace_input=False))
+    with pytest.raises(InputError, match="no speech found"):
+        pipe.run_audio(np.zeros(2 * 16000, np.float32), 16000, Frames())
+    bad = np.zeros(16000, np.float32)
+    bad[100] = np.nan
+    with pytest.raises(InputError, match="NaN"):
+        pipe.run_audio(bad, 16000, Frames())
+    with pytest.raises(InputError, match="ASR model"):
+        ChatPipeline(StandInAvatar(), tts, EchoResponder()).run_audio(np.zeros(100, np.float32), 16000, Frames())
