@@ -1,0 +1,159 @@
+"""``huma-rt chat``: ask the avatar by text or by voice; it answers into an MP4.
+
+Inputs are checked before anything heavy loads (avatar, voice, models), so a bad argument
+costs milliseconds and says what is wrong.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from huma_rt.errors import HumaError, InputError
+
+log = logging.getLogger(__name__)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    src = parser.add_mutually_exclusive_group(required=True)
+    src.add_argument("--text", help="the question as text")
+    src.add_argument("--text-file", type=Path, help="the question as a UTF-8 text file")
+    src.add_argument("--wav", type=Path, help="the question as speech (needs --asr-model)")
+    parser.add_argument("-o", "--output", type=Path, default=Path("answer.mp4"), help="answer video (MP4)")
+    parser.add_argument("--bundle", type=Path, help="avatar bundle (default: the demo avatar)")
+    parser.add_argument("--wav-out", type=Path, help="also write the answer's audio as WAV")
+    parser.add_argument("--json", type=Path, help="write latencies and real-time factors as JSON")
+    asr = parser.add_argument_group("speech recognition (for --wav)")
+    asr.add_argument("--asr-model", type=Path, help="sherpa-onnx ASR model directory (docs/speech.md)")
+    asr.add_argument("--asr-kind", default="auto", help="auto|transducer|paraformer|whisper|sense-voice")
+    asr.add_argument("--asr-mode", default="auto", help="auto|online|offline")
+    asr.add_argument("--no-pace", action="store_true", help="feed the WAV as fast as possible, not in real time")
+    resp = parser.add_argument_group("responder")
+    resp.add_argument("--responder", default="echo", choices=["echo", "scripted", "openai"])
+    resp.add_argument("--reply", action="append", help="scripted reply (repeatable)")
+    resp.add_argument("--base-url", default=os.environ.get("HUMA_LLM_BASE_URL", "http://127.0.0.1:8000/v1"),
+                      help="OpenAI-compatible endpoint (env HUMA_LLM_BASE_URL)")
+    resp.add_argument("--model", default=os.environ.get("HUMA_LLM_MODEL", "gpt-4o-mini"), help="model name")
+    resp.add_argument("--api-key-env", default="OPENAI_API_KEY", help="environment variable holding the API key")
+    resp.add_argument("--timeout", type=float, default=10.0, help="responder timeout in seconds")
+    tts = parser.add_argument_group("voice")
+    tts.add_argument("--voice", type=Path, help="Piper voice .onnx (default: the packaged en_US joe voice)")
+    tts.add_argument("--speed", type=float, default=1.0, help="speaking speed (> 1 faster)")
+    tts.add_argument("--tts-threads", type=int, default=2)
+    parser.add_argument("--no-live", action="store_true",
+                        help="no real-time frame clock (gaps are not filled with silence)")
+    parser.add_argument("--max-answer-chars", type=int, default=2000)
+
+
+def _question(args) -> tuple[str | None, tuple[np.ndarray, int] | None]:
+    from huma_rt.speech.audio import read_wav
+    from huma_rt.speech.pipeline import validate_question
+
+    if args.wav is not None:
+        if args.asr_model is None:
+            raise InputError(
+                "--wav needs a speech-recognition model: pass --asr-model DIR (a sherpa-onnx model "
+                "directory, see docs/speech.md), or ask by text with --text"
+            )
+        pcm, rate = read_wav(args.wav)
+        return None, (pcm, rate)
+    if args.text_file is not None:
+        if not args.text_file.is_file():
+            raise InputError(f"text file {args.text_file} does not exist")
+        return validate_question(args.text_file.read_bytes()), None
+    return validate_question(args.text), None
+
+
+def _responder(args):
+    from huma_rt.speech.responder import make_responder
+
+    if args.responder == "scripted":
+        return make_responder("scripted", replies=args.reply or [])
+    if args.responder == "openai":
+        return make_responder("openai", base_url=args.base_url, model=args.model,
+                              api_key_env=args.api_key_env, timeout_s=args.timeout)
+    return make_responder("echo")
+
+
+def _avatar(bundle: Path | None):
+    from huma_rt._optional import require
+
+    runtime = require("huma_rt.runtime.avatar", "huma-rt chat (the avatar runtime)")
+    if bundle is None:
+        try:
+            from huma_rt.commands.demo import ensure_demo_bundle  # the demo avatar, built once
+        except ImportError as exc:
+            raise InputError("no --bundle given and the demo avatar is not available; pass --bundle DIR") from exc
+        bundle = ensure_demo_bundle()
+    return runtime.Avatar.load(bundle)
+
+
+def _sink(path: Path, avatar):
+    from huma_rt.speech._mp4 import Mp4Sink
+
+    w, h = avatar.size
+    return Mp4Sink(path, int(avatar.fps), (w, h), sample_rate=16000)
+
+
+def run(args) -> int:
+    from huma_rt.speech.asr import AsrConfig, Recognizer, detect_layout
+    from huma_rt.speech.pipeline import ChatPipeline, PipelineConfig, PipelineError
+    from huma_rt.speech.tts import PiperTTS
+
+    if args.output.suffix.lower() != ".mp4":
+        raise InputError(f"-o must name an .mp4 file; got {args.output}")
+    text, audio = _question(args)
+    asr_cfg = None
+    if audio is not None:
+        asr_cfg = AsrConfig(str(args.asr_model), kind=args.asr_kind, mode=args.asr_mode)
+        detect_layout(asr_cfg)  # layout errors before the slow loads
+    responder = _responder(args)
+
+    t0 = time.perf_counter()
+    avatar = _avatar(args.bundle)
+    tts = PiperTTS.load(args.voice, num_threads=args.tts_threads, speed=args.speed)
+    asr = Recognizer(asr_cfg) if asr_cfg else None
+    print(f"loaded avatar, voice{' and ASR' if asr else ''} in {time.perf_counter() - t0:.2f} s", file=sys.stderr)
+
+    cfg = PipelineConfig(live=not args.no_live, pace_input=not args.no_pace, max_answer_chars=args.max_answer_chars)
+    pipe = ChatPipeline(avatar, tts, responder, asr=asr, config=cfg)
+    sink = _sink(args.output, avatar)
+    error: HumaError | None = None
+    try:
+        result = pipe.run_text(text, sink) if text is not None else pipe.run_audio(audio[0], audio[1], sink)
+    except PipelineError as exc:
+        error, result = exc, exc.result
+    except BaseException:
+        sink.close(np.zeros(0, np.float32))
+        args.output.unlink(missing_ok=True)  # never leave an empty MP4 behind
+        raise
+    pcm = np.concatenate(result.audio) if result.audio else np.zeros(0, np.float32)
+    if result.frames:
+        sink.close(pcm)
+        print(f"wrote {args.output}: {result.frames} frames, {pcm.size / 16000:.2f} s")
+    else:
+        sink.close(pcm)
+        args.output.unlink(missing_ok=True)
+    if args.wav_out and pcm.size:
+        from huma_rt.speech.audio import write_wav
+
+        write_wav(args.wav_out, pcm, 16000)
+    print(f"question: {result.question}")
+    print(f"answer:   {result.answer}{' [cut]' if result.truncated else ''}")
+    print(result.table())
+    if args.json:
+        args.json.write_text(json.dumps({
+            "question": result.question, "answer": result.answer, "frames": result.frames,
+            "latency_ms": {label: total for label, _step, total in result.latencies_ms()},
+            "rtf": result.rtf, "silence_inserted_s": result.silence_s,
+        }, indent=2) + "\n")
+    if error is not None:
+        raise error
+    return 0
