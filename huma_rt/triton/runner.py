@@ -1,0 +1,376 @@
+"""TritonRunner: the Runner interface (docs/INTERFACES.md) over a Triton Inference Server.
+
+``open_runner(model, backend="triton", url="127.0.0.1:8001", ...)`` lands here. ``model`` is a
+model name on the server ("encoder", "deformer", ...) or a local ``<network>.<precision>.onnx``
+path: then the network is the file name's first part and the server's model must have been
+built from that very file (the repository records its sha256), so a stale server is reported as
+a version mismatch instead of silently producing other numbers.
+
+Stateless requests are idempotent and retried on transport errors (UNAVAILABLE, deadline);
+sequence requests (``EncoderStream``) are never retried, since a repeated chunk would be
+appended twice to the session's context on the server.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import logging
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from huma_rt._optional import require
+from huma_rt.backends.base import Runner, TensorSpec
+from huma_rt.errors import BackendError, InputError
+
+log = logging.getLogger(__name__)
+
+PROTOCOLS = ("grpc", "http")
+DEFAULT_PORTS = {"grpc": 8001, "http": 8000}
+_TRITON_TO_NP = {"FP32": np.float32, "FP16": np.float16, "INT32": np.int32, "INT64": np.int64, "UINT64": np.uint64, "BOOL": np.bool_}
+# Transport failures worth another try for an idempotent request; anything else is final.
+_RETRYABLE = ("UNAVAILABLE", "DEADLINE_EXCEEDED", "Deadline", "timed out", "Connection", "Broken pipe", "reset by peer")
+_seq_ids = itertools.count(int.from_bytes(os.urandom(4), "little") << 20)
+_seq_lock = threading.Lock()
+
+
+def _module(protocol: str):
+    if protocol not in PROTOCOLS:
+        raise InputError(f"protocol must be one of {list(PROTOCOLS)}; got {protocol!r}")
+    return require(f"tritonclient.{protocol}", f"the Triton {protocol} client")
+
+
+def _exception_type():
+    return require("tritonclient.utils", "the Triton client").InferenceServerException
+
+
+def _normalise_url(url: str | None, protocol: str) -> str:
+    if not url:
+        return f"127.0.0.1:{DEFAULT_PORTS[protocol]}"
+    for prefix in ("grpc://", "http://", "https://"):
+        url = url.removeprefix(prefix)
+    if ":" not in url:
+        raise InputError(f"Triton url must be HOST:PORT; got {url!r}")
+    return url.rstrip("/")
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+class _Client:
+    """One tritonclient (gRPC or HTTP) with timeouts; ``call`` maps its errors to BackendError."""
+
+    def __init__(self, url: str | None, protocol: str, timeout_s: float) -> None:
+        if not (isinstance(timeout_s, (int, float)) and timeout_s > 0):
+            raise InputError(f"timeout_s must be a positive number of seconds; got {timeout_s!r}")
+        self.protocol = protocol
+        self.mod = _module(protocol)
+        self.url = _normalise_url(url, protocol)
+        self.timeout_s = float(timeout_s)
+        if protocol == "http":
+            self.client = self.mod.InferenceServerClient(self.url, connection_timeout=timeout_s, network_timeout=timeout_s)
+        else:
+            self.client = self.mod.InferenceServerClient(self.url)
+
+    def kw(self) -> dict[str, Any]:
+        """Per-call timeout arguments (gRPC deadlines; HTTP uses the client's socket timeouts)."""
+        return {"client_timeout": self.timeout_s} if self.protocol == "grpc" else {}
+
+    def call(self, what: str, fn, *args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except _exception_type() as exc:
+            raise BackendError(f"Triton server at {self.url} ({self.protocol}): {what} failed: {exc}") from exc
+        except (OSError, TimeoutError) as exc:  # HTTP client raises socket errors directly
+            raise BackendError(f"Triton server at {self.url} ({self.protocol}): {what} failed: {type(exc).__name__}: {exc}") from exc
+
+    def wait_ready(self, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        last = "not ready"
+        while True:
+            try:
+                if self.client.is_server_ready(**self.kw()) if self.protocol == "grpc" else self.client.is_server_ready():
+                    return
+            except Exception as exc:  # noqa: BLE001 (any transport error means: not yet)
+                last = f"{type(exc).__name__}: {exc}"
+            if time.monotonic() >= deadline:
+                raise BackendError(f"Triton server at {self.url} ({self.protocol}) is not ready after {timeout_s:.1f} s: {last}")
+            time.sleep(0.1)
+
+    def model_config(self, name: str, version: str) -> dict[str, Any]:
+        if self.protocol == "grpc":
+            cfg = self.call("model config", self.client.get_model_config, name, version, as_json=True, **self.kw())
+            return cfg["config"]
+        return self.call("model config", self.client.get_model_config, name, version)
+
+    def metadata(self, name: str, version: str) -> dict[str, Any]:
+        if self.protocol == "grpc":
+            return self.call("model metadata", self.client.get_model_metadata, name, version, as_json=True, **self.kw())
+        return self.call("model metadata", self.client.get_model_metadata, name, version)
+
+    def check_model(self, name: str, version: str) -> None:
+        """BackendError naming what the server has when ``name`` (``version``) is not ready."""
+        ready = self.call("model readiness", self.client.is_model_ready, name, version, **self.kw())
+        if ready:
+            return
+        index = self.call("repository index", self.client.get_model_repository_index, **({"as_json": True} | self.kw()) if self.protocol == "grpc" else {})
+        entries = index.get("models", []) if isinstance(index, dict) else index
+        versions = sorted({e.get("version", "") for e in entries if e.get("name") == name and e.get("state") == "READY"} - {""})
+        if versions:
+            raise BackendError(f"Triton server at {self.url} has model '{name}' in version(s) {versions}, not version {version!r} (version mismatch)")
+        names = sorted({e.get("name") for e in entries if e.get("state") == "READY"})
+        raise BackendError(f"Triton server at {self.url} has no ready model '{name}'; it serves {names}")
+
+    def close(self) -> None:
+        try:
+            self.client.close()
+        except Exception:  # noqa: BLE001 (closing a dead channel must not mask the real error)
+            log.debug("closing Triton client failed", exc_info=True)
+
+
+def _specs(entries: list[dict[str, Any]]) -> dict[str, TensorSpec]:
+    out = {}
+    for e in entries:
+        if e["datatype"] not in _TRITON_TO_NP:
+            raise BackendError(f"tensor '{e['name']}' has Triton type {e['datatype']}, which huma-rt does not bind")
+        shape = tuple(int(s) for s in e["shape"])
+        out[e["name"]] = TensorSpec(shape, np.dtype(_TRITON_TO_NP[e["datatype"]]), ("",) * len(shape))
+    return out
+
+
+class TritonRunner(Runner):
+    """Run one stateless model on a Triton server; bind numpy (or CuPy on "cuda") arrays once.
+
+    Options: ``url`` (HOST:PORT; default 127.0.0.1:8001 for gRPC, :8000 for HTTP), ``protocol``
+    ("grpc" default, "http"), ``timeout_s`` (per request and for readiness at open, default 10),
+    ``retries`` (extra tries of a failed request on transport errors, default 2),
+    ``model_version`` ("" = the server's latest), ``check_source`` (compare the server model's
+    source sha256 with a local ONNX path, default True). ``threads`` is accepted and ignored.
+    """
+
+    backend = "triton"
+
+    def __init__(
+        self, model: str | Path, *, device: str = "cpu", threads: int | None = None, url: str | None = None,
+        protocol: str = "grpc", timeout_s: float = 10.0, retries: int = 2, model_version: str = "",
+        check_source: bool = True, stream: Any = None,
+    ) -> None:  # fmt: skip
+        if device not in ("cpu", "cuda"):
+            raise InputError(f"device must be 'cpu' or 'cuda'; got {device!r}")
+        if not isinstance(retries, int) or retries < 0:
+            raise InputError(f"retries must be an integer >= 0; got {retries!r}")
+        self.model_name, local = self._resolve_model(model)
+        self.model_version = str(model_version)
+        self.retries = retries
+        self._stream = stream
+        self._options = dict(url=url, protocol=protocol, timeout_s=timeout_s, retries=retries, model_version=model_version, check_source=check_source)
+        self._c = _Client(url, protocol, timeout_s)
+        try:
+            self._c.wait_ready(timeout_s)
+            self._c.check_model(self.model_name, self.model_version)
+            config = self._c.model_config(self.model_name, self.model_version)
+            if config.get("sequence_batching"):
+                raise InputError(f"model '{self.model_name}' is stateful (sequence batcher); use huma_rt.triton.runner.EncoderStream")
+            params = {k: v.get("string_value", "") for k, v in config.get("parameters", {}).items()}
+            if check_source and local is not None and params.get("source_sha256"):
+                if params["source_sha256"] != _sha256(local):
+                    raise BackendError(
+                        f"version mismatch: model '{self.model_name}' on {self._c.url} was built from a different "
+                        f"export than {local} (sha256 {params['source_sha256'][:12]}... vs {_sha256(local)[:12]}...); "
+                        "rewrite the repository with 'huma-rt triton-repo' and reload the server"
+                    )
+            meta = self._c.metadata(self.model_name, self.model_version)
+        except BaseException:
+            self._c.close()
+            raise
+        super().__init__(_specs(meta["inputs"]), _specs(meta["outputs"]), device)
+        self._in: dict[str, Any] = {}
+        self._out: dict[str, Any] = {}
+        self._infer_inputs: list[Any] = []
+        self._requested: list[Any] = []
+        self.requests = 0  # requests sent (retries included), for benches and tests
+
+    @staticmethod
+    def _resolve_model(model: str | Path) -> tuple[str, Path | None]:
+        text = str(model)
+        if text.endswith((".onnx", ".plan")):
+            path = Path(text)
+            if not path.is_file():
+                raise InputError(f"model {path} does not exist (give a model name on the server or an existing ONNX file)")
+            name = path.name.split(".")[0]
+            fp32 = path.with_name(f"{name}.fp32.onnx")
+            return name, fp32 if fp32.is_file() else (path if path.suffix == ".onnx" else None)
+        if not text or "/" in text:
+            raise InputError(f"Triton model must be a model name like 'encoder' or an .onnx path; got {text!r}")
+        return text, None
+
+    @property
+    def url(self) -> str:
+        return self._c.url
+
+    def _bind(self, inputs: dict[str, Any], outputs: dict[str, Any]) -> None:
+        mod = self._c.mod
+        self._in, self._out = inputs, outputs
+        self._infer_inputs = [mod.InferInput(n, list(a.shape), "FP32" if a.dtype == np.float32 else _np_to_triton(a.dtype)) for n, a in inputs.items()]
+        self._requested = [mod.InferRequestedOutput(n) for n in outputs]
+        self._bound = True
+        try:
+            self.run()  # learn now, not on the first frame, whether the shapes fit the model
+        except BackendError as exc:
+            self._bound = False
+            shapes = {n: tuple(a.shape) for n, a in (inputs | outputs).items()}
+            raise InputError(f"{self.model_name}: the bound shapes {shapes} do not fit the served model: {exc}") from exc
+
+    def _host(self, arr: Any) -> np.ndarray:
+        if isinstance(arr, np.ndarray):
+            return arr
+        if self._stream is not None:
+            self._stream.synchronize()
+        return arr.get()
+
+    def run(self) -> None:
+        """Send the bound inputs, wait for the outputs, copy them into the bound arrays."""
+        if not self._bound:
+            self._require_bound()
+        for inp, arr in zip(self._infer_inputs, self._in.values(), strict=True):
+            inp.set_data_from_numpy(self._host(arr))
+        result = self._infer_with_retries()
+        for name, out in self._out.items():
+            got = result.as_numpy(name)
+            if got is None or tuple(got.shape) != tuple(out.shape):
+                shape = None if got is None else tuple(got.shape)
+                raise BackendError(f"model '{self.model_name}' returned {name} with shape {shape}; the bound array is {tuple(out.shape)}")
+            if isinstance(out, np.ndarray):
+                np.copyto(out, got, casting="same_kind")
+            else:
+                out.set(got, stream=self._stream)
+
+    def _infer_with_retries(self):
+        exc_type = _exception_type()
+        delay = 0.05
+        for attempt in range(self.retries + 1):
+            self.requests += 1
+            try:
+                return self._c.client.infer(self.model_name, self._infer_inputs, model_version=self.model_version, outputs=self._requested, **self._c.kw())
+            except (exc_type, OSError, TimeoutError) as exc:
+                text = str(exc)
+                if attempt < self.retries and any(k in text for k in _RETRYABLE):
+                    log.warning("Triton %s at %s: attempt %d failed (%s); retrying", self.model_name, self._c.url, attempt + 1, text)
+                    time.sleep(delay)
+                    delay *= 2
+                    continue
+                tries = f" after {attempt + 1} attempts" if attempt else ""
+                raise BackendError(f"Triton server at {self._c.url} ({self._c.protocol}): inference of '{self.model_name}' failed{tries}: {text}") from exc
+        raise AssertionError("unreachable")
+
+    def fork(self, **options: Any) -> TritonRunner:
+        """Another runner on the same server model with its own client and bindings."""
+        opts = self._options | {k: v for k, v in options.items() if k in self._options or k == "stream"}
+        unknown = sorted(set(options) - set(self._options) - {"stream"})
+        if unknown:
+            raise InputError(f"fork() got unknown options {unknown}")
+        return TritonRunner(self.model_name, device=self.device, stream=opts.pop("stream", self._stream), **opts)
+
+    def close(self) -> None:
+        if not self._closed:
+            self._c.close()
+        self._in, self._out = {}, {}
+        super().close()
+
+
+def _np_to_triton(dtype: np.dtype) -> str:
+    for k, v in _TRITON_TO_NP.items():
+        if np.dtype(v) == np.dtype(dtype):
+            return k
+    raise InputError(f"dtype {np.dtype(dtype).name} cannot be sent to Triton by huma-rt")
+
+
+def new_sequence_id() -> int:
+    """A correlation id unique within this process and unlikely to collide across processes."""
+    with _seq_lock:
+        return next(_seq_ids)
+
+
+class EncoderStream:
+    """One avatar session on the server's ``encoder_stream`` model (Triton sequence batcher).
+
+    ``push(mel)`` sends new log-mel rows ([T, n_mels] or [1, T, n_mels], T a multiple of the
+    mels per frame; the first push starts with the session's first full receptive window) and
+    returns the codes of the frames that became complete, [F, code_dim] (F may be 0).
+    ``push(mel, end=True)`` or ``close()`` ends the sequence. Never retried (not idempotent).
+    """
+
+    def __init__(
+        self, url: str | None = None, *, protocol: str = "grpc", model: str = "encoder_stream",
+        sequence_id: int | None = None, timeout_s: float = 10.0,
+    ) -> None:  # fmt: skip
+        self._c = _Client(url, protocol, timeout_s)
+        self.model = model
+        self.sequence_id = new_sequence_id() if sequence_id is None else int(sequence_id)
+        if self.sequence_id <= 0:
+            raise InputError(f"sequence_id must be a positive integer; got {sequence_id!r}")
+        try:
+            self._c.check_model(model, "")
+            config = self._c.model_config(model, "")
+        except BaseException:
+            self._c.close()
+            raise
+        if not config.get("sequence_batching"):
+            self._c.close()
+            raise BackendError(f"model '{model}' on {self._c.url} has no sequence batcher; it cannot keep a session's context")
+        dims = [int(d) for d in config["input"][0]["dims"]]
+        self.n_mels = dims[-1]
+        params = {k: v.get("string_value", "") for k, v in config.get("parameters", {}).items()}
+        self.mels_per_frame = int(params.get("mels_per_frame", "1"))
+        self._started = False
+        self._ended = False
+
+    def push(self, mel: np.ndarray, *, end: bool = False) -> np.ndarray:
+        """mel [T, n_mels] or [1, T, n_mels] float32 -> codes [F, code_dim] float32."""
+        if self._ended:
+            raise BackendError(f"sequence {self.sequence_id} has ended; open a new EncoderStream")
+        mel = np.asarray(mel)
+        if mel.ndim == 2:
+            mel = mel[None]
+        if mel.ndim != 3 or mel.shape[0] != 1 or mel.shape[2] != self.n_mels or mel.shape[1] % self.mels_per_frame:
+            raise InputError(f"mel must be [T, {self.n_mels}] with T a multiple of {self.mels_per_frame}; got {list(np.shape(mel))}")
+        if mel.dtype != np.float32:
+            raise InputError(f"mel must be float32; got {mel.dtype}")
+        inp = self._c.mod.InferInput("mel", list(mel.shape), "FP32")
+        inp.set_data_from_numpy(np.ascontiguousarray(mel))
+        try:
+            result = self._c.call(
+                f"sequence {self.sequence_id} request", self._c.client.infer, self.model, [inp],
+                sequence_id=self.sequence_id, sequence_start=not self._started, sequence_end=end,
+                outputs=[self._c.mod.InferRequestedOutput("code")], **self._c.kw(),
+            )  # fmt: skip
+        except BackendError:
+            self._ended = True  # the server's context is now unknown: the session must restart
+            raise
+        self._started = True
+        self._ended = end
+        return result.as_numpy("code")[0]
+
+    def close(self) -> None:
+        """End the sequence on the server (a final request with no rows) and close the client."""
+        try:
+            if self._started and not self._ended:
+                try:
+                    self.push(np.zeros((0, self.n_mels), np.float32), end=True)
+                except (BackendError, InputError) as exc:
+                    log.debug("ending sequence %d failed: %s", self.sequence_id, exc)
+        finally:
+            self._ended = True
+            self._c.close()
+
+    def __enter__(self) -> EncoderStream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

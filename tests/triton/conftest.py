@@ -1,0 +1,61 @@
+"""Fixtures for the Triton tests: a small export, a --target cpu repository and a REAL server.
+
+The server is the tritonserver binary bundled by nvidia-pytriton, started once per session on
+127.0.0.1 with free ports and always stopped (finalizer + process-group kill). Its python
+models run in .venv-triton (numpy<2 + onnxruntime), made by 'make triton-env'.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from huma_rt.model_config import DeformerConfig, EncoderConfig
+
+ROOT = Path(__file__).resolve().parents[2]
+MODEL_ENV = ROOT / ".venv-triton"
+
+
+def model_env() -> Path:
+    """The python-backend models' venv; fails (never skips) with the command that makes it."""
+    from huma_rt.errors import MissingDependencyError
+    from huma_rt.triton.server import check_model_env
+
+    try:
+        return check_model_env(MODEL_ENV)
+    except MissingDependencyError as exc:
+        pytest.fail(f"{exc} (the Triton tests need it; run 'make triton-env' first)", pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def export_dir(tmp_path_factory) -> Path:
+    """A small real export (fp32 + fp16 ONNX, configs) made by the export package."""
+    from huma_rt.export.models import build_models
+    from huma_rt.export.onnx_export import export_models
+
+    enc, dfm = EncoderConfig(channels=32, code_dim=16), DeformerConfig(code_dim=16, hidden=24, plane_resolution=8)
+    out = tmp_path_factory.mktemp("export")
+    export_models(out, *build_models(enc, dfm, seed=3), seed=3, source="triton tests")
+    return out
+
+
+@pytest.fixture(scope="session")
+def cpu_repo(export_dir, tmp_path_factory) -> Path:
+    from huma_rt.triton.repo import RepoOptions, resolve_source, write_repository
+
+    out = tmp_path_factory.mktemp("repo") / "cpu"
+    return write_repository(out, resolve_source(export_dir=export_dir), RepoOptions(target="cpu", model_env=model_env()))
+
+
+def start_server(repo: Path):
+    from huma_rt.triton.server import ServerConfig, TritonServer
+
+    return TritonServer(ServerConfig(repo, model_env=model_env())).start()
+
+
+@pytest.fixture(scope="session")
+def server(cpu_repo, request):
+    srv = start_server(cpu_repo)
+    request.addfinalizer(srv.stop)
+    return srv
