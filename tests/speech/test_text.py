@@ -16,7 +16,8 @@ def test_sentences_and_abbreviations():
 
 def test_first_chunk_is_cut_at_a_clause():
     chunks = chunk_text("Well, I think that the answer to your question, which is a good one, is yes. Sure.")
-    assert chunks == ["Well, I think that the answer to your question,", "which is a good one, is yes.", "Sure."]
+    assert chunks == ["Well,", "I think that the answer to your question, which is a good one, is yes.", "Sure."]
+    assert chunk_text("Hi, there. Fine.") == ["Hi, there.", "Fine."]  # 'Hi,' is too short to go alone
 
 
 def test_emoji_and_punctuation_only_give_nothing():
@@ -83,8 +84,9 @@ def test_assembler_first_clause_early_and_total_cap():
     from huma_rt.speech.text import ChunkAssembler
 
     a = ChunkAssembler()
-    assert a.feed("Well, I think that the answer to your question, which") == [
-        "Well, I think that the answer to your question,"]
+    assert a.feed("Well") == []
+    assert a.feed(", I think that the answer to your question, which") == ["Well,"]
+    assert a.feed(" is good. ") == ["I think that the answer to your question, which is good."]
     b = ChunkAssembler(max_total=30)
     assert b.feed("Hello there. This is long. And more text here. ") == ["Hello there.", "This is long."]
     assert b.truncated and b.close() == []
