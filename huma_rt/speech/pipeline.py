@@ -215,7 +215,8 @@ class ChatPipeline:
             assembler = ChunkAssembler(max_total=self.config.max_answer_chars)
             parts = []
             for delta in self.responder.respond(item):
-                if stop.is_set():
+                if stop.is_set():  # the avatar loop is gone; let the TTS thread end too
+                    q_chunks.put(_DONE)
                     return
                 if "responder_first" not in result.times:
                     result.times["responder_first"] = time.perf_counter()
@@ -260,6 +261,7 @@ class ChatPipeline:
 
     # -- the avatar loop (caller's thread) ---------------------------------------------------
     def _answer(self, q_text: queue.Queue, result: ChatResult, sink: FrameSink) -> ChatResult:
+        session = self.avatar.session(live=self.config.live)  # before any thread starts
         q_chunks: queue.Queue = queue.Queue()
         q_audio: queue.Queue = queue.Queue()
         stop = threading.Event()
@@ -273,7 +275,6 @@ class ChatPipeline:
         tts_before = (tts_stats.compute_s, tts_stats.audio_s) if tts_stats else None
         failure: _Failed | None = None
         render_s = 0.0
-        session = self.avatar.session(live=self.config.live)
         frame_samples = TARGET_RATE // int(getattr(self.avatar, "fps", 25))
         silence = np.zeros(frame_samples, np.float32)
         pushed = 0
