@@ -69,15 +69,13 @@ class _NullSession:
 
 def _load_avatar(bundle: str | None):
     try:
-        from huma_rt.runtime.avatar import Avatar
+        from huma_rt.runtime import Avatar
     except ImportError:
         return _NullAvatar(), "null (huma_rt.runtime not installed)"
     if bundle is None:
-        try:
-            from huma_rt.commands.demo import ensure_demo_bundle
-        except ImportError:
-            return _NullAvatar(), "null (no --bundle and no demo bundle API)"
-        bundle = ensure_demo_bundle()
+        from huma_rt.export.demo.bundle import ensure_bundle
+
+        bundle = ensure_bundle()[0]
     return Avatar.load(bundle), str(bundle)
 
 

@@ -85,13 +85,13 @@ def _responder(args):
 def _avatar(bundle: Path | None):
     from huma_rt._optional import require
 
-    runtime = require("huma_rt.runtime.avatar", "huma-rt chat (the avatar runtime)")
-    if bundle is None:
-        try:
-            from huma_rt.commands.demo import ensure_demo_bundle  # the demo avatar, built once
-        except ImportError as exc:
-            raise InputError("no --bundle given and the demo avatar is not available; pass --bundle DIR") from exc
-        bundle = ensure_demo_bundle()
+    runtime = require("huma_rt.runtime", "huma-rt chat (the avatar runtime)")
+    if bundle is None:  # the demo avatar, built once into its cache by the demo's own code
+        from huma_rt.export.demo.bundle import ensure_bundle
+
+        bundle, built = ensure_bundle()
+        if built:
+            print(f"built the demo avatar bundle at {bundle}", file=sys.stderr)
     return runtime.Avatar.load(bundle)
 
 

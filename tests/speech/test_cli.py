@@ -53,9 +53,8 @@ def test_bad_output_and_missing_wav(capsys, tmp_path):
 @pytest.mark.skipif(importlib.util.find_spec("huma_rt.runtime") is None, reason="huma_rt.runtime not in this tree yet")
 def test_text_chat_writes_an_mp4_with_audio(capsys, tmp_path):  # pragma: no cover - needs the runtime
     av = pytest.importorskip("av")
-    bundle = pytest.importorskip("huma_rt.commands.demo")
     out = tmp_path / "a.mp4"
     rc, stdout, _ = _run(capsys, "--text", "Hello there.", "-o", str(out), "--no-live")
-    assert rc == 0 and "first video frame" in stdout and bundle
+    assert rc == 0 and "first video frame" in stdout
     with av.open(str(out)) as c:
         assert {s.type for s in c.streams} == {"video", "audio"}
