@@ -115,21 +115,26 @@ class Articulation:
     def count(self) -> int:
         return int(self.index.size)
 
-    def deform(self, params: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """params [B,5] (or [5]) in [0,1] -> dmu [B,Nd,3], dquat [B,Nd,4], dscale [B,Nd,3] float32."""
+    def deform(self, params: np.ndarray, rows: np.ndarray | None = None
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """params [B,5] (or [5]) in [0,1] -> dmu [B,Nd,3], dquat [B,Nd,4], dscale [B,Nd,3] float32.
+
+        ``rows`` (indices into the dynamic Gaussians) restricts the output to those rows.
+        """
+        sel = slice(None) if rows is None else np.asarray(rows)
         p = np.asarray(params, dtype=np.float64)
         single = p.ndim == 1
         p = np.atleast_2d(p)
         if p.shape[-1] != len(PARAMS) or not np.isfinite(p).all():
             raise InputError(f"params must be finite with shape [B, {len(PARAMS)}] ({PARAMS}); got {p.shape}")
         jaw, rnd, spr, clo, blink = (p[:, i : i + 1] for i in range(5))  # [B,1] each
-        m = self.means[None]  # [1,N,3]
+        m = self.means[sel][None]  # [1,N,3]
         x = m[..., 0]
-        wm, wl, wj = self.w["mouth"][None], self.w["lips"][None], self.w["jaw"][None]
-        d = np.zeros((p.shape[0],) + self.means.shape)
+        wm, wl, wj = self.w["mouth"][sel][None], self.w["lips"][sel][None], self.w["jaw"][sel][None]
+        d = np.zeros((p.shape[0],) + m.shape[1:])
         xr = x / MOUTH_HALF_WIDTH
         # rounding: corners pull in, lips push forward; spreading: corners out and up
-        d[..., 0] += (-0.30 * rnd + 0.16 * spr) * x * wm
+        d[..., 0] += (-0.45 * rnd + 0.25 * spr) * x * wm
         d[..., 1] += 0.014 * spr * np.clip(xr, -1.5, 1.5) ** 2 * wm
         d[..., 2] += (0.030 * rnd * (0.4 + 0.6 * wl) - 0.006 * spr) * wm
         # closure: lips press together (upper down, lower up against the jaw opening below)
@@ -138,16 +143,17 @@ class Articulation:
         jaw_w = wj * (1.0 - 0.85 * clo * wl)  # a pressed lower lip resists the open jaw
         angle = np.radians(JAW_MAX_DEG) * jaw * jaw_w
         moved = _rotate_x(m + d, JAW_HINGE, angle)
-        quats = _quat_rotate_x(self.quats[None], angle)
+        quats0 = self.quats[sel][None]
+        quats = _quat_rotate_x(quats0, angle)
         # blink: upper lids rotate down about the eyeball centre
-        lid = self.w["lids"][None] > 0
+        lid = self.w["lids"][sel][None] > 0
         if lid.any():
             b_angle = self.blink_angle * blink * lid
-            centres = self.eyes[self.eye_of][None]
+            centres = self.eyes[self.eye_of[sel]][None]
             moved = np.where(lid[..., None], _rotate_x(moved, centres, b_angle), moved)
             quats = np.where(lid[..., None], _quat_rotate_x(quats, b_angle), quats)
         dmu = moved - m
-        dquat = quats - self.quats[None]
+        dquat = quats - quats0
         ds = (-0.10 * spr + 0.10 * rnd + 0.08 * clo)[..., None] * wl[..., None] * np.array([1.0, 1.0, 0.0])
         dscale = np.broadcast_to(ds, dmu.shape)
         out = tuple(np.ascontiguousarray(a, dtype=np.float32) for a in (dmu, dquat, dscale))

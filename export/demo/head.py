@@ -330,11 +330,12 @@ def _assemble(parts: list[_Part], rng) -> Gaussians:
     )
 
 
-def build_head(spec: HeadSpec | None = None) -> Gaussians:
+def build_head(spec: HeadSpec | None = None, part_ids: bool = False) -> Gaussians:
     """The demo head as Gaussians (SH degree 1, exp scales), identical for identical specs.
 
-    Region ids are set by ``articulation.assign_regions`` semantics: parts that move carry their
-    part's id; skin that the jaw drags is relabelled REGION_JAW there.
+    Region ids come from ``articulation.assign_regions``: parts that move carry their part's id;
+    skin that the jaw drags becomes REGION_JAW. ``part_ids=True`` keeps the builder's part ids
+    instead (what assign_regions takes; for tests and tools).
     """
     from .articulation import assign_regions  # the motion model decides which skin moves
 
@@ -351,7 +352,8 @@ def build_head(spec: HeadSpec | None = None) -> Gaussians:
     parts.append(_lips(rng, count(3000)))
     parts += _mouth_interior(rng, count(2400))
     head = _assemble(parts, rng)
-    head.region = assign_regions(head.means, head.region)
+    if not part_ids:
+        head.region = assign_regions(head.means, head.region)
     return head
 
 

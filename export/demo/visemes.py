@@ -25,17 +25,28 @@ VISEME_DIMS = ("jaw", "round", "spread", "closure")
 
 @dataclass(frozen=True)
 class Viseme:
-    """Target (jaw, round, spread, closure) in [0, 1] and a dominance > 0."""
+    """Target (jaw, round, spread, closure) in [0, 1] and a dominance > 0.
+
+    ``jaw_dominance`` (default: ``dominance``) lets lip consonants hold the lips without
+    dictating the jaw: in "map" the jaw opens for the vowel while the lips close around it.
+    """
 
     jaw: float
     round: float = 0.0
     spread: float = 0.0
     closure: float = 0.0
     dominance: float = 1.0
+    jaw_dominance: float | None = None
 
     @property
     def target(self) -> np.ndarray:
         return np.array([self.jaw, self.round, self.spread, self.closure])
+
+    @property
+    def dominances(self) -> np.ndarray:
+        """[4] dominance per dimension (jaw, round, spread, closure)."""
+        jd = self.dominance if self.jaw_dominance is None else self.jaw_dominance
+        return np.array([jd, self.dominance, self.dominance, self.dominance])
 
 
 REST = Viseme(0.0, 0.0, 0.0, 0.0, dominance=1.5)
@@ -43,12 +54,12 @@ REST = Viseme(0.0, 0.0, 0.0, 0.0, dominance=1.5)
 # Longest-prefix match on the IPA string (stress marks and length removed first).
 _TABLE: dict[str, Viseme] = {
     # bilabials: lips shut
-    "p": Viseme(0.05, closure=1.0, dominance=6.0),
-    "b": Viseme(0.05, closure=1.0, dominance=6.0),
-    "m": Viseme(0.05, closure=1.0, dominance=6.0),
+    "p": Viseme(0.05, closure=1.0, dominance=8.0, jaw_dominance=0.8),
+    "b": Viseme(0.05, closure=1.0, dominance=8.0, jaw_dominance=0.8),
+    "m": Viseme(0.05, closure=1.0, dominance=8.0, jaw_dominance=0.8),
     # labiodentals: lower lip to upper teeth
-    "f": Viseme(0.12, closure=0.55, dominance=3.0),
-    "v": Viseme(0.12, closure=0.55, dominance=3.0),
+    "f": Viseme(0.12, closure=0.55, dominance=3.0, jaw_dominance=0.8),
+    "v": Viseme(0.12, closure=0.55, dominance=3.0, jaw_dominance=0.8),
     # rounded consonants
     "w": Viseme(0.15, round=0.95, dominance=3.0),
     "ʃ": Viseme(0.2, round=0.6, dominance=2.0),
@@ -109,6 +120,7 @@ _TABLE: dict[str, Viseme] = {
 _STRIP = str.maketrans("", "", "ˈˌːˑ̃ʲ")
 STOP_CLOSURE_S = {"p": 0.06, "b": 0.05, "t": 0.04, "d": 0.035, "k": 0.04, "ɡ": 0.035, "g": 0.035}
 TIME_CONSTANT_S = 0.045  # how fast a phoneme's influence fades outside its span
+CLOSURE_TIME_CONSTANT_S = 0.025
 
 
 def viseme_for(phoneme: str) -> Viseme:
@@ -159,14 +171,16 @@ def viseme_curves(events: Sequence[PhonemeEvent], times: np.ndarray, audio_end_s
     s = np.array([a for a, _, _ in spans])
     e = np.array([b for _, b, _ in spans])
     targets = np.stack([v.target for _, _, v in spans])  # [K,4]
-    dom = np.array([v.dominance for _, _, v in spans])
+    dom = np.stack([v.dominances for _, _, v in spans])  # [K,4]
     # distance from each time to each span (0 inside)
     dist = np.maximum(0.0, np.maximum(s[None] - times[:, None], times[:, None] - e[None]))  # [T,K]
-    w = dom[None] * np.exp(-dist / tau)
-    w = np.where(dist > 8 * tau, 0.0, w)
-    total = w.sum(1, keepdims=True)
-    out = (w @ targets) / np.maximum(total, 1e-12)
-    out[total[:, 0] <= 1e-12] = 0.0
+    # lip closure is a quick gesture: it fades faster than the jaw and lip shape
+    taus = np.array([tau, tau, tau, CLOSURE_TIME_CONSTANT_S * tau / TIME_CONSTANT_S])
+    d = dist[:, :, None] / taus  # [T,K,4]
+    w = np.where(d > 8, 0.0, np.exp(-d)) * dom[None]  # [T,K,4]
+    total = w.sum(1)  # [T,4]
+    out = np.einsum("tkd,kd->td", w, targets) / np.maximum(total, 1e-12)
+    out[total <= 1e-12] = 0.0
     return np.clip(out, 0.0, 1.0)
 
 

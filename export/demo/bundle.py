@@ -1,0 +1,103 @@
+"""Build (once) and cache the demo avatar's bundle: shipped weights -> ONNX -> head -> pack.
+
+The cache key is a sha256 over the shipped checkpoint files and the source of the head and
+articulation code (the head is built by code, so a code change is a new avatar). A finished
+bundle lives in ``<cache>/<key>/bundle``; it is built in a temporary folder and renamed into place,
+under a file lock, so parallel first runs neither collide nor leave half a bundle behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+from huma_rt.errors import FormatError
+
+from ..checkpoint import DEMO_CHECKPOINT_DIR, is_checkpoint, load_checkpoint
+
+log = logging.getLogger(__name__)
+
+DEMO_JSON = "demo.json"
+_CODE_FILES = ("head.py", "articulation.py", "bundle.py")
+
+
+def default_cache_dir() -> Path:
+    """$HUMA_RT_CACHE/demo, else $XDG_CACHE_HOME/huma-rt/demo, else ~/.cache/huma-rt/demo."""
+    root = os.environ.get("HUMA_RT_CACHE")
+    if root:
+        return Path(root) / "demo"
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".cache") / "huma-rt" / "demo"
+
+
+def bundle_key(checkpoint: Path = DEMO_CHECKPOINT_DIR) -> str:
+    """sha256 (first 16 hex digits) of the checkpoint files + demo code."""
+    checkpoint = Path(checkpoint)
+    if not is_checkpoint(checkpoint) or not (checkpoint / DEMO_JSON).is_file():
+        raise FormatError(
+            f"no trained demo checkpoint in {checkpoint} (expected model.safetensors, encoder.json, "
+            f"deformer.json, {DEMO_JSON}); train one with: python -m huma_rt.export.demo.train"
+        )
+    h = hashlib.sha256()
+    for name in ("model.safetensors", "encoder.json", "deformer.json", DEMO_JSON):
+        h.update(name.encode())
+        h.update((checkpoint / name).read_bytes())
+    here = Path(__file__).parent
+    for name in _CODE_FILES:
+        h.update(name.encode())
+        h.update((here / name).read_bytes())
+    return h.hexdigest()[:16]
+
+
+def build_bundle(out: Path, checkpoint: Path = DEMO_CHECKPOINT_DIR) -> Path:
+    """Export the checkpoint to ONNX, build the head and pack them into bundle folder ``out``."""
+    from huma_rt.bundle import AvatarSource, pack
+
+    from ..onnx_export import export_models
+    from .head import HeadSpec, build_background, build_camera, build_head
+
+    meta = json.loads((Path(checkpoint) / DEMO_JSON).read_text())
+    encoder, spatial, deformer, _, _ = load_checkpoint(checkpoint)
+    head_spec = HeadSpec(**meta["head"])
+    with tempfile.TemporaryDirectory(prefix="huma-demo-export-") as tmp:
+        export_dir = Path(tmp) / "export"
+        export_models(export_dir, encoder, spatial, deformer, source=f"demo checkpoint {checkpoint}")
+        source = AvatarSource(
+            gaussians=build_head(head_spec), camera=build_camera(head_spec.image_size),
+            background=build_background(head_spec.image_size), export_dir=export_dir,
+            name="huma-demo",
+        )
+        return Path(pack(source, out))
+
+
+def ensure_bundle(checkpoint: Path = DEMO_CHECKPOINT_DIR, cache_dir: Path | None = None,
+                  rebuild: bool = False) -> tuple[Path, bool]:
+    """(bundle path, built_now): the cached demo bundle, building it on first use."""
+    from filelock import FileLock
+
+    key = bundle_key(checkpoint)
+    root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    final = root / key / "bundle"
+    root.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(root / f"{key}.lock")):
+        if final.is_dir() and (final / "manifest.json").is_file() and not rebuild:
+            log.info("demo bundle cached at %s", final)
+            return final, False
+        t0 = time.perf_counter()
+        stage = Path(tempfile.mkdtemp(prefix="build-", dir=root))
+        try:
+            built = build_bundle(stage / "bundle", checkpoint)
+            if final.exists():
+                shutil.rmtree(final)
+            final.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(built, final)
+        finally:
+            shutil.rmtree(stage, ignore_errors=True)
+        log.info("built demo bundle %s in %.1f s", final, time.perf_counter() - t0)
+        return final, True
