@@ -158,3 +158,24 @@ def test_speech_bad_inputs(tts):
         pipe.run_audio(bad, 16000, Frames())
     with pytest.raises(InputError, match="ASR model"):
         ChatPipeline(StandInAvatar(), tts, EchoResponder()).run_audio(np.zeros(100, np.float32), 16000, Frames())
+
+
+def test_tts_failure_mid_answer(tts):
+    class _BrokenAfterFirst:
+        """The real voice for the first chunk, then a failing one (e.g. a corrupt voice file)."""
+
+        stats = tts.stats
+
+        def stream_chunks(self, chunks):
+            for i, item in enumerate(tts.stream_chunks(chunks)):
+                if i == 1:
+                    raise RuntimeError("onnxruntime: cannot allocate memory")
+                yield item
+
+    avatar, frames = StandInAvatar(), Frames()
+    pipe = ChatPipeline(avatar, _BrokenAfterFirst(), ScriptedResponder(["Sure, I can. Then more words here."]),
+                        config=PipelineConfig(live=True))
+    with pytest.raises(PipelineError, match="TTS failed: onnxruntime: cannot allocate memory") as info:
+        pipe.run_text("hi", frames)
+    assert info.value.result.frames > 0 and avatar.sessions[0].finished
+    _check_sync(info.value.result, frames)
