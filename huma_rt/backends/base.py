@@ -111,6 +111,7 @@ class Runner:
         check_bindings(self.inputs, inputs, "inputs", sizes)
         check_bindings(self.outputs, outputs, "outputs", sizes)
         self._check_device(inputs | outputs)
+        self._bound = False  # a half-done rebind must not run on a mix of old and new buffers
         self._bind(dict(inputs), dict(outputs))
         self._bound = True
 

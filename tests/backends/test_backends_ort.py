@@ -202,3 +202,25 @@ def test_gpu_providers_missing_is_a_clear_error(export_dir):
         open_runner(export_dir / "deformer.fp32.onnx", backend="onnxruntime", providers=["tensorrt"])
     with pytest.raises(InputError, match="providers must be among"):
         open_runner(export_dir / "deformer.fp32.onnx", providers=["rocm"])
+
+
+def test_provider_options_for_gpu_providers():
+    from huma_rt.backends.ort import OrtOptions, _provider_options
+
+    opts = OrtOptions(trt_fp16=True, trt_cache_dir=None, device_id=1)
+    assert _provider_options("CPUExecutionProvider", opts, 99) == {}
+    assert _provider_options("CUDAExecutionProvider", opts, 99) == {"device_id": "1", "has_user_compute_stream": "1", "user_compute_stream": "99"}
+    assert _provider_options("TensorrtExecutionProvider", opts, None) == {"device_id": "1", "trt_fp16_enable": "1"}
+
+
+def test_tensorrt_ep_caches(tmp_path):
+    from huma_rt.backends.ort import OrtOptions, _provider_options
+
+    cache = tmp_path / "trt-ep"
+    got = _provider_options("TensorrtExecutionProvider", OrtOptions(trt_cache_dir=str(cache)), None)
+    assert got == {
+        "device_id": "0", "trt_fp16_enable": "0",
+        "trt_engine_cache_enable": "1", "trt_engine_cache_path": str(cache),
+        "trt_timing_cache_enable": "1", "trt_timing_cache_path": str(cache),
+    }  # fmt: skip
+    assert cache.is_dir()
