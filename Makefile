@@ -27,8 +27,9 @@ $(STAMP): pyproject.toml setup.py Makefile $(wildcard kernels/*.cpp kernels/*.cu
 	$(PIP) install -q --no-deps silero-vad==6.2.3 nvidia-pytriton==0.7.0
 	@touch $@
 
+# make demo [TEXT="..." | WAV=speech.wav] [OUT=demo.mp4]
 demo: $(STAMP)
-	$(VENV)/bin/huma-rt demo
+	$(VENV)/bin/huma-rt demo $(if $(WAV),--wav "$(WAV)",$(if $(TEXT),--text "$(TEXT)")) $(if $(OUT),-o "$(OUT)")
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check huma_rt export engines kernels bench tests

@@ -118,15 +118,15 @@ def contact_sheet(frames: list[np.ndarray], audio: np.ndarray, fps: int, cols: i
 def run(args: argparse.Namespace) -> int:
     from huma_rt.export.demo.bundle import ensure_bundle
 
+    out = Path(args.out)
+    if out.suffix.lower() != ".mp4":
+        raise InputError(f"-o must name an .mp4 file; got {out}")
     if args.wav is not None:
         audio, source = load_wav(args.wav), f"WAV {args.wav}"
     else:
         text = args.text if args.text is not None else DEFAULT_TEXT
         audio, voice = speak(text, args.tts)
         source = f"text via {voice}"
-    out = Path(args.out)
-    if out.suffix.lower() != ".mp4":
-        raise InputError(f"-o must name an .mp4 file; got {out}")
     sheet_path = args.sheet or out.with_suffix(".png")
     out.parent.mkdir(parents=True, exist_ok=True)
 
