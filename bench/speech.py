@@ -136,7 +136,7 @@ def _rows_from(name: str, turns: list, extra: dict) -> list[dict]:
 
 
 def run(quick: bool, out_dir: Path, *, bundle: str | None = None, repeat: int | None = None,
-        asr_model: str | None = None, threads: int = 2) -> dict:
+        asr_model: str | None = None, threads: int = 1) -> dict:
     from huma_rt.speech.tts import PiperTTS
 
     repeat = repeat or (3 if quick else 10)
@@ -207,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bundle", help="avatar bundle (default: the demo avatar)")
     parser.add_argument("--repeat", type=int)
     parser.add_argument("--asr-model", help="sherpa-onnx ASR model directory for the full chain")
-    parser.add_argument("--threads", type=int, default=2, help="TTS threads")
+    parser.add_argument("--threads", type=int, default=1, help="TTS threads")
     parser.add_argument("--out", type=Path, default=Path("bench-results"))
     args = parser.parse_args(argv)
     record = run(args.quick, args.out, bundle=args.bundle, repeat=args.repeat, asr_model=args.asr_model,

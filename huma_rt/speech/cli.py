@@ -46,7 +46,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     tts = parser.add_argument_group("voice")
     tts.add_argument("--voice", type=Path, help="Piper voice .onnx (default: the packaged en_US joe voice)")
     tts.add_argument("--speed", type=float, default=1.0, help="speaking speed (> 1 faster)")
-    tts.add_argument("--tts-threads", type=int, default=2)
+    tts.add_argument("--tts-threads", type=int, default=1,
+                     help="TTS threads (1: leaves a core to the avatar; faster on a busy 2-core machine)")
     parser.add_argument("--no-live", action="store_true",
                         help="no real-time frame clock (gaps are not filled with silence)")
     parser.add_argument("--max-answer-chars", type=int, default=2000)
