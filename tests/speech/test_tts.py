@@ -92,3 +92,15 @@ def test_speed_validation(voice_cache):
 
     with pytest.raises(InputError, match="speed"):
         PiperTTS.load(cache_dir=voice_cache, speed=0)
+
+
+def test_cache_key_follows_content(tmp_path, voice_cache):
+    model, config = packaged_voice()
+    cfg = json.loads(config.read_text())
+    cfg["inference"]["length_scale"] = 1.1  # a different voice config -> a different cache entry
+    (tmp_path / "voice.onnx").symlink_to(model)
+    (tmp_path / "voice.onnx.json").write_text(json.dumps(cfg))
+    other = prepare_voice(tmp_path / "voice.onnx", cache_dir=voice_cache)
+    base = prepare_voice(cache_dir=voice_cache)
+    assert other.model.parent != base.model.parent and other.length_scale == 1.1
+    assert json.loads((voice_cache / "voices" / "index.json").read_text())  # hashes remembered
