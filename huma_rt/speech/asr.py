@@ -18,13 +18,14 @@ from __future__ import annotations
 import logging
 import re
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from huma_rt._optional import require
 from huma_rt.errors import FormatError, InputError
+from huma_rt.model_config import _JsonConfig  # to_dict/from_dict/save/load
 from huma_rt.speech._onnx_meta import scan_model
 from huma_rt.speech.audio import TARGET_RATE, to_mono_float
 
@@ -37,7 +38,7 @@ _STREAMING_KEYS = {"decode_chunk_len", "T", "left_context_len", "chunk_size", "c
 
 
 @dataclass
-class AsrConfig:
+class AsrConfig(_JsonConfig):
     """Where the ASR model is and how to run it.
 
     model_dir: a sherpa-onnx model directory. kind: 'auto' or one of KINDS. mode: 'auto',
@@ -52,8 +53,6 @@ class AsrConfig:
     language: str = ""
     decoding_method: str = "greedy_search"
 
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 @dataclass

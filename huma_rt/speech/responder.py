@@ -17,11 +17,12 @@ import os
 import ssl
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Protocol
 from urllib.parse import urlsplit
 
 from huma_rt.errors import BackendError, InputError
+from huma_rt.model_config import _JsonConfig  # to_dict/from_dict/save/load
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +71,7 @@ class ScriptedResponder:
 
 
 @dataclass
-class OpenAIConfig:
+class OpenAIConfig(_JsonConfig):
     """An OpenAI-compatible chat endpoint.
 
     base_url: up to and including the version, e.g. ``https://api.openai.com/v1`` or
@@ -89,8 +90,6 @@ class OpenAIConfig:
     max_tokens: int = 200
     temperature: float = 0.7
 
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 class OpenAIResponder:

@@ -13,13 +13,14 @@ import importlib.resources
 import logging
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from huma_rt._optional import require
 from huma_rt.errors import FormatError, InputError, MissingDependencyError
+from huma_rt.model_config import _JsonConfig  # to_dict/from_dict/save/load
 from huma_rt.speech.audio import TARGET_RATE, to_mono_float
 
 log = logging.getLogger(__name__)
@@ -78,7 +79,7 @@ def check_silero_model(path: str | Path) -> Path:
 
 
 @dataclass
-class VadConfig:
+class VadConfig(_JsonConfig):
     """Silero VAD settings (seconds unless noted).
 
     model: ONNX path; None = the packaged silero_vad.onnx. threshold: speech probability cut.
@@ -95,8 +96,6 @@ class VadConfig:
     num_threads: int = 1
     buffer_s: float = 60.0
 
-    def to_dict(self) -> dict:
-        return asdict(self)
 
     def validate(self) -> None:
         if not 0.0 < self.threshold < 1.0:
