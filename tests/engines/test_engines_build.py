@@ -157,3 +157,19 @@ def test_a_plan_with_problems_is_never_built(exported_dir, tmp_path, fake_trt):
     with pytest.raises(FormatError, match="the build plan has problems"):
         build_engines(plan, cache=EngineCache(tmp_path / "cache"))
     assert _calls("Builder") == []
+
+
+@pytest.mark.gpu
+def test_real_build_twice_is_a_cache_hit(exported_dir, tmp_path, capsys):
+    """On a machine with TensorRT and a GPU: the CLI builds both engines, then hits the cache."""
+    pytest.importorskip("tensorrt")
+    args = ["build", str(exported_dir), "-o", str(tmp_path / "out"), "--cache-dir", str(tmp_path / "c"),
+            "--gaussians", "2048", "--max-batch", "2", "--opt-level", "1"]  # fmt: skip
+    assert main(args) == 0
+    assert "built in" in capsys.readouterr().out
+    assert main(args) == 0
+    assert capsys.readouterr().out.count("cache hit") == 2
+    for name in ("encoder", "deformer"):
+        sc = load_sidecar(tmp_path / "out" / f"{name}.fp16.plan")
+        assert sc.precision == "fp16" and "--stronglyTyped" in sc.trtexec
+    assert list((tmp_path / "c").glob("timing-*.cache"))
