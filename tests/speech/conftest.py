@@ -42,3 +42,12 @@ def tts(voice_cache):
     from huma_rt.speech.tts import PiperTTS
 
     return PiperTTS.load(cache_dir=voice_cache, num_threads=1)
+
+
+@pytest.fixture(scope="session")
+def tiny_asr_dir(tmp_path_factory):
+    """A tiny real sherpa-onnx offline transducer (see _tiny_asr.py)."""
+    pytest.importorskip("onnx")
+    from _tiny_asr import build_tiny_transducer
+
+    return build_tiny_transducer(tmp_path_factory.mktemp("tiny-asr") / "sherpa-onnx-tiny-transducer")

@@ -89,3 +89,20 @@ def test_bad_kind_and_mode(tmp_path):
         detect_layout(AsrConfig(str(tmp_path), kind="ctc"))
     with pytest.raises(InputError, match="ASR mode"):
         detect_layout(AsrConfig(str(tmp_path), mode="live"))
+
+
+def test_real_offline_recognizer_on_a_tiny_model(tiny_asr_dir, question_pcm):
+    pytest.importorskip("sherpa_onnx")
+    import numpy as np
+
+    from huma_rt.speech.asr import Recognizer
+
+    rec = Recognizer(AsrConfig(str(tiny_asr_dir)))
+    assert (rec.layout.kind, rec.layout.streaming) == ("transducer", False)
+    assert rec.transcribe(np.zeros(16000, np.float32)).text == ""
+    result = rec.transcribe(question_pcm)
+    # one 'a' per loud 10 ms frame: most of the ~2.2 s utterance, none of silence
+    assert set(result.text) == {"a"} and 50 < len(result.text) < question_pcm.size / 160
+    assert result.audio_s == pytest.approx(question_pcm.size / 16000) and result.compute_s > 0
+    with pytest.raises(InputError, match="empty"):
+        rec.transcribe(np.zeros(0, np.float32))
