@@ -97,6 +97,8 @@ class ChatResult:
             lines.append(f"{label:32s} {fmt(step)} {fmt(total)}")
         if self.rtf:
             lines.append("real-time factor: " + ", ".join(f"{k} {v:.3f}" for k, v in self.rtf.items()))
+        if self.silence_s:
+            lines.append(f"silence pushed by the live frame clock while a stage was late: {self.silence_s:.2f} s")
         return "\n".join(lines)
 
 
