@@ -26,7 +26,7 @@ import numpy as np
 
 from huma_rt._optional import require
 from huma_rt.backends.base import Runner, TensorSpec
-from huma_rt.errors import BackendError, InputError
+from huma_rt.errors import BackendError, HumaError, InputError
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +34,7 @@ PROTOCOLS = ("grpc", "http")
 DEFAULT_PORTS = {"grpc": 8001, "http": 8000}
 _TRITON_TO_NP = {"FP32": np.float32, "FP16": np.float16, "INT32": np.int32, "INT64": np.int64, "UINT64": np.uint64, "BOOL": np.bool_}
 # Transport failures worth another try for an idempotent request; anything else is final.
-_RETRYABLE = ("UNAVAILABLE", "DEADLINE_EXCEEDED", "Deadline", "timed out", "Connection", "Broken pipe", "reset by peer")
+_RETRYABLE = ("unavailable", "deadline", "timed out", "timeout", "connection", "broken pipe", "reset by peer", "closed")
 _seq_ids = itertools.count(int.from_bytes(os.urandom(4), "little") << 20)
 _seq_lock = threading.Lock()
 
@@ -73,10 +73,28 @@ class _Client:
         self.mod = _module(protocol)
         self.url = _normalise_url(url, protocol)
         self.timeout_s = float(timeout_s)
-        if protocol == "http":
-            self.client = self.mod.InferenceServerClient(self.url, connection_timeout=timeout_s, network_timeout=timeout_s)
+        # The HTTP client runs on gevent and refuses use from another thread than its creator's:
+        # keep one per thread. The gRPC client is thread-safe and shared.
+        self._local = threading.local()
+        self._clients: list[Any] = []
+        self._shared = None if protocol == "http" else self._new()
+
+    def _new(self):
+        if self.protocol == "http":
+            c = self.mod.InferenceServerClient(self.url, connection_timeout=self.timeout_s, network_timeout=self.timeout_s)
         else:
-            self.client = self.mod.InferenceServerClient(self.url)
+            c = self.mod.InferenceServerClient(self.url)
+        self._clients.append(c)
+        return c
+
+    @property
+    def client(self):
+        if self._shared is not None:
+            return self._shared
+        c = getattr(self._local, "client", None)
+        if c is None:
+            c = self._local.client = self._new()
+        return c
 
     def kw(self) -> dict[str, Any]:
         """Per-call timeout arguments (gRPC deadlines; HTTP uses the client's socket timeouts)."""
@@ -87,7 +105,9 @@ class _Client:
             return fn(*args, **kwargs)
         except _exception_type() as exc:
             raise BackendError(f"Triton server at {self.url} ({self.protocol}): {what} failed: {exc}") from exc
-        except (OSError, TimeoutError) as exc:  # HTTP client raises socket errors directly
+        except HumaError:
+            raise
+        except Exception as exc:  # HTTP (geventhttpclient) raises socket and its own errors directly
             raise BackendError(f"Triton server at {self.url} ({self.protocol}): {what} failed: {type(exc).__name__}: {exc}") from exc
 
     def wait_ready(self, timeout_s: float) -> None:
@@ -128,10 +148,12 @@ class _Client:
         raise BackendError(f"Triton server at {self.url} has no ready model '{name}'; it serves {names}")
 
     def close(self) -> None:
-        try:
-            self.client.close()
-        except Exception:  # noqa: BLE001 (closing a dead channel must not mask the real error)
-            log.debug("closing Triton client failed", exc_info=True)
+        for c in self._clients:
+            try:
+                c.close()
+            except Exception:  # noqa: BLE001 (closing a dead channel must not mask the real error)
+                log.debug("closing Triton client failed", exc_info=True)
+        self._clients.clear()
 
 
 def _specs(entries: list[dict[str, Any]]) -> dict[str, TensorSpec]:
@@ -252,15 +274,14 @@ class TritonRunner(Runner):
                 out.set(got, stream=self._stream)
 
     def _infer_with_retries(self):
-        exc_type = _exception_type()
         delay = 0.05
         for attempt in range(self.retries + 1):
             self.requests += 1
             try:
                 return self._c.client.infer(self.model_name, self._infer_inputs, model_version=self.model_version, outputs=self._requested, **self._c.kw())
-            except (exc_type, OSError, TimeoutError) as exc:
-                text = str(exc)
-                if attempt < self.retries and any(k in text for k in _RETRYABLE):
+            except Exception as exc:  # tritonclient's, socket and geventhttpclient errors
+                text = str(exc) or type(exc).__name__
+                if attempt < self.retries and (isinstance(exc, OSError) or any(k in text.lower() for k in _RETRYABLE)):
                     log.warning("Triton %s at %s: attempt %d failed (%s); retrying", self.model_name, self._c.url, attempt + 1, text)
                     time.sleep(delay)
                     delay *= 2

@@ -155,9 +155,28 @@ class TritonServer:
         return env
 
     def start(self) -> TritonServer:
-        """Launch the server and block until it is ready (or raise BackendError with its log)."""
+        """Launch the server and block until it is ready (or raise BackendError with its log).
+
+        Auto-picked ports can be taken by someone else between the probe and the server's bind;
+        then the server exits at once saying so, and we try again on new ports (3 tries).
+        """
         if self._proc is not None:
             return self
+        for attempt in range(3):
+            try:
+                return self._start_once()
+            except BackendError as exc:
+                auto = not (self.config.http_port or self.config.grpc_port)
+                if not (auto and "already in use" in str(exc)) or attempt == 2:
+                    raise
+                log.warning("tritonserver port taken; retrying on new ports")
+                self.http_port, self.grpc_port = free_port(), free_port()
+                self.http_url, self.grpc_url = f"127.0.0.1:{self.http_port}", f"127.0.0.1:{self.grpc_port}"
+                self._work = Path(tempfile.mkdtemp(prefix="huma-triton-"))
+                self.log_path = self._work / "server.log"
+        raise AssertionError("unreachable")
+
+    def _start_once(self) -> TritonServer:
         version = _env_python_version(Path(self.config.model_env)) if self.config.model_env else sysconfig.get_python_version()
         backends = prepare_backend_dir(self._work / "backends", version)
         cmd = [

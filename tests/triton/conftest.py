@@ -59,3 +59,11 @@ def server(cpu_repo, request):
     srv = start_server(cpu_repo)
     request.addfinalizer(srv.stop)
     return srv
+
+
+@pytest.fixture
+def fresh_server(cpu_repo, request):
+    """A server of its own for a test that stops it (stopped again at teardown, idempotent)."""
+    srv = start_server(cpu_repo)
+    request.addfinalizer(srv.stop)
+    return srv

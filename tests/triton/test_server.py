@@ -252,3 +252,21 @@ def test_unreachable_server_fails_fast_with_a_clear_error():
     url = f"127.0.0.1:{free_port()}"
     with pytest.raises(BackendError, match=rf"Triton server at {url} \(grpc\) is not ready after 0.5 s"):
         TritonRunner("encoder", url=url, timeout_s=0.5)
+
+
+def test_stream_close_ends_the_sequence_on_the_server(server, enc):
+    import tritonclient.grpc as g
+
+    rows = np.zeros((1, enc.mels_per_frame, 80), np.float32)
+    i = g.InferInput("mel", list(rows.shape), "FP32")
+    i.set_data_from_numpy(rows)
+    c = g.InferenceServerClient(server.grpc_url)
+    try:
+        s = EncoderStream(server.grpc_url, sequence_id=424242)
+        s.push(np.zeros((enc.receptive_mels, 80), np.float32))
+        c.infer("encoder_stream", [i], sequence_id=424242)  # still open: a continuation is accepted
+        s.close()  # sends END with no rows
+        with pytest.raises(Exception, match="must specify the START flag"):
+            c.infer("encoder_stream", [i], sequence_id=424242)
+    finally:
+        c.close()
