@@ -24,6 +24,8 @@ import importlib.resources
 import json
 import logging
 import shutil
+import tarfile
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -72,35 +74,59 @@ class Source:
     plans: dict[str, Path]
     encoder: EncoderConfig
     deformer: DeformerConfig
+    keep: object = None  # a TemporaryDirectory holding files extracted from a tar bundle
+
+
+def _extract_models(tar_path: Path) -> tuple[Path, tempfile.TemporaryDirectory]:
+    """Extract the ``models/`` members of an (uncompressed) tar bundle into a temporary folder."""
+    tmp = tempfile.TemporaryDirectory(prefix="huma-triton-bundle-")
+    try:
+        with tarfile.open(tar_path, "r:") as tar:
+            members = [m for m in tar.getmembers() if m.isfile() and m.name.lstrip("./").startswith("models/")]
+            for m in members:
+                name = Path(m.name.lstrip("./")).name  # flat: no path from the archive reaches the disk
+                src = tar.extractfile(m)
+                assert src is not None
+                (Path(tmp.name) / name).write_bytes(src.read())
+    except tarfile.TarError as exc:
+        tmp.cleanup()
+        raise FormatError(f"{tar_path} is not a readable bundle tar: {exc}") from exc
+    return Path(tmp.name), tmp
 
 
 def resolve_source(bundle: str | Path | None = None, export_dir: str | Path | None = None) -> Source:
-    """Find the export folder and TensorRT plans of a bundle folder or an export folder.
+    """Find the export folder and TensorRT plans of a bundle or an export folder.
 
-    A bundle folder holds the export as ``export/`` (or at its top level) and plans as
-    ``plans/<network>.plan``; an export folder is what ``huma-rt export -o DIR`` wrote.
+    A bundle (folder or uncompressed tar, huma_rt.bundle) holds the export under ``models/``
+    with plans as ``models/<network>.<precision>.plan``; an export folder is what
+    ``huma-rt export -o DIR`` wrote (plans, if any, as ``<network>[.<precision>].plan``).
     """
     if (bundle is None) == (export_dir is None):
         raise InputError("give exactly one of --bundle or --export-dir")
     root = Path(bundle if bundle is not None else export_dir)  # type: ignore[arg-type]
     if not root.exists():
         raise InputError(f"{root} does not exist")
-    if not root.is_dir():
-        raise InputError(f"{root} is a file; expected a bundle folder or an export folder")
-    candidates = [root, root / "export"] if bundle is not None else [root]
+    keep = None
+    if root.is_file():
+        if bundle is None or not tarfile.is_tarfile(root):
+            raise InputError(f"{root} is a file; expected a bundle (folder or tar) or an export folder")
+        root, keep = _extract_models(root)
+        candidates = [root]
+    else:
+        candidates = [root, root / "models", root / "export"] if bundle is not None else [root]
     exp = next((c for c in candidates if (c / "encoder.json").is_file()), None)
     if exp is None:
         raise FormatError(f"{root} holds no export (encoder.json, deformer.json and the ONNX files); looked in {[str(c) for c in candidates]}")
     for net in NETWORKS:
         if not (exp / f"{net}.fp32.onnx").is_file():
             raise FormatError(f"export folder {exp} lacks {net}.fp32.onnx")
-    plans = {}
-    for folder in (root / "plans", exp / "plans", root):
+    plans: dict[str, Path] = {}
+    for folder in (exp, root / "plans", exp / "plans"):
         for net in NETWORKS:
-            p = folder / f"{net}.plan"
-            if net not in plans and p.is_file():
-                plans[net] = p
-    return Source(exp, plans, EncoderConfig.load(exp / "encoder.json"), DeformerConfig.load(exp / "deformer.json"))
+            for name in (f"{net}.fp16.plan", f"{net}.fp32.plan", f"{net}.plan"):
+                if net not in plans and (folder / name).is_file():
+                    plans[net] = folder / name
+    return Source(exp, plans, EncoderConfig.load(exp / "encoder.json"), DeformerConfig.load(exp / "deformer.json"), keep)
 
 
 def onnx_io(path: Path) -> tuple[list[Tensor], list[Tensor]]:

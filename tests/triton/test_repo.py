@@ -39,10 +39,9 @@ def test_cpu_repository_parses_and_agrees_with_onnx(cpu_repo, export_dir):
 
 def test_gpu_repository_uses_plans_where_present_else_onnx_with_trt_fp16(export_dir, tmp_path):
     bundle = tmp_path / "bundle"
-    shutil.copytree(export_dir, bundle / "export")
-    (bundle / "plans").mkdir()
+    shutil.copytree(export_dir, bundle / "models")  # the bundle layout of huma_rt.bundle
     # Test double: TensorRT cannot build a plan here (no GPU); the writer only copies the bytes.
-    (bundle / "plans" / "encoder.plan").write_bytes(b"stand-in for a TensorRT plan")
+    (bundle / "models" / "encoder.fp16.plan").write_bytes(b"stand-in for a TensorRT plan")
     repo = write_repository(tmp_path / "repo", resolve_source(bundle=bundle), RepoOptions(target="gpu"))
     configs = validate_repository(repo)
     assert configs["encoder"].platform == "tensorrt_plan"
@@ -122,3 +121,18 @@ def test_cli_writes_checks_and_reports_errors(export_dir, tmp_path, capsys):
     assert (out / "encoder" / "1" / "model.onnx").read_bytes() == (export_dir / "encoder.fp32.onnx").read_bytes()
     assert cli_main(["triton-repo", "--bundle", str(tmp_path / "missing"), "-o", str(tmp_path / "x")]) == 1
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_tar_bundle_is_read_without_extracting_paths(export_dir, tmp_path):
+    import tarfile
+
+    tar_path = tmp_path / "avatar.tar"
+    with tarfile.open(tar_path, "w") as tar:
+        for f in sorted(export_dir.iterdir()):
+            tar.add(f, arcname=f"models/{f.name}")
+    source = resolve_source(bundle=tar_path)
+    repo = write_repository(tmp_path / "repo", source, RepoOptions(target="gpu", precision="fp32"))
+    assert (repo / "spatial" / "1" / "model.onnx").read_bytes() == (export_dir / "spatial.fp32.onnx").read_bytes()
+    (tmp_path / "not.tar").write_bytes(b"plain bytes")
+    with pytest.raises(InputError, match="is a file; expected a bundle"):
+        resolve_source(bundle=tmp_path / "not.tar")
