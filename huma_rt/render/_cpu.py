@@ -1,0 +1,111 @@
+"""The CPU backend's stages as a stateful object: buffers for N Gaussians and one camera are
+allocated once; each stage is one call into the native library (kernels/cpu/raster_cpu.cpp)."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+from huma_rt.errors import InputError
+from huma_rt.gaussians import Camera
+from huma_rt.kernels.cpu import PROJECTED_DTYPE, load_library
+from huma_rt.render._common import SCALE_ACTIVATION_CODES, camera_params, tile_grid
+
+log = logging.getLogger(__name__)
+
+
+def _ptr(a: np.ndarray | None) -> int | None:
+    return None if a is None else a.ctypes.data
+
+
+class CpuStages:
+    """Project / bin+sort / blend / composite for up to ``capacity`` Gaussians.
+
+    Owns: proj [N] PROJECTED_DTYPE, colours [N,3] f32, tile offsets, sort keys [max_isects]
+    uint64, blend scratch, and the un-composited frame (rgb [H,W,3], alpha, depth [H,W] f32).
+    """
+
+    def __init__(self, camera: Camera, capacity: int, *, max_isects: int | None = None,
+                 threads: int = 0) -> None:
+        if capacity < 0:
+            raise InputError(f"capacity must be >= 0 Gaussians; got {capacity}")
+        self.lib = load_library()
+        self.camera = camera
+        self.cam = camera_params(camera)
+        self.threads = int(threads) or _omp_threads()
+        self.tiles_x, self.tiles_y = tile_grid(camera)
+        tiles = self.tiles_x * self.tiles_y
+        h, w = camera.height, camera.width
+        self.capacity = int(capacity)
+        self.proj = np.zeros(max(capacity, 1), dtype=PROJECTED_DTYPE)
+        self.colors = np.zeros((max(capacity, 1), 3), dtype=np.float32)
+        self.tile_offsets = np.zeros(tiles + 1, dtype=np.int32)
+        self.tile_cursor = np.zeros(tiles, dtype=np.int32)
+        self.keys = np.zeros(max_isects or max(1 << 16, 8 * capacity), dtype=np.uint64)
+        self.scratch_per_thread = max(capacity, 1)
+        self.scratch = np.zeros(self.threads * self.scratch_per_thread * self.lib.hr_cpu_packed_size(),
+                                dtype=np.uint8)
+        self.rgb = np.zeros((h, w, 3), dtype=np.float32)
+        self.alpha = np.zeros((h, w), dtype=np.float32)
+        self.depth = np.zeros((h, w), dtype=np.float32)
+        self.full_rect = np.array([0, 0, self.tiles_x, self.tiles_y], dtype=np.int32)
+        self.tile_box = np.zeros(4, dtype=np.int32)
+        self.num_isects = 0
+
+    def project(self, means, quats, log_scales, opacity_logits, sh, scale_activation: str,
+                out_index: np.ndarray | None = None) -> np.ndarray:
+        """Project rows of raw Gaussian arrays into self.proj / self.colors (rows out_index or
+        0..n-1). Returns self.tile_box [tx0, ty0, tx1, ty1) of the tiles they touch."""
+        n = means.shape[0]
+        degree = {1: 0, 4: 1, 9: 2, 16: 3}[sh.shape[1]]
+        self.lib.hr_cpu_project(
+            n, _ptr(means), _ptr(quats), _ptr(log_scales), _ptr(opacity_logits), _ptr(sh),
+            degree, SCALE_ACTIVATION_CODES[scale_activation], _ptr(self.cam), _ptr(out_index),
+            _ptr(self.proj), _ptr(self.colors), _ptr(self.tile_box), self.threads,
+        )
+        return self.tile_box
+
+    def bin_sort(self, n: int, rect: np.ndarray) -> int:
+        """Bin the first n projected Gaussians into the tiles of rect and depth-sort each tile.
+        Grows the key buffer (with a warning) when the intersections exceed its capacity."""
+        while True:
+            total = self.lib.hr_cpu_bin_sort(
+                n, _ptr(self.proj), self.camera.width, self.camera.height, _ptr(rect),
+                _ptr(self.tile_offsets), _ptr(self.tile_cursor), _ptr(self.keys),
+                self.keys.shape[0], self.threads,
+            )
+            if total <= self.keys.shape[0]:
+                self.num_isects = int(total)
+                return self.num_isects
+            log.warning("tile intersections %d exceed the buffer of %d; growing it (this frame "
+                        "allocates)", total, self.keys.shape[0])
+            self.keys = np.zeros(int(total * 1.5), dtype=np.uint64)
+
+    def blend(self, rect: np.ndarray, with_depth: bool) -> None:
+        """Front-to-back blend of the tiles of rect into self.rgb / alpha (/ depth)."""
+        self.lib.hr_cpu_blend(
+            _ptr(self.proj), _ptr(self.colors), self.camera.width, self.camera.height,
+            _ptr(rect), _ptr(self.tile_offsets), _ptr(self.keys), _ptr(self.scratch),
+            self.scratch_per_thread, _ptr(self.rgb), _ptr(self.alpha),
+            _ptr(self.depth) if with_depth else None, self.threads,
+        )
+
+    def composite(self, bg_image: np.ndarray | None, bg_color: np.ndarray,
+                  pixel_rect: tuple[int, int, int, int], out_f32: np.ndarray | None = None,
+                  out_u8: np.ndarray | None = None) -> None:
+        """out = rgb + (1 - alpha) * background over pixel_rect (x0, y0, x1, y1)."""
+        x0, y0, x1, y1 = pixel_rect
+        self.lib.hr_cpu_composite(
+            _ptr(self.rgb), _ptr(self.alpha), _ptr(bg_image), _ptr(bg_color), self.camera.width,
+            x0, y0, x1, y1, _ptr(out_f32), _ptr(out_u8), self.threads,
+        )
+
+
+def _omp_threads() -> int:
+    import os
+
+    env = os.environ.get("OMP_NUM_THREADS", "")
+    if env.isdigit() and int(env) > 0:
+        return int(env)
+    return os.cpu_count() or 1

@@ -1,0 +1,33 @@
+"""The native CPU rasterizer extension, built by setup.py at install time (never at first use).
+
+The extension is a plain shared library of C functions (kernels/cpu/raster_cpu.cpp, compiled
+from the same raster_math.cuh as the CUDA kernels) that huma_rt.kernels.cpu loads with ctypes:
+no Python C-API code to maintain, one binary for every Python version, and ctypes drops the GIL
+for the duration of each call.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+EXTENSION_NAME = "huma_rt.kernels._raster_cpu"
+
+
+def ext_modules(root: Path) -> list:
+    """setuptools Extensions of the kernels folder; ``root`` is the folder holding setup.py."""
+    from setuptools import Extension
+
+    src = Path("kernels") / "cpu" / "raster_cpu.cpp"
+    if not (Path(root) / src).exists():
+        return []
+    return [
+        Extension(
+            EXTENSION_NAME,
+            sources=[str(src)],
+            include_dirs=[str(Path("kernels"))],
+            depends=[str(Path("kernels") / "raster_math.cuh")],
+            language="c++",
+            extra_compile_args=["-std=c++17", "-O3", "-fopenmp", "-fvisibility=hidden"],
+            extra_link_args=["-fopenmp"],
+        )
+    ]

@@ -1,0 +1,234 @@
+// CPU backend of the Gaussian rasterizer: the math of ../raster_math.cuh driven by OpenMP over
+// Gaussians (projection) and over 16x16 tiles (sort, blend). Exposed as plain C functions that
+// Python loads with ctypes (see kernels/_cpu.py); every buffer is owned by the caller.
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <omp.h>
+
+#include "../raster_math.cuh"
+
+#define HR_EXPORT extern "C" __attribute__((visibility("default")))
+
+namespace {
+
+inline int pick_threads(int threads) { return threads > 0 ? threads : omp_get_max_threads(); }
+
+// Tiles that one Gaussian touches, restricted to rect = [tx0, ty0, tx1, ty1).
+inline bool clipped_bounds(const HrProjected &p, int tiles_x, int tiles_y, const int *rect,
+                           int b[4]) {
+    hr_tile_bounds(p, tiles_x, tiles_y, b);
+    b[0] = std::max(b[0], rect[0]);
+    b[1] = std::max(b[1], rect[1]);
+    b[2] = std::min(b[2], rect[2]);
+    b[3] = std::min(b[3], rect[3]);
+    return b[0] < b[2] && b[1] < b[3];
+}
+
+}  // namespace
+
+HR_EXPORT int hr_cpu_abi_version() { return 1; }
+
+// Project n Gaussians. Row i of the inputs goes to row out_index[i] of proj/rgb (or row i when
+// out_index is null), so a renderer can refresh only its dynamic rows. tile_box (nullable)
+// receives the union [tx0, ty0, tx1, ty1) of the tiles the projected Gaussians touch.
+HR_EXPORT void hr_cpu_project(int n, const float *means, const float *quats,
+                              const float *log_scales, const float *opacity_logits,
+                              const float *sh, int sh_degree, int scale_activation,
+                              const float *cam_params, const int *out_index, HrProjected *proj,
+                              float *rgb, int *tile_box, int threads) {
+    const HrCamera cam = hr_camera_from_params(cam_params);
+    const int tiles_x = (cam.width + HR_TILE - 1) / HR_TILE;
+    const int tiles_y = (cam.height + HR_TILE - 1) / HR_TILE;
+    int bx0 = tiles_x, by0 = tiles_y, bx1 = 0, by1 = 0;
+#pragma omp parallel for num_threads(pick_threads(threads)) schedule(static) \
+    reduction(min : bx0, by0) reduction(max : bx1, by1)
+    for (int i = 0; i < n; ++i) {
+        const int row = out_index ? out_index[i] : i;
+        HrProjected p;
+        hr_project_gaussian(i, means, quats, log_scales, opacity_logits, sh, sh_degree,
+                            scale_activation, cam, p, rgb + (int64_t)row * 3);
+        proj[row] = p;
+        int b[4];
+        hr_tile_bounds(p, tiles_x, tiles_y, b);
+        if (b[0] < b[2] && b[1] < b[3]) {
+            bx0 = std::min(bx0, b[0]);
+            by0 = std::min(by0, b[1]);
+            bx1 = std::max(bx1, b[2]);
+            by1 = std::max(by1, b[3]);
+        }
+    }
+    if (tile_box) {
+        tile_box[0] = bx0; tile_box[1] = by0; tile_box[2] = bx1; tile_box[3] = by1;
+    }
+}
+
+// Bin projected Gaussians into the tiles of rect (count, exclusive scan, emit) and sort each
+// tile's list by (depth, index). tile_offsets [tiles + 1] (global tile ids), keys [capacity].
+// Returns the number of intersections; when it exceeds capacity nothing is emitted and the
+// caller must grow its buffers (never a silent truncation).
+HR_EXPORT int64_t hr_cpu_bin_sort(int n, const HrProjected *proj, int width, int height,
+                                  const int *rect, int *tile_offsets, int *tile_cursor,
+                                  uint64_t *keys, int64_t capacity, int threads) {
+    const int tiles_x = (width + HR_TILE - 1) / HR_TILE;
+    const int tiles_y = (height + HR_TILE - 1) / HR_TILE;
+    const int tiles = tiles_x * tiles_y;
+    std::memset(tile_cursor, 0, sizeof(int) * tiles);
+    for (int i = 0; i < n; ++i) {
+        int b[4];
+        if (!clipped_bounds(proj[i], tiles_x, tiles_y, rect, b)) continue;
+        for (int ty = b[1]; ty < b[3]; ++ty)
+            for (int tx = b[0]; tx < b[2]; ++tx) ++tile_cursor[ty * tiles_x + tx];
+    }
+    int64_t total = 0;
+    for (int t = 0; t < tiles; ++t) {
+        tile_offsets[t] = (int)std::min<int64_t>(total, capacity);
+        total += tile_cursor[t];
+    }
+    tile_offsets[tiles] = (int)std::min<int64_t>(total, capacity);
+    if (total > capacity) return total;
+    for (int t = 0; t < tiles; ++t) tile_cursor[t] = tile_offsets[t];
+    for (int i = 0; i < n; ++i) {
+        int b[4];
+        if (!clipped_bounds(proj[i], tiles_x, tiles_y, rect, b)) continue;
+        const uint64_t key = hr_depth_key(proj[i].depth, i);
+        for (int ty = b[1]; ty < b[3]; ++ty)
+            for (int tx = b[0]; tx < b[2]; ++tx) keys[tile_cursor[ty * tiles_x + tx]++] = key;
+    }
+    const int rw = std::max(0, rect[2] - rect[0]), rh = std::max(0, rect[3] - rect[1]);
+#pragma omp parallel for num_threads(pick_threads(threads)) schedule(dynamic, 4)
+    for (int k = 0; k < rw * rh; ++k) {
+        const int t = (rect[1] + k / rw) * tiles_x + rect[0] + k % rw;
+        std::sort(keys + tile_offsets[t], keys + tile_offsets[t + 1]);
+    }
+    return total;
+}
+
+namespace {
+
+// A tile's Gaussians packed contiguously in sorted order: the CPU twin of the CUDA kernel's
+// shared-memory batch.
+struct Packed {
+    float x, y, ca, cb, cc, opacity, r, g, b, depth;
+    int x0, x1, y0, y1;  // pixel window inside the tile where alpha can reach 1/255
+};
+
+void blend_tile(int t, const HrProjected *proj, const float *rgb, int width, int height,
+                int tiles_x, const int *tile_offsets, const uint64_t *keys, Packed *pk,
+                float *out_rgb, float *out_alpha, float *out_depth) {
+    const int tx0 = (t % tiles_x) * HR_TILE, ty0 = (t / tiles_x) * HR_TILE;
+    const int begin = tile_offsets[t], end = tile_offsets[t + 1];
+    const int w = std::min(HR_TILE, width - tx0), h = std::min(HR_TILE, height - ty0);
+    float T[HR_BLOCK], C[HR_BLOCK * 3], D[HR_BLOCK];
+    bool done[HR_BLOCK];
+    for (int k = 0; k < HR_BLOCK; ++k) {
+        T[k] = 1.f; D[k] = 0.f; done[k] = false;
+        C[3 * k] = C[3 * k + 1] = C[3 * k + 2] = 0.f;
+    }
+    int n_pk = 0;
+    for (int s = begin; s < end; ++s) {
+        const int g = (int)(keys[s] & 0xffffffffu);
+        const HrProjected &p = proj[g];
+        Packed &q = pk[n_pk];
+        q.x = p.x; q.y = p.y; q.ca = p.ca; q.cb = p.cb; q.cc = p.cc; q.opacity = p.opacity;
+        q.r = rgb[3 * g]; q.g = rgb[3 * g + 1]; q.b = rgb[3 * g + 2]; q.depth = p.depth;
+        // Outside mean +- radius (the extent where alpha falls to 1/255, rounded up), alpha is
+        // below the threshold; one pixel of margin keeps float rounding on the safe side.
+        q.x0 = std::max(0, (int)floorf(p.x - p.rx - 1.f) - tx0);
+        q.x1 = std::min(w, (int)ceilf(p.x + p.rx + 1.f) - tx0);
+        q.y0 = std::max(0, (int)floorf(p.y - p.ry - 1.f) - ty0);
+        q.y1 = std::min(h, (int)ceilf(p.y + p.ry + 1.f) - ty0);
+        if (q.x0 < q.x1 && q.y0 < q.y1) ++n_pk;
+    }
+    int n_done = HR_BLOCK - w * h;
+    for (int k = 0; k < HR_BLOCK; ++k)
+        if (k % HR_TILE >= w || k / HR_TILE >= h) done[k] = true;
+    for (int s = 0; s < n_pk && n_done < HR_BLOCK; ++s) {
+        const Packed &q = pk[s];
+        HrProjected p;
+        p.x = q.x; p.y = q.y; p.ca = q.ca; p.cb = q.cb; p.cc = q.cc;
+        for (int ly = q.y0; ly < q.y1; ++ly) {
+            const float py = (float)(ty0 + ly) + 0.5f;
+            for (int lx = q.x0; lx < q.x1; ++lx) {
+                const int k = ly * HR_TILE + lx;
+                if (done[k]) continue;
+                const float px = (float)(tx0 + lx) + 0.5f;
+                bool d = false;
+                const float vis = hr_blend_step(q.opacity, hr_sigma(p, px, py), T[k], d);
+                if (d) {
+                    done[k] = true;
+                    ++n_done;
+                }
+                C[3 * k] += q.r * vis;
+                C[3 * k + 1] += q.g * vis;
+                C[3 * k + 2] += q.b * vis;
+                D[k] += q.depth * vis;
+            }
+        }
+    }
+    for (int ly = 0; ly < h; ++ly)
+        for (int lx = 0; lx < w; ++lx) {
+            const int k = ly * HR_TILE + lx;
+            const int64_t pix = (int64_t)(ty0 + ly) * width + tx0 + lx;
+            const float a = 1.f - T[k];
+            out_rgb[3 * pix] = C[3 * k];
+            out_rgb[3 * pix + 1] = C[3 * k + 1];
+            out_rgb[3 * pix + 2] = C[3 * k + 2];
+            out_alpha[pix] = a;
+            if (out_depth) out_depth[pix] = D[k] / fmaxf(a, 1e-10f);
+        }
+}
+
+}  // namespace
+
+// Blend every tile of rect front to back. Writes un-composited colour sum(c * alpha * T)
+// [H,W,3], alpha = 1 - T [H,W] and, when out_depth is not null, the expected depth
+// sum(z * alpha * T) / alpha [H,W] for the pixels of rect; pixels outside rect are untouched.
+// scratch: per-thread packing space, threads x max_per_tile records of 14 x 4 bytes.
+HR_EXPORT void hr_cpu_blend(const HrProjected *proj, const float *rgb, int width, int height,
+                            const int *rect, const int *tile_offsets, const uint64_t *keys,
+                            void *scratch, int64_t scratch_per_thread, float *out_rgb,
+                            float *out_alpha, float *out_depth, int threads) {
+    const int tiles_x = (width + HR_TILE - 1) / HR_TILE;
+    const int rw = std::max(0, rect[2] - rect[0]), rh = std::max(0, rect[3] - rect[1]);
+    const int nt = pick_threads(threads);
+#pragma omp parallel num_threads(nt)
+    {
+        Packed *pk = reinterpret_cast<Packed *>(scratch) + omp_get_thread_num() * scratch_per_thread;
+#pragma omp for schedule(dynamic, 1)
+        for (int k = 0; k < rw * rh; ++k) {
+            const int t = (rect[1] + k / rw) * tiles_x + rect[0] + k % rw;
+            blend_tile(t, proj, rgb, width, height, tiles_x, tile_offsets, keys, pk, out_rgb,
+                       out_alpha, out_depth);
+        }
+    }
+}
+
+// Largest per-tile list length (sizes the blend scratch).
+HR_EXPORT int hr_cpu_max_tile_len(const int *tile_offsets, int tiles) {
+    int m = 0;
+    for (int t = 0; t < tiles; ++t) m = std::max(m, tile_offsets[t + 1] - tile_offsets[t]);
+    return m;
+}
+
+HR_EXPORT int hr_cpu_packed_size() { return (int)sizeof(Packed); }
+
+// Composite over a background and write the pixels [x0, x1) x [y0, y1):
+// out = rgb + (1 - alpha) * bg, with bg an [H,W,3] image or, when bg_image is null, the colour
+// bg_color[3]. out_f32 [H,W,3] (may alias rgb) and/or out_u8 [H,W,3] (round(clip(v) * 255)).
+HR_EXPORT void hr_cpu_composite(const float *rgb, const float *alpha, const float *bg_image,
+                                const float *bg_color, int width, int x0, int y0, int x1, int y1,
+                                float *out_f32, uint8_t *out_u8, int threads) {
+#pragma omp parallel for num_threads(pick_threads(threads)) schedule(static)
+    for (int y = y0; y < y1; ++y)
+        for (int x = x0; x < x1; ++x) {
+            const int64_t pix = (int64_t)y * width + x;
+            const float T = 1.f - alpha[pix];
+            for (int c = 0; c < 3; ++c) {
+                const float bg = bg_image ? bg_image[3 * pix + c] : bg_color[c];
+                const float v = rgb[3 * pix + c] + T * bg;
+                if (out_f32) out_f32[3 * pix + c] = v;
+                if (out_u8) out_u8[3 * pix + c] = (uint8_t)(fminf(fmaxf(v, 0.f), 1.f) * 255.f + 0.5f);
+            }
+        }
+}
