@@ -2,7 +2,8 @@
 
 Starts the real tritonserver (nvidia-pytriton) on a --target cpu repository of an export, then
 measures, in one run and on the same inputs:
-- per-request latency (p50/p95) over gRPC: encoder (one receptive window), encoder_stream (one
+- per-request latency (p50/p95) over gRPC (payload in the request, or "triton+shm": in POSIX
+  shared-memory regions registered with the server): encoder (one receptive window), encoder_stream (one
   frame of new mel rows on a live sequence), deformer (N Gaussians), the avatar_frame ensemble;
   beside the same networks on local onnxruntime (1 thread);
 - frames per second with 1, 4 and 8 concurrent sessions, each frame = streaming encoder step +
@@ -40,7 +41,10 @@ def _export(export_dir: Path | None, work: Path) -> Path:
 def _runner_pair(backend: str, export: Path, url: str | None):
     from huma_rt.backends import open_runner
 
-    opts = {"url": url} if backend == "triton" else {"threads": 1}
+    if backend.startswith("triton"):
+        opts, backend = {"url": url, "shared_memory": backend == "triton+shm"}, "triton"
+    else:
+        opts = {"threads": 1}
     return (open_runner(export / "encoder.fp32.onnx", backend=backend, **opts), open_runner(export / "deformer.fp32.onnx", backend=backend, **opts))
 
 
@@ -53,7 +57,7 @@ def _latency(export: Path, url: str, feat: np.ndarray, enc, warmup: int, repeat:
     n = feat.shape[0]
     outs = {k: np.zeros((1, n, d), np.float32) for k, d in (("dmu", 3), ("dquat", 4), ("dscale", 3))}
     rows = []
-    for backend in ("triton", "onnxruntime"):
+    for backend in ("triton", "triton+shm", "onnxruntime"):
         e, d = _runner_pair(backend, export, url)
         try:
             e.bind(inputs={"mel": mel}, outputs={"code": code})
@@ -96,7 +100,7 @@ def _session_fps(backend: str, export: Path, url: str, feat: np.ndarray, enc, se
         outs = {k: np.zeros((1, n, d), np.float32) for k, d in (("dmu", 3), ("dquat", 4), ("dscale", 3))}
         times = []
         try:
-            if backend == "triton":
+            if backend.startswith("triton"):
                 stream = EncoderStream(url)
                 _, dfm = None, _runner_pair(backend, export, url)[1]
                 window = None
@@ -110,7 +114,7 @@ def _session_fps(backend: str, export: Path, url: str, feat: np.ndarray, enc, se
             for t in range(frames):
                 t0 = time.perf_counter()
                 k = enc.mels_per_frame
-                if backend == "triton":
+                if backend.startswith("triton"):
                     new = mel[: enc.receptive_mels] if t == 0 else mel[enc.receptive_mels + (t - 1) * k : enc.receptive_mels + t * k]
                     code[:] = stream.push(new)
                 else:
@@ -119,7 +123,7 @@ def _session_fps(backend: str, export: Path, url: str, feat: np.ndarray, enc, se
                     code[:] = wcode[0]
                 dfm.run()
                 times.append(time.perf_counter() - t0)
-            if backend == "triton":
+            if backend.startswith("triton"):
                 stream.close()
             else:
                 enc_r.close()
@@ -171,7 +175,7 @@ def run(quick: bool, out_dir: Path, *, export_dir: Path | None = None, gaussians
             latency = _latency(export, srv.grpc_url, feat, enc, warmup, repeat)
             sessions = []
             for count in (1, 4, 8):
-                for backend in ("triton", "onnxruntime"):
+                for backend in ("triton", "triton+shm", "onnxruntime"):
                     sessions.append(_session_fps(backend, export, srv.grpc_url, feat, enc, count, frames))
                     log.info("%s %d sessions: %.1f fps", backend, count, sessions[-1]["fps_total"])
     rows = [{"part": "latency", **r} for r in latency] + [{"part": "sessions", **r} for r in sessions]

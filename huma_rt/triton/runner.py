@@ -173,7 +173,9 @@ class TritonRunner(Runner):
     ("grpc" default, "http"), ``timeout_s`` (per request and for readiness at open, default 10),
     ``retries`` (extra tries of a failed request on transport errors, default 2),
     ``model_version`` ("" = the server's latest), ``check_source`` (compare the server model's
-    source sha256 with a local ONNX path, default True). ``threads`` is accepted and ignored.
+    source sha256 with a local ONNX path, default True), ``shared_memory`` (False; True: tensors
+    travel through POSIX shared-memory regions registered with the server, which must then run
+    on this host). ``threads`` is accepted and ignored.
     """
 
     backend = "triton"
@@ -181,7 +183,7 @@ class TritonRunner(Runner):
     def __init__(
         self, model: str | Path, *, device: str = "cpu", threads: int | None = None, url: str | None = None,
         protocol: str = "grpc", timeout_s: float = 10.0, retries: int = 2, model_version: str = "",
-        check_source: bool = True, stream: Any = None,
+        check_source: bool = True, shared_memory: bool = False, stream: Any = None,
     ) -> None:  # fmt: skip
         if device not in ("cpu", "cuda"):
             raise InputError(f"device must be 'cpu' or 'cuda'; got {device!r}")
@@ -191,7 +193,13 @@ class TritonRunner(Runner):
         self.model_version = str(model_version)
         self.retries = retries
         self._stream = stream
-        self._options = dict(url=url, protocol=protocol, timeout_s=timeout_s, retries=retries, model_version=model_version, check_source=check_source)
+        self._options = dict(
+            url=url, protocol=protocol, timeout_s=timeout_s, retries=retries, model_version=model_version,
+            check_source=check_source, shared_memory=shared_memory,
+        )  # fmt: skip
+        self.shared_memory = bool(shared_memory)
+        self._regions: list[tuple[str, Any]] = []  # (registered name, handle)
+        self._views: dict[str, np.ndarray] = {}
         self._c = _Client(url, protocol, timeout_s)
         try:
             self._c.wait_ready(timeout_s)
@@ -238,9 +246,12 @@ class TritonRunner(Runner):
 
     def _bind(self, inputs: dict[str, Any], outputs: dict[str, Any]) -> None:
         mod = self._c.mod
+        self._free_regions()
         self._in, self._out = inputs, outputs
-        self._infer_inputs = [mod.InferInput(n, list(a.shape), "FP32" if a.dtype == np.float32 else _np_to_triton(a.dtype)) for n, a in inputs.items()]
+        self._infer_inputs = [mod.InferInput(n, list(a.shape), _np_to_triton(a.dtype)) for n, a in inputs.items()]
         self._requested = [mod.InferRequestedOutput(n) for n in outputs]
+        if self.shared_memory:
+            self._map_regions()
         self._bound = True
         try:
             self.run()  # learn now, not on the first frame, whether the shapes fit the model
@@ -248,6 +259,33 @@ class TritonRunner(Runner):
             self._bound = False
             shapes = {n: tuple(a.shape) for n, a in (inputs | outputs).items()}
             raise InputError(f"{self.model_name}: the bound shapes {shapes} do not fit the served model: {exc}") from exc
+
+    def _map_regions(self) -> None:
+        """One registered POSIX shm region per bound tensor; numpy views on them (no copies
+        through the socket: the server reads inputs and writes outputs in place)."""
+        shm = require("tritonclient.utils.shared_memory", "Triton shared-memory transport")
+        tag = f"huma_{os.getpid()}_{id(self):x}"
+        for kind, arrays, msgs in (("in", self._in, self._infer_inputs), ("out", self._out, self._requested)):
+            for msg, (name, arr) in zip(msgs, arrays.items(), strict=True):
+                region, size = f"{tag}_{kind}_{name}", max(int(arr.nbytes), 1)
+                handle = shm.create_shared_memory_region(region, f"/{region}", size)
+                self._regions.append((region, handle))
+                self._c.call("shared-memory registration", self._c.client.register_system_shared_memory, region, f"/{region}", size)
+                msg.set_shared_memory(region, size)
+                self._views[f"{kind}:{name}"] = shm.get_contents_as_numpy(handle, arr.dtype, list(arr.shape))
+
+    def _free_regions(self) -> None:
+        if not self._regions:
+            return
+        shm = require("tritonclient.utils.shared_memory", "Triton shared-memory transport")
+        for region, handle in self._regions:
+            try:
+                self._c.client.unregister_system_shared_memory(region)
+            except Exception:  # noqa: BLE001 (the server may be gone; the local region still goes)
+                log.debug("unregistering %s failed", region, exc_info=True)
+            shm.destroy_shared_memory_region(handle)
+        self._regions.clear()
+        self._views.clear()
 
     def _host(self, arr: Any) -> np.ndarray:
         if isinstance(arr, np.ndarray):
@@ -260,9 +298,21 @@ class TritonRunner(Runner):
         """Send the bound inputs, wait for the outputs, copy them into the bound arrays."""
         if not self._bound:
             self._require_bound()
-        for inp, arr in zip(self._infer_inputs, self._in.values(), strict=True):
-            inp.set_data_from_numpy(self._host(arr))
+        if self.shared_memory:
+            for name, arr in self._in.items():
+                np.copyto(self._views[f"in:{name}"], self._host(arr))
+        else:
+            for inp, arr in zip(self._infer_inputs, self._in.values(), strict=True):
+                inp.set_data_from_numpy(self._host(arr))
         result = self._infer_with_retries()
+        if self.shared_memory:
+            for name, out in self._out.items():
+                view = self._views[f"out:{name}"]
+                if isinstance(out, np.ndarray):
+                    np.copyto(out, view)
+                else:
+                    out.set(view, stream=self._stream)
+            return
         for name, out in self._out.items():
             got = result.as_numpy(name)
             if got is None or tuple(got.shape) != tuple(out.shape):
@@ -300,6 +350,7 @@ class TritonRunner(Runner):
 
     def close(self) -> None:
         if not self._closed:
+            self._free_regions()
             self._c.close()
         self._in, self._out = {}, {}
         super().close()

@@ -270,3 +270,25 @@ def test_stream_close_ends_the_sequence_on_the_server(server, enc):
             c.infer("encoder_stream", [i], sequence_id=424242)
     finally:
         c.close()
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http"])
+def test_shared_memory_transport_equals_onnxruntime_and_cleans_up(server, export_dir, enc, hidden, protocol):
+    import glob
+    import os
+
+    url = server.grpc_url if protocol == "grpc" else server.http_url
+    rng = np.random.default_rng(4)
+    feat = rng.standard_normal((300, hidden)).astype(np.float32)
+    code = rng.standard_normal((1, enc.code_dim)).astype(np.float32)
+    outs = {k: np.zeros((1, 300, d), np.float32) for k, d in (("dmu", 3), ("dquat", 4), ("dscale", 3))}
+    with TritonRunner("deformer", url=url, protocol=protocol, shared_memory=True) as r:
+        r.bind(inputs={"feat": feat, "code": code}, outputs=outs)
+        assert len(glob.glob(f"/dev/shm/huma_{os.getpid()}_*")) == 5
+        for _ in range(2):  # new inputs each run reach the server
+            code[:] = rng.standard_normal(code.shape)
+            r.run()
+            want = _ort(export_dir, "deformer", {"feat": feat, "code": code})
+            for k in want:
+                assert np.abs(outs[k] - want[k]).max() <= 1e-5, k
+    assert glob.glob(f"/dev/shm/huma_{os.getpid()}_*") == []
