@@ -30,7 +30,7 @@ from .head import (
 )
 
 PARAMS = ("jaw", "round", "spread", "closure", "blink")
-JAW_MAX_DEG = 15.0
+JAW_MAX_DEG = 20.0
 BLINK_EXTRA_DEG = 30.0  # how far below the opening's lower edge the lid edge travels
 _MOVE_EPS = 1e-3  # weights below this leave a Gaussian static
 

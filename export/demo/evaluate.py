@@ -156,10 +156,24 @@ def video_motion(model: DemoModel, audio: np.ndarray, checkpoint: Path) -> np.nd
 
     from .bundle import ensure_bundle
 
+    y0, y1, x0, x1 = mouth_box()
     avatar = Avatar.load(ensure_bundle(checkpoint)[0], device="cpu")
-    frames = [f.rgb[300:400, 196:316].astype(np.float32).copy() for f in avatar.render(audio)]
-    rest = [f.rgb[300:400, 196:316].astype(np.float32).copy() for f in avatar.render(np.zeros(640 * 3, np.float32))][0]
+    frames = [f.rgb[y0:y1, x0:x1].astype(np.float32) for f in avatar.render(audio)]
+    rest = [f.rgb[y0:y1, x0:x1].astype(np.float32) for f in avatar.render(np.zeros(640 * 3, np.float32))][0]
     return np.array([np.abs(f - rest).mean() for f in frames])
+
+
+def mouth_box(size: int = 512) -> tuple[int, int, int, int]:
+    """(y0, y1, x0, x1) pixel box around the mouth and chin: lips +- the jaw's travel."""
+    from .head import MOUTH_Y, face_z
+
+    cam = build_camera(size)
+    z = float(face_z(0.0, MOUTH_Y))
+    corners = np.array([[-0.16, MOUTH_Y + 0.06, z], [0.16, MOUTH_Y - 0.2, z]])
+    pc = corners @ cam.world_to_camera[:3, :3].T + cam.world_to_camera[:3, 3]
+    u = cam.fx * pc[:, 0] / pc[:, 2] + cam.cx
+    v = cam.fy * pc[:, 1] / pc[:, 2] + cam.cy
+    return int(v.min()), int(np.ceil(v.max())), int(u.min()), int(np.ceil(u.max()))
 
 
 def evaluate_synthetic(model: DemoModel, seed: int = 1, video: bool = False, checkpoint: Path = DEMO_CHECKPOINT_DIR,

@@ -265,7 +265,7 @@ def _mouth_interior(rng, n: int) -> list[_Part]:
     # dark cavity: a curved back wall behind the lips
     k = n // 2
     x = rng.uniform(-0.1, 0.1, k)
-    y = rng.uniform(MOUTH_Y - 0.11, MOUTH_Y + 0.035, k)
+    y = rng.uniform(MOUTH_Y - 0.15, MOUTH_Y + 0.035, k)
     z = face_z(x, y) - 0.075 - 0.8 * x**2
     parts.append(_Part(np.stack([x, y, z], -1), np.tile([0, 0, 1.0], (k, 1)),
                        np.tile(MOUTH_DARK, (k, 1)), np.full(k, 0.008), _PART_CAVITY, shade=False))
@@ -286,7 +286,7 @@ def _mouth_interior(rng, n: int) -> list[_Part]:
     y = MOUTH_Y - 0.035 - 0.3 * x**2 + rng.uniform(-0.008, 0.0, k)
     z = zf - 0.03 - rng.uniform(0.0, 0.04, k)
     parts.append(_Part(np.stack([x, y, z], -1), np.tile([0, 1.0, 0.3], (k, 1)),
-                       np.tile(TONGUE, (k, 1)), np.full(k, 0.007), REGION_MOUTH, shade=False))
+                       np.tile(TONGUE, (k, 1)), np.full(k, 0.011), REGION_MOUTH, shade=False))
     return parts
 
 
