@@ -7,12 +7,15 @@ appends them to the sequence's context, runs the ``encoder_model`` (a BLS call, 
 source serves ONNX-Runtime, TensorRT and python encoders) on the whole context and returns the
 codes of every frame whose window became complete, ``code [1, F, code_dim]`` (F may be 0).
 It keeps the last ``receptive_mels - mels_per_frame`` rows: the left context of the next frame.
-State is dropped on END and when Triton reports the sequence idle (START of a reused id).
+State is dropped on END, on a new START of the id, and once a sequence has been idle longer
+than the sequence batcher's max_sequence_idle_microseconds (Triton frees the slot then but
+does not tell the model, so abandoned sessions would otherwise stay in memory).
 
 Config parameters: encoder_model, receptive_mels, mels_per_frame, n_mels, code_dim.
 """
 
 import json
+import time
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
@@ -28,6 +31,9 @@ class TritonPythonModel:
         self.n_mels = int(p["n_mels"])
         self.code_dim = int(p["code_dim"])
         self.context = {}  # correlation id -> float32 [rows, n_mels]
+        self.last_used = {}  # correlation id -> time.monotonic() of its last request
+        idle_us = int(config.get("sequence_batching", {}).get("max_sequence_idle_microseconds", 0) or 0)
+        self.idle_s = idle_us / 1e6 if idle_us > 0 else None
 
     def _codes(self, rows):
         """rows [R', n_mels] with R' >= receptive -> codes [1, F, code_dim] through the encoder."""
@@ -63,11 +69,22 @@ class TritonPythonModel:
             codes = np.zeros((1, 0, self.code_dim), np.float32)
         if end:
             self.context.pop(corrid, None)
+            self.last_used.pop(corrid, None)
         else:
             self.context[corrid] = np.ascontiguousarray(rows)
+            self.last_used[corrid] = time.monotonic()
         return codes
 
+    def _drop_idle(self):
+        if self.idle_s is None:
+            return
+        limit = time.monotonic() - self.idle_s
+        for corrid in [c for c, t in self.last_used.items() if t < limit]:
+            self.context.pop(corrid, None)
+            self.last_used.pop(corrid, None)
+
     def execute(self, requests):
+        self._drop_idle()
         responses = []
         for request in requests:
             try:
@@ -79,3 +96,4 @@ class TritonPythonModel:
 
     def finalize(self):
         self.context.clear()
+        self.last_used.clear()
