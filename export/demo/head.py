@@ -190,19 +190,19 @@ def _neck_and_shoulders(rng, n: int) -> list[_Part]:
     k = n // 3
     # neck: a vertical cylinder
     th = rng.uniform(-np.pi * 0.75, np.pi * 0.75, k) + np.pi / 2
-    y = rng.uniform(-0.75, -0.28, k)
-    r = 0.15
+    y = rng.uniform(-0.66, -0.28, k)
+    r = 0.165
     p = np.stack([r * np.cos(th), y, -0.04 + r * np.sin(th)], -1)
     nrm = np.stack([np.cos(th), np.zeros(k), np.sin(th)], -1)
     neck = _Part(p, nrm, np.tile(SKIN * 0.9, (k, 1)), np.full(k, 0.011), REGION_STATIC)
     # shoulders and chest: a wide flattened ellipsoid cut at the bottom of the frame
     m = n - k
-    sp, snrm = _ellipsoid_points(rng, m, np.array([0.0, -1.02, -0.05]), np.array([0.78, 0.34, 0.32]),
-                                 lambda q: (q[:, 2] > -0.15) & (q[:, 1] > -1.3))
+    sp, snrm = _ellipsoid_points(rng, m, np.array([0.0, -0.9, -0.05]), np.array([0.8, 0.3, 0.32]),
+                                 lambda q: (q[:, 2] > -0.15) & (q[:, 1] > -1.2))
     colour = np.tile(SHIRT, (m, 1))
-    collar = np.exp(-((sp[:, 0] / 0.16) ** 2)) * (sp[:, 1] > -0.8)
+    collar = np.exp(-((sp[:, 0] / 0.17) ** 2)) * (sp[:, 1] > -0.68)
     colour = colour * (1 - collar[:, None]) + collar[:, None] * SKIN * 0.88
-    shoulders = _Part(sp, snrm, colour, np.full(m, 0.016), REGION_STATIC)
+    shoulders = _Part(sp, snrm, colour, np.full(m, 0.021), REGION_STATIC)
     return [neck, shoulders]
 
 
@@ -340,18 +340,20 @@ def build_head(spec: HeadSpec | None = None, part_ids: bool = False) -> Gaussian
     from .articulation import assign_regions  # the motion model decides which skin moves
 
     spec = spec or HeadSpec()
-    rng = np.random.default_rng(spec.seed)
+    # one independent stream per part: editing one part never reshuffles the others
+    streams = iter(np.random.default_rng(s) for s in np.random.SeedSequence(spec.seed).spawn(9))
 
     def count(k: int) -> int:
         return max(int(k * spec.density), 16)
 
-    parts = [_skin(rng, count(20000)), _back_of_head(rng, count(2500)), _hair(rng, count(9000))]
-    parts += _neck_and_shoulders(rng, count(6000))
-    parts += _eyes(rng, count(1600))
-    parts += _lids(rng, count(1600))
-    parts.append(_lips(rng, count(3000)))
-    parts += _mouth_interior(rng, count(2400))
-    head = _assemble(parts, rng)
+    parts = [_skin(next(streams), count(20000)), _back_of_head(next(streams), count(2500)),
+             _hair(next(streams), count(9000))]
+    parts += _neck_and_shoulders(next(streams), count(6000))
+    parts += _eyes(next(streams), count(1600))
+    parts += _lids(next(streams), count(1600))
+    parts.append(_lips(next(streams), count(3000)))
+    parts += _mouth_interior(next(streams), count(2400))
+    head = _assemble(parts, next(streams))
     if not part_ids:
         head.region = assign_regions(head.means, head.region)
     return head
@@ -359,8 +361,8 @@ def build_head(spec: HeadSpec | None = None, part_ids: bool = False) -> Gaussian
 
 def build_camera(size: int = 512) -> Camera:
     """A fixed pinhole camera 3.2 units in front of the face, framing head and shoulders."""
-    dist, look_y = 3.2, -0.22
-    f = size / 2 / (0.83 / dist)
+    dist, look_y = 3.2, -0.2
+    f = size / 2 / (0.87 / dist)
     w2c = np.array([[1, 0, 0, 0], [0, -1, 0, look_y], [0, 0, -1, dist], [0, 0, 0, 1]], np.float32)
     return Camera(width=size, height=size, fx=f, fy=f, cx=size / 2, cy=size / 2,
                   world_to_camera=w2c, near=0.1, far=100.0)
