@@ -313,9 +313,14 @@ class ChatPipeline:
         finally:
             stop.set()
             t0 = time.perf_counter()
-            if pushed:
-                session.finish()
-                self._drain(session.frames(), result, sink)
+            try:
+                if pushed:
+                    session.finish()
+                    self._drain(session.frames(), result, sink)
+            finally:
+                close = getattr(session, "close", None)  # releases the session's bindings
+                if close is not None:
+                    close()
             render_s += time.perf_counter() - t0
             for w in workers:
                 w.join(timeout=1.0)
