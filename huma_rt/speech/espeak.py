@@ -11,7 +11,8 @@ library (Debian ``libespeak-ng1``), the ``espeakng-loader`` wheel (which ships i
 
 Two properties of espeak-ng worth knowing: a stop's event marks its release (the silent closure
 before it belongs to the previous phoneme's span), and its output depends on the calls before it
-by a few pitch periods (same sequence of calls in a fresh process -> same samples).
+by a few pitch periods per pause (state that neither re-initialising nor srand resets; the same
+sequence of calls in a fresh process gives the same samples, and a first call equals the CLI).
 """
 
 from __future__ import annotations

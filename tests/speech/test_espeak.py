@@ -41,16 +41,31 @@ def test_phonemize_keeps_clause_punctuation():
     assert [t for _, t in clauses] == [";", "?", "."]
 
 
+_FRESH = """
+import sys, numpy as np
+from huma_rt.speech import espeak
+pcm, sr, _ = espeak.synthesize(sys.argv[1], "en-us", rate=160, pitch=40)
+np.save(sys.argv[2], pcm)
+print(sr)
+"""
+
+
 @needs_cli
 def test_synthesis_equals_cli_wav(tmp_path):
+    """A fresh process's first synthesis is sample-identical to the espeak-ng CLI's WAV
+    (libespeak-ng carries a little state from call to call, so only first calls compare)."""
+    import sys
+
     text = SENTENCES[1]
     path = tmp_path / "cli.wav"
     subprocess.run([CLI, "-v", "en-us", "-s", "160", "-p", "40", "-w", str(path), text], check=True)
     with wave.open(str(path)) as w:
         ref = np.frombuffer(w.readframes(w.getnframes()), np.int16).astype(np.float32) / 32768.0
         ref_sr = w.getframerate()
-    pcm, sr, events = espeak.synthesize(text, "en-us", rate=160, pitch=40)
-    assert sr == ref_sr == 22050
+    out = subprocess.run([sys.executable, "-c", _FRESH, text, str(tmp_path / "lib.npy")],
+                         capture_output=True, text=True, check=True)
+    pcm = np.load(tmp_path / "lib.npy")
+    assert int(out.stdout.strip()) == ref_sr == 22050
     assert pcm.dtype == np.float32 and pcm.ndim == 1
     assert pcm.size == ref.size
     np.testing.assert_array_equal(pcm, ref)
@@ -111,8 +126,8 @@ def test_rate_and_pitch_change_the_audio():
 
 def test_threads_get_their_own_results():
     """libespeak-ng is global state; the module lock keeps concurrent calls apart. (Its output
-    also depends on the calls before it by a few pitch periods, so results are compared by
-    phoneme sequence and length, not sample by sample.)"""
+    also depends on the calls before it, by a few pitch periods per pause, so results are
+    compared by phoneme sequence and length, not sample by sample.)"""
     texts = ["one two three", "four five six seven", "eight nine", "ten eleven twelve"]
     serial = [espeak.synthesize(t, rate=200) for t in texts]
     results: dict[int, espeak.Synthesis] = {}
@@ -129,7 +144,7 @@ def test_threads_get_their_own_results():
     for i, ref in enumerate(serial):
         got = results[i]
         assert [e.phoneme for e in got.events] == [e.phoneme for e in ref.events]
-        assert abs(got.pcm.size - ref.pcm.size) < 0.05 * ref.pcm.size
+        assert abs(got.pcm.size - ref.pcm.size) < 0.1 * ref.pcm.size
         assert np.abs(got.pcm).max() <= 1.0
 
 
