@@ -1,0 +1,216 @@
+"""Avatar: a bundle loaded once (networks, splat buffers, precomputed features), many sessions.
+
+>>> avatar = Avatar.load("voice_bundle/")          # preload, timed in avatar.preload_report
+>>> session = avatar.session()
+>>> session.push_audio(pcm_chunk)                   # any chunk size, 16 kHz (others resampled)
+>>> for frame in session.frames(): show(frame.rgb)  # rgb valid until the next frame
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from huma_rt.backends import open_runner
+from huma_rt.bundle import Bundle, open_bundle
+from huma_rt.errors import InputError
+from huma_rt.runtime.audio_input import check_rate, to_mono
+from huma_rt.runtime.frame import Frame
+from huma_rt.runtime.preload import (
+    PreloadReport,
+    RendererFactory,
+    dynamic_rows,
+    io_names,
+    renderer_factory,
+    resolve_device,
+    resolve_precision,
+)  # fmt: skip
+from huma_rt.runtime.session import Session
+
+log = logging.getLogger(__name__)
+
+_RENDER_CHUNK_S = 1.0  # one-shot render feeds its session one second at a time: bounded backlog
+
+
+@dataclass
+class _Shared:
+    """What every session of one Avatar shares (read-only after preload)."""
+
+    device: str
+    xp: Any
+    encoder: Any  # base runners; sessions fork them (own bindings, shared model)
+    deformer: Any
+    feat: Any  # [Nd, hidden] f32: spatial features of the dynamic Gaussians
+    means: Any  # [Nd, 3] / [Nd, 4] / [Nd, 3] f32 canonical values of the dynamic Gaussians
+    quats: Any
+    log_scales: Any
+    dynamic_count: int
+    factory: RendererFactory
+    camera: Any
+    gaussians: Any
+    dynamic: np.ndarray
+    background: Any
+
+    def make_renderer(self):
+        return self.factory(self.camera, self.gaussians, self.dynamic, background=self.background)
+
+    def new_stream(self):
+        return self.xp.cuda.Stream(non_blocking=True)
+
+    def host_frame(self, shape: tuple[int, ...]) -> np.ndarray:
+        """A uint8 host array in pinned (page-locked) memory, so device->host copies run async."""
+        n = int(np.prod(shape))
+        mem = self.xp.cuda.alloc_pinned_memory(n)
+        return np.frombuffer(mem, np.uint8, n).reshape(shape)
+
+
+class Avatar:
+    """A loaded avatar. Build with ``Avatar.load``; open streams with ``session()``.
+
+    fps, sample_rate: video rate and the 16 kHz audio rate sessions run at; size: (width,
+    height) of frames; lookahead_samples: audio needed past a frame before it is ready;
+    preload_report: PreloadReport of the load.
+    """
+
+    def __init__(self, bundle: Bundle, shared: _Shared, report: PreloadReport) -> None:
+        self.bundle = bundle
+        self._shared = shared
+        self.preload_report = report
+        self.encoder_config = bundle.encoder
+        self.fps = bundle.encoder.fps
+        self.sample_rate = bundle.encoder.mel.sample_rate
+        self.size = (bundle.camera.width, bundle.camera.height)
+        self.lookahead_samples = bundle.encoder.lookahead_samples
+        self.device = shared.device
+        self.name = bundle.name
+        self._spare: Session | None = None
+        self._lock = threading.Lock()
+
+    @classmethod
+    def load(cls, path: str | Path, device: str = "auto", backend: str = "auto", *, precision: str = "auto",
+             renderer: str | RendererFactory = "auto", threads: int | None = None, verify: bool = True,
+             **backend_options: Any) -> Avatar:  # fmt: skip
+        """Load and preload the bundle at ``path`` (folder or .tar).
+
+        device: "auto" (CUDA when usable, else CPU), "cpu" or "cuda" (DeviceError without a GPU).
+        backend: runner backend for the networks ("auto", "onnxruntime", "tensorrt", "triton").
+        precision: which exported graphs to run ("auto": fp16 on CUDA, fp32 on CPU).
+        renderer: "auto", a huma_rt.render backend name, or a factory(camera, gaussians,
+        dynamic, background) returning an object with FrameRenderer's ``render``.
+        threads: onnxruntime intra-op threads (None: its default). verify: hash every file.
+        """
+        report = PreloadReport()
+        dev = resolve_device(device)
+        prec = resolve_precision(precision, dev)
+        report.device, report.precision = dev, prec
+        with report.phase("manifest"):
+            bundle = open_bundle(path, verify=verify)
+        with report.phase("map"):
+            xp = _xp(dev)
+            g = bundle.gaussians()
+            rows = dynamic_rows(g.region)
+            dynamic = np.zeros(g.count, bool)
+            dynamic[rows] = True
+            base = [xp.asarray(np.ascontiguousarray(a[rows], np.float32)) for a in (g.means, g.quats, g.log_scales)]
+            report.gaussians, report.dynamic = g.count, int(rows.size)
+        with report.phase("networks"):
+            opts = dict(backend=backend, device=dev, threads=threads, **backend_options)
+            runners = {n: open_runner(bundle.model_file(n, prec), **opts) for n in ("spatial", "encoder", "deformer")}
+            io_names(runners["encoder"], "encoder", ("mel",), ("code",))
+            io_names(runners["spatial"], "spatial", ("means",), ("feat",))
+            io_names(runners["deformer"], "deformer", ("feat", "code"), ("dmu", "dquat", "dscale"))
+            report.backends = {n: f"{r.backend}: {r.reason}" for n, r in runners.items()}
+        with report.phase("spatial"):
+            feat = xp.zeros((rows.size, bundle.deformer.hidden), np.float32)
+            spatial = runners.pop("spatial")
+            spatial.bind(inputs={"means": base[0]}, outputs={"feat": feat})
+            spatial.run()
+            if dev == "cuda":
+                xp.cuda.get_current_stream().synchronize()
+            spatial.close()
+        with report.phase("renderer"):
+            factory, report.renderer = renderer_factory(renderer, dev)
+            bg = bundle.background
+            bg = np.ascontiguousarray(bg, np.float32) if isinstance(bg, np.ndarray) else bg
+            shared = _Shared(dev, xp, runners["encoder"], runners["deformer"], feat, *base, int(rows.size),
+                             factory, bundle.camera, g, dynamic, bg)  # fmt: skip
+            first_renderer = shared.make_renderer()
+        avatar = cls(bundle, shared, report)
+        with report.phase("session"):
+            spare = Session(avatar, renderer=first_renderer)
+        with report.phase("warmup"):
+            spare.push_audio(np.zeros(avatar.lookahead_samples + 1, np.float32))
+            for _ in spare.frames():
+                pass
+            spare.reset()
+        avatar._spare = spare
+        log.info("%s", report)
+        return avatar
+
+    def session(self, live: bool = False, *, dry_run: bool = False) -> Session:
+        """A new stream on this avatar (its own buffers; networks and splats shared).
+
+        live: allow ``session.idle_frames(n)``. dry_run: clock and features only (see Session).
+        """
+        with self._lock:
+            spare, self._spare = (self._spare, None) if not dry_run else (None, self._spare)
+        if spare is not None:  # the session preload already allocated and warmed up
+            spare.live = bool(live)
+            return spare
+        return Session(self, live=live, dry_run=dry_run)
+
+    def render(self, audio: np.ndarray, sample_rate: int = 16000, *, strict: bool = False) -> Iterator[Frame]:
+        """One-shot: all frames of ``audio`` (ceil(duration * fps) of them), lazily.
+
+        Input is checked now (InputError before any frame); frames are produced as iterated,
+        each valid until the next. Equal to streaming the same audio in any chunks.
+        """
+        sr = check_rate(sample_rate)
+        pcm = to_mono(audio)
+        if strict and sr != self.sample_rate:
+            raise InputError(f"sample_rate must be {self.sample_rate} (strict=True); got {sr}")
+        return self._render(pcm, sr, strict)
+
+    def _render(self, pcm: np.ndarray, sr: int, strict: bool) -> Iterator[Frame]:
+        session = self.session()
+        try:
+            step = int(sr * _RENDER_CHUNK_S)
+            for start in range(0, pcm.size, step):
+                session.push_audio(pcm[start : start + step], sr, strict=strict)
+                yield from session.frames()
+            session.finish()
+            yield from session.frames()
+        finally:
+            self._recycle(session)
+
+    def _recycle(self, session: Session) -> None:
+        with self._lock:
+            if self._spare is None and not session.dry_run:
+                session.reset()
+                self._spare = session
+                return
+        session.close()
+
+    def close(self) -> None:
+        """Release the networks (sessions in use keep working until closed)."""
+        if self._spare is not None:
+            self._spare.close()
+            self._spare = None
+
+    def __repr__(self) -> str:
+        w, h = self.size
+        return f"<Avatar {self.name!r} {w}x{h} @ {self.fps} fps on {self.device}>"
+
+
+def _xp(device: str):
+    if device == "cuda":
+        import cupy
+
+        return cupy
+    return np

@@ -1,0 +1,233 @@
+"""Session: one audio stream -> its video frames, on buffers the session allocates once.
+
+Protocol (sherpa-onnx style): ``push_audio(pcm)`` any chunk size, ``for f in frames()`` after each
+push yields every frame whose audio plus lookahead has arrived, ``finish()`` pads the tail with
+silence, then ``frames()`` yields the rest. Frame t shows samples [t * spf, (t + 1) * spf) of the
+16 kHz stream (spf = 640 at 25 fps) and is ready once ``lookahead_samples`` more have arrived.
+
+Per frame: features (mel window) -> encoder (batch 1) -> deformer on the dynamic Gaussians ->
+deltas added into preallocated arrays -> FrameRenderer.render into the session's frame buffer.
+Steady state allocates no arrays: every buffer and view below is made in ``__init__``.
+
+Ownership: ``Frame.rgb`` is a read-only view of the session's frame buffer, overwritten by the
+next frame. A session is used from one thread at a time; several sessions (threads) may share
+one Avatar.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from huma_rt.audio.features import StreamingFeatures
+from huma_rt.errors import InputError
+from huma_rt.nvtx import annotate
+from huma_rt.runtime.audio_input import StreamResampler, check_rate, to_mono
+from huma_rt.runtime.frame import Frame
+
+if TYPE_CHECKING:
+    from huma_rt.runtime.avatar import Avatar
+
+log = logging.getLogger(__name__)
+
+STAGES = ("features", "encode", "deform", "render")
+
+
+class Session:
+    """A stream of audio in, frames out. Create with ``avatar.session()``.
+
+    live: allows ``idle_frames(n)`` (frames of silence on demand, the clock advancing with them).
+    dry_run: runs the audio clock and features only (no networks, no rendering; ``rgb`` stays
+    the background frame) - for checking timing over long streams cheaply.
+    """
+
+    def __init__(self, avatar: Avatar, *, live: bool = False, dry_run: bool = False, renderer=None) -> None:
+        sh = avatar._shared
+        cfg = avatar.encoder_config
+        self.avatar = avatar
+        self.live = bool(live)
+        self.dry_run = bool(dry_run)
+        self.fps = cfg.fps
+        self.sample_rate = cfg.mel.sample_rate
+        self.samples_per_frame = cfg.samples_per_frame
+        self._features = StreamingFeatures(cfg)
+        self._cuda = sh.device == "cuda"
+        self._xp = sh.xp
+        xp = sh.xp
+        nd, w, h = sh.dynamic_count, avatar.size[0], avatar.size[1]
+        self._mel_host = np.zeros((1, *self._features.window_shape), np.float32)
+        self._window = self._mel_host[0]
+        self._stream = sh.new_stream() if self._cuda else None
+        self._mel = xp.asarray(self._mel_host) if self._cuda else self._mel_host
+        self._code = xp.zeros((1, 1, cfg.code_dim), np.float32)
+        self._dmu, self._dquat, self._dscale = (xp.zeros((1, nd, k), np.float32) for k in (3, 4, 3))
+        self._deltas = (self._dmu[0], self._dquat[0], self._dscale[0])
+        self._bases = (sh.means, sh.quats, sh.log_scales)
+        self._posed = tuple(xp.empty((nd, k), np.float32) for k in (3, 4, 3))
+        self._rgb_dev = xp.zeros((h, w, 3), np.uint8)
+        self._rgb = sh.host_frame((h, w, 3)) if self._cuda else self._rgb_dev
+        self._rgb_view = self._rgb.view()
+        self._rgb_view.flags.writeable = False
+        self._silence = np.zeros(self.samples_per_frame, np.float32)
+        self.stage_times = dict.fromkeys(STAGES, 0.0)  # seconds of the last frame, updated in place
+        self._encoder = self._deformer = self._renderer = None
+        if not self.dry_run:
+            opts = {"stream": self._stream} if self._cuda else {}
+            self._encoder = sh.encoder.fork(**opts)
+            self._encoder.bind(inputs={"mel": self._mel}, outputs={"code": self._code})
+            self._deformer = sh.deformer.fork(**opts)
+            self._deformer.bind(
+                inputs={"feat": sh.feat, "code": self._code.reshape(1, cfg.code_dim)},
+                outputs={"dmu": self._dmu, "dquat": self._dquat, "dscale": self._dscale},
+            )
+            self._renderer = renderer if renderer is not None else sh.make_renderer()
+        self.reset()
+
+    # -- protocol ------------------------------------------------------------------------------
+
+    @property
+    def pushed_samples(self) -> int:
+        """Samples on the session's 16 kHz clock so far (pushed audio, resampled, plus idle silence)."""
+        return self._features.pushed_samples
+
+    @property
+    def frames_emitted(self) -> int:
+        return self._emitted
+
+    def reset(self) -> None:
+        """Start a new stream on the same buffers (frame indices restart at 0)."""
+        self._features.reset()
+        self._resampler: StreamResampler | None = None
+        self._rate: int | None = None
+        self._finished = False
+        self._emitted = 0
+        self.silence_samples = 0
+
+    def push_audio(self, pcm: np.ndarray, sample_rate: int = 16000, *, strict: bool = False) -> None:
+        """Append audio: float [S] mono, or stereo [S, 2] / [2, S] (downmixed), at ``sample_rate``.
+
+        Other rates than 16 kHz are resampled (streaming; chunking never changes the result),
+        or refused with ``strict=True``. One stream keeps one rate. 16 kHz mono float32 input
+        is consumed without any allocation.
+        """
+        if self._finished:
+            raise InputError("push_audio() after finish(): call session.reset() or open a new session")
+        sr = check_rate(sample_rate)
+        x = to_mono(pcm)
+        if self._rate is not None and sr != self._rate:
+            raise InputError(f"sample_rate must stay {self._rate} within one stream; got {sr} (reset() first)")
+        if sr != self.sample_rate:
+            if strict:
+                raise InputError(f"sample_rate must be {self.sample_rate} (strict=True); got {sr}")
+            if self._resampler is None:
+                self._resampler = StreamResampler(sr, self.sample_rate)
+            x = self._resampler.push(x)
+        self._rate = sr
+        self._features.push(x)
+
+    def finish(self) -> None:
+        """End of audio: pad silence so every frame of the pushed audio becomes ready."""
+        if self._finished:
+            return
+        if self._resampler is not None:
+            self._features.push(self._resampler.flush())
+        self._features.finish()
+        self._finished = True
+
+    def frames(self) -> Iterator[Frame]:
+        """Yield every frame that is ready now (each Frame.rgb valid until the next frame)."""
+        while self._features.ready_frames():
+            yield self._next_frame()
+
+    def idle_frames(self, n: int) -> Iterator[Frame]:
+        """Live mode: yield exactly ``n`` frames now, pushing silence onto the clock as needed.
+
+        The silence pushed (``silence_samples`` in all) is part of the stream's timeline, so
+        frames stay in sync with the audio clock: the caller plays it as silence. Idle frames
+        are what the model makes of silence (mouth closed); the model has no blink, so none is
+        added. Frames of audio pushed before come out first, in order.
+        """
+        if not self.live:
+            raise InputError("idle_frames() needs a live session: avatar.session(live=True)")
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
+            raise InputError(f"n must be a non-negative integer; got {n!r}")
+        if self._finished:
+            raise InputError("idle_frames() after finish(): call session.reset() first")
+        done = 0
+        while done < n:
+            if self._features.ready_frames():
+                done += 1
+                yield self._next_frame()
+            else:
+                self._push_silence()
+
+    def close(self) -> None:
+        """Release this session's network bindings."""
+        for r in (self._encoder, self._deformer):
+            if r is not None:
+                r.close()
+        self._encoder = self._deformer = None
+
+    # -- internals -----------------------------------------------------------------------------
+
+    def _push_silence(self) -> None:
+        if self._resampler is not None:
+            # through the resampler, so silence lands after the audio it still holds
+            src = -(-self.samples_per_frame * self._resampler.down // self._resampler.up)
+            before = self.pushed_samples
+            self._features.push(self._resampler.push(np.zeros(src, np.float32)))
+            self.silence_samples += self.pushed_samples - before
+            return
+        k = self.samples_per_frame - self.pushed_samples % self.samples_per_frame
+        self._features.push(self._silence[:k])
+        self.silence_samples += k
+
+    def _next_frame(self) -> Frame:
+        t0 = time.perf_counter()
+        t = self._features.next_window(self._window)
+        t1 = time.perf_counter()
+        if not self.dry_run:
+            if self._cuda:
+                self._frame_cuda(t1)
+            else:
+                self._frame_cpu(t1)
+        else:
+            self.stage_times["encode"] = self.stage_times["deform"] = self.stage_times["render"] = 0.0
+        self.stage_times["features"] = t1 - t0
+        self._emitted += 1
+        spf = self.samples_per_frame
+        return Frame(t, t / self.fps, t * spf, (t + 1) * spf, self._rgb_view)
+
+    def _frame_cpu(self, t1: float) -> None:
+        with annotate("huma/encode"):
+            self._encoder.run()
+        t2 = time.perf_counter()
+        with annotate("huma/deform"):
+            self._deformer.run()
+            for base, delta, posed in zip(self._bases, self._deltas, self._posed):  # noqa: B905 (hot path)
+                np.add(base, delta, out=posed)
+        t3 = time.perf_counter()
+        self._renderer.render(self._posed[0], self._posed[1], self._posed[2], self._rgb_dev)
+        t4 = time.perf_counter()
+        st = self.stage_times
+        st["encode"], st["deform"], st["render"] = t2 - t1, t3 - t2, t4 - t3
+
+    def _frame_cuda(self, t1: float) -> None:
+        xp, stream = self._xp, self._stream
+        with stream:
+            with annotate("huma/encode"):
+                self._mel.set(self._mel_host, stream=stream)
+                self._encoder.run()
+            with annotate("huma/deform"):
+                self._deformer.run()
+                for base, delta, posed in zip(self._bases, self._deltas, self._posed):  # noqa: B905
+                    xp.add(base, delta, out=posed)
+            self._renderer.render(self._posed[0], self._posed[1], self._posed[2], self._rgb_dev)
+            self._rgb_dev.get(stream=stream, out=self._rgb)  # async copy into pinned host memory
+        stream.synchronize()
+        st = self.stage_times
+        st["encode"], st["deform"], st["render"] = 0.0, 0.0, time.perf_counter() - t1

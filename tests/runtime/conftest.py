@@ -1,0 +1,23 @@
+"""Session-wide small avatar: export once (seeded), pack once, load per test as needed."""
+
+from __future__ import annotations
+
+import pytest
+from _runtime_avatar import export_small, pack_small, renderer_arg
+
+from huma_rt.runtime import Avatar
+
+
+@pytest.fixture(scope="session")
+def export_dir(tmp_path_factory):
+    return export_small(tmp_path_factory.mktemp("export") / "export")
+
+
+@pytest.fixture(scope="session")
+def bundle_dir(export_dir, tmp_path_factory):
+    return pack_small(export_dir, tmp_path_factory.mktemp("bundle") / "tiny")
+
+
+@pytest.fixture(scope="session")
+def avatar(bundle_dir):
+    return Avatar.load(bundle_dir, device="cpu", renderer=renderer_arg(), threads=1)
