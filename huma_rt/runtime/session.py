@@ -41,8 +41,9 @@ class Session:
     """A stream of audio in, frames out. Create with ``avatar.session()``.
 
     live: allows ``idle_frames(n)`` (frames of silence on demand, the clock advancing with them).
-    dry_run: runs the audio clock and features only (no networks, no rendering; ``rgb`` stays
-    the background frame) - for checking timing over long streams cheaply.
+    dry_run: runs the audio clock only (input checks, resampling, frame readiness by the timing
+    contract; no features, networks or rendering; ``rgb`` stays black) - for checking timing
+    over long streams cheaply.
     """
 
     def __init__(self, avatar: Avatar, *, live: bool = False, dry_run: bool = False, renderer=None) -> None:
@@ -54,7 +55,7 @@ class Session:
         self.fps = cfg.fps
         self.sample_rate = cfg.mel.sample_rate
         self.samples_per_frame = cfg.samples_per_frame
-        self._features = StreamingFeatures(cfg)
+        self._features = _Clock(cfg) if dry_run else StreamingFeatures(cfg)
         self._cuda = sh.device == "cuda"
         self._xp = sh.xp
         xp = sh.xp
@@ -231,3 +232,35 @@ class Session:
         stream.synchronize()
         st = self.stage_times
         st["encode"], st["deform"], st["render"] = 0.0, 0.0, time.perf_counter() - t1
+
+
+class _Clock:
+    """The frame clock of StreamingFeatures without the features (dry-run sessions).
+
+    Frame t is ready once 640 (t + 1) + lookahead_samples samples arrived, or after finish()
+    for every t < ceil(pushed / 640) - the rule docs/INTERFACES.md states for the features.
+    """
+
+    def __init__(self, cfg) -> None:
+        self.cfg = cfg
+        self.window_shape = (cfg.receptive_mels, cfg.mel.n_mels)
+        self.reset()
+
+    def reset(self) -> None:
+        self.pushed_samples, self._next, self._total = 0, 0, None
+
+    def push(self, samples: np.ndarray) -> None:
+        self.pushed_samples += int(samples.shape[0])
+
+    def finish(self) -> None:
+        self._total = -(-self.pushed_samples // self.cfg.samples_per_frame)
+
+    def ready_frames(self) -> int:
+        spf = self.cfg.samples_per_frame
+        if self._total is not None:
+            return self._total - self._next
+        return max(0, (self.pushed_samples - self.cfg.lookahead_samples) // spf - self._next)
+
+    def next_window(self, out: np.ndarray) -> int:
+        self._next += 1
+        return self._next - 1

@@ -93,8 +93,28 @@ def test_two_sessions_share_the_avatar_and_interleave(avatar):
             np.testing.assert_array_equal(x, y)
 
 
+def test_dry_run_clock_matches_the_real_session(avatar):
+    """The dry-run clock releases the same frames at the same pushes as the full session."""
+    audio = speech_like(3.0, seed=11)
+    rng = np.random.default_rng(12)
+    chunks = rng.integers(1, 2500, 200).tolist()
+    real, dry = avatar.session(), avatar.session(dry_run=True)
+    i = 0
+    for k in chunks:
+        for s in (real, dry):
+            s.push_audio(audio[i : i + k])
+        assert [f.index for f in real.frames()] == [f.index for f in dry.frames()]
+        i += k
+        if i >= audio.size:
+            break
+    for s in (real, dry):
+        s.finish()
+    assert [f.index for f in real.frames()] == [f.index for f in dry.frames()]
+    real.close()
+
+
 def test_no_drift_over_ten_minutes(avatar):
-    """10 min of audio in random chunks through the clock (dry_run: features only)."""
+    """10 min of audio in random chunks through the session clock (dry_run: no rendering)."""
     rng = np.random.default_rng(3)
     total = 10 * 60 * 16000 + 123
     block = rng.uniform(-0.1, 0.1, 48000).astype(np.float32)
