@@ -5,23 +5,28 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from huma_rt.bench.suite import SCENARIOS, run_suite
+from huma_rt.bench import suite
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    scenarios = suite.SCENARIOS  # read at call time: the registry is the suite module's
     parser.add_argument("--quick", action="store_true", help="small sizes and few repeats (~1 min)")
     parser.add_argument("-o", "--out", type=Path, default=Path("bench-results"), help="results folder")
     parser.add_argument(
-        "--only", nargs="+", choices=sorted(SCENARIOS), metavar="SCENARIO",
-        help=f"run only these scenarios (of: {', '.join(SCENARIOS)})",
+        "--only", nargs="+", choices=sorted(scenarios), metavar="SCENARIO",
+        help=f"run only these scenarios (of: {', '.join(scenarios)})",
     )
-    parser.add_argument("--skip", nargs="+", choices=sorted(SCENARIOS), default=[], metavar="SCENARIO")
+    parser.add_argument("--skip", nargs="+", choices=sorted(scenarios), default=[], metavar="SCENARIO")
     parser.add_argument("--plots", action="store_true", help="draw scaling-curve PNGs (matplotlib)")
+    parser.add_argument(
+        "--device", choices=["cpu", "cuda"], default="cpu",
+        help="passed to scenarios that take a device; cuda times with CUDA events (never host clocks)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
-    names = [n for n in (args.only or SCENARIOS) if n not in args.skip]
-    summary = run_suite(names, quick=args.quick, out_dir=args.out)
+    names = [n for n in (args.only or suite.SCENARIOS) if n not in args.skip]
+    summary = suite.run_suite(names, quick=args.quick, out_dir=args.out, device=args.device)
     if args.plots:
         from huma_rt.bench.plots import draw_all
 

@@ -18,9 +18,9 @@ log = logging.getLogger(__name__)
 
 def default_bundle() -> Path:
     """The demo avatar's bundle, built on first use by the demo command's own code."""
-    from huma_rt.commands.demo import ensure_demo_bundle
+    from huma_rt.export.demo.bundle import ensure_bundle
 
-    return ensure_demo_bundle()
+    return ensure_bundle()[0]
 
 
 def run_frames(bundle: Path, device: str, frames: int, seed: int = 0) -> dict:
