@@ -103,7 +103,7 @@ class Avatar:
         precision: which exported graphs to run ("auto": fp16 on CUDA, fp32 on CPU).
         renderer: "auto", a huma_rt.render backend name, or a factory(camera, gaussians,
         dynamic, background) returning an object with FrameRenderer's ``render``.
-        threads: onnxruntime intra-op threads (None: its default). verify: hash every file.
+        threads: onnxruntime intra-op threads and CPU renderer threads (None: their defaults). verify: hash every file.
         """
         report = PreloadReport()
         dev = resolve_device(device)
@@ -135,7 +135,7 @@ class Avatar:
                 xp.cuda.get_current_stream().synchronize()
             spatial.close()
         with report.phase("renderer"):
-            factory, report.renderer = renderer_factory(renderer, dev)
+            factory, report.renderer = renderer_factory(renderer, dev, threads)
             bg = bundle.background
             bg = np.ascontiguousarray(bg, np.float32) if isinstance(bg, np.ndarray) else bg
             shared = _Shared(dev, xp, runners["encoder"], runners["deformer"], feat, *base, int(rows.size),

@@ -85,7 +85,7 @@ def resolve_precision(precision: str, device: str) -> str:
     return precision
 
 
-def renderer_factory(renderer: str | RendererFactory, device: str) -> tuple[RendererFactory, str]:
+def renderer_factory(renderer: str | RendererFactory, device: str, threads: int | None = None) -> tuple[RendererFactory, str]:
     """(factory, description) for ``renderer``: 'auto', a huma_rt.render backend name, or a callable."""
     if callable(renderer):
         return renderer, getattr(renderer, "__name__", type(renderer).__name__)
@@ -94,15 +94,21 @@ def renderer_factory(renderer: str | RendererFactory, device: str) -> tuple[Rend
     backend = ("cuda" if device == "cuda" else "cpu") if renderer == "auto" else renderer
     try:
         from huma_rt.render import FrameRenderer
-    except ImportError as exc:
-        raise MissingDependencyError(
-            f"the renderer (huma_rt.render.FrameRenderer) cannot be imported in this installation: {exc}"
-        ) from exc
+    except ImportError:
+        try:  # no incremental renderer in this installation: re-render whole frames
+            from huma_rt.runtime.whole_frame import WholeFrameRenderer as FrameRenderer
+        except ImportError as exc:
+            raise MissingDependencyError(f"the renderer (huma_rt.render) cannot be imported: {exc}") from exc
+        log.info("huma_rt.render has no FrameRenderer: rendering whole frames with huma_rt.render.Renderer")
+
+    extra = {}
+    if FrameRenderer.__name__ == "WholeFrameRenderer":
+        extra["threads"] = threads or 0
 
     def make(camera, gaussians, dynamic, *, background):
-        return FrameRenderer(camera, gaussians, dynamic, background=background, backend=backend)
+        return FrameRenderer(camera, gaussians, dynamic, background=background, backend=backend, **extra)
 
-    return make, f"huma_rt.render/{backend}"
+    return make, f"{FrameRenderer.__module__}.{FrameRenderer.__name__}/{backend}"
 
 
 def io_names(runner, graph: str, inputs: tuple[str, ...], outputs: tuple[str, ...]) -> None:

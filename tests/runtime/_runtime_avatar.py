@@ -144,7 +144,7 @@ class DotRenderer:
 def renderer_arg():
     """What tests pass as Avatar.load(renderer=...): the real renderer when present, else the double."""
     try:
-        from huma_rt.render import FrameRenderer  # noqa: F401
+        from huma_rt.render import Renderer  # noqa: F401
     except ImportError:
         return DotRenderer
     return "cpu"

@@ -1,0 +1,80 @@
+"""``huma-rt render``: a WAV through a bundle into MP4 (with audio), PNG frames, or raw RGB24 on stdout."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from pathlib import Path
+
+from huma_rt.errors import InputError
+
+log = logging.getLogger(__name__)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--bundle", required=True, type=Path, help="bundle folder or .tar written by 'huma-rt pack'")
+    p.add_argument("--wav", required=True, type=Path, help="input WAV (PCM 16/24/32-bit or float32, any rate, mono/stereo)")
+    out = p.add_mutually_exclusive_group(required=True)
+    out.add_argument("-o", "--output", type=Path, help="MP4 file (H.264 when available, else MPEG-4; AAC audio)")
+    out.add_argument("--png-dir", type=Path, help="folder for frame_000000.png, ...")
+    out.add_argument("--raw", action="store_true", help="raw RGB24 frames to stdout (the ffmpeg command goes to stderr)")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--backend", default="auto", choices=("auto", "onnxruntime", "tensorrt", "triton"))
+    p.add_argument("--precision", default="auto", choices=("auto", "fp32", "fp16"))
+    p.add_argument("--threads", type=int, default=None, help="onnxruntime threads (default: its own)")
+    p.add_argument("--strict-rate", action="store_true", help="refuse WAVs that are not 16 kHz instead of resampling")
+
+
+def run(args: argparse.Namespace) -> int:
+    from huma_rt.media import Mp4Writer, read_wav, write_png
+    from huma_rt.runtime import Avatar
+    from huma_rt.runtime.audio_input import to_mono
+
+    if args.output is not None and args.output.suffix.lower() != ".mp4":
+        raise InputError(f"-o must name an .mp4 file; got {args.output}")
+    pcm, rate = read_wav(args.wav)
+    mono = to_mono(pcm)
+    t0 = time.perf_counter()
+    avatar = Avatar.load(args.bundle, device=args.device, backend=args.backend, precision=args.precision,
+                         threads=args.threads)  # fmt: skip
+    t_load = time.perf_counter() - t0
+    w, h = avatar.size
+    frames = avatar.render(mono, sample_rate=rate, strict=args.strict_rate)
+    t1 = time.perf_counter()
+    n = 0
+    if args.output is not None:
+        with Mp4Writer(args.output, avatar.fps, avatar.size, sample_rate=rate) as mp4:
+            for f in frames:
+                mp4.write(f.rgb)
+                n += 1
+            mp4.close(mono)
+        where = str(args.output)
+    elif args.png_dir is not None:
+        args.png_dir.mkdir(parents=True, exist_ok=True)
+        for f in frames:
+            write_png(args.png_dir / f"frame_{f.index:06d}.png", f.rgb)
+            n += 1
+        where = f"{args.png_dir}/frame_%06d.png"
+    else:
+        print(
+            f"ffmpeg -f rawvideo -pix_fmt rgb24 -s {w}x{h} -r {avatar.fps} -i - -i {args.wav} "
+            "-c:v libx264 -pix_fmt yuv420p -c:a aac -shortest out.mp4",
+            file=sys.stderr,
+        )
+        out = sys.stdout.buffer
+        try:
+            for f in frames:
+                out.write(f.rgb.data)
+                n += 1
+            out.flush()
+        except BrokenPipeError:
+            log.warning("stdout closed after %d frames", n)
+            return 1
+        where = "stdout"
+    dt = time.perf_counter() - t1
+    secs = mono.size / rate
+    print(f"{n} frames ({secs:.2f} s of audio) -> {where}; preload {t_load:.2f} s, render {dt:.2f} s "
+          f"({n / max(dt, 1e-9):.1f} fps)", file=sys.stderr)  # fmt: skip
+    return 0
