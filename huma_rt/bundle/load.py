@@ -141,17 +141,20 @@ def _open_tar(path: Path, verify: bool) -> Bundle:
         if unlisted:
             raise FormatError(f"bundle {path} holds members its manifest does not list: {unlisted[:5]}")
         tmp = Path(tempfile.mkdtemp(prefix="huma-bundle-"))
-        cleanup = weakref.finalize(tmp, shutil.rmtree, tmp, True)
         models = tmp / "models"
         models.mkdir()
         for rel, mem in members.items():
             if rel.startswith("models/"):
                 with tar.extractfile(mem) as src, open(models / Path(rel).name, "wb") as dst:
                     shutil.copyfileobj(src, dst)
-    arrays = {name: _memmap(path, e, members[e["file"]].offset_data) for name, e in m["arrays"].items()}
-    bg = _background(m, lambda e: _memmap(path, e, members[e["file"]].offset_data))
-    b = _finish(path, m, arrays, bg, models, archive=True)
-    b._cleanup = cleanup
+    try:
+        arrays = {name: _memmap(path, e, members[e["file"]].offset_data) for name, e in m["arrays"].items()}
+        bg = _background(m, lambda e: _memmap(path, e, members[e["file"]].offset_data))
+        b = _finish(path, m, arrays, bg, models, archive=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    b._cleanup = weakref.finalize(b, shutil.rmtree, tmp, True)  # extracted models go with the Bundle
     return b
 
 

@@ -36,6 +36,16 @@ def export_small(out: Path, seed: int = 0) -> Path:
     return out
 
 
+_EXPORTS: dict[int, Path] = {}
+
+
+def shared_export(tmp_root: Path, seed: int = 0) -> Path:
+    """export_small once per test process (tests/runtime, tests/bundle, tests/media share it)."""
+    if seed not in _EXPORTS or not _EXPORTS[seed].is_dir():
+        _EXPORTS[seed] = export_small(tmp_root / f"export-{seed}", seed)
+    return _EXPORTS[seed]
+
+
 def small_gaussians(n: int = 1500, seed: int = 0) -> Gaussians:
     """A noisy sphere of radius 0.5 at the origin; the front-lower cap (a "mouth") is region 1."""
     rng = np.random.default_rng(seed)

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import pytest
-from _runtime_avatar import export_small, pack_small, renderer_arg
+from _runtime_avatar import pack_small, renderer_arg, shared_export
 
 from huma_rt.runtime import Avatar
 
 
 @pytest.fixture(scope="session")
 def export_dir(tmp_path_factory):
-    return export_small(tmp_path_factory.mktemp("export") / "export")
+    return shared_export(tmp_path_factory.mktemp("export"))
 
 
 @pytest.fixture(scope="session")
