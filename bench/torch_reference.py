@@ -259,7 +259,8 @@ class TorchReferencePipeline:
         self._background = _background(background, camera)
         with torch.inference_mode():
             # canonical Gaussians never move: the spatial features are a preload product here too
-            self._feat = spatial.eval()(self._means[self._dynamic])
+            # (an all-static avatar has nothing to deform: the grid_sample export cannot take N=0)
+            self._feat = spatial.eval()(self._means[self._dynamic]) if self._dynamic.numel() else None
         self.stage_times: dict[str, float] = dict.fromkeys(STAGES, 0.0)
         log.info("torch reference: %d Gaussians (%d dynamic), %dx%d", g.count, self._dynamic.numel(),
                  camera.width, camera.height)
@@ -293,10 +294,12 @@ class TorchReferencePipeline:
             t1 = time.perf_counter()
             code = self.encoder(mel)[:, 0]  # [1, D]
             t2 = time.perf_counter()
-            dmu, dquat, dscale = self.deformer(self._feat, code)
-            means = self._means.index_add(0, self._dynamic, dmu[0])
-            quats = self._quats.index_add(0, self._dynamic, dquat[0])
-            log_scales = self._log_scales.index_add(0, self._dynamic, dscale[0])
+            means, quats, log_scales = self._means, self._quats, self._log_scales
+            if self._feat is not None:
+                dmu, dquat, dscale = self.deformer(self._feat, code)
+                means = means.index_add(0, self._dynamic, dmu[0])
+                quats = quats.index_add(0, self._dynamic, dquat[0])
+                log_scales = log_scales.index_add(0, self._dynamic, dscale[0])
             t3 = time.perf_counter()
             p = project(means, quats, log_scales, self._opacity_logits, self._sh, self.camera,
                         self.gaussians.scale_activation)
