@@ -16,7 +16,9 @@ log = logging.getLogger(__name__)
 
 
 def _ptr(a: np.ndarray | None) -> int | None:
-    return None if a is None else a.ctypes.data
+    # __array_interface__ makes a few plain objects that die at once; a.ctypes would make a
+    # reference cycle per call that lingers until the garbage collector runs
+    return None if a is None else a.__array_interface__["data"][0]
 
 
 class CpuStages:
@@ -52,6 +54,14 @@ class CpuStages:
         self.full_rect = np.array([0, 0, self.tiles_x, self.tiles_y], dtype=np.int32)
         self.tile_box = np.zeros(4, dtype=np.int32)
         self.num_isects = 0
+        self._cache_pointers()
+
+    def _cache_pointers(self) -> None:
+        # owned buffers never move: their addresses are taken once (a.ctypes per call would
+        # create Python objects on the per-frame path)
+        self.p = {name: getattr(self, name).ctypes.data for name in (
+            "cam", "proj", "colors", "tile_offsets", "tile_cursor", "keys", "scratch", "rgb",
+            "alpha", "depth", "tile_box")}
 
     def project(self, means, quats, log_scales, opacity_logits, sh, scale_activation: str,
                 out_index: np.ndarray | None = None) -> np.ndarray:
@@ -61,8 +71,8 @@ class CpuStages:
         degree = {1: 0, 4: 1, 9: 2, 16: 3}[sh.shape[1]]
         self.lib.hr_cpu_project(
             n, _ptr(means), _ptr(quats), _ptr(log_scales), _ptr(opacity_logits), _ptr(sh),
-            degree, SCALE_ACTIVATION_CODES[scale_activation], _ptr(self.cam), _ptr(out_index),
-            _ptr(self.proj), _ptr(self.colors), _ptr(self.tile_box), self.threads,
+            degree, SCALE_ACTIVATION_CODES[scale_activation], self.p["cam"], _ptr(out_index),
+            self.p["proj"], self.p["colors"], self.p["tile_box"], self.threads,
         )
         return self.tile_box
 
@@ -71,8 +81,8 @@ class CpuStages:
         Grows the key buffer (with a warning) when the intersections exceed its capacity."""
         while True:
             total = self.lib.hr_cpu_bin_sort(
-                n, _ptr(self.proj), self.camera.width, self.camera.height, _ptr(rect),
-                _ptr(self.tile_offsets), _ptr(self.tile_cursor), _ptr(self.keys),
+                n, self.p["proj"], self.camera.width, self.camera.height, _ptr(rect),
+                self.p["tile_offsets"], self.p["tile_cursor"], self.p["keys"],
                 self.keys.shape[0], self.threads,
             )
             if total <= self.keys.shape[0]:
@@ -81,14 +91,15 @@ class CpuStages:
             log.warning("tile intersections %d exceed the buffer of %d; growing it (this frame "
                         "allocates)", total, self.keys.shape[0])
             self.keys = np.zeros(int(total * 1.5), dtype=np.uint64)
+            self._cache_pointers()
 
     def blend(self, rect: np.ndarray, with_depth: bool) -> None:
         """Front-to-back blend of the tiles of rect into self.rgb / alpha (/ depth)."""
         self.lib.hr_cpu_blend(
-            _ptr(self.proj), _ptr(self.colors), self.camera.width, self.camera.height,
-            _ptr(rect), _ptr(self.tile_offsets), _ptr(self.keys), _ptr(self.scratch),
-            self.scratch_per_thread, _ptr(self.rgb), _ptr(self.alpha),
-            _ptr(self.depth) if with_depth else None, self.threads,
+            self.p["proj"], self.p["colors"], self.camera.width, self.camera.height,
+            _ptr(rect), self.p["tile_offsets"], self.p["keys"], self.p["scratch"],
+            self.scratch_per_thread, self.p["rgb"], self.p["alpha"],
+            self.p["depth"] if with_depth else None, self.threads,
         )
 
     def composite(self, bg_image: np.ndarray | None, bg_color: np.ndarray,
@@ -97,7 +108,7 @@ class CpuStages:
         """out = rgb + (1 - alpha) * background over pixel_rect (x0, y0, x1, y1)."""
         x0, y0, x1, y1 = pixel_rect
         self.lib.hr_cpu_composite(
-            _ptr(self.rgb), _ptr(self.alpha), _ptr(bg_image), _ptr(bg_color), self.camera.width,
+            self.p["rgb"], self.p["alpha"], _ptr(bg_image), _ptr(bg_color), self.camera.width,
             x0, y0, x1, y1, _ptr(out_f32), _ptr(out_u8), self.threads,
         )
 

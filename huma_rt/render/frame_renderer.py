@@ -1,0 +1,133 @@
+"""FrameRenderer: the runtime's per-frame renderer (static layer once, dynamic tiles per frame).
+
+Canonical Gaussians never move except the dynamic ones, so the constructor projects every
+Gaussian once and renders the whole frame; each frame then re-projects only the dynamic rows,
+and re-bins, sorts and blends only the tiles those Gaussians touch now or touched last frame
+(with ALL Gaussians that overlap those tiles), so the rectangle equals a full render.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from huma_rt.errors import InputError
+from huma_rt.gaussians import Camera, Gaussians
+from huma_rt.nvtx import annotate
+from huma_rt.render._common import TILE, check_background
+
+_STAGES = ("project", "sort", "blend", "composite")
+
+
+class FrameRenderer:
+    """Renders one avatar's frames into a caller-owned uint8 image.
+
+    camera: Camera; gaussians: canonical Gaussians (N); dynamic: bool [N] (True = moved by the
+    deformer each frame); background: [H,W,3] float32 image or an RGB triple in [0, 1].
+    ``static_frame`` [H,W,3] uint8 is the frame with every Gaussian at rest. ``stage_times``
+    holds the last call's seconds per stage (project, sort, blend, composite).
+    """
+
+    def __init__(self, camera: Camera, gaussians: Gaussians, dynamic: np.ndarray, *,
+                 background=(0.0, 0.0, 0.0), backend: str = "cpu", threads: int = 0) -> None:
+        if not isinstance(gaussians, Gaussians):
+            raise InputError(f"gaussians must be a huma_rt.gaussians.Gaussians; got {type(gaussians).__name__}")
+        n = gaussians.count
+        dynamic = np.asarray(dynamic)
+        if dynamic.shape != (n,) or dynamic.dtype != np.bool_:
+            raise InputError(f"dynamic must be a bool mask of shape ({n},); got {dynamic.dtype} {dynamic.shape}")
+        if backend == "cpu":
+            from huma_rt.render._cpu import CpuStages
+
+            self._stages = CpuStages(camera, max(n, 1), threads=threads)
+        elif backend == "emulated":
+            from huma_rt.render._gpu import GpuStages
+
+            self._stages = GpuStages(camera, max(n, 1), launcher="emulated")
+        else:
+            raise InputError(f"FrameRenderer backend must be 'cpu' or 'emulated'; got {backend!r}")
+        self.camera = camera
+        self.backend = backend
+        self.count = n
+        self.num_dynamic = int(dynamic.sum())
+        self._bg_image, self._bg_color = check_background(background, camera)
+        g = gaussians
+        self._dyn_index = np.flatnonzero(dynamic).astype(np.int32)
+        self._dyn_opacity = np.ascontiguousarray(g.opacity_logits[dynamic])
+        self._dyn_sh = np.ascontiguousarray(g.sh[dynamic])
+        self._activation = g.scale_activation
+        s = self._stages
+        s.project(g.means, g.quats, g.log_scales, g.opacity_logits, g.sh, g.scale_activation)
+        # the tiles the dynamic Gaussians cover at rest: the first frame re-renders them too
+        s.project(np.ascontiguousarray(g.means[dynamic]), np.ascontiguousarray(g.quats[dynamic]),
+                  np.ascontiguousarray(g.log_scales[dynamic]), self._dyn_opacity, self._dyn_sh,
+                  self._activation, out_index=self._dyn_index)
+        self._rest_box = s.tile_box.copy()
+        s.bin_sort(n, s.full_rect)
+        s.blend(s.full_rect, False)
+        h, w = camera.height, camera.width
+        self.static_frame = np.zeros((h, w, 3), dtype=np.uint8)
+        s.composite(self._bg_image, self._bg_color, (0, 0, w, h), out_u8=self.static_frame)
+        self._last_box = self._rest_box.copy()
+        self._rect = np.zeros(4, dtype=np.int32)
+        self._last_out: np.ndarray | None = None
+        self.stage_times = dict.fromkeys(_STAGES, 0.0)
+
+    def _check(self, name: str, arr: np.ndarray, cols: int) -> None:
+        if (not isinstance(arr, np.ndarray) or arr.dtype != np.float32 or arr.ndim != 2
+                or arr.shape[0] != self.num_dynamic or arr.shape[1] != cols
+                or not arr.flags.c_contiguous):
+            raise InputError(
+                f"{name} must be a C-contiguous float32 array of shape ({self.num_dynamic}, {cols}); "
+                f"got {getattr(arr, 'dtype', type(arr).__name__)} {getattr(arr, 'shape', '')}")
+
+    def render(self, means: np.ndarray, quats: np.ndarray, log_scales: np.ndarray,
+               out: np.ndarray) -> tuple[int, int, int, int]:
+        """Render the frame whose dynamic Gaussians are (means [Nd,3], quats [Nd,4] wxyz,
+        log_scales [Nd,3]) into ``out`` [H,W,3] uint8, re-drawing only the changed tiles.
+
+        ``out`` must be kept by the caller between frames; a new buffer first receives the
+        static frame. Returns the re-drawn pixel rectangle (x0, y0, x1, y1), x1/y1 exclusive.
+        Allocates nothing."""
+        self._check("means", means, 3)
+        self._check("quats", quats, 4)
+        self._check("log_scales", log_scales, 3)
+        h, w = self.camera.height, self.camera.width
+        if (not isinstance(out, np.ndarray) or out.dtype != np.uint8 or out.shape != (h, w, 3)
+                or not out.flags.c_contiguous):
+            raise InputError(f"out must be a C-contiguous uint8 array of shape ({h}, {w}, 3); got "
+                             f"{getattr(out, 'dtype', type(out).__name__)} {getattr(out, 'shape', '')}")
+        s = self._stages
+        if out is not self._last_out:
+            np.copyto(out, self.static_frame)
+            self._last_box[:] = self._rest_box
+            self._last_out = out
+        times = self.stage_times
+        t0 = time.perf_counter()
+        with annotate("huma/project"):
+            box = s.project(means, quats, log_scales, self._dyn_opacity, self._dyn_sh,
+                            self._activation, out_index=self._dyn_index)
+        rect = self._rect
+        np.minimum(box[:2], self._last_box[:2], out=rect[:2])
+        np.maximum(box[2:], self._last_box[2:], out=rect[2:])
+        self._last_box[:] = box
+        t1 = time.perf_counter()
+        with annotate("huma/sort"):
+            s.bin_sort(self.count, rect)
+        t2 = time.perf_counter()
+        with annotate("huma/blend"):
+            s.blend(rect, False)
+        t3 = time.perf_counter()
+        x0, y0 = int(rect[0]) * TILE, int(rect[1]) * TILE
+        x1, y1 = min(int(rect[2]) * TILE, w), min(int(rect[3]) * TILE, h)
+        if x1 <= x0 or y1 <= y0:
+            x0 = y0 = x1 = y1 = 0
+        with annotate("huma/composite"):
+            s.composite(self._bg_image, self._bg_color, (x0, y0, x1, y1), out_u8=out)
+        t4 = time.perf_counter()
+        times["project"] = t1 - t0
+        times["sort"] = t2 - t1
+        times["blend"] = t3 - t2
+        times["composite"] = t4 - t3
+        return x0, y0, x1, y1
