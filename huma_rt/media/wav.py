@@ -52,6 +52,11 @@ def _decode(path: Path, raw: bytes, fmt: tuple) -> tuple[np.ndarray, int]:
         raise FormatError(f"{path}: WAV must be mono or stereo; got {channels} channels")
     if rate <= 0:
         raise FormatError(f"{path}: WAV sample rate must be positive; got {rate}")
+    if (tag, bits) not in ((_PCM, 16), (_PCM, 24), (_PCM, 32), (_FLOAT, 32)):
+        kind = {_PCM: "integer PCM", _FLOAT: "float"}.get(tag, f"format tag {tag:#x}")
+        raise FormatError(
+            f"{path}: unsupported WAV encoding {kind} {bits}-bit; supported: PCM 16/24/32-bit, float 32-bit"
+        )
     width = bits // 8
     if block != channels * width:
         raise FormatError(f"{path}: block align {block} does not match {channels} x {bits}-bit")
@@ -65,15 +70,10 @@ def _decode(path: Path, raw: bytes, fmt: tuple) -> tuple[np.ndarray, int]:
         x = (np.where(v >= 1 << 23, v - (1 << 24), v)).astype(np.float32) / float(1 << 23)
     elif tag == _PCM and bits == 32:
         x = (np.frombuffer(raw, "<i4").astype(np.float64) / 2147483648.0).astype(np.float32)
-    elif tag == _FLOAT and bits == 32:
+    else:
         x = np.frombuffer(raw, "<f4").astype(np.float32)
         if not np.isfinite(x).all():
             raise FormatError(f"{path}: float WAV holds NaN or Inf samples")
-    else:
-        kind = {_PCM: "integer PCM", _FLOAT: "float"}.get(tag, f"format tag {tag:#x}")
-        raise FormatError(
-            f"{path}: unsupported WAV encoding {kind} {bits}-bit; supported: PCM 16/24/32-bit, float 32-bit"
-        )
     return (x.reshape(n, 2) if channels == 2 else x), int(rate)
 
 
@@ -81,7 +81,8 @@ def write_wav(path: str | Path, pcm: np.ndarray, sample_rate: int) -> Path:
     """Write float [S] or [S, 2] samples as 16-bit PCM WAV (clipped to [-1, 1])."""
     pcm = np.asarray(pcm, np.float32)
     channels = 1 if pcm.ndim == 1 else pcm.shape[1]
-    q = (np.clip(pcm, -1.0, 1.0) * 32767.0).round().astype("<i2").tobytes()
+    # the reader's scale (x / 32768), so write -> read is exact to half a step (1.0 clips to 32767)
+    q = np.clip(np.round(pcm.astype(np.float64) * 32768.0), -32768, 32767).astype("<i2").tobytes()
     head = struct.pack("<4sI4s4sIHHIIHH4sI", b"RIFF", 36 + len(q), b"WAVE", b"fmt ", 16, _PCM, channels,
                        sample_rate, sample_rate * 2 * channels, 2 * channels, 16, b"data", len(q))  # fmt: skip
     Path(path).write_bytes(head + q)
