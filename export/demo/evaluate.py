@@ -277,12 +277,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--real", type=Path, default=REAL_SPEECH_DIR,
                         help="folder of real speech recordings (default: pocketsphinx-testdata)")
     parser.add_argument("--video", action="store_true", help="measure motion on rendered frames")
+    parser.add_argument("--sentences", type=int, default=len(HELD_OUT_SENTENCES),
+                        help="how many held-out sentences (default: all)")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     torch.set_num_threads(2)
     model = DemoModel.load(args.checkpoint)
-    result = {"synthetic_held_out": evaluate_synthetic(model, video=args.video, checkpoint=args.checkpoint)}
+    if not 1 <= args.sentences <= len(HELD_OUT_SENTENCES):
+        raise InputError(f"--sentences must be in 1..{len(HELD_OUT_SENTENCES)}; got {args.sentences}")
+    result = {"synthetic_held_out": evaluate_synthetic(
+        model, video=args.video, checkpoint=args.checkpoint, sentences=HELD_OUT_SENTENCES[:args.sentences])}
     files = real_recordings(args.real)
     if not files:
         raise InputError(f"no real recordings under {args.real}; install Debian's pocketsphinx-testdata "

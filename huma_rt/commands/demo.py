@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import argparse
 import logging
-import struct
 import time
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -78,37 +76,31 @@ def load_wav(path: Path) -> np.ndarray:
     return audio
 
 
-def write_png(path: Path, rgb: np.ndarray) -> None:
-    """Write rgb [H, W, 3] uint8 as an 8-bit RGB PNG (stdlib zlib; no imaging library needed)."""
-    h, w, _ = rgb.shape
-    raw = b"".join(b"\x00" + rgb[y].tobytes() for y in range(h))
-
-    def chunk(tag: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
-
-    png = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
-    png += chunk(b"IDAT", zlib.compress(raw, 6)) + chunk(b"IEND", b"")
-    Path(path).write_bytes(png)
+def sheet_indices(num_frames: int, cols: int = SHEET_COLUMNS, rows: int = SHEET_ROWS) -> list[int]:
+    """Frame indices of the contact sheet: up to cols*rows, evenly spaced, first and last included."""
+    n = min(cols * rows, num_frames)
+    return sorted(set(np.linspace(0, num_frames - 1, n).round().astype(int).tolist())) if n > 0 else []
 
 
-def contact_sheet(frames: list[np.ndarray], audio: np.ndarray, fps: int, cols: int = SHEET_COLUMNS,
-                  rows: int = SHEET_ROWS, scale: int = 2) -> np.ndarray:
-    """A grid of frames [rows*h/scale, cols*w/scale, 3] uint8, evenly spaced over the clip, each
-    with a bar under it showing the audio level of its frame (so sound and mouth can be compared)."""
+def contact_sheet(frames: dict[int, np.ndarray], audio: np.ndarray, fps: int, cols: int = SHEET_COLUMNS,
+                  scale: int = 2) -> np.ndarray:
+    """A grid [rows*(h/scale + 6), cols*w/scale, 3] uint8 of ``frames`` ({index: rgb [h,w,3] uint8},
+    in index order), each with a red bar under it showing the audio level of that frame, so
+    sound and mouth can be compared at a glance."""
     if not frames:
         raise InputError("no frames were rendered; the audio is too short")
-    n = min(cols * rows, len(frames))
-    picks = np.linspace(0, len(frames) - 1, n).round().astype(int)
-    h, w = frames[0].shape[0] // scale, frames[0].shape[1] // scale
+    order = sorted(frames)
+    rows = -(-len(order) // cols)
+    first = frames[order[0]]
+    h, w = first.shape[0] // scale, first.shape[1] // scale
     bar = 6
     spf = SAMPLE_RATE // fps
     peak = float(np.abs(audio).max()) or 1.0
     sheet = np.full((rows * (h + bar), cols * w, 3), 255, np.uint8)
-    for k, i in enumerate(picks):
+    for k, i in enumerate(order):
         r, c = divmod(k, cols)
-        tile = frames[i][::scale, ::scale][:h, :w]
         y0 = r * (h + bar)
-        sheet[y0:y0 + h, c * w:(c + 1) * w] = tile
+        sheet[y0:y0 + h, c * w:(c + 1) * w] = frames[i][::scale, ::scale][:h, :w]
         seg = audio[i * spf:(i + 1) * spf]
         level = float(np.sqrt(np.mean(seg.astype(np.float64) ** 2)) / peak * 3) if seg.size else 0.0
         sheet[y0 + h:y0 + h + bar, c * w:c * w + int(min(level, 1.0) * (w - 1))] = (200, 40, 40)
@@ -134,23 +126,36 @@ def run(args: argparse.Namespace) -> int:
     bundle, built = ensure_bundle(cache_dir=args.cache_dir, rebuild=args.rebuild)
     t_bundle = time.perf_counter() - t0
 
-    from huma_rt.media import write_mp4
+    from huma_rt.media import Mp4Writer, write_png
     from huma_rt.runtime import Avatar
 
     t1 = time.perf_counter()
     avatar = Avatar.load(bundle, device=args.device, backend=args.backend)
     t_preload = time.perf_counter() - t1
-    t2 = time.perf_counter()
-    frames = [f.rgb.copy() for f in avatar.render(audio, sample_rate=SAMPLE_RATE)]
-    t_render = time.perf_counter() - t2
-    write_mp4(out, frames, audio, fps=avatar.fps, sample_rate=SAMPLE_RATE)
-    write_png(sheet_path, contact_sheet(frames, audio, avatar.fps))
+    picks = set(sheet_indices(-(-audio.size // (SAMPLE_RATE // avatar.fps))))
+    kept: dict[int, np.ndarray] = {}
+    writer = Mp4Writer(out, avatar.fps, avatar.size, sample_rate=SAMPLE_RATE)
+    frames = avatar.render(audio, sample_rate=SAMPLE_RATE)
+    t_render = 0.0
+    count = 0
+    while True:
+        t2 = time.perf_counter()
+        frame = next(frames, None)  # only producing frames counts as render time, not encoding
+        t_render += time.perf_counter() - t2
+        if frame is None:
+            break
+        writer.write(frame.rgb)
+        if frame.index in picks:
+            kept[frame.index] = frame.rgb.copy()  # frame.rgb is valid until the next frame
+        count += 1
+    writer.close(audio)
+    write_png(sheet_path, contact_sheet(kept, audio, avatar.fps))
 
     seconds = audio.size / SAMPLE_RATE
     print(f"audio      {seconds:.2f} s ({source})")
     print(f"bundle     {bundle} ({'built' if built else 'cached'} in {t_bundle:.2f} s)")
     print(f"preload    {t_preload:.2f} s")
-    print(f"render     {len(frames)} frames in {t_render:.2f} s = {len(frames) / max(t_render, 1e-9):.1f} fps, "
+    print(f"render     {count} frames in {t_render:.2f} s = {count / max(t_render, 1e-9):.1f} fps, "
           f"real-time factor {t_render / max(seconds, 1e-9):.3f}")
     print(f"wrote      {out} and {sheet_path}")
     return 0

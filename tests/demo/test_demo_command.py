@@ -6,12 +6,14 @@ from __future__ import annotations
 import importlib.util
 import struct
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+import huma_rt
 from huma_rt.cli import main
-from huma_rt.commands.demo import contact_sheet, load_wav, speak, write_png
+from huma_rt.commands.demo import contact_sheet, load_wav, sheet_indices, speak
 from huma_rt.errors import InputError
 
 
@@ -34,21 +36,19 @@ def _read_png(path):
     return raw[:, 1:].reshape(h, w, 3)
 
 
-def test_png_round_trip(tmp_path):
-    img = np.random.default_rng(0).integers(0, 256, (17, 23, 3), dtype=np.uint8)
-    write_png(tmp_path / "x.png", img)
-    np.testing.assert_array_equal(_read_png(tmp_path / "x.png"), img)
-
-
 def test_contact_sheet_layout():
-    frames = [np.full((64, 48, 3), i, np.uint8) for i in range(40)]
+    assert sheet_indices(40, cols=4, rows=2) == [0, 6, 11, 17, 22, 28, 33, 39]
+    assert sheet_indices(3) == [0, 1, 2] and sheet_indices(0) == []
+    frames = {i: np.full((64, 48, 3), i, np.uint8) for i in sheet_indices(40, cols=4, rows=2)}
     audio = np.zeros(40 * 640, np.float32)
-    audio[20 * 640:21 * 640] = 0.5
-    sheet = contact_sheet(frames, audio, 25, cols=4, rows=2, scale=2)
+    audio[22 * 640:23 * 640] = 0.5
+    sheet = contact_sheet(frames, audio, 25, cols=4, scale=2)
     assert sheet.shape == (2 * (32 + 6), 4 * 24, 3)
     assert sheet[0, 0, 0] == 0 and sheet[38, 72, 0] == 39  # first and last frame
+    assert (sheet[38 + 32:38 + 38, :20] == (200, 40, 40)).all()  # loud frame 22: a full level bar
+    assert (sheet[32:38, :] == 255).all()  # silent frames: no bar
     with pytest.raises(InputError):
-        contact_sheet([], audio, 25)
+        contact_sheet({}, audio, 25)
 
 
 def test_speak_with_espeak_and_wav_input(tmp_path):
@@ -71,9 +71,10 @@ def test_cli_refuses_bad_input(tmp_path, capsys):
 
 
 _RUNTIME = all(importlib.util.find_spec(m) for m in ("huma_rt.runtime", "huma_rt.bundle", "huma_rt.media"))
+_WEIGHTS = (Path(huma_rt.__file__).parent / "data" / "demo" / "demo.json").is_file()
 
 
-@pytest.mark.skipif(not _RUNTIME, reason="runtime/bundle/media parts are not installed yet")
+@pytest.mark.skipif(not (_RUNTIME and _WEIGHTS), reason="runtime parts or shipped demo weights missing")
 def test_demo_end_to_end(tmp_path, capsys):
     out = tmp_path / "demo.mp4"
     rc = main(["demo", "--text", "Hi, Bob!", "--tts", "espeak", "-o", str(out),
