@@ -5,7 +5,8 @@ write_result gives: {"scenario", "results": [rows]}) and draws what it finds:
 
 - ``scaling_gaussians.png``  p50 vs Gaussian count (rows with ``gaussians``/``n_gaussians``/``N``)
 - ``scaling_resolution.png`` p50 vs resolution (rows with ``resolution``/``size``/``width``)
-- ``scaling_sessions.png``   per-frame p50 vs concurrent sessions (``sessions``)
+- ``scaling_sessions.png``   per-frame p50 vs concurrent sessions (``sessions``, or a string
+  field ``"sessions=K"`` as bench/runtime.py writes)
 - ``full_vs_dynamic.png``    full-frame vs dynamic-region render p50 (rows naming ``full`` and
   ``dynamic`` in a ``mode``/``region``/``render``/``case``/``what`` field)
 
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -67,6 +69,16 @@ def _number(v) -> float | None:
     return None
 
 
+def _tagged(row: dict, axis: str) -> float | None:
+    """x from a string field such as ``"scenario": "sessions=4"`` (bench/runtime.py's rows)."""
+    for v in row.values():
+        if isinstance(v, str):
+            m = re.fullmatch(rf"\s*{axis}\s*=\s*(\d+(?:\.\d+)?)\s*", v)
+            if m:
+                return float(m.group(1))
+    return None
+
+
 def _y_values(row: dict) -> dict[str, float]:
     for key in Y_KEYS:
         if isinstance(row.get(key), (int, float)):
@@ -85,7 +97,7 @@ def curves(results: dict[str, list[dict]], axis: str) -> dict[str, list[tuple[fl
     for scenario, rows in results.items():
         for row in rows:
             xkey = next((k for k in X_KEYS[axis] if k in row), None)
-            x = _number(row.get(xkey)) if xkey else None
+            x = _number(row.get(xkey)) if xkey else _tagged(row, axis)
             if x is None:
                 continue
             parts = [scenario] + [f"{row[k]}" for k in LABEL_KEYS if isinstance(row.get(k), (str, int)) and k != xkey]

@@ -22,6 +22,9 @@ def _sample(folder):
     _write(folder, "raster", raster)
     _write(folder, "triton", [{"part": "sessions", "backend": "onnxruntime", "sessions": s, "gaussians": 10_000,
                                "fps_total": 90.0, "frame_p50_ms": 10.0 * s} for s in (1, 4, 8)])
+    _write(folder, "runtime", [{"scenario": "preload (fresh process)", "bundle_to_first_frame_ms": 900.0}]
+           + [{"scenario": f"sessions={k}", "frames": 75 * k, "frame_p50_ms": 20.0 * k, "render_p50_ms": 15.0 * k}
+              for k in (1, 4)])
     _write(folder, "engines", [{"model": "encoder", "ort_p50_ms": 1.0, "torch_fp32_p50_ms": 2.0}])
     (folder / "summary.json").write_text("{}")
     (folder / "broken.json").write_text("{not json")
@@ -30,13 +33,15 @@ def _sample(folder):
 def test_curves_group_series_by_backend_and_other_axes(tmp_path):
     _sample(tmp_path)
     results = load_results(tmp_path)
-    assert set(results) == {"raster", "triton", "engines"}
+    assert set(results) == {"raster", "triton", "runtime", "engines"}
     by_count = curves(results, "gaussians")
     assert by_count["raster / cpu / resolution=512"] == [(10_000, 2.0), (50_000, 10.0), (200_000, 40.0)]
     assert by_count["raster / gsplat-torch / resolution=512"][-1] == (200_000, 4000.0)
     by_res = curves(results, "resolution")
     assert by_res == {"raster / cpu / gaussians=50000": [(256, 5.0), (512, 10.0), (1024, 20.0)]}
-    assert curves(results, "sessions")["triton / onnxruntime / gaussians=10000"] == [(1, 10.0), (4, 40.0), (8, 80.0)]
+    by_sessions = curves(results, "sessions")
+    assert by_sessions["triton / onnxruntime / gaussians=10000"] == [(1, 10.0), (4, 40.0), (8, 80.0)]
+    assert by_sessions["runtime"] == [(1, 20.0), (4, 80.0)]
     bars = dict(full_vs_dynamic(results))
     assert bars == {"raster / full frame / 50000 / cpu": 12.0, "raster / dynamic region (mouth) / 50000 / cpu": 3.0}
 
