@@ -11,6 +11,9 @@ Models (names are the contract with TritonRunner and the benches):
 - ``encoder_stream`` python model behind Triton's sequence batcher: per correlation id it keeps
                  the session's mel left context and returns the codes of newly complete frames.
 - ``avatar_frame`` ensemble: (mel [1, receptive_mels, n_mels], feat) -> encoder -> deformer_step.
+- ``deformer_stream`` the deformer taking code [1, F, code_dim] (reshaped to [F, code_dim]).
+- ``avatar_stream`` ensemble over a sequence: (new mel rows, feat) -> encoder_stream ->
+                 deformer_stream: the deltas of every frame that became complete, one round trip.
 
 ``--target gpu``: ``tensorrt_plan`` where a plan exists, else ``onnxruntime_onnx`` with the
 TensorRT accelerator at FP16. ``--target cpu``: python-backend models that run the same ONNX
@@ -187,13 +190,18 @@ class _Writer:
         if self.opts.model_env is not None:
             cfgmod.set_params(c, {"EXECUTION_ENV_PATH": str(Path(self.opts.model_env).resolve())})
 
-    def network(self, name: str, net: str, max_batch: int, reshape_code: bool = False) -> None:
-        """One model serving network ``net`` (encoder/spatial/deformer) under ``name``."""
+    def network(self, name: str, net: str, max_batch: int, reshape_code: int | None = None) -> None:
+        """One model serving network ``net`` (encoder/spatial/deformer) under ``name``.
+
+        reshape_code: frames per request (1, or -1 for any) when the deformer's code [F, D]
+        arrives as an encoder's output [1, F, D].
+        """
         o = self.opts
         fp32 = self.src.export_dir / f"{net}.fp32.onnx"
         ins, outs = onnx_io(fp32)
-        if reshape_code:  # code [1, D] in the graph, [1, 1, D] on the wire (encoder's output)
-            ins = [Tensor(t.name, t.dtype, (1, 1, self.src.encoder.code_dim), (1, self.src.encoder.code_dim)) if t.name == "code" else t for t in ins]
+        if reshape_code is not None:
+            d = self.src.encoder.code_dim
+            ins = [Tensor(t.name, t.dtype, (1, reshape_code, d), (reshape_code, d)) if t.name == "code" else t for t in ins]
         if max_batch:
             ins, outs = _unbatched(ins), _unbatched(outs)
         c = self._base(name, max_batch)
@@ -277,6 +285,29 @@ class _Writer:
         self._save(c)
 
 
+    def stream_ensemble(self) -> None:
+        """``avatar_stream``: one request per session step, (new mel rows, feat) -> deltas of the
+        frames that became complete; sequence id and flags pass to encoder_stream."""
+        e, d = self.src.encoder, self.src.deformer
+        c = self._base("avatar_stream", 0)
+        c.platform = "ensemble"
+        cfgmod.add_io(
+            c,
+            [Tensor("mel", "TYPE_FP32", (1, -1, e.mel.n_mels)), Tensor("feat", "TYPE_FP32", (-1, d.hidden))],
+            [Tensor("dmu", "TYPE_FP32", (-1, -1, 3)), Tensor("dquat", "TYPE_FP32", (-1, -1, 4)), Tensor("dscale", "TYPE_FP32", (-1, -1, 3))],
+        )
+        s1 = c.ensemble_scheduling.step.add(model_name="encoder_stream", model_version=-1)
+        s1.input_map["mel"] = "mel"
+        s1.output_map["code"] = "new_codes"
+        s2 = c.ensemble_scheduling.step.add(model_name="deformer_stream", model_version=-1)
+        s2.input_map["feat"] = "feat"
+        s2.input_map["code"] = "new_codes"
+        for k in ("dmu", "dquat", "dscale"):
+            s2.output_map[k] = k
+        cfgmod.set_params(c, {"huma_rt_format": FORMAT_VERSION})
+        self._save(c)
+
+
 def write_repository(out: str | Path, source: Source, opts: RepoOptions | None = None, *, overwrite: bool = False) -> Path:
     """Write the model repository for ``source`` into ``out`` and validate it; returns ``out``."""
     opts = opts or RepoOptions()
@@ -296,9 +327,11 @@ def write_repository(out: str | Path, source: Source, opts: RepoOptions | None =
     w.network("encoder", "encoder", MAX_BATCH)
     w.network("spatial", "spatial", 0)
     w.network("deformer", "deformer", 0)
-    w.network("deformer_step", "deformer", 0, reshape_code=True)
+    w.network("deformer_step", "deformer", 0, reshape_code=1)
+    w.network("deformer_stream", "deformer", 0, reshape_code=-1)
     w.encoder_stream()
     w.ensemble()
+    w.stream_ensemble()
     manifest = {
         "format": FORMAT_VERSION, "target": opts.target, "precision": opts.precision if opts.target == "gpu" else "fp32",
         "models": w.written, "export_dir": str(source.export_dir.resolve()),

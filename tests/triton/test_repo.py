@@ -15,7 +15,7 @@ from huma_rt.triton.repo import RepoOptions, resolve_source, validate_repository
 
 def test_cpu_repository_parses_and_agrees_with_onnx(cpu_repo, export_dir):
     configs = validate_repository(cpu_repo)
-    assert sorted(configs) == ["avatar_frame", "deformer", "deformer_step", "encoder", "encoder_stream", "spatial"]
+    assert sorted(configs) == ["avatar_frame", "avatar_stream", "deformer", "deformer_step", "deformer_stream", "encoder", "encoder_stream", "spatial"]
     enc = configs["encoder"]
     assert enc.backend == "python" and enc.max_batch_size == 8
     assert enc.dynamic_batching.max_queue_delay_microseconds > 0
@@ -114,7 +114,7 @@ def test_cli_writes_checks_and_reports_errors(export_dir, tmp_path, capsys):
     assert cli_main(["triton-repo", "--export-dir", str(export_dir), "-o", str(out), "--target", "gpu"]) == 0
     assert "avatar_frame" in capsys.readouterr().out
     assert cli_main(["triton-repo", "--check", str(out)]) == 0
-    assert "6 models valid" in capsys.readouterr().out
+    assert "8 models valid" in capsys.readouterr().out
     assert cli_main(["triton-repo", "--export-dir", str(export_dir), "-o", str(out)]) == 1
     assert "exists and is not empty" in capsys.readouterr().err
     assert cli_main(["triton-repo", "--export-dir", str(export_dir), "-o", str(out), "--force", "--target", "gpu", "--precision", "fp32"]) == 0

@@ -292,3 +292,21 @@ def test_shared_memory_transport_equals_onnxruntime_and_cleans_up(server, export
             for k in want:
                 assert np.abs(outs[k] - want[k]).max() <= 1e-5, k
     assert glob.glob(f"/dev/shm/huma_{os.getpid()}_*") == []
+
+
+def test_streaming_ensemble_returns_the_deltas_of_new_frames(server, export_dir, enc, hidden):
+    rng = np.random.default_rng(8)
+    r, k = enc.receptive_mels, enc.mels_per_frame
+    mel = rng.standard_normal((r + 3 * k, 80)).astype(np.float32)
+    feat = rng.standard_normal((40, hidden)).astype(np.float32)
+    chunks = [(0, r - k), (r - k, r), (r, r + 3 * k)]
+    got = []
+    for n, (a, b) in enumerate(chunks):
+        out = _infer(server, "grpc", "avatar_stream", {"mel": np.ascontiguousarray(mel[None, a:b]), "feat": feat}, ["dmu", "dquat", "dscale"],
+                     sequence_id=5150, sequence_start=n == 0, sequence_end=n == len(chunks) - 1)  # fmt: skip
+        got.append(out)
+    assert [g["dmu"].shape[0] for g in got] == [0, 1, 3]
+    code = _offline_codes(export_dir, mel)
+    want = _ort(export_dir, "deformer", {"feat": feat, "code": code})
+    for key in want:
+        assert np.abs(np.concatenate([g[key] for g in got]) - want[key]).max() <= 1e-5, key
