@@ -145,7 +145,7 @@ class Avatar:
         with report.phase("session"):
             spare = Session(avatar, renderer=first_renderer)
         with report.phase("warmup"):
-            spare.push_audio(np.zeros(avatar.lookahead_samples + 1, np.float32))
+            spare.push_audio(np.zeros(bundle.encoder.samples_per_frame + avatar.lookahead_samples, np.float32))
             for _ in spare.frames():
                 pass
             spare.reset()

@@ -12,6 +12,7 @@ the whole chain; on a GPU this is where the frame is captured as a CUDA graph).
 from __future__ import annotations
 
 import contextlib
+import inspect
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -102,7 +103,7 @@ def renderer_factory(renderer: str | RendererFactory, device: str, threads: int 
         log.info("huma_rt.render has no FrameRenderer: rendering whole frames with huma_rt.render.Renderer")
 
     extra = {}
-    if FrameRenderer.__name__ == "WholeFrameRenderer":
+    if "threads" in inspect.signature(FrameRenderer).parameters:  # CPU backends: OpenMP threads
         extra["threads"] = threads or 0
 
     def make(camera, gaussians, dynamic, *, background):

@@ -272,3 +272,18 @@ def test_no_allocation_on_the_hot_path(avatar):
     frame_bytes = avatar.size[0] * avatar.size[1] * 3
     assert peak - cur0 < frame_bytes, f"transient peak {peak - cur0} B >= one frame ({frame_bytes} B)"
     s.close()
+
+
+def test_whole_frame_adapter_matches_the_frame_renderer(avatar, bundle_dir):
+    """The fallback adapter (full re-render per frame) gives the FrameRenderer's frames."""
+    pytest.importorskip("huma_rt.render.frame_renderer")
+    from functools import partial
+
+    from huma_rt.runtime.whole_frame import WholeFrameRenderer
+
+    assert "FrameRenderer" in avatar.preload_report.renderer
+    whole = Avatar.load(bundle_dir, device="cpu", renderer=partial(WholeFrameRenderer, threads=1), threads=1)
+    audio = speech_like(0.6, seed=5)
+    for (fa, a), (fb, b) in zip(collect(avatar.render(audio)), collect(whole.render(audio)), strict=True):
+        assert fa.index == fb.index
+        assert np.abs(a.astype(int) - b).max() <= 1
