@@ -51,3 +51,29 @@ def tiny_asr_dir(tmp_path_factory):
     from _tiny_asr import build_tiny_transducer
 
     return build_tiny_transducer(tmp_path_factory.mktemp("tiny-asr") / "sherpa-onnx-tiny-transducer")
+
+
+@pytest.fixture(scope="session")
+def small_bundle(tmp_path_factory):
+    """A small real avatar bundle (seeded untrained networks, a sparse 128 px procedural head)."""
+    pytest.importorskip("torch")
+    runtime = pytest.importorskip("huma_rt.runtime")
+    import torch
+    from huma_rt.export.demo.head import HeadSpec, build_background, build_camera, build_head
+    from huma_rt.export.models import AudioEncoder, Deformer, SpatialEncoder
+    from huma_rt.export.onnx_export import export_models
+
+    from huma_rt.bundle import AvatarSource, pack
+    from huma_rt.model_config import DeformerConfig, EncoderConfig
+
+    torch.manual_seed(0)
+    root = tmp_path_factory.mktemp("bundle")
+    spec = HeadSpec(density=0.25, image_size=128)
+    export_models(root / "export", AudioEncoder(EncoderConfig()), SpatialEncoder(DeformerConfig()),
+                  Deformer(DeformerConfig()))
+    source = AvatarSource(gaussians=build_head(spec), camera=build_camera(spec.image_size),
+                          background=build_background(spec.image_size), export_dir=root / "export",
+                          name="speech-test-head")
+    bundle = pack(source, root / "bundle")
+    assert runtime
+    return bundle

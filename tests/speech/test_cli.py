@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
-
 import numpy as np
 import pytest
 
@@ -50,11 +48,32 @@ def test_bad_output_and_missing_wav(capsys, tmp_path):
     assert rc == 1 and "does not exist" in err
 
 
-@pytest.mark.skipif(importlib.util.find_spec("huma_rt.runtime") is None, reason="huma_rt.runtime not in this tree yet")
-def test_text_chat_writes_an_mp4_with_audio(capsys, tmp_path):  # pragma: no cover - needs the runtime
+def test_chat_text_to_mp4_with_the_real_runtime(capsys, tmp_path, small_bundle):
     av = pytest.importorskip("av")
-    out = tmp_path / "a.mp4"
-    rc, stdout, _ = _run(capsys, "--text", "Hello there.", "-o", str(out), "--no-live")
-    assert rc == 0 and "first video frame" in stdout
+    out, report = tmp_path / "answer.mp4", tmp_path / "lat.json"
+    rc, stdout, err = _run(capsys, "--text", "Hello there.", "--bundle", str(small_bundle), "--responder", "scripted",
+                           "--reply", "Hi, nice to meet you.", "-o", str(out), "--no-live", "--json", str(report))
+    assert rc == 0, err
+    assert "answer:   Hi, nice to meet you." in stdout and "first video frame" in stdout
+    import json
+
+    data = json.loads(report.read_text())
+    assert data["latency_ms"]["first video frame"] > 0 and data["rtf"]["tts"] > 0
     with av.open(str(out)) as c:
-        assert {s.type for s in c.streams} == {"video", "audio"}
+        frames = sum(1 for _ in c.decode(video=0))
+    with av.open(str(out)) as c:
+        samples = sum(f.samples for f in c.decode(audio=0))
+    assert frames == data["frames"] and frames * 640 <= samples + 640  # video covers the audio
+
+
+def test_chat_responder_down_leaves_no_mp4(capsys, tmp_path, small_bundle):
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = tmp_path / "answer.mp4"
+    rc, _, err = _run(capsys, "--text", "Hello there.", "--bundle", str(small_bundle), "--responder", "openai",
+                      "--base-url", f"http://127.0.0.1:{port}/v1", "--timeout", "2", "-o", str(out))
+    assert rc == 1 and "cannot reach responder" in err
+    assert not out.exists()
