@@ -41,12 +41,10 @@ class FrameRenderer:
             from huma_rt.render._cpu import CpuStages
 
             self._stages = CpuStages(camera, max(n, 1), threads=threads)
-        elif backend == "emulated":
-            from huma_rt.render._gpu import GpuStages
-
-            self._stages = GpuStages(camera, max(n, 1), launcher="emulated")
         else:
-            raise InputError(f"FrameRenderer backend must be 'cpu' or 'emulated'; got {backend!r}")
+            # The GPU stages composite whole frames on the device; the dynamic-tile path with a
+            # host-kept frame is the CPU backend's.
+            raise InputError(f"FrameRenderer backend must be 'cpu'; got {backend!r}")
         self.camera = camera
         self.backend = backend
         self.count = n

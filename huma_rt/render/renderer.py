@@ -6,7 +6,7 @@ import logging
 
 import numpy as np
 
-from huma_rt.errors import DeviceError, InputError
+from huma_rt.errors import InputError
 from huma_rt.gaussians import Camera, Gaussians
 from huma_rt.nvtx import annotate
 from huma_rt.render._common import BACKENDS, RenderResult, check_background
@@ -58,8 +58,7 @@ class Renderer:
 
             self._impl = GpuStages(self.camera, n, launcher="cupy")
         else:
-            raise DeviceError("backend 'gsplat' renders with gsplat's CUDA rasterizer and needs "
-                              "a CUDA GPU; none is available")
+            self._impl = "gsplat"
 
     def render(self, gaussians: Gaussians, *, background=None, out: np.ndarray | None = None,
                return_depth: bool = False) -> RenderResult:
@@ -76,6 +75,10 @@ class Renderer:
         n = g.count
         self._ensure(max(n, 1))
         impl = self._impl
+        if impl == "gsplat":
+            from huma_rt.render._gsplat import render_gsplat
+
+            return render_gsplat(g, self.camera, bg_image, bg_color, out, return_depth)
         with annotate("huma/project"):
             impl.project(g.means, g.quats, g.log_scales, g.opacity_logits, g.sh, g.scale_activation)
         with annotate("huma/sort"):

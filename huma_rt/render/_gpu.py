@@ -1,0 +1,169 @@
+"""The GPU launch sequence, shared by the CUDA (CuPy) and emulated launchers.
+
+One sequence of launches per stage, two launchers: kernels/cupy_backend.CupyLauncher runs the
+kernels on a GPU; kernels/emulated.EmulatedLauncher runs the same .cu kernels compiled for the
+CPU under the emulation shim, so CI exercises this host logic (grids, buffer sizes, overflow
+handling) as well as the kernels. Same stage interface as _cpu.CpuStages.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+from huma_rt.gaussians import Camera
+from huma_rt.kernels.cpu import PROJECTED_DTYPE
+from huma_rt.render._common import SCALE_ACTIVATION_CODES, TILE, camera_params, tile_grid
+
+log = logging.getLogger(__name__)
+
+THREADS = 128  # per-Gaussian kernels' block size
+
+
+def make_launcher(kind: str):
+    """'cupy' -> CupyLauncher (needs a GPU), 'emulated' -> EmulatedLauncher (CPU)."""
+    if kind == "cupy":
+        from huma_rt._optional import require_cuda
+        from huma_rt.kernels.cupy_backend import CupyLauncher
+
+        require_cuda("the 'cuda' render backend")
+        return CupyLauncher()
+    from huma_rt.kernels.emulated import EmulatedLauncher
+
+    return EmulatedLauncher()
+
+
+class GpuStages:
+    """Project / bin+sort / blend / composite on device buffers sized for ``capacity``."""
+
+    def __init__(self, camera: Camera, capacity: int, *, launcher="cupy",
+                 max_isects: int | None = None) -> None:
+        self.L = make_launcher(launcher) if isinstance(launcher, str) else launcher
+        self.camera = camera
+        self.tiles_x, self.tiles_y = tile_grid(camera)
+        self.tiles = self.tiles_x * self.tiles_y
+        h, w = camera.height, camera.width
+        self.capacity = max(int(capacity), 1)
+        L = self.L
+        self.d_cam = L.zeros(camera_params(camera).shape, np.float32)
+        L.upload(self.d_cam, camera_params(camera))
+        self.d_proj = L.zeros(self.capacity * PROJECTED_DTYPE.itemsize, np.uint8)
+        self.d_colors = L.zeros((self.capacity, 3), np.float32)
+        self.d_counts = L.zeros(self.tiles, np.int32)
+        self.d_offsets = L.zeros(self.tiles + 1, np.int32)
+        self.d_cursor = L.zeros(self.tiles, np.int32)
+        self.d_status = L.zeros(4, np.int32)
+        self._alloc_keys(max_isects or max(1 << 16, 8 * self.capacity))
+        self.d_rgb = L.zeros((h, w, 3), np.float32)
+        self.d_alpha = L.zeros((h, w), np.float32)
+        self.d_depth = L.zeros((h, w), np.float32)
+        self.d_out = L.zeros((h, w, 3), np.float32)
+        self.d_out_u8 = L.zeros((h, w, 3), np.uint8)
+        self.d_bg_color = L.zeros(3, np.float32)
+        self.d_bg_image = L.zeros((h, w, 3), np.float32)
+        # staging for the per-frame inputs (uploaded into, never reallocated)
+        self.d_in = {"means": L.zeros((self.capacity, 3), np.float32),
+                     "quats": L.zeros((self.capacity, 4), np.float32),
+                     "log_scales": L.zeros((self.capacity, 3), np.float32),
+                     "opacity_logits": L.zeros(self.capacity, np.float32),
+                     "index": L.zeros(self.capacity, np.int32)}
+        self.d_sh = None
+        self.alpha = np.zeros((h, w), np.float32)
+        self.depth = np.zeros((h, w), np.float32)
+        self.rgb = np.zeros((h, w, 3), np.float32)
+        self.full_rect = np.array([0, 0, self.tiles_x, self.tiles_y], dtype=np.int32)
+        self.tile_box = None  # the GPU path does not reduce a tile box (FrameRenderer is CPU)
+        self.num_isects = 0
+        self._with_depth = False
+
+    def _alloc_keys(self, n: int) -> None:
+        self.max_isects = int(n)
+        self.d_keys = self.L.zeros(self.max_isects, np.uint64)
+        self.d_sorted = self.L.zeros(self.max_isects, np.uint64)
+
+    def project(self, means, quats, log_scales, opacity_logits, sh, scale_activation: str,
+                out_index: np.ndarray | None = None):
+        """Upload the raw rows and launch hr_project_kernel (one thread per Gaussian)."""
+        L, n = self.L, means.shape[0]
+        for name, arr in (("means", means), ("quats", quats), ("log_scales", log_scales),
+                          ("opacity_logits", opacity_logits)):
+            L.upload(self.d_in[name][:n], arr)
+        k = sh.shape[1]
+        if self.d_sh is None or self.d_sh.shape[1] != k:
+            self.d_sh = L.zeros((self.capacity, k, 3), np.float32)
+        L.upload(self.d_sh[:n], sh)
+        idx = None
+        if out_index is not None:
+            L.upload(self.d_in["index"][:n], out_index)
+            idx = self.d_in["index"]
+        degree = {1: 0, 4: 1, 9: 2, 16: 3}[k]
+        L.launch("hr_project_kernel", ((n + THREADS - 1) // THREADS, 1, 1), (THREADS, 1, 1),
+                 (n, self.d_in["means"], self.d_in["quats"], self.d_in["log_scales"],
+                  self.d_in["opacity_logits"], self.d_sh, degree,
+                  SCALE_ACTIVATION_CODES[scale_activation], self.d_cam, idx, self.d_proj,
+                  self.d_colors))
+        return self.tile_box
+
+    def bin_sort(self, n: int, rect: np.ndarray) -> int:
+        """count -> scan -> emit -> per-tile sort for the tiles of rect. The scan's total is
+        read back (4 bytes) to detect overflow; the buffers then grow and binning reruns."""
+        L = self.L
+        tx0, ty0, tx1, ty1 = (int(v) for v in rect)
+        grid = ((max(n, 1) + THREADS - 1) // THREADS, 1, 1)
+        geo = (self.tiles_x, self.tiles_y, tx0, ty0, tx1, ty1)
+        while True:
+            L.memset0(self.d_counts)
+            L.launch("hr_count_kernel", grid, (THREADS, 1, 1), (n, self.d_proj, *geo, self.d_counts))
+            L.launch("hr_scan_kernel", (1, 1, 1), (256, 1, 1),
+                     (self.tiles, self.d_counts, self.max_isects, self.d_offsets, self.d_cursor,
+                      self.d_status))
+            total = L.read_int(self.d_status)
+            if total <= self.max_isects:
+                break
+            log.warning("tile intersections %d exceed the buffer of %d; growing it", total,
+                        self.max_isects)
+            self._alloc_keys(int(total * 1.5))
+        L.launch("hr_emit_kernel", grid, (THREADS, 1, 1),
+                 (n, self.d_proj, *geo, self.max_isects, self.d_cursor, self.d_keys))
+        rtiles = max(tx1 - tx0, 0) * max(ty1 - ty0, 0)
+        if rtiles:
+            L.launch("hr_sort_kernel", (rtiles, 1, 1), (TILE, TILE, 1),
+                     (self.tiles_x, tx0, ty0, tx1, self.d_offsets, self.d_keys, self.d_sorted))
+        self.num_isects = total
+        return total
+
+    def blend(self, rect: np.ndarray, with_depth: bool) -> None:
+        """hr_blend_kernel: one 16x16 block per tile of rect."""
+        tx0, ty0, tx1, ty1 = (int(v) for v in rect)
+        rtiles = max(tx1 - tx0, 0) * max(ty1 - ty0, 0)
+        self._with_depth = with_depth
+        if rtiles:
+            self.L.launch("hr_blend_kernel", (rtiles, 1, 1), (TILE, TILE, 1),
+                          (self.d_proj, self.d_colors, self.camera.width, self.camera.height,
+                           self.tiles_x, tx0, ty0, tx1, self.d_offsets, self.d_sorted,
+                           self.d_rgb, self.d_alpha, self.d_depth if with_depth else None))
+
+    def composite(self, bg_image: np.ndarray | None, bg_color: np.ndarray,
+                  pixel_rect: tuple[int, int, int, int], out_f32: np.ndarray | None = None,
+                  out_u8: np.ndarray | None = None) -> None:
+        """hr_composite_kernel over pixel_rect, then copy the requested images to the host."""
+        L = self.L
+        x0, y0, x1, y1 = pixel_rect
+        L.upload(self.d_bg_color, bg_color)
+        if bg_image is not None:
+            L.upload(self.d_bg_image, bg_image)
+        grid = ((max(x1 - x0, 0) + TILE - 1) // TILE, (max(y1 - y0, 0) + TILE - 1) // TILE, 1)
+        if grid[0] and grid[1]:
+            L.launch("hr_composite_kernel", grid, (TILE, TILE, 1),
+                     (self.d_rgb, self.d_alpha, self.d_bg_image if bg_image is not None else None,
+                      self.d_bg_color, self.camera.width, x0, y0, x1, y1,
+                      self.d_out if out_f32 is not None else None,
+                      self.d_out_u8 if out_u8 is not None else None))
+        if out_f32 is not None:
+            L.download(out_f32, self.d_out)
+        if out_u8 is not None:
+            L.download(out_u8, self.d_out_u8)
+        L.download(self.alpha, self.d_alpha)
+        if self._with_depth:
+            L.download(self.depth, self.d_depth)
