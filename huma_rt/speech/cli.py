@@ -96,11 +96,19 @@ def _avatar(bundle: Path | None):
     return runtime.Avatar.load(bundle)
 
 
-def _sink(path: Path, avatar):
-    from huma_rt.speech._mp4 import Mp4Sink
+class _Mp4Sink:
+    """Frames of the answer -> huma_rt.media's streaming MP4 writer (audio written at close)."""
 
-    w, h = avatar.size
-    return Mp4Sink(path, int(avatar.fps), (w, h), sample_rate=16000)
+    def __init__(self, path: Path, avatar) -> None:
+        from huma_rt.media.mp4 import Mp4Writer
+
+        self.writer = Mp4Writer(path, int(avatar.fps), tuple(avatar.size), sample_rate=16000)
+
+    def __call__(self, frame) -> None:
+        self.writer.write(frame.rgb)
+
+    def close(self, audio: np.ndarray) -> None:
+        self.writer.close(audio)
 
 
 def run(args) -> int:
@@ -125,7 +133,7 @@ def run(args) -> int:
 
     cfg = PipelineConfig(live=not args.no_live, pace_input=not args.no_pace, max_answer_chars=args.max_answer_chars)
     pipe = ChatPipeline(avatar, tts, responder, asr=asr, config=cfg)
-    sink = _sink(args.output, avatar)
+    sink = _Mp4Sink(args.output, avatar)
     error: HumaError | None = None
     try:
         result = pipe.run_text(text, sink) if text is not None else pipe.run_audio(audio[0], audio[1], sink)
