@@ -253,6 +253,8 @@ def run_torch(modules: tuple, bundle: Path, audio: np.ndarray, warmup: int, max_
     b = open_bundle(bundle)
     encoder, spatial, deformer = modules
     pipe = TorchReferencePipeline(encoder, spatial, deformer, b.gaussians(), b.camera, b.background)
+    warm = pipe.warmup()  # huma-rt warms up at preload too
+    log.info("torch reference nets warmed up in %d calls", warm)
     padded = pipe.pad_audio(audio)
     total, stages, frames = [], {}, {}
     n = min(-(-audio.size // pipe.cfg.samples_per_frame), warmup + max_frames)
@@ -264,12 +266,13 @@ def run_torch(modules: tuple, bundle: Path, audio: np.ndarray, warmup: int, max_
             total.append(dt)
             for k, v in pipe.stage_times.items():
                 stages.setdefault(k, []).append(v)
-    return {"frames": frames, "infer": total, "stages": stages}
+    return {"frames": frames, "infer": total, "stages": stages, "warmup_calls": warm}
 
 
 def time_nets(modules: tuple, bundle: Path, warmup: int, repeat: int, seed: int = 0) -> list[dict]:
     """Encoder and deformer alone: onnxruntime (bundle's fp32 graphs) vs torch eager, same inputs."""
     import torch
+    from huma_rt.bench.torch_reference import warm_until_stable
 
     from huma_rt.backends import open_runner
     from huma_rt.bundle import open_bundle
@@ -296,9 +299,11 @@ def time_nets(modules: tuple, bundle: Path, warmup: int, repeat: int, seed: int 
     for graph, shape, ins, outs, torch_fn in cases:
         runner = open_runner(b.model_file(graph, "fp32"), backend="onnxruntime")
         runner.bind(inputs=ins, outputs=outs)
+        warm_until_stable(runner.run)  # the same settling warm-up for both sides
         ort = stats_ms(time_calls(runner.run, warmup=warmup, repeat=repeat))
         runner.close()
         with torch.inference_mode():
+            warm_until_stable(torch_fn)  # torch eager's first dozens of calls are ~100x slower
             pt = stats_ms(time_calls(torch_fn, warmup=warmup, repeat=repeat))
         rows.append({"what": f"net: {graph}", "input": shape, "huma_p50_ms": ort["p50_ms"],
                      "huma_p95_ms": ort["p95_ms"], "torch_p50_ms": pt["p50_ms"], "torch_p95_ms": pt["p95_ms"],
@@ -362,6 +367,7 @@ def run(quick: bool, out_dir: Path, device: str = "cpu", seed: int = 0) -> dict:
             common = [t for t in ref["frames"] if t < len(huma["frames"])]
             extra["psnr_huma_vs_torch_db"] = float(min(psnr(huma["frames"][t], ref["frames"][t]) for t in common))
         extra["torch_fps"] = len(ref["infer"]) / sum(ref["infer"])
+        extra["torch_warmup_calls"] = ref["warmup_calls"]
         rows += time_nets(modules, bundle, net_warmup, net_repeat, seed)
     for r in rows:
         r.setdefault("huma", "huma-rt runtime" if huma else "")

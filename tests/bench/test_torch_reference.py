@@ -135,3 +135,9 @@ def test_pipeline_rejects_bad_audio():
     pipe = tr.TorchReferencePipeline(encoder, spatial, deformer, g, cam)
     with pytest.raises(InputError, match="audio must be a 1-D float32 array at 16 kHz; got float64"):
         next(pipe.frames(np.zeros(640)))
+
+
+def test_warm_until_stable_respects_its_call_limits():
+    calls = []
+    assert tr.warm_until_stable(lambda: calls.append(1), min_calls=10, max_calls=10) == 10 == len(calls)
+    assert tr.warm_until_stable(lambda: None, min_calls=3, max_calls=3, max_seconds=60) == 3
