@@ -368,6 +368,19 @@ def build_camera(size: int = 512) -> Camera:
                   world_to_camera=w2c, near=0.1, far=100.0)
 
 
+def face_box(size: int = 512) -> tuple[int, int, int, int]:
+    """(y0, y1, x0, x1): a square pixel box around the face (hair to chin) in build_camera(size)."""
+    cam = build_camera(size)
+    corners = np.array([[-0.42, 0.62, 0.3], [0.42, -0.5, 0.3]])
+    pc = corners @ cam.world_to_camera[:3, :3].T + cam.world_to_camera[:3, 3]
+    u = cam.fx * pc[:, 0] / pc[:, 2] + cam.cx
+    v = cam.fy * pc[:, 1] / pc[:, 2] + cam.cy
+    half = int(max(np.ptp(u), np.ptp(v)) / 2)
+    cy, cx = int(v.mean()), int(u.mean())
+    y0, x0 = max(cy - half, 0), max(cx - half, 0)
+    return y0, min(y0 + 2 * half, size), x0, min(x0 + 2 * half, size)
+
+
 def build_background(size: int = 512) -> np.ndarray:
     """A static studio backdrop [H, W, 3] float32 in [0, 1]: vertical gradient + soft vignette."""
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / (size - 1)

@@ -83,10 +83,13 @@ def sheet_indices(num_frames: int, cols: int = SHEET_COLUMNS, rows: int = SHEET_
 
 
 def contact_sheet(frames: dict[int, np.ndarray], audio: np.ndarray, fps: int, cols: int = SHEET_COLUMNS,
-                  scale: int = 2) -> np.ndarray:
-    """A grid [rows*(h/scale + 6), cols*w/scale, 3] uint8 of ``frames`` ({index: rgb [h,w,3] uint8},
-    in index order), each with a red bar under it showing the audio level of that frame, so
-    sound and mouth can be compared at a glance."""
+                  scale: int = 2, crop: tuple[int, int, int, int] | None = None) -> np.ndarray:
+    """A grid [rows*(h/scale + 6), cols*w/scale, 3] uint8 of ``frames`` ({index: rgb [H,W,3] uint8},
+    in index order, each cut to ``crop`` = (y0, y1, x0, x1) if given), each with a red bar under
+    it showing the audio level of that frame, so sound and mouth can be compared at a glance."""
+    if crop is not None:
+        y0, y1, x0, x1 = crop
+        frames = {i: f[y0:y1, x0:x1] for i, f in frames.items()}
     if not frames:
         raise InputError("no frames were rendered; the audio is too short")
     order = sorted(frames)
@@ -109,6 +112,7 @@ def contact_sheet(frames: dict[int, np.ndarray], audio: np.ndarray, fps: int, co
 
 def run(args: argparse.Namespace) -> int:
     from huma_rt.export.demo.bundle import ensure_bundle
+    from huma_rt.export.demo.head import face_box
 
     out = Path(args.out)
     if out.suffix.lower() != ".mp4":
@@ -149,7 +153,7 @@ def run(args: argparse.Namespace) -> int:
             kept[frame.index] = frame.rgb.copy()  # frame.rgb is valid until the next frame
         count += 1
     writer.close(audio)
-    write_png(sheet_path, contact_sheet(kept, audio, avatar.fps))
+    write_png(sheet_path, contact_sheet(kept, audio, avatar.fps, scale=1, crop=face_box(avatar.size[1])))
 
     seconds = audio.size / SAMPLE_RATE
     print(f"audio      {seconds:.2f} s ({source})")
