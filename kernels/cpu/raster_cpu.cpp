@@ -188,6 +188,11 @@ __attribute__((target_clones("avx2", "default"))) void blend_tile(int t, const H
     int n_pk = 0;
     for (int s = begin; s < end; ++s) {
         const int g = (int)(keys[s] & 0xffffffffu);
+        if (s + 8 < end) {  // the gather is random access: fetch ahead of use
+            const int ga = (int)(keys[s + 8] & 0xffffffffu);
+            __builtin_prefetch(proj + ga);
+            __builtin_prefetch(rgb + 3 * ga);
+        }
         const HrProjected &p = proj[g];
         Packed &q = pk[n_pk];
         q.x = p.x; q.y = p.y; q.ca = p.ca; q.cb = p.cb; q.cc = p.cc; q.opacity = p.opacity;
