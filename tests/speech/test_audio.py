@@ -75,5 +75,5 @@ def test_wav_roundtrip_and_garbage(tmp_path):
     (tmp_path / "junk.wav").write_bytes(b"\xff\xfe not a wav at all" * 10)
     with pytest.raises(FormatError, match="junk.wav"):
         read_wav(tmp_path / "junk.wav")
-    with pytest.raises(InputError, match="does not exist"):
+    with pytest.raises(FormatError, match="does not exist"):
         read_wav(tmp_path / "missing.wav")

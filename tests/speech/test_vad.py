@@ -54,11 +54,14 @@ def test_two_utterances_found_with_times(question_pcm):
     clip = np.concatenate([gap, question_pcm, gap, question_pcm, gap])
     segs = detect_segments(clip, VadConfig(min_silence_s=0.3))
     assert len(segs) == 2
-    truth = [(SR, SR + n), (2 * SR + n, 2 * SR + 2 * n)]
+    # Ground truth: the audible part of espeak's clip (it carries its own quiet head and tail).
+    loud = np.flatnonzero(np.abs(question_pcm) > 0.02)
+    first, last = int(loud[0]), int(loud[-1])
+    truth = [(SR + first, SR + last), (2 * SR + n + first, 2 * SR + n + last)]
     for seg, (start, end) in zip(segs, truth, strict=True):
-        # espeak's own leading/trailing quiet and silero's 32 ms windows: 0.25 s slack.
-        assert abs(seg.start - start) < 0.25 * SR, (seg.start_s, start / SR)
-        assert abs(seg.end - end) < 0.25 * SR, (seg.end_s, end / SR)
+        # silero decides per 32 ms window and keeps some padding: 0.2 s slack
+        assert abs(seg.start - start) < 0.2 * SR, (seg.start_s, start / SR)
+        assert abs(seg.end - end) < 0.2 * SR, (seg.end_s, end / SR)
         assert seg.samples.size == seg.end - seg.start
 
 
