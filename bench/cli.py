@@ -10,7 +10,7 @@ from huma_rt.bench import suite
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     scenarios = suite.SCENARIOS  # read at call time: the registry is the suite module's
-    parser.add_argument("--quick", action="store_true", help="small sizes and few repeats (~1 min)")
+    parser.add_argument("--quick", action="store_true", help="small sizes and few repeats (a few minutes on a busy 2-core CPU)")
     parser.add_argument("-o", "--out", type=Path, default=Path("bench-results"), help="results folder")
     parser.add_argument(
         "--only", nargs="+", choices=sorted(scenarios), metavar="SCENARIO",
