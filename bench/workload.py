@@ -17,10 +17,15 @@ log = logging.getLogger(__name__)
 
 
 def default_bundle() -> Path:
-    """The demo avatar's bundle, built on first use by the demo command's own code."""
-    from huma_rt.export.demo.bundle import ensure_bundle
+    """The demo avatar's bundle (built once into its cache); without the trained demo checkpoint,
+    the demo head with seeded random networks packed into a temporary folder."""
+    import tempfile
 
-    return ensure_bundle()[0]
+    from huma_rt.bench.reference import prepare_bundle
+
+    bundle, _, source = prepare_bundle(Path(tempfile.mkdtemp(prefix="huma-workload-")))
+    log.info("workload avatar: %s", source)
+    return bundle
 
 
 def run_frames(bundle: Path, device: str, frames: int, seed: int = 0) -> dict:
