@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 from huma_rt.bench.common import stats_ms, time_calls, write_result
+from huma_rt.bench.suite import peak_rss_mb
 
 from huma_rt.errors import DeviceError, HumaError
 
@@ -348,6 +349,9 @@ def run(quick: bool, out_dir: Path, device: str = "cpu", seed: int = 0) -> dict:
         except ImportError as exc:
             extra["huma_unavailable"] = f"huma_rt.runtime not importable: {exc}"
             log.warning("%s", extra["huma_unavailable"])
+        # process peak so far (bundle preparation + huma-rt); the torch pipeline's pair arrays
+        # come after, so this bounds huma-rt's memory without resetting the suite's peak
+        extra["peak_rss_mb_after_huma"] = peak_rss_mb()
         # the torch reference is CPU eager by definition; on cuda it still runs on the CPU
         ref = run_torch(modules, bundle, audio, warmup=torch_warmup, max_frames=torch_frames)
         rows = [_row("frame (inference)", huma and huma["infer"], ref["infer"])]
@@ -370,6 +374,7 @@ def run(quick: bool, out_dir: Path, device: str = "cpu", seed: int = 0) -> dict:
             extra["psnr_huma_vs_torch_db"] = float(min(psnr(huma["frames"][t], ref["frames"][t]) for t in common))
         extra["torch_fps"] = len(ref["infer"]) / sum(ref["infer"])
         extra["torch_warmup_calls"] = ref["warmup_calls"]
+        extra["peak_rss_mb_after_torch"] = peak_rss_mb()
         rows += time_nets(modules, bundle, net_warmup, net_repeat, seed)
     extra["load_avg_1min_end"] = os.getloadavg()[0]
     for r in rows:
