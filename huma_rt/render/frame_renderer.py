@@ -25,6 +25,8 @@ class FrameRenderer:
 
     camera: Camera; gaussians: canonical Gaussians (N); dynamic: bool [N] (True = moved by the
     deformer each frame); background: [H,W,3] float32 image or an RGB triple in [0, 1].
+    backend: "cpu" redraws only the changed tiles; "cuda" / "emulated" (the GPU kernels) also
+    project only the dynamic rows but redraw the whole frame, which is cheap on a GPU.
     ``static_frame`` [H,W,3] uint8 is the frame with every Gaussian at rest. ``stage_times``
     holds the last call's seconds per stage (project, sort, blend, composite).
     """
@@ -41,10 +43,15 @@ class FrameRenderer:
             from huma_rt.render._cpu import CpuStages
 
             self._stages = CpuStages(camera, max(n, 1), threads=threads)
+        elif backend in ("cuda", "emulated"):
+            # On the GPU path a full re-render is cheap, and the device composites whole
+            # frames: every frame redraws the full image (rect = the whole frame).
+            from huma_rt.render._gpu import GpuStages
+
+            self._stages = GpuStages(camera, max(n, 1),
+                                     launcher="cupy" if backend == "cuda" else "emulated")
         else:
-            # The GPU stages composite whole frames on the device; the dynamic-tile path with a
-            # host-kept frame is the CPU backend's.
-            raise InputError(f"FrameRenderer backend must be 'cpu'; got {backend!r}")
+            raise InputError(f"FrameRenderer backend must be 'cpu', 'cuda' or 'emulated'; got {backend!r}")
         self.camera = camera
         self.backend = backend
         self.count = n
@@ -61,7 +68,8 @@ class FrameRenderer:
         s.project(np.ascontiguousarray(g.means[dynamic]), np.ascontiguousarray(g.quats[dynamic]),
                   np.ascontiguousarray(g.log_scales[dynamic]), self._dyn_opacity, self._dyn_sh,
                   self._activation, out_index=self._dyn_index)
-        self._rest_box = s.tile_box.copy()
+        self._full_frame = s.tile_box is None  # GPU stages: no tile box, whole frames
+        self._rest_box = s.full_rect.copy() if self._full_frame else s.tile_box.copy()
         s.bin_sort(n, s.full_rect)
         s.blend(s.full_rect, False)
         h, w = camera.height, camera.width
@@ -107,9 +115,12 @@ class FrameRenderer:
             box = s.project(means, quats, log_scales, self._dyn_opacity, self._dyn_sh,
                             self._activation, out_index=self._dyn_index)
         rect = self._rect
-        np.minimum(box[:2], self._last_box[:2], out=rect[:2])
-        np.maximum(box[2:], self._last_box[2:], out=rect[2:])
-        self._last_box[:] = box
+        if self._full_frame:
+            rect[:] = s.full_rect
+        else:
+            np.minimum(box[:2], self._last_box[:2], out=rect[:2])
+            np.maximum(box[2:], self._last_box[2:], out=rect[2:])
+            self._last_box[:] = box
         t1 = time.perf_counter()
         with annotate("huma/sort"):
             s.bin_sort(self.count, rect)
