@@ -111,7 +111,7 @@ def test_emulated_frame_renderer_equals_cpu():
         means = np.ascontiguousarray(g.means[dyn] + np.float32(0.05 * t))
         quats = np.ascontiguousarray(g.quats[dyn][:, ::-1])
         scales = np.ascontiguousarray(g.log_scales[dyn] - np.float32(0.1 * t))
-        rects = [fr.render(means, quats, scales, out) for fr, out in zip(frs, outs)]
+        rects = [fr.render(means, quats, scales, out) for fr, out in zip(frs, outs, strict=True)]
         assert rects[0] == (0, 0, cam.width, cam.height)
         diff = np.abs(outs[0].astype(int) - outs[1].astype(int))
         assert diff.max() <= 1 and (diff > 0).mean() < 1e-3
