@@ -19,6 +19,7 @@ import logging
 import os
 import threading
 import time
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -199,6 +200,7 @@ class TritonRunner(Runner):
         )  # fmt: skip
         self.shared_memory = bool(shared_memory)
         self._regions: list[tuple[str, Any]] = []  # (registered name, handle)
+        self._finalizer: weakref.finalize | None = None
         self._views: dict[str, np.ndarray] = {}
         self._c = _Client(url, protocol, timeout_s)
         try:
@@ -270,22 +272,20 @@ class TritonRunner(Runner):
                 region, size = f"{tag}_{kind}_{name}", max(int(arr.nbytes), 1)
                 handle = shm.create_shared_memory_region(region, f"/{region}", size)
                 self._regions.append((region, handle))
+                if self._finalizer is None:  # unlink the regions even if close() is never called
+                    self._finalizer = weakref.finalize(self, _destroy_regions, self._regions)
                 self._c.call("shared-memory registration", self._c.client.register_system_shared_memory, region, f"/{region}", size)
                 msg.set_shared_memory(region, size)
                 self._views[f"{kind}:{name}"] = shm.get_contents_as_numpy(handle, arr.dtype, list(arr.shape))
 
     def _free_regions(self) -> None:
-        if not self._regions:
-            return
-        shm = require("tritonclient.utils.shared_memory", "Triton shared-memory transport")
-        for region, handle in self._regions:
+        for region, _handle in self._regions:
             try:
                 self._c.client.unregister_system_shared_memory(region)
             except Exception:  # noqa: BLE001 (the server may be gone; the local region still goes)
                 log.debug("unregistering %s failed", region, exc_info=True)
-            shm.destroy_shared_memory_region(handle)
-        self._regions.clear()
-        self._views.clear()
+        self._views.clear()  # views pin the mappings: drop them before unmapping
+        _destroy_regions(self._regions)
 
     def _host(self, arr: Any) -> np.ndarray:
         if isinstance(arr, np.ndarray):
@@ -354,6 +354,19 @@ class TritonRunner(Runner):
             self._c.close()
         self._in, self._out = {}, {}
         super().close()
+
+
+def _destroy_regions(regions: list[tuple[str, Any]]) -> None:
+    """Unmap and unlink local shm regions (the server side is unregistered by the runner)."""
+    if not regions:
+        return
+    shm = require("tritonclient.utils.shared_memory", "Triton shared-memory transport")
+    for region, handle in regions:
+        try:
+            shm.destroy_shared_memory_region(handle)
+        except Exception:  # noqa: BLE001 (best effort at teardown; a mapping may still be viewed)
+            log.debug("destroying shm region %s failed", region, exc_info=True)
+    regions.clear()
 
 
 def _np_to_triton(dtype: np.dtype) -> str:

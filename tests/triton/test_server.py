@@ -310,3 +310,18 @@ def test_streaming_ensemble_returns_the_deltas_of_new_frames(server, export_dir,
     want = _ort(export_dir, "deformer", {"feat": feat, "code": code})
     for key in want:
         assert np.abs(np.concatenate([g[key] for g in got]) - want[key]).max() <= 1e-5, key
+
+
+def test_shared_memory_regions_go_with_an_unclosed_runner(server, hidden, enc):
+    import gc
+    import glob
+    import os
+
+    r = TritonRunner("deformer", url=server.grpc_url, shared_memory=True)
+    outs = {k: np.zeros((1, 10, d), np.float32) for k, d in (("dmu", 3), ("dquat", 4), ("dscale", 3))}
+    r.bind(inputs={"feat": np.ones((10, hidden), np.float32), "code": np.ones((1, enc.code_dim), np.float32)}, outputs=outs)
+    assert glob.glob(f"/dev/shm/huma_{os.getpid()}_{id(r):x}_*")
+    tag = f"/dev/shm/huma_{os.getpid()}_{id(r):x}_*"
+    del r
+    gc.collect()
+    assert glob.glob(tag) == []
