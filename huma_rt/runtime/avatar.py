@@ -47,7 +47,7 @@ class _Shared:
     encoder: Any  # base runners; sessions fork them (own bindings, shared model)
     deformer: Any
     feat: Any  # [Nd, hidden] f32: spatial features of the dynamic Gaussians
-    means: Any  # [Nd, 3] / [Nd, 4] / [Nd, 3] f32 canonical values of the dynamic Gaussians
+    means: np.ndarray  # [Nd, 3] / [Nd, 4] / [Nd, 3] f32 canonical values of the dynamic Gaussians (host)
     quats: Any
     log_scales: Any
     dynamic_count: int
@@ -63,11 +63,13 @@ class _Shared:
     def new_stream(self):
         return self.xp.cuda.Stream(non_blocking=True)
 
-    def host_frame(self, shape: tuple[int, ...]) -> np.ndarray:
-        """A uint8 host array in pinned (page-locked) memory, so device->host copies run async."""
+    def pinned(self, shape: tuple[int, ...], dtype) -> np.ndarray:
+        """A zeroed host array in pinned (page-locked) memory, so device->host copies run async."""
         n = int(np.prod(shape))
-        mem = self.xp.cuda.alloc_pinned_memory(n)
-        return np.frombuffer(mem, np.uint8, n).reshape(shape)
+        mem = self.xp.cuda.alloc_pinned_memory(n * np.dtype(dtype).itemsize)
+        arr = np.frombuffer(mem, dtype, n).reshape(shape)
+        arr[...] = 0
+        return arr
 
 
 class Avatar:
@@ -117,7 +119,7 @@ class Avatar:
             rows = dynamic_rows(g.region)
             dynamic = np.zeros(g.count, bool)
             dynamic[rows] = True
-            base = [xp.asarray(np.ascontiguousarray(a[rows], np.float32)) for a in (g.means, g.quats, g.log_scales)]
+            base = [np.ascontiguousarray(a[rows], np.float32) for a in (g.means, g.quats, g.log_scales)]
             report.gaussians, report.dynamic = g.count, int(rows.size)
         with report.phase("networks"):
             opts = dict(backend=backend, device=dev, threads=threads, **backend_options)
@@ -129,7 +131,7 @@ class Avatar:
         with report.phase("spatial"):
             feat = xp.zeros((rows.size, bundle.deformer.hidden), np.float32)
             spatial = runners.pop("spatial")
-            spatial.bind(inputs={"means": base[0]}, outputs={"feat": feat})
+            spatial.bind(inputs={"means": xp.asarray(base[0])}, outputs={"feat": feat})
             spatial.run()
             if dev == "cuda":
                 xp.cuda.get_current_stream().synchronize()

@@ -66,11 +66,16 @@ class Session:
         self._mel = xp.asarray(self._mel_host) if self._cuda else self._mel_host
         self._code = xp.zeros((1, 1, cfg.code_dim), np.float32)
         self._dmu, self._dquat, self._dscale = (xp.zeros((1, nd, k), np.float32) for k in (3, 4, 3))
-        self._deltas = (self._dmu[0], self._dquat[0], self._dscale[0])
+        if self._cuda:
+            # FrameRenderer takes host arrays: deltas come back into pinned memory asynchronously
+            self._dev_deltas = (self._dmu[0], self._dquat[0], self._dscale[0])
+            self._deltas = tuple(sh.pinned((nd, k), np.float32) for k in (3, 4, 3))
+            self._rgb = sh.pinned((h, w, 3), np.uint8)
+        else:
+            self._deltas = (self._dmu[0], self._dquat[0], self._dscale[0])
+            self._rgb = np.zeros((h, w, 3), np.uint8)
         self._bases = (sh.means, sh.quats, sh.log_scales)
-        self._posed = tuple(xp.empty((nd, k), np.float32) for k in (3, 4, 3))
-        self._rgb_dev = xp.zeros((h, w, 3), np.uint8)
-        self._rgb = sh.host_frame((h, w, 3)) if self._cuda else self._rgb_dev
+        self._posed = tuple(np.empty((nd, k), np.float32) for k in (3, 4, 3))
         self._rgb_view = self._rgb.view()
         self._rgb_view.flags.writeable = False
         self._silence = np.zeros(self.samples_per_frame, np.float32)
@@ -209,29 +214,33 @@ class Session:
         t2 = time.perf_counter()
         with annotate("huma/deform"):
             self._deformer.run()
-            for base, delta, posed in zip(self._bases, self._deltas, self._posed):  # noqa: B905 (hot path)
-                np.add(base, delta, out=posed)
+            self._apply_deltas()
         t3 = time.perf_counter()
-        self._renderer.render(self._posed[0], self._posed[1], self._posed[2], self._rgb_dev)
+        self._renderer.render(self._posed[0], self._posed[1], self._posed[2], self._rgb)
         t4 = time.perf_counter()
         st = self.stage_times
         st["encode"], st["deform"], st["render"] = t2 - t1, t3 - t2, t4 - t3
 
+    def _apply_deltas(self) -> None:
+        for base, delta, posed in zip(self._bases, self._deltas, self._posed):  # noqa: B905 (hot path)
+            np.add(base, delta, out=posed)
+
     def _frame_cuda(self, t1: float) -> None:
-        xp, stream = self._xp, self._stream
+        stream = self._stream
         with stream:
             with annotate("huma/encode"):
                 self._mel.set(self._mel_host, stream=stream)
                 self._encoder.run()
             with annotate("huma/deform"):
                 self._deformer.run()
-                for base, delta, posed in zip(self._bases, self._deltas, self._posed):  # noqa: B905
-                    xp.add(base, delta, out=posed)
-            self._renderer.render(self._posed[0], self._posed[1], self._posed[2], self._rgb_dev)
-            self._rgb_dev.get(stream=stream, out=self._rgb)  # async copy into pinned host memory
+                for dev, host in zip(self._dev_deltas, self._deltas):  # noqa: B905 (hot path)
+                    dev.get(stream=stream, out=host)  # async into pinned memory
         stream.synchronize()
+        t3 = time.perf_counter()
+        self._apply_deltas()
+        self._renderer.render(self._posed[0], self._posed[1], self._posed[2], self._rgb)
         st = self.stage_times
-        st["encode"], st["deform"], st["render"] = 0.0, 0.0, time.perf_counter() - t1
+        st["encode"], st["deform"], st["render"] = 0.0, t3 - t1, time.perf_counter() - t3
 
 
 class _Clock:
