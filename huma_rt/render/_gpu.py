@@ -86,6 +86,8 @@ class GpuStages:
                 out_index: np.ndarray | None = None):
         """Upload the raw rows and launch hr_project_kernel (one thread per Gaussian)."""
         L, n = self.L, means.shape[0]
+        if n == 0:  # an empty grid is an invalid launch on a GPU
+            return self.tile_box
         for name, arr in (("means", means), ("quats", quats), ("log_scales", log_scales),
                           ("opacity_logits", opacity_logits)):
             L.upload(self.d_in[name][:n], arr)
