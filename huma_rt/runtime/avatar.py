@@ -147,10 +147,7 @@ class Avatar:
         with report.phase("session"):
             spare = Session(avatar, renderer=first_renderer)
         with report.phase("warmup"):
-            spare.push_audio(np.zeros(bundle.encoder.samples_per_frame + avatar.lookahead_samples, np.float32))
-            for _ in spare.frames():
-                pass
-            spare.reset()
+            spare.warm_up()
         avatar._spare = spare
         log.info("%s", report)
         return avatar

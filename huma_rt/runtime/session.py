@@ -171,6 +171,22 @@ class Session:
             else:
                 self._push_silence()
 
+    def warm_up(self) -> None:
+        """Run the networks once on silence (first-run costs paid before the first frame).
+
+        The renderer is not run: its first call draws the static frame, which the first real
+        frame needs anyway, so rendering here would only add a frame's time to preload.
+        """
+        if self.dry_run:
+            return
+        self._window[...] = 0.0
+        if self._cuda:
+            self._frame_networks_cuda()
+        else:
+            self._encoder.run()
+            self._deformer.run()
+            self._apply_deltas()
+
     def close(self) -> None:
         """Release this session's network bindings."""
         for r in (self._encoder, self._deformer):
@@ -226,6 +242,14 @@ class Session:
             np.add(base, delta, out=posed)
 
     def _frame_cuda(self, t1: float) -> None:
+        self._frame_networks_cuda()
+        t3 = time.perf_counter()
+        self._apply_deltas()
+        self._renderer.render(self._posed[0], self._posed[1], self._posed[2], self._rgb)
+        st = self.stage_times
+        st["encode"], st["deform"], st["render"] = 0.0, t3 - t1, time.perf_counter() - t3
+
+    def _frame_networks_cuda(self) -> None:
         stream = self._stream
         with stream:
             with annotate("huma/encode"):
@@ -236,11 +260,6 @@ class Session:
                 for dev, host in zip(self._dev_deltas, self._deltas):  # noqa: B905 (hot path)
                     dev.get(stream=stream, out=host)  # async into pinned memory
         stream.synchronize()
-        t3 = time.perf_counter()
-        self._apply_deltas()
-        self._renderer.render(self._posed[0], self._posed[1], self._posed[2], self._rgb)
-        st = self.stage_times
-        st["encode"], st["deform"], st["render"] = 0.0, t3 - t1, time.perf_counter() - t3
 
 
 class _Clock:
