@@ -141,6 +141,7 @@ class TritonServer:
         self.grpc_port = config.grpc_port or free_port()
         self.http_url = f"127.0.0.1:{self.http_port}"
         self.grpc_url = f"127.0.0.1:{self.grpc_port}"
+        self._shm_prefix = f"huma_triton_{os.getpid()}_{self._work.name.rsplit('-', 1)[-1]}_"
 
     def _env(self) -> dict[str, str]:
         env = dict(os.environ)
@@ -187,6 +188,9 @@ class TritonServer:
             "--http-address=127.0.0.1", "--grpc-address=127.0.0.1",
             "--allow-metrics=false", "--allow-sagemaker=false", "--allow-vertex-ai=false",
             f"--log-verbose={self.config.log_verbose}",
+            # Our own prefix for the python backend's /dev/shm regions, so stop() can remove
+            # what a killed (or slow to unload) server leaves behind.
+            f"--backend-config=python,shm-region-prefix-name={self._shm_prefix}",
             "--exit-timeout-secs=5",
             *self.config.extra_args,
         ]  # fmt: skip
@@ -252,6 +256,8 @@ class TritonServer:
             self._log_file.close()
             self._log_file = None
             shutil.rmtree(self._work, ignore_errors=True)
+        for leftover in Path("/dev/shm").glob(f"{self._shm_prefix}*"):
+            leftover.unlink(missing_ok=True)
 
     def __enter__(self) -> TritonServer:
         return self.start()
