@@ -120,7 +120,8 @@ struct Packed {
 // One Gaussian over one 16-pixel tile row, as two 8-lane vectors (GCC vector extensions, so
 // the SIMD form does not depend on the auto-vectoriser): the branch-free form of hr_blend_step
 // evaluated for every pixel of the row, like the CUDA block that covers its whole tile.
-// live is 1 (all bits) until a pixel saturates. Returns the pixels finished here.
+// live is 1 (all bits) until a pixel saturates.
+static_assert(HR_TILE == 16, "the blend loop covers a tile row as two 8-lane vectors");
 typedef float v8f __attribute__((vector_size(32)));
 typedef int v8i __attribute__((vector_size(32)));
 
@@ -144,8 +145,16 @@ __attribute__((always_inline)) inline v8f vexp_neg(v8f x) {
     return p * (v8f)bits;
 }
 
-// One Gaussian over 8 pixels of a tile row.
-__attribute__((always_inline)) inline int blend8(const Packed &q, float dy, v8f dx, v8f &T,
+// Non-zero when any lane of m is set: an OR tree (a handful of instructions) instead of eight
+// lane extractions.
+__attribute__((always_inline)) inline bool any_lane(v8i m) {
+    typedef long long v4l __attribute__((vector_size(32)));
+    const v4l x = (v4l)m;
+    return (x[0] | x[1] | x[2] | x[3]) != 0;
+}
+
+// One Gaussian over 8 pixels of a tile row. Returns true when a pixel saturated here.
+__attribute__((always_inline)) inline bool blend8(const Packed &q, float dy, v8f dx, v8f &T,
                                                   v8f &Cr, v8f &Cg, v8f &Cb, v8f &D,
                                                   v8i &live) {
     const v8f zero = {};
@@ -164,9 +173,7 @@ __attribute__((always_inline)) inline int blend8(const Packed &q, float dy, v8f 
     D += q.depth * vis;
     T = add ? nT : T;
     live &= ~fin;
-    int finished = 0;
-    for (int i = 0; i < 8; ++i) finished -= fin[i];  // lanes are 0 or -1
-    return finished;
+    return any_lane(fin);
 }
 
 __attribute__((target_clones("avx2", "default"))) void blend_tile(int t, const HrProjected *proj, const float *rgb, int width, int height,
@@ -179,6 +186,7 @@ __attribute__((target_clones("avx2", "default"))) void blend_tile(int t, const H
     v8f Tv[NV], Crv[NV], Cgv[NV], Cbv[NV], Dv[NV];
     v8i livev[NV];
     v8f dxs[HR_TILE / 8];
+    const v8f lane_centres = {0.5f, 1.5f, 2.5f, 3.5f, 4.5f, 5.5f, 6.5f, 7.5f};
     for (int j = 0; j < NV; ++j)
         for (int i = 0; i < 8; ++i) {
             const int k = j * 8 + i;
@@ -206,26 +214,28 @@ __attribute__((target_clones("avx2", "default"))) void blend_tile(int t, const H
         if (q.x0 < q.x1 && q.y0 < q.y1) ++n_pk;
     }
     // live pixels per 8-pixel half row: whole halves are skipped once saturated
-    int half_live[NV];
-    int n_live = 0;
+    bool half_live[NV];
+    int n_live = 0;  // halves with a live pixel
     for (int j = 0; j < NV; ++j) {
-        half_live[j] = 0;
-        for (int i = 0; i < 8; ++i) half_live[j] -= livev[j][i];
+        half_live[j] = any_lane(livev[j]);
         n_live += half_live[j];
     }
     for (int s = 0; s < n_pk && n_live > 0; ++s) {
         const Packed &q = pk[s];
-        for (int i = 0; i < HR_TILE; ++i) dxs[i / 8][i % 8] = q.x - ((float)(tx0 + i) + 0.5f);
+        dxs[0] = (q.x - (float)tx0) - lane_centres;
+        dxs[1] = dxs[0] - 8.f;
         const int h0 = q.x0 / 8, h1 = (q.x1 + 7) / 8;  // halves the bounding box touches
         for (int ly = q.y0; ly < q.y1; ++ly) {
             const float dy = q.y - ((float)(ty0 + ly) + 0.5f);
             for (int hh = h0; hh < h1; ++hh) {
                 const int j = ly * (HR_TILE / 8) + hh;
-                if (half_live[j] == 0) continue;
-                const int fin = blend8(q, dy, dxs[hh], Tv[j], Crv[j], Cgv[j], Cbv[j], Dv[j],
+                if (!half_live[j]) continue;
+                const bool fin = blend8(q, dy, dxs[hh], Tv[j], Crv[j], Cgv[j], Cbv[j], Dv[j],
                                        livev[j]);
-                half_live[j] -= fin;
-                n_live -= fin;
+                if (fin && !any_lane(livev[j])) {
+                    half_live[j] = false;
+                    --n_live;
+                }
             }
         }
     }
