@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -58,6 +59,8 @@ def test_server_stopped_mid_stream(fresh_server, export_dir):
     for t in threads:
         t.join(timeout=2 * TIMEOUT_S + 5)
     assert not any(t.is_alive() for t in threads), "a client hung after the server stopped"
+    assert srv.running is False
+    assert list(Path("/dev/shm").glob(f"{srv._shm_prefix}*")) == []  # even after SIGKILL
     assert time.monotonic() - stopped_at < 2 * TIMEOUT_S + 5
     for protocol, url in urls.items():
         errs = errors[protocol]
