@@ -133,6 +133,7 @@ def run(args) -> int:
 
     cfg = PipelineConfig(live=not args.no_live, pace_input=not args.no_pace, max_answer_chars=args.max_answer_chars)
     pipe = ChatPipeline(avatar, tts, responder, asr=asr, config=cfg)
+    pipe.open()  # the session's setup stays out of the answer's latency
     sink = _Mp4Sink(args.output, avatar)
     error: HumaError | None = None
     try:
@@ -143,6 +144,8 @@ def run(args) -> int:
         sink.close(np.zeros(0, np.float32))
         args.output.unlink(missing_ok=True)  # never leave an empty MP4 behind
         raise
+    finally:
+        pipe.close()
     pcm = np.concatenate(result.audio) if result.audio else np.zeros(0, np.float32)
     if result.frames:
         sink.close(pcm)

@@ -138,6 +138,30 @@ class ChatPipeline:
     def __init__(self, avatar, tts, responder, asr=None, config: PipelineConfig | None = None) -> None:
         self.avatar, self.tts, self.responder, self.asr = avatar, tts, responder, asr
         self.config = config or PipelineConfig()
+        self._session = None
+
+    def open(self) -> None:
+        """Open the avatar session now (~0.4 s on 2 cores), outside any turn's latency.
+
+        Turns reuse it (``session.reset()`` between turns); without ``open()`` the first turn
+        opens it while its responder and TTS start.
+        """
+        if self._session is None:
+            self._session = self.avatar.session(live=self.config.live)
+
+    def close(self) -> None:
+        """Release the avatar session."""
+        session, self._session = self._session, None
+        if session is not None and hasattr(session, "close"):
+            session.close()
+
+    def _turn_session(self):
+        session = self._session
+        if session is not None and hasattr(session, "reset"):
+            session.reset()  # a new stream on the same buffers: frame indices restart at 0
+            return session
+        self._session = self.avatar.session(live=self.config.live)
+        return self._session
 
     # -- entry points ------------------------------------------------------------------------
     def run_text(self, text: str | bytes, sink: FrameSink) -> ChatResult:
@@ -272,10 +296,10 @@ class ChatPipeline:
         ]
         for w in workers:
             w.start()
-        # Opening a session costs ~0.4 s on the 2-core machine (buffers, bindings): done while
-        # the responder and the TTS work on the first chunk, not before them.
+        # Opening a session costs ~0.4 s on the 2-core machine (buffers, bindings): reused
+        # across turns, and when first opened here, done while the responder and TTS start.
         try:
-            session = self.avatar.session(live=self.config.live)
+            session = self._turn_session()
         except BaseException:
             stop.set()
             raise
@@ -319,14 +343,9 @@ class ChatPipeline:
         finally:
             stop.set()
             t0 = time.perf_counter()
-            try:
-                if pushed:
-                    session.finish()
-                    self._drain(session.frames(), result, sink)
-            finally:
-                close = getattr(session, "close", None)  # releases the session's bindings
-                if close is not None:
-                    close()
+            if pushed:
+                session.finish()
+                self._drain(session.frames(), result, sink)
             render_s += time.perf_counter() - t0
             for w in workers:
                 w.join(timeout=1.0)

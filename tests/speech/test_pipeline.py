@@ -193,3 +193,27 @@ def test_tts_failure_mid_answer(tts):
         pipe.run_text("hi", frames)
     assert info.value.result.frames > 0 and avatar.sessions[0].finished
     _check_sync(info.value.result, frames)
+
+
+def test_real_avatar_two_turns_reuse_one_session(tts, small_bundle):
+    from huma_rt.runtime import Avatar
+
+    avatar = Avatar.load(small_bundle)
+    pipe = ChatPipeline(avatar, tts, ScriptedResponder(["Hi there.", "Bye now."]), config=PipelineConfig(live=True))
+    pipe.open()
+    try:
+        for reply in ("Hi there.", "Bye now."):
+            frames = Frames.__new__(Frames)
+            frames.spans = []
+            shapes = set()
+
+            def sink(frame, frames=frames, shapes=shapes):
+                shapes.add((frame.rgb.shape, frame.rgb.dtype.str))
+                frames.spans.append((frame.index, frame.sample_start, frame.sample_end))
+
+            result = pipe.run_text("hello", sink)
+            assert result.answer == reply
+            _check_sync(result, frames)  # indices restart at 0 on the reused session
+            assert shapes == {((128, 128, 3), "|u1")}
+    finally:
+        pipe.close()
