@@ -93,6 +93,43 @@ class CpuStages:
             self.keys = np.zeros(int(total * 1.5), dtype=np.uint64)
             self._cache_pointers()
 
+    def prebin_static(self, n: int, dyn_index: np.ndarray) -> None:
+        """Bin and sort the static rows (all but dyn_index) once, for bin_merge. Call after the
+        static rows are projected; they must not change afterwards."""
+        saved = self.proj[dyn_index].copy()
+        self.proj["rx"][dyn_index] = 0  # culled while the static lists are built
+        self.proj["ry"][dyn_index] = 0
+        total = self.bin_sort(n, self.full_rect)
+        self.proj[dyn_index] = saved
+        self.static_offsets = self.tile_offsets.copy()
+        self.static_keys = self.keys[:max(total, 1)].copy()
+        self.static_isects = total
+        if self.keys.shape[0] < 2 * total:  # room for the dynamic keys of a frame as well
+            self.keys = np.zeros(2 * total, dtype=np.uint64)
+        self._cache_pointers()
+        self.p["static_offsets"] = self.static_offsets.ctypes.data
+        self.p["static_keys"] = self.static_keys.ctypes.data
+
+    def bin_merge(self, dyn_index: np.ndarray, rect: np.ndarray) -> int:
+        """bin_sort for the tiles of rect when only the dyn_index rows moved: bins those rows
+        and merges them into the static lists of prebin_static (same lists as bin_sort)."""
+        while True:
+            total = self.lib.hr_cpu_bin_merge(
+                dyn_index.shape[0], _ptr(dyn_index), self.p["proj"], self.camera.width,
+                self.camera.height, _ptr(rect), self.p["static_offsets"], self.p["static_keys"],
+                self.p["tile_offsets"], self.p["tile_cursor"], self.p["keys"],
+                self.keys.shape[0], self.threads,
+            )
+            if total <= self.keys.shape[0]:
+                self.num_isects = int(total)
+                return self.num_isects
+            log.warning("tile intersections %d exceed the buffer of %d; growing it (this frame "
+                        "allocates)", total, self.keys.shape[0])
+            self.keys = np.zeros(int(total * 1.5), dtype=np.uint64)
+            p = dict(self.p)
+            self._cache_pointers()
+            self.p["static_offsets"], self.p["static_keys"] = p["static_offsets"], p["static_keys"]
+
     def blend(self, rect: np.ndarray, with_depth: bool) -> None:
         """Front-to-back blend of the tiles of rect into self.rgb / alpha (/ depth)."""
         self.lib.hr_cpu_blend(

@@ -72,6 +72,9 @@ class FrameRenderer:
         self._rest_box = s.full_rect.copy() if self._full_frame else s.tile_box.copy()
         s.bin_sort(n, s.full_rect)
         s.blend(s.full_rect, False)
+        self._merge = hasattr(s, "prebin_static")  # CPU: static tile lists built once
+        if self._merge:
+            s.prebin_static(n, self._dyn_index)
         h, w = camera.height, camera.width
         self.static_frame = np.zeros((h, w, 3), dtype=np.uint8)
         s.composite(self._bg_image, self._bg_color, (0, 0, w, h), out_u8=self.static_frame)
@@ -123,7 +126,10 @@ class FrameRenderer:
             self._last_box[:] = box
         t1 = time.perf_counter()
         with annotate("huma/sort"):
-            s.bin_sort(self.count, rect)
+            if self._merge:
+                s.bin_merge(self._dyn_index, rect)
+            else:
+                s.bin_sort(self.count, rect)
         t2 = time.perf_counter()
         with annotate("huma/blend"):
             s.blend(rect, False)

@@ -27,7 +27,7 @@ inline bool clipped_bounds(const HrProjected &p, int tiles_x, int tiles_y, const
 
 }  // namespace
 
-HR_EXPORT int hr_cpu_abi_version() { return 1; }
+HR_EXPORT int hr_cpu_abi_version() { return 2; }
 
 // Project n Gaussians. Row i of the inputs goes to row out_index[i] of proj/rgb (or row i when
 // out_index is null), so a renderer can refresh only its dynamic rows. tile_box (nullable)
@@ -100,6 +100,66 @@ HR_EXPORT int64_t hr_cpu_bin_sort(int n, const HrProjected *proj, int width, int
     for (int k = 0; k < rw * rh; ++k) {
         const int t = (rect[1] + k / rw) * tiles_x + rect[0] + k % rw;
         std::sort(keys + tile_offsets[t], keys + tile_offsets[t + 1]);
+    }
+    return total;
+}
+
+// bin_sort for a renderer whose static Gaussians never move: static_offsets/static_keys hold the
+// static Gaussians' per-tile lists, binned and sorted once (hr_cpu_bin_sort with the dynamic
+// rows culled). Per frame only the n_dyn dynamic rows (dyn_index) are binned into the tiles of
+// rect, sorted, and merged with the static lists, which yields exactly hr_cpu_bin_sort's lists
+// (same unique keys). Returns the intersections; > capacity: nothing emitted, as there.
+HR_EXPORT int64_t hr_cpu_bin_merge(int n_dyn, const int *dyn_index, const HrProjected *proj,
+                                   int width, int height, const int *rect,
+                                   const int *static_offsets, const uint64_t *static_keys,
+                                   int *tile_offsets, int *tile_cursor, uint64_t *keys,
+                                   int64_t capacity, int threads) {
+    const int tiles_x = (width + HR_TILE - 1) / HR_TILE;
+    const int tiles_y = (height + HR_TILE - 1) / HR_TILE;
+    const int tiles = tiles_x * tiles_y;
+    std::memset(tile_cursor, 0, sizeof(int) * tiles);
+    for (int i = 0; i < n_dyn; ++i) {
+        int b[4];
+        if (!clipped_bounds(proj[dyn_index[i]], tiles_x, tiles_y, rect, b)) continue;
+        for (int ty = b[1]; ty < b[3]; ++ty)
+            for (int tx = b[0]; tx < b[2]; ++tx) ++tile_cursor[ty * tiles_x + tx];
+    }
+    auto in_rect = [&](int t) {
+        const int tx = t % tiles_x, ty = t / tiles_x;
+        return tx >= rect[0] && tx < rect[2] && ty >= rect[1] && ty < rect[3];
+    };
+    int64_t total = 0;
+    for (int t = 0; t < tiles; ++t) {
+        tile_offsets[t] = (int)std::min<int64_t>(total, capacity);
+        if (in_rect(t)) total += tile_cursor[t] + static_offsets[t + 1] - static_offsets[t];
+    }
+    tile_offsets[tiles] = (int)std::min<int64_t>(total, capacity);
+    if (total > capacity) return total;
+    for (int t = 0; t < tiles; ++t)
+        tile_cursor[t] = tile_offsets[t] + (static_offsets[t + 1] - static_offsets[t]);
+    for (int i = 0; i < n_dyn; ++i) {
+        const int g = dyn_index[i];
+        int b[4];
+        if (!clipped_bounds(proj[g], tiles_x, tiles_y, rect, b)) continue;
+        const uint64_t key = hr_depth_key(proj[g].depth, g);
+        for (int ty = b[1]; ty < b[3]; ++ty)
+            for (int tx = b[0]; tx < b[2]; ++tx) keys[tile_cursor[ty * tiles_x + tx]++] = key;
+    }
+    const int rw = std::max(0, rect[2] - rect[0]), rh = std::max(0, rect[3] - rect[1]);
+#pragma omp parallel for num_threads(pick_threads(threads)) schedule(dynamic, 4)
+    for (int k = 0; k < rw * rh; ++k) {
+        const int t = (rect[1] + k / rw) * tiles_x + rect[0] + k % rw;
+        const int s0 = static_offsets[t], slen = static_offsets[t + 1] - s0;
+        uint64_t *dst = keys + tile_offsets[t], *end = keys + tile_offsets[t + 1];
+        uint64_t *dyn = dst + slen;
+        std::sort(dyn, end);
+        // Forward merge of the static list (read from static_keys) and the dynamic keys (at the
+        // back of the range) into the front: the write position never passes the unread
+        // dynamic keys, so no scratch buffer (and no allocation) is needed.
+        const uint64_t *a = static_keys + s0, *a_end = a + slen;
+        uint64_t *w = dst;
+        while (a < a_end && dyn < end) *w++ = (*a < *dyn) ? *a++ : *dyn++;
+        while (a < a_end) *w++ = *a++;
     }
     return total;
 }
