@@ -32,6 +32,8 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from huma_rt._optional import require
 from huma_rt.errors import FormatError, InputError
 from huma_rt.model_config import DeformerConfig, EncoderConfig
@@ -78,6 +80,7 @@ class Source:
     encoder: EncoderConfig
     deformer: DeformerConfig
     keep: object = None  # a TemporaryDirectory holding files extracted from a tar bundle
+    dynamic_means: np.ndarray | None = None  # [Nd, 3] f32: the bundle's deformed Gaussians
 
 
 def _extract_models(tar_path: Path) -> tuple[Path, tempfile.TemporaryDirectory]:
@@ -129,7 +132,24 @@ def resolve_source(bundle: str | Path | None = None, export_dir: str | Path | No
             for name in (f"{net}.fp16.plan", f"{net}.fp32.plan", f"{net}.plan"):
                 if net not in plans and (folder / name).is_file():
                     plans[net] = folder / name
-    return Source(exp, plans, EncoderConfig.load(exp / "encoder.json"), DeformerConfig.load(exp / "deformer.json"), keep)
+    means = _dynamic_means(Path(bundle)) if bundle is not None else None
+    return Source(exp, plans, EncoderConfig.load(exp / "encoder.json"), DeformerConfig.load(exp / "deformer.json"), keep, means)
+
+
+def _dynamic_means(bundle: Path) -> np.ndarray | None:
+    """Means [Nd, 3] of the bundle's dynamic Gaussians (region != 0, as the runtime deforms
+    them), or None when ``bundle`` is a bare export without a manifest."""
+    if bundle.is_dir() and not (bundle / "manifest.json").is_file():
+        return None
+    if bundle.is_file():
+        with tarfile.open(bundle, "r:") as tar:
+            if not any(n.lstrip("./") == "manifest.json" for n in tar.getnames()):
+                return None
+    from huma_rt.bundle import open_bundle
+
+    g = open_bundle(bundle, verify=False).gaussians()
+    rows = np.flatnonzero(np.asarray(g.region) != 0)
+    return np.ascontiguousarray(np.asarray(g.means)[rows], np.float32) if rows.size else None
 
 
 def onnx_io(path: Path) -> tuple[list[Tensor], list[Tensor]]:
@@ -264,6 +284,48 @@ class _Writer:
         })  # fmt: skip
         self._save(c)
 
+    def avatar_deformer(self) -> None:
+        """``avatar_deformer``: the deformer with this avatar's features baked in as a constant,
+        so a request is just code [D] and Triton batches concurrent sessions' frames."""
+        means = self.src.dynamic_means
+        if means is None:
+            return
+        onnx = require("onnx", "baking avatar features into the deformer")
+        ort = require("onnxruntime", "computing the avatar's features")
+        from onnx import numpy_helper
+
+        spatial = ort.InferenceSession(str(self.src.export_dir / "spatial.fp32.onnx"), providers=["CPUExecutionProvider"])
+        feat = spatial.run(["feat"], {"means": means})[0].astype(np.float32)
+        o = self.opts
+        variant = "fp32" if o.target == "cpu" else o.precision
+        model = onnx.load(str(self.src.export_dir / f"deformer.{variant}.onnx"))
+        graph_in = next(i for i in model.graph.input if i.name == "feat")
+        model.graph.input.remove(graph_in)
+        model.graph.initializer.append(numpy_helper.from_array(feat, "feat"))
+        version_dir = self.out / "avatar_deformer" / "1"
+        version_dir.mkdir(parents=True, exist_ok=True)
+        fname = "avatar_deformer.onnx" if o.target == "cpu" else "model.onnx"
+        onnx.save(model, str(version_dir / fname))
+        n, d = feat.shape[0], self.src.encoder.code_dim
+        c = self._base("avatar_deformer", MAX_BATCH)
+        cfgmod.add_io(c, [Tensor("code", "TYPE_FP32", (d,))],
+                      [Tensor("dmu", "TYPE_FP32", (n, 3)), Tensor("dquat", "TYPE_FP32", (n, 4)), Tensor("dscale", "TYPE_FP32", (n, 3))])  # fmt: skip
+        c.dynamic_batching.max_queue_delay_microseconds = QUEUE_DELAY_US
+        params = {"huma_rt_format": FORMAT_VERSION, "network": "deformer", "gaussians": str(n),
+                  "source_sha256": _sha256(self.src.export_dir / "deformer.fp32.onnx"),
+                  "feat_sha256": hashlib.sha256(feat.tobytes()).hexdigest()}  # fmt: skip
+        if o.target == "cpu":
+            self._python(c, "onnx_model.py")
+            params.update(onnx_file=fname, threads=str(o.threads))
+            self._instances(c, "KIND_CPU", o.instances)
+        else:
+            c.platform = "onnxruntime_onnx"
+            acc = c.optimization.execution_accelerators.gpu_execution_accelerator.add(name="tensorrt")
+            acc.parameters["precision_mode"] = "FP16"
+            self._instances(c, "KIND_GPU", o.instances)
+        cfgmod.set_params(c, params)
+        self._save(c)
+
     def ensemble(self) -> None:
         e, d = self.src.encoder, self.src.deformer
         c = self._base("avatar_frame", 0)
@@ -332,6 +394,7 @@ def write_repository(out: str | Path, source: Source, opts: RepoOptions | None =
     w.encoder_stream()
     w.ensemble()
     w.stream_ensemble()
+    w.avatar_deformer()
     manifest = {
         "format": FORMAT_VERSION, "target": opts.target, "precision": opts.precision if opts.target == "gpu" else "fp32",
         "models": w.written, "export_dir": str(source.export_dir.resolve()),

@@ -9,8 +9,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+from huma_rt.bundle import AvatarSource, pack
+from huma_rt.gaussians import Camera, Gaussians
 from huma_rt.model_config import DeformerConfig, EncoderConfig
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -40,12 +43,34 @@ def export_dir(tmp_path_factory) -> Path:
     return out
 
 
+def _gaussians(n: int = 600, seed: int = 0) -> Gaussians:
+    rng = np.random.default_rng(seed)
+    d = rng.normal(size=(n, 3))
+    d /= np.linalg.norm(d, axis=1, keepdims=True)
+    return Gaussians(
+        means=(0.5 * d).astype(np.float32), log_scales=np.full((n, 3), np.log(0.04), np.float32),
+        quats=rng.normal(size=(n, 4)).astype(np.float32), opacity_logits=rng.normal(1.0, 0.5, n).astype(np.float32),
+        sh=rng.uniform(-0.5, 0.5, (n, 1, 3)).astype(np.float32),
+        region=((d[:, 2] < -0.5) & (d[:, 1] > 0.0)).astype(np.uint8),  # the "mouth": dynamic rows
+    )  # fmt: skip
+
+
 @pytest.fixture(scope="session")
-def cpu_repo(export_dir, tmp_path_factory) -> Path:
+def bundle(export_dir, tmp_path_factory) -> Path:
+    """A small real bundle (huma_rt.bundle.pack) of the export: 600 Gaussians, 48x40 camera."""
+    w2c = np.eye(4, dtype=np.float32)
+    w2c[2, 3] = 2.0
+    cam = Camera(width=48, height=40, fx=50.0, fy=50.0, cx=24.0, cy=20.0, world_to_camera=w2c)
+    src = AvatarSource(gaussians=_gaussians(), camera=cam, background=(0.1, 0.2, 0.3), export_dir=export_dir, name="triton-e2e")
+    return pack(src, tmp_path_factory.mktemp("bundle") / "avatar")
+
+
+@pytest.fixture(scope="session")
+def cpu_repo(bundle, tmp_path_factory) -> Path:
     from huma_rt.triton.repo import RepoOptions, resolve_source, write_repository
 
     out = tmp_path_factory.mktemp("repo") / "cpu"
-    return write_repository(out, resolve_source(export_dir=export_dir), RepoOptions(target="cpu", model_env=model_env()))
+    return write_repository(out, resolve_source(bundle=bundle), RepoOptions(target="cpu", model_env=model_env()))
 
 
 def start_server(repo: Path):

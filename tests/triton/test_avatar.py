@@ -6,30 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from huma_rt.bundle import AvatarSource, pack
-from huma_rt.gaussians import Camera, Gaussians
 from huma_rt.runtime import Avatar
-
-
-def _gaussians(n: int = 600, seed: int = 0) -> Gaussians:
-    rng = np.random.default_rng(seed)
-    d = rng.normal(size=(n, 3))
-    d /= np.linalg.norm(d, axis=1, keepdims=True)
-    return Gaussians(
-        means=(0.5 * d).astype(np.float32), log_scales=np.full((n, 3), np.log(0.04), np.float32),
-        quats=rng.normal(size=(n, 4)).astype(np.float32), opacity_logits=rng.normal(1.0, 0.5, n).astype(np.float32),
-        sh=rng.uniform(-0.5, 0.5, (n, 1, 3)).astype(np.float32),
-        region=((d[:, 2] < -0.5) & (d[:, 1] > 0.0)).astype(np.uint8),  # the "mouth": dynamic rows
-    )  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def bundle(export_dir, tmp_path_factory):
-    w2c = np.eye(4, dtype=np.float32)
-    w2c[2, 3] = 2.0
-    cam = Camera(width=48, height=40, fx=50.0, fy=50.0, cx=24.0, cy=20.0, world_to_camera=w2c)
-    src = AvatarSource(gaussians=_gaussians(), camera=cam, background=(0.1, 0.2, 0.3), export_dir=export_dir, name="triton-e2e")
-    return pack(src, tmp_path_factory.mktemp("bundle") / "avatar")
 
 
 @pytest.mark.parametrize("protocol", ["grpc", "http"])

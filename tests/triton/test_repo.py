@@ -15,7 +15,7 @@ from huma_rt.triton.repo import RepoOptions, resolve_source, validate_repository
 
 def test_cpu_repository_parses_and_agrees_with_onnx(cpu_repo, export_dir):
     configs = validate_repository(cpu_repo)
-    assert sorted(configs) == ["avatar_frame", "avatar_stream", "deformer", "deformer_step", "deformer_stream", "encoder", "encoder_stream", "spatial"]
+    assert sorted(configs) == ["avatar_deformer", "avatar_frame", "avatar_stream", "deformer", "deformer_step", "deformer_stream", "encoder", "encoder_stream", "spatial"]
     enc = configs["encoder"]
     assert enc.backend == "python" and enc.max_batch_size == 8
     assert enc.dynamic_batching.max_queue_delay_microseconds > 0

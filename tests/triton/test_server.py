@@ -210,7 +210,7 @@ def test_open_runner_triton_equals_onnxruntime_runner(server, export_dir, enc, p
 
 
 def test_runner_reports_missing_model_and_version(server):
-    with pytest.raises(BackendError, match=r"no ready model 'decoder'.*serves \['avatar_frame'"):
+    with pytest.raises(BackendError, match=r"no ready model 'decoder'.*serves \['avatar_deformer', 'avatar_frame'"):
         TritonRunner("decoder", url=server.grpc_url)
     with pytest.raises(BackendError, match=r"version\(s\) \['1'\], not version '7' \(version mismatch\)"):
         TritonRunner("encoder", url=server.grpc_url, model_version="7")
@@ -325,3 +325,32 @@ def test_shared_memory_regions_go_with_an_unclosed_runner(server, hidden, enc):
     del r
     gc.collect()
     assert glob.glob(tag) == []
+
+
+def test_avatar_deformer_has_the_features_baked_in_and_batches(server, bundle, export_dir, enc):
+    from huma_rt.bundle import open_bundle
+
+    g = open_bundle(bundle).gaussians()
+    means = np.ascontiguousarray(np.asarray(g.means)[np.asarray(g.region) != 0], np.float32)
+    feat = _ort(export_dir, "spatial", {"means": means})["feat"]
+    rng = np.random.default_rng(12)
+    codes = [rng.standard_normal((b, enc.code_dim)).astype(np.float32) for b in (1, 3, 1, 2, 1, 1, 2, 1)]
+    results: dict[int, object] = {}
+
+    def worker(i):  # concurrent requests: the dynamic batcher merges them into one run
+        try:
+            results[i] = _infer(server, "grpc", "avatar_deformer", {"code": codes[i]}, ["dmu", "dquat", "dscale"])
+        except Exception as exc:  # noqa: BLE001 (reported below)
+            results[i] = exc
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(len(codes))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    for i, code in enumerate(codes):
+        assert not isinstance(results[i], Exception), results[i]
+        want = _ort(export_dir, "deformer", {"feat": feat, "code": code})
+        for k in want:
+            assert results[i][k].shape == want[k].shape == (code.shape[0], means.shape[0], want[k].shape[2])
+            assert np.abs(results[i][k] - want[k]).max() <= 1e-5, k

@@ -1,7 +1,8 @@
 """Triton python-backend model: run one ONNX file through onnxruntime (CPU).
 
 Config parameters: ``onnx_file`` (name inside the version folder), ``threads`` (intra-op
-threads, default 1). Inputs and outputs are those of config.pbtxt, passed through unchanged,
+threads, default 1). With max_batch_size > 0, the requests of one dynamic batch run as one
+onnxruntime call over their concatenation. Inputs and outputs are those of config.pbtxt, passed through unchanged,
 so the served model computes exactly what onnxruntime computes locally on the same file.
 """
 
@@ -24,15 +25,44 @@ class TritonPythonModel:
         self.session = ort.InferenceSession(path, sess_options=opts, providers=["CPUExecutionProvider"])
         self.inputs = [i["name"] for i in config["input"]]
         self.outputs = [o["name"] for o in config["output"]]
+        self.max_batch = int(config.get("max_batch_size", 0))
+
+    def _feeds(self, request):
+        feeds = {}
+        for name in self.inputs:
+            tensor = pb_utils.get_input_tensor_by_name(request, name)
+            feeds[name] = np.ascontiguousarray(tensor.as_numpy(), dtype=np.float32)
+        return feeds
+
+    def _batched(self, requests):
+        """Requests of a dynamic batch with equal trailing shapes: one onnxruntime run over
+        their concatenation, split back; None when they cannot be merged."""
+        if not self.max_batch or len(requests) < 2:
+            return None
+        feeds = [self._feeds(r) for r in requests]
+        for name in self.inputs:
+            if len({f[name].shape[1:] for f in feeds}) != 1:
+                return None
+        merged = {n: np.concatenate([f[n] for f in feeds]) for n in self.inputs}
+        values = self.session.run(self.outputs, merged)
+        sizes = np.cumsum([f[self.inputs[0]].shape[0] for f in feeds])[:-1]
+        parts = [np.split(v, sizes) for v in values]
+        return [
+            pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor(n, np.ascontiguousarray(p[i])) for n, p in zip(self.outputs, parts, strict=True)])
+            for i in range(len(requests))
+        ]
 
     def execute(self, requests):
+        try:
+            batched = self._batched(requests)
+        except Exception:  # fall back to one run per request, which reports errors per request
+            batched = None
+        if batched is not None:
+            return batched
         responses = []
         for request in requests:
             try:
-                feeds = {}
-                for name in self.inputs:
-                    tensor = pb_utils.get_input_tensor_by_name(request, name)
-                    feeds[name] = np.ascontiguousarray(tensor.as_numpy(), dtype=np.float32)
+                feeds = self._feeds(request)
                 values = self.session.run(self.outputs, feeds)
                 out = [pb_utils.Tensor(n, np.ascontiguousarray(v)) for n, v in zip(self.outputs, values, strict=True)]
                 responses.append(pb_utils.InferenceResponse(output_tensors=out))
