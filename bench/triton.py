@@ -7,7 +7,9 @@ measures, in one run and on the same inputs:
   frame of new mel rows on a live sequence), deformer (N Gaussians), the avatar_frame ensemble;
   beside the same networks on local onnxruntime (1 thread);
 - frames per second with 1, 4 and 8 concurrent sessions, each frame = streaming encoder step +
-  deformer, through Triton (one server) and locally (one onnxruntime runner pair per session).
+  deformer, through Triton (one server; "triton+baked": the avatar_deformer model, features on
+  the server, requests batched across sessions) and locally (one onnxruntime runner pair per
+  session).
 Rendering is local in both cases and not part of this scenario (see the runtime bench).
 """
 
@@ -38,8 +40,26 @@ def _export(export_dir: Path | None, work: Path) -> Path:
     return work / "export"
 
 
+def _bundle(export: Path, means: np.ndarray, out: Path) -> Path:
+    """A bundle of ``means`` (all dynamic, region 1) so the repository gets avatar_deformer."""
+    from huma_rt.bundle import AvatarSource, pack
+    from huma_rt.gaussians import Camera, Gaussians
+
+    n = means.shape[0]
+    g = Gaussians(means=means, log_scales=np.full((n, 3), -3.0, np.float32), quats=np.tile(np.float32([1, 0, 0, 0]), (n, 1)),
+                  opacity_logits=np.zeros(n, np.float32), sh=np.zeros((n, 1, 3), np.float32), region=np.ones(n, np.uint8))  # fmt: skip
+    w2c = np.eye(4, dtype=np.float32)
+    w2c[2, 3] = 3.0
+    cam = Camera(width=64, height=64, fx=60.0, fy=60.0, cx=32.0, cy=32.0, world_to_camera=w2c)
+    return pack(AvatarSource(gaussians=g, camera=cam, background=(0.0, 0.0, 0.0), export_dir=export, name="bench-triton"), out)
+
+
 def _runner_pair(backend: str, export: Path, url: str | None):
     from huma_rt.backends import open_runner
+
+    if backend == "triton+baked":  # the avatar's features live on the server: code-only requests
+        return (open_runner(export / "encoder.fp32.onnx", backend="triton", url=url),
+                open_runner("avatar_deformer", backend="triton", url=url))  # fmt: skip
 
     if backend.startswith("triton"):
         opts, backend = {"url": url, "shared_memory": backend == "triton+shm"}, "triton"
@@ -67,6 +87,9 @@ def _latency(export: Path, url: str, feat: np.ndarray, enc, warmup: int, repeat:
         finally:
             e.close()
             d.close()
+    with _runner_pair("triton+baked", export, url)[1] as d:
+        d.bind(inputs={"code": code[0]}, outputs=outs)
+        rows.append({"request": "avatar_deformer (features baked)", "backend": "triton", "gaussians": n, **stats_ms(time_calls(d.run, warmup=warmup, repeat=repeat))})
     with EncoderStream(url) as s:
         s.push(mel[0])
         step = mel[0, : enc.mels_per_frame]
@@ -109,7 +132,7 @@ def _session_fps(backend: str, export: Path, url: str, feat: np.ndarray, enc, se
                 window = np.zeros((1, enc.receptive_mels, enc.mel.n_mels), np.float32)
                 wcode = np.zeros((1, 1, enc.code_dim), np.float32)
                 enc_r.bind(inputs={"mel": window}, outputs={"code": wcode})
-            dfm.bind(inputs={"feat": feat, "code": code}, outputs=outs)
+            dfm.bind(inputs={"code": code} if backend == "triton+baked" else {"feat": feat, "code": code}, outputs=outs)
             barrier.wait()
             for t in range(frames):
                 t0 = time.perf_counter()
@@ -166,16 +189,17 @@ def run(quick: bool, out_dir: Path, *, export_dir: Path | None = None, gaussians
         work = Path(tmp)
         export = _export(export_dir, work)
         enc = EncoderConfig.load(export / "encoder.json")
-        repo = write_repository(work / "repo", resolve_source(export_dir=export), RepoOptions(target="cpu", model_env=env))
+        means = np.random.default_rng(1).uniform(-1, 1, (gaussians, 3)).astype(np.float32)
+        bundle = _bundle(export, means, work / "bundle")
+        repo = write_repository(work / "repo", resolve_source(bundle=bundle), RepoOptions(target="cpu", model_env=env))
         import onnxruntime as ort
 
-        means = np.random.default_rng(1).uniform(-1, 1, (gaussians, 3)).astype(np.float32)
         feat = ort.InferenceSession(str(export / "spatial.fp32.onnx"), providers=["CPUExecutionProvider"]).run(None, {"means": means})[0]
         with TritonServer(ServerConfig(repo, model_env=env)) as srv:
             latency = _latency(export, srv.grpc_url, feat, enc, warmup, repeat)
             sessions = []
             for count in (1, 4, 8):
-                for backend in ("triton", "triton+shm", "onnxruntime"):
+                for backend in ("triton", "triton+shm", "triton+baked", "onnxruntime"):
                     sessions.append(_session_fps(backend, export, srv.grpc_url, feat, enc, count, frames))
                     log.info("%s %d sessions: %.1f fps", backend, count, sessions[-1]["fps_total"])
     rows = [{"part": "latency", **r} for r in latency] + [{"part": "sessions", **r} for r in sessions]
