@@ -86,3 +86,24 @@ def check_background(background, camera: Camera) -> tuple[np.ndarray | None, np.
     if arr.dtype != np.float32:
         raise InputError(f"background image must be float32; got {arr.dtype}")
     return np.ascontiguousarray(arr), colour
+
+
+def check_gaussians(g) -> None:
+    """The kernels read the arrays as raw C-contiguous buffers: refuse anything else by name."""
+    from huma_rt.gaussians import Gaussians
+
+    if not isinstance(g, Gaussians):
+        raise InputError(f"gaussians must be a huma_rt.gaussians.Gaussians; got {type(g).__name__}")
+    for name in ("means", "log_scales", "quats", "opacity_logits", "sh"):
+        arr = getattr(g, name)
+        if not isinstance(arr, np.ndarray) or arr.dtype != np.float32 or not arr.flags.c_contiguous:
+            raise InputError(f"gaussians.{name} must be a C-contiguous float32 array; got "
+                             f"{getattr(arr, 'dtype', type(arr).__name__)}"
+                             f"{'' if getattr(arr, 'flags', None) is None or arr.flags.c_contiguous else ' (non-contiguous)'}")
+    n = g.means.shape[0]
+    shapes = {"means": (n, 3), "log_scales": (n, 3), "quats": (n, 4), "opacity_logits": (n,)}
+    for name, shape in shapes.items():
+        if getattr(g, name).shape != shape:
+            raise InputError(f"gaussians.{name} must have shape {shape}; got {getattr(g, name).shape}")
+    if g.sh.ndim != 3 or g.sh.shape[0] != n or g.sh.shape[1] not in (1, 4, 9, 16) or g.sh.shape[2] != 3:
+        raise InputError(f"gaussians.sh must have shape ({n}, 1|4|9|16, 3); got {g.sh.shape}")

@@ -15,7 +15,7 @@ import numpy as np
 from huma_rt.errors import InputError
 from huma_rt.gaussians import Camera, Gaussians
 from huma_rt.nvtx import annotate
-from huma_rt.render._common import TILE, check_background
+from huma_rt.render._common import TILE, check_background, check_gaussians
 
 _STAGES = ("project", "sort", "blend", "composite")
 
@@ -33,8 +33,7 @@ class FrameRenderer:
 
     def __init__(self, camera: Camera, gaussians: Gaussians, dynamic: np.ndarray, *,
                  background=(0.0, 0.0, 0.0), backend: str = "cpu", threads: int = 0) -> None:
-        if not isinstance(gaussians, Gaussians):
-            raise InputError(f"gaussians must be a huma_rt.gaussians.Gaussians; got {type(gaussians).__name__}")
+        check_gaussians(gaussians)
         n = gaussians.count
         dynamic = np.asarray(dynamic)
         if dynamic.shape != (n,) or dynamic.dtype != np.bool_:

@@ -9,7 +9,7 @@ import numpy as np
 from huma_rt.errors import InputError
 from huma_rt.gaussians import Camera, Gaussians
 from huma_rt.nvtx import annotate
-from huma_rt.render._common import BACKENDS, RenderResult, check_background
+from huma_rt.render._common import BACKENDS, RenderResult, check_background, check_gaussians
 
 log = logging.getLogger(__name__)
 
@@ -63,8 +63,7 @@ class Renderer:
     def render(self, gaussians: Gaussians, *, background=None, out: np.ndarray | None = None,
                return_depth: bool = False) -> RenderResult:
         """Render ``gaussians``; ``out`` [H,W,3] float32 receives the RGB when given."""
-        if not isinstance(gaussians, Gaussians):
-            raise InputError(f"gaussians must be a huma_rt.gaussians.Gaussians; got {type(gaussians).__name__}")
+        check_gaussians(gaussians)
         h, w = self.camera.height, self.camera.width
         if out is not None and (not isinstance(out, np.ndarray) or out.shape != (h, w, 3)
                                 or out.dtype != np.float32 or not out.flags.c_contiguous):

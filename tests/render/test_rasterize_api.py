@@ -74,5 +74,9 @@ def test_bad_inputs_name_the_contract(scene):
         rasterize(g.means, cam)
     with pytest.raises(InputError, match="camera must be"):
         rasterize(g, "cam")
+    g.means = np.asfortranarray(g.means)
+    with pytest.raises(InputError, match=r"gaussians.means must be a C-contiguous .*non-contiguous"):
+        rasterize(g, cam)
+    g.means = np.ascontiguousarray(g.means)
     with pytest.raises(InputError, match="background colour must be finite"):
         rasterize(g, cam, background=(0.0, np.nan, 0.0))
