@@ -4,7 +4,7 @@
 write_result gives: {"scenario", "results": [rows]}) and draws what it finds:
 
 - ``scaling_gaussians.png``  p50 vs Gaussian count (rows with ``gaussians``/``n_gaussians``/``N``)
-- ``scaling_resolution.png`` p50 vs resolution (rows with ``resolution``/``size``/``width``)
+- ``scaling_resolution.png`` p50 vs resolution (rows with ``resolution``/``width``)
 - ``scaling_sessions.png``   per-frame p50 vs concurrent sessions (``sessions``, or a string
   field ``"sessions=K"`` as bench/runtime.py writes)
 - ``full_vs_dynamic.png``    full-frame vs dynamic-region render p50 (rows naming ``full`` and
@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 
 X_KEYS = {
     "gaussians": ("gaussians", "n_gaussians", "num_gaussians", "N"),
-    "resolution": ("resolution", "size", "width"),
+    "resolution": ("resolution", "width"),  # not "size": bench/engines.py uses it for N
     "sessions": ("sessions", "concurrent_sessions", "concurrency"),
 }
 Y_KEYS = ("frame_p50_ms", "p50_ms", "huma_p50_ms")

@@ -93,9 +93,10 @@ def run_suite(names: list[str], quick: bool, out_dir: Path, device: str = "cpu")
             log.warning("scenario %s skipped: %s", name, exc)
             status = {"status": "skipped", "reason": str(exc)}
         status["seconds"] = round(time.perf_counter() - t0, 2)
-        rss = peak_rss_mb()
-        status["peak_rss_mb"] = None if rss is None else round(rss, 1)
-        status["peak_rss_scope"] = "scenario" if reset else "process so far"
+        if status["status"] == "ok":
+            rss = peak_rss_mb()
+            status["peak_rss_mb"] = None if rss is None else round(rss, 1)
+            status["peak_rss_scope"] = "scenario" if reset else "process so far"
         status["what"] = what
         summary["scenarios"][name] = status
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")

@@ -25,7 +25,8 @@ def _sample(folder):
     _write(folder, "runtime", [{"scenario": "preload (fresh process)", "bundle_to_first_frame_ms": 900.0}]
            + [{"scenario": f"sessions={k}", "frames": 75 * k, "frame_p50_ms": 20.0 * k, "render_p50_ms": 15.0 * k}
               for k in (1, 4)])
-    _write(folder, "engines", [{"model": "encoder", "ort_p50_ms": 1.0, "torch_fp32_p50_ms": 2.0}])
+    _write(folder, "engines", [{"model": "deformer", "size": n, "ort_p50_ms": 1.0, "torch_fp32_p50_ms": 2.0}
+                               for n in (10_000, 50_000)])  # "size" is N there, not a resolution
     (folder / "summary.json").write_text("{}")
     (folder / "broken.json").write_text("{not json")
 

@@ -42,6 +42,7 @@ def test_run_suite_writes_summary_and_results(tiny, tmp_path):
     assert tiny_s["peak_rss_mb"] > 1.0
     skipped = summary["scenarios"]["skipping"]
     assert skipped["status"] == "skipped" and "frobnicator" in skipped["reason"]
+    assert "peak_rss_mb" not in skipped
     record = json.loads((tmp_path / "tiny.json").read_text())
     assert [r["gaussians"] for r in record["results"]] == [16000, 32000, 64000]
     assert all(r["p50_ms"] > 0 and r["n"] == 3 for r in record["results"])
