@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from _runtime_avatar import DotRenderer, small_camera, small_gaussians, small_source
+from _runtime_avatar import small_camera, small_gaussians, small_source
 
 from huma_rt.backends.sidecar import Sidecar, sha256_file, sidecar_path
 from huma_rt.bundle import SCHEMA_VERSION, open_bundle, pack
@@ -54,8 +54,8 @@ def test_archive_equals_folder(export_dir, bundle_dir, tmp_path):
     for name, arr in bd.arrays.items():
         np.testing.assert_array_equal(bt.arrays[name], arr)
     audio = np.random.default_rng(0).uniform(-0.3, 0.3, 8000).astype(np.float32)
-    fa = [f.rgb.copy() for f in Avatar.load(tar_path, device="cpu", renderer=DotRenderer).render(audio)]
-    fb = [f.rgb.copy() for f in Avatar.load(bundle_dir, device="cpu", renderer=DotRenderer).render(audio)]
+    fa = [f.rgb.copy() for f in Avatar.load(tar_path, device="cpu", threads=1).render(audio)]
+    fb = [f.rgb.copy() for f in Avatar.load(bundle_dir, device="cpu", threads=1).render(audio)]
     assert len(fa) == len(fb) == 13
     for a, b in zip(fa, fb, strict=True):
         np.testing.assert_array_equal(a, b)
@@ -203,7 +203,7 @@ def test_plans_are_recorded_with_their_target(export_dir, tmp_path):
     assert b.plans() == [{"file": "models/encoder.fp16.plan", "onnx": "models/encoder.fp16.onnx", "trt_version": "10.9.0",
                           "compute_capability": "9.0", "gpu_name": "NVIDIA H100", "precision": "fp16"}]  # fmt: skip
     assert (out / "models" / "encoder.fp16.plan.json").is_file()
-    a = Avatar.load(out, device="cpu", renderer=DotRenderer)
+    a = Avatar.load(out, device="cpu", threads=1)
     assert "onnxruntime" in a.preload_report.backends["encoder"]
     plan.write_bytes(b"changed after the sidecar was written")
     with pytest.raises(FormatError, match="sidecar says"):

@@ -1,10 +1,7 @@
 """A small avatar for runtime tests: structured random Gaussians, a camera, a seeded export.
 
-``RENDERER`` is the real huma_rt.render.FrameRenderer when it is importable. Otherwise it is
-``DotRenderer``, a TEST DOUBLE (labelled as such) standing in for FrameRenderer while the kernels
-part has not landed in this tree: it draws each dynamic Gaussian's projected mean as one pixel
-over a background frame, allocation-free, so the runtime's own logic (clock, streaming equality,
-buffers, no per-frame allocation) is tested against the FrameRenderer contract.
+Everything is real: seeded random networks exported by huma_rt.export, packed by
+huma_rt.bundle, rendered by huma_rt.render's CPU FrameRenderer.
 """
 
 from __future__ import annotations
@@ -83,78 +80,6 @@ def pack_small(export_dir: Path, out: Path, **kw) -> Path:
     return pack(small_source(export_dir), out, **kw)
 
 
-class DotRenderer:
-    """TEST DOUBLE for huma_rt.render.FrameRenderer (see module docstring). Same constructor and
-    ``render(means, quats, log_scales, out) -> (x0, y0, x1, y1)``; allocates only in __init__.
-
-    Draws each dynamic mean as a red pixel whose green byte encodes its sub-pixel x position,
-    so motions far below a pixel still change the frame."""
-
-    def __init__(self, camera, gaussians, dynamic, *, background=(0.0, 0.0, 0.0), backend="cpu") -> None:
-        h, w = camera.height, camera.width
-        bg = np.asarray(background, np.float32)
-        bg = np.broadcast_to(bg, (h, w, 3)) if bg.ndim == 1 else bg
-        self._static = np.ascontiguousarray(np.clip(bg * 255.0 + 0.5, 0, 255).astype(np.uint8)).reshape(-1)
-        m = camera.world_to_camera.astype(np.float32)
-        self._rows = [np.ascontiguousarray(m[i, :3]) for i in range(3)]
-        self._t = [np.float32(m[i, 3]) for i in range(3)]
-        self._f = (np.float32(camera.fx), np.float32(camera.fy))
-        self._c = (np.float32(camera.cx), np.float32(camera.cy))
-        self._lim = (np.float32(w - 1), np.float32(h - 1))
-        nd = int(np.count_nonzero(dynamic))
-        self._xyz = [np.empty(nd, np.float32) for _ in range(3)]
-        self._fl = [np.empty(nd, np.float32) for _ in range(2)]
-        self._iu, self._iv = np.empty(nd, np.int64), np.empty(nd, np.int64)
-        self._idx = np.empty(nd, np.int64)
-        self._prev = np.zeros(nd, np.int64)
-        self._vals = np.empty(nd, np.uint8)
-        self._red = np.full(nd, 255, np.uint8)
-        self._w, self._h = w, h
-        self._one, self._three, self._w64 = np.int64(1), np.int64(3), np.int64(w)
-        self._zero, self._255 = np.float32(0), np.float32(255)
-        self._first = True
-        self.stage_times = {"project": 0.0, "sort": 0.0, "blend": 0.0, "composite": 0.0}
-
-    def render(self, means, quats, log_scales, out):
-        flat = out.reshape(-1)
-        if self._first:
-            flat[:] = self._static
-            self._first = False
-        else:  # restore last frame's red and green bytes
-            for i in (0, 1):
-                np.add(self._prev, i, out=self._idx)
-                np.take(self._static, self._idx, out=self._vals)
-                np.put(flat, self._idx, self._vals)
-        x, y, z = self._xyz
-        for i in range(3):
-            np.dot(means, self._rows[i], out=self._xyz[i])
-            np.add(self._xyz[i], self._t[i], out=self._xyz[i])
-        uv = (x, y)
-        for i in (0, 1):
-            np.divide(uv[i], z, out=uv[i])
-            np.multiply(uv[i], self._f[i], out=uv[i])
-            np.add(uv[i], self._c[i], out=uv[i])
-            np.clip(uv[i], self._zero, self._lim[i], out=uv[i])
-            np.floor(uv[i], out=self._fl[i])
-        np.copyto(self._iu, self._fl[0], casting="unsafe")
-        np.copyto(self._iv, self._fl[1], casting="unsafe")
-        np.multiply(self._iv, self._w64, out=self._idx)
-        np.add(self._idx, self._iu, out=self._idx)
-        np.multiply(self._idx, self._three, out=self._idx)
-        np.put(flat, self._idx, self._red)
-        self._prev[:] = self._idx
-        np.subtract(x, self._fl[0], out=x)  # sub-pixel x in [0, 1) -> green
-        np.multiply(x, self._255, out=x)
-        np.copyto(self._vals, x, casting="unsafe")
-        np.add(self._idx, self._one, out=self._idx)
-        np.put(flat, self._idx, self._vals)
-        return (0, 0, self._w, self._h)
-
-
-def renderer_arg():
-    """What tests pass as Avatar.load(renderer=...): the real renderer when present, else the double."""
-    try:
-        from huma_rt.render import Renderer  # noqa: F401
-    except ImportError:
-        return DotRenderer
+def renderer_arg() -> str:
+    """What tests pass as Avatar.load(renderer=...): the real CPU FrameRenderer."""
     return "cpu"

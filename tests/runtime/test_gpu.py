@@ -7,14 +7,13 @@ import math
 
 import numpy as np
 import pytest
-from _runtime_avatar import renderer_arg
 
 from huma_rt.runtime import Avatar
 
 
 @pytest.mark.gpu
 def test_cuda_session_matches_cpu(bundle_dir, avatar):
-    gpu = Avatar.load(bundle_dir, device="cuda", precision="fp32", renderer=renderer_arg() if callable(renderer_arg()) else "auto")
+    gpu = Avatar.load(bundle_dir, device="cuda", precision="fp32", renderer="auto")
     assert gpu.device == "cuda" and gpu.preload_report.device == "cuda"
     audio = np.random.default_rng(0).uniform(-0.3, 0.3, 16000 + 123).astype(np.float32)
     g = [(f.index, f.rgb.copy()) for f in gpu.render(audio)]

@@ -1,6 +1,5 @@
 """Session guarantees: frame count, streaming == one-shot, no drift, idle frames, input checks,
-no allocation on the hot path. Uses the small avatar of conftest.py (see _runtime_avatar.py for
-the labelled renderer test double used while huma_rt.render is absent)."""
+no allocation on the hot path. Uses the small avatar of conftest.py (real networks, real renderer)."""
 
 from __future__ import annotations
 
@@ -276,7 +275,6 @@ def test_no_allocation_on_the_hot_path(avatar):
 
 def test_whole_frame_adapter_matches_the_frame_renderer(avatar, bundle_dir):
     """The fallback adapter (full re-render per frame) gives the FrameRenderer's frames."""
-    pytest.importorskip("huma_rt.render.frame_renderer")
     from functools import partial
 
     from huma_rt.runtime.whole_frame import WholeFrameRenderer
