@@ -313,7 +313,9 @@ class _Writer:
         c.dynamic_batching.max_queue_delay_microseconds = QUEUE_DELAY_US
         params = {"huma_rt_format": FORMAT_VERSION, "network": "deformer", "gaussians": str(n),
                   "source_sha256": _sha256(self.src.export_dir / "deformer.fp32.onnx"),
-                  "feat_sha256": hashlib.sha256(feat.tobytes()).hexdigest()}  # fmt: skip
+                  "feat_sha256": hashlib.sha256(feat.tobytes()).hexdigest(),
+                  # lets a client accept its own feat when it differs from ours only in the last bits
+                  "feat_column_sums": json.dumps([float(x) for x in feat.astype(np.float64).sum(axis=0)])}  # fmt: skip
         if o.target == "cpu":
             self._python(c, "onnx_model.py")
             params.update(onnx_file=fname, threads=str(o.threads))

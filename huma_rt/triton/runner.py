@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import json
 import logging
 import os
 import threading
@@ -176,7 +177,10 @@ class TritonRunner(Runner):
     ``model_version`` ("" = the server's latest), ``check_source`` (compare the server model's
     source sha256 with a local ONNX path, default True), ``shared_memory`` (False; True: tensors
     travel through POSIX shared-memory regions registered with the server, which must then run
-    on this host). ``threads`` is accepted and ignored.
+    on this host), ``baked_features`` (False; True: a deformer is served by the repository's
+    ``avatar_deformer``, whose features are the avatar's: the bound ``feat`` is checked once at
+    bind and never sent again, and concurrent sessions batch on the server; without that model
+    the runner sends feat as usual). ``threads`` is accepted and ignored.
     """
 
     backend = "triton"
@@ -184,7 +188,7 @@ class TritonRunner(Runner):
     def __init__(
         self, model: str | Path, *, device: str = "cpu", threads: int | None = None, url: str | None = None,
         protocol: str = "grpc", timeout_s: float = 10.0, retries: int = 2, model_version: str = "",
-        check_source: bool = True, shared_memory: bool = False, stream: Any = None,
+        check_source: bool = True, shared_memory: bool = False, baked_features: bool = False, stream: Any = None,
     ) -> None:  # fmt: skip
         if device not in ("cpu", "cuda"):
             raise InputError(f"device must be 'cpu' or 'cuda'; got {device!r}")
@@ -196,7 +200,7 @@ class TritonRunner(Runner):
         self._stream = stream
         self._options = dict(
             url=url, protocol=protocol, timeout_s=timeout_s, retries=retries, model_version=model_version,
-            check_source=check_source, shared_memory=shared_memory,
+            check_source=check_source, shared_memory=shared_memory, baked_features=baked_features,
         )  # fmt: skip
         self.shared_memory = bool(shared_memory)
         self._regions: list[tuple[str, Any]] = []  # (registered name, handle)
@@ -218,15 +222,49 @@ class TritonRunner(Runner):
                         "rewrite the repository with 'huma-rt triton-repo' and reload the server"
                     )
             meta = self._c.metadata(self.model_name, self.model_version)
+            self._served, self._baked = self.model_name, None
+            if baked_features and params.get("network") == "deformer":
+                self._use_baked()
         except BaseException:
             self._c.close()
             raise
         super().__init__(_specs(meta["inputs"]), _specs(meta["outputs"]), device)
         self._in: dict[str, Any] = {}
+        self._send: dict[str, Any] = {}  # the inputs that travel (all but a baked feat)
         self._out: dict[str, Any] = {}
         self._infer_inputs: list[Any] = []
         self._requested: list[Any] = []
         self.requests = 0  # requests sent (retries included), for benches and tests
+
+    def _use_baked(self) -> None:
+        """Serve this deformer through ``avatar_deformer`` (features on the server) if it is there."""
+        try:
+            self._c.check_model("avatar_deformer", "")
+        except BackendError as exc:
+            log.info("baked_features asked but the server has no avatar_deformer; sending feat each run (%s)", exc)
+            return
+        params = {k: v.get("string_value", "") for k, v in self._c.model_config("avatar_deformer", "").get("parameters", {}).items()}
+        self._served, self._baked = "avatar_deformer", params
+        log.info("%s: served by avatar_deformer on %s (features baked, %s Gaussians)", self.model_name, self._c.url, params.get("gaussians"))
+
+    def _check_baked_feat(self, feat: np.ndarray) -> None:
+        """The bound feat must be the one baked into avatar_deformer: same rows, same values
+        (bit-equal by sha256, or per-column sums within float tolerance)."""
+        p = self._baked or {}
+        n = int(p.get("gaussians", -1))
+        if feat.ndim != 2 or feat.shape[0] != n:
+            raise InputError(f"bound feat has shape {tuple(feat.shape)}, but the server's avatar_deformer holds the features of {n} Gaussians (another avatar?)")
+        if hashlib.sha256(np.ascontiguousarray(feat, np.float32).tobytes()).hexdigest() == p.get("feat_sha256"):
+            return
+        sums = np.asarray(json.loads(p.get("feat_column_sums", "[]")), np.float64)
+        got = np.asarray(feat, np.float64).sum(axis=0)
+        if sums.shape != got.shape or not np.allclose(got, sums, rtol=1e-4, atol=1e-4 * max(1.0, float(np.abs(sums).max(initial=0.0)))):
+            raise InputError("bound feat differs from the features baked into avatar_deformer on the server (another avatar or export?); rewrite the repository from this bundle")
+
+    @property
+    def served_model(self) -> str:
+        """The server model that runs: model_name, or avatar_deformer with baked_features."""
+        return self._served
 
     @staticmethod
     def _resolve_model(model: str | Path) -> tuple[str, Path | None]:
@@ -250,7 +288,10 @@ class TritonRunner(Runner):
         mod = self._c.mod
         self._free_regions()
         self._in, self._out = inputs, outputs
-        self._infer_inputs = [mod.InferInput(n, list(a.shape), _np_to_triton(a.dtype)) for n, a in inputs.items()]
+        self._send = dict(inputs)
+        if self._baked is not None:
+            self._check_baked_feat(self._host(self._send.pop("feat")))
+        self._infer_inputs = [mod.InferInput(n, list(a.shape), _np_to_triton(a.dtype)) for n, a in self._send.items()]
         self._requested = [mod.InferRequestedOutput(n) for n in outputs]
         if self.shared_memory:
             self._map_regions()
@@ -267,7 +308,7 @@ class TritonRunner(Runner):
         through the socket: the server reads inputs and writes outputs in place)."""
         shm = require("tritonclient.utils.shared_memory", "Triton shared-memory transport")
         tag = f"huma_{os.getpid()}_{id(self):x}"
-        for kind, arrays, msgs in (("in", self._in, self._infer_inputs), ("out", self._out, self._requested)):
+        for kind, arrays, msgs in (("in", self._send, self._infer_inputs), ("out", self._out, self._requested)):
             for msg, (name, arr) in zip(msgs, arrays.items(), strict=True):
                 region, size = f"{tag}_{kind}_{name}", max(int(arr.nbytes), 1)
                 handle = shm.create_shared_memory_region(region, f"/{region}", size)
@@ -299,10 +340,10 @@ class TritonRunner(Runner):
         if not self._bound:
             self._require_bound()
         if self.shared_memory:
-            for name, arr in self._in.items():
+            for name, arr in self._send.items():
                 np.copyto(self._views[f"in:{name}"], self._host(arr))
         else:
-            for inp, arr in zip(self._infer_inputs, self._in.values(), strict=True):
+            for inp, arr in zip(self._infer_inputs, self._send.values(), strict=True):
                 inp.set_data_from_numpy(self._host(arr))
         result = self._infer_with_retries()
         if self.shared_memory:
@@ -328,7 +369,7 @@ class TritonRunner(Runner):
         for attempt in range(self.retries + 1):
             self.requests += 1
             try:
-                return self._c.client.infer(self.model_name, self._infer_inputs, model_version=self.model_version, outputs=self._requested, **self._c.kw())
+                return self._c.client.infer(self._served, self._infer_inputs, model_version=self.model_version, outputs=self._requested, **self._c.kw())
             except Exception as exc:  # tritonclient's, socket and geventhttpclient errors
                 text = str(exc) or type(exc).__name__
                 if attempt < self.retries and (isinstance(exc, OSError) or any(k in text.lower() for k in _RETRYABLE)):
@@ -352,7 +393,7 @@ class TritonRunner(Runner):
         if not self._closed:
             self._free_regions()
             self._c.close()
-        self._in, self._out = {}, {}
+        self._in, self._send, self._out = {}, {}, {}
         super().close()
 
 
