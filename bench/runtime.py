@@ -61,7 +61,8 @@ def speech_like(seconds: float, seed: int = 0) -> np.ndarray:
 def synthetic_bundle(out: Path, n: int = 46100, size: int = 512) -> Path:
     """Seeded random networks (default configs) + a sphere of ``n`` Gaussians, lower front = dynamic.
 
-    Defaults match the demo head (46100 Gaussians, 512x512) so preload and frame times compare.
+    Defaults match the demo head (46100 Gaussians, 512x512) so preload and frame times compare;
+    splat size 0.008 = the mean spacing of 46100 points on the sphere (a surface, like a head).
     """
     from huma_rt.export.models import build_models
     from huma_rt.export.onnx_export import export_models
@@ -79,7 +80,7 @@ def synthetic_bundle(out: Path, n: int = 46100, size: int = 512) -> Path:
     d = rng.normal(size=(n, 3))
     d /= np.linalg.norm(d, axis=1, keepdims=True)
     g = Gaussians(
-        means=(0.5 * d).astype(np.float32), log_scales=np.full((n, 3), np.log(0.02), np.float32),
+        means=(0.5 * d).astype(np.float32), log_scales=np.full((n, 3), np.log(0.008), np.float32),
         quats=rng.normal(size=(n, 4)).astype(np.float32), opacity_logits=rng.normal(1, 0.5, n).astype(np.float32),
         sh=rng.uniform(-0.5, 0.5, (n, 1, 3)).astype(np.float32),
         region=((d[:, 2] < -0.6) & (d[:, 1] > 0.1)).astype(np.uint8),
