@@ -91,7 +91,7 @@ class Session:
                 outputs={"dmu": self._dmu, "dquat": self._dquat, "dscale": self._dscale},
             )
             self._renderer = renderer if renderer is not None else sh.make_renderer()
-        self.reset()
+        self._reset_state()  # the features are fresh: their reset would recompute the silent past
 
     # -- protocol ------------------------------------------------------------------------------
 
@@ -107,6 +107,9 @@ class Session:
     def reset(self) -> None:
         """Start a new stream on the same buffers (frame indices restart at 0)."""
         self._features.reset()
+        self._reset_state()
+
+    def _reset_state(self) -> None:
         self._resampler: StreamResampler | None = None
         self._rate: int | None = None
         self._finished = False
