@@ -197,6 +197,12 @@ class Session:
                 r.close()
         self._encoder = self._deformer = None
 
+    def __enter__(self) -> Session:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     # -- internals -----------------------------------------------------------------------------
 
     def _push_silence(self) -> None:
