@@ -105,7 +105,7 @@ def _load_avatar(bundle: str | None, scratch: Path):
             bundle = ensure_bundle()[0]
         except FormatError as exc:  # no trained demo checkpoint in this tree
             log.warning("demo bundle unavailable (%s); using the demo head with untrained networks", exc)
-            bundle = _untrained_demo_bundle(scratch)
+            return Avatar.load(_untrained_demo_bundle(scratch)), "demo head, untrained networks (no demo checkpoint)"
     return Avatar.load(bundle), str(bundle)
 
 
