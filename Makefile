@@ -50,4 +50,4 @@ $(TRITON_STAMP):
 	@touch $@
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info
+	rm -rf $(VENV) $(TRITON_VENV) build dist *.egg-info
