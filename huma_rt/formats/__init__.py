@@ -1,4 +1,4 @@
-"""Standard file formats: INRIA 3D Gaussian Splatting PLY."""
+"""File formats for Gaussians (INRIA 3DGS PLY)."""
 
 from huma_rt.formats.ply import read_ply, write_ply
 
