@@ -4,11 +4,12 @@
 write_result gives: {"scenario", "results": [rows]}) and draws what it finds:
 
 - ``scaling_gaussians.png``  p50 vs Gaussian count (rows with ``gaussians``/``n_gaussians``/``N``)
-- ``scaling_resolution.png`` p50 vs resolution (rows with ``resolution``/``width``)
+- ``scaling_resolution.png`` p50 vs resolution (rows with ``resolution``/``width``, or a
+  ``size`` string ``"WxH"``)
 - ``scaling_sessions.png``   per-frame p50 vs concurrent sessions (``sessions``, or a string
   field ``"sessions=K"`` as bench/runtime.py writes)
 - ``full_vs_dynamic.png``    full-frame vs dynamic-region render p50 (rows naming ``full`` and
-  ``dynamic`` in a ``mode``/``region``/``render``/``case``/``what`` field)
+  ``dynamic`` in a ``mode``/``region``/``render``/``case``/``backend``/``what``/``scenario`` field)
 
 The y value of a row is its first of ``frame_p50_ms``, ``p50_ms``, ``huma_p50_ms``, else any
 ``*_p50_ms`` key (one series per such key). A series needs two distinct x values; scenarios that
@@ -33,7 +34,7 @@ Y_KEYS = ("frame_p50_ms", "p50_ms", "huma_p50_ms")
 # string fields that name a series (which implementation/configuration a row measures)
 LABEL_KEYS = ("backend", "impl", "renderer", "pipeline", "transport", "request", "precision", "graph",
               "model", "device", "mode", "threads", "stage")
-MODE_KEYS = ("mode", "region", "render", "case", "what")
+MODE_KEYS = ("mode", "region", "render", "case", "backend", "what", "scenario")
 
 
 def load_results(out_dir: Path) -> dict[str, list[dict]]:
@@ -69,6 +70,15 @@ def _number(v) -> float | None:
     return None
 
 
+def _axis_key(row: dict, axis: str) -> str | None:
+    """The row's key for ``axis``; a ``"size": "WxH"`` string counts as a resolution
+    (bench/raster.py), a numeric ``size`` does not (bench/engines.py uses it for N)."""
+    key = next((k for k in X_KEYS[axis] if k in row), None)
+    if key is None and axis == "resolution" and isinstance(row.get("size"), str) and "x" in row["size"].lower():
+        key = "size"
+    return key
+
+
 def _tagged(row: dict, axis: str) -> float | None:
     """x from a string field such as ``"scenario": "sessions=4"`` (bench/runtime.py's rows)."""
     for v in row.values():
@@ -96,14 +106,14 @@ def curves(results: dict[str, list[dict]], axis: str) -> dict[str, list[tuple[fl
     out: dict[str, dict[float, float]] = {}
     for scenario, rows in results.items():
         for row in rows:
-            xkey = next((k for k in X_KEYS[axis] if k in row), None)
+            xkey = _axis_key(row, axis)
             x = _number(row.get(xkey)) if xkey else _tagged(row, axis)
             if x is None:
                 continue
             parts = [scenario] + [f"{row[k]}" for k in LABEL_KEYS if isinstance(row.get(k), (str, int)) and k != xkey]
-            for other, keys in X_KEYS.items():
-                okey = next((k for k in keys if k in row and k != xkey), None)
-                if other != axis and okey and _number(row[okey]) is not None:
+            for other in X_KEYS:
+                okey = _axis_key(row, other)
+                if other != axis and okey and okey != xkey and _number(row[okey]) is not None:
                     parts.append(f"{other}={row[okey]}")
             for yname, y in _y_values(row).items():
                 label = " / ".join(parts + ([yname] if yname else []))

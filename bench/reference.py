@@ -304,12 +304,23 @@ def time_nets(modules: tuple, bundle: Path, warmup: int, repeat: int, seed: int 
         warm_until_stable(runner.run)  # the same settling warm-up for both sides
         ort = stats_ms(time_calls(runner.run, warmup=warmup, repeat=repeat))
         runner.close()
-        with torch.inference_mode():
-            warm_until_stable(torch_fn)  # torch eager's first dozens of calls are ~100x slower
-            pt = stats_ms(time_calls(torch_fn, warmup=warmup, repeat=repeat))
+        # torch at its default thread count and at 1 thread; the faster one is compared: on a
+        # busy machine torch's OpenMP barriers stall small nets at 2 threads (~1 ms -> ~170 ms)
+        by_threads = {}
+        default_threads = torch.get_num_threads()
+        for threads in dict.fromkeys((default_threads, 1)):
+            torch.set_num_threads(threads)
+            with torch.inference_mode():
+                warm_until_stable(torch_fn)  # torch eager's first dozens of calls are ~100x slower
+                by_threads[threads] = stats_ms(time_calls(torch_fn, warmup=warmup, repeat=repeat))
+        torch.set_num_threads(default_threads)
+        best = min(by_threads, key=lambda k: by_threads[k]["p50_ms"])
+        pt = by_threads[best]
         rows.append({"what": f"net: {graph}", "input": shape, "huma_p50_ms": ort["p50_ms"],
                      "huma_p95_ms": ort["p95_ms"], "torch_p50_ms": pt["p50_ms"], "torch_p95_ms": pt["p95_ms"],
-                     "torch_over_huma": pt["p50_ms"] / ort["p50_ms"], "huma": "onnxruntime fp32 (CPU)"})
+                     "torch_over_huma": pt["p50_ms"] / ort["p50_ms"], "huma": "onnxruntime fp32 (CPU)",
+                     "torch_threads": best,
+                     **{f"torch_{k}t_p50_ms": v["p50_ms"] for k, v in by_threads.items()}})
     return rows
 
 
