@@ -8,7 +8,7 @@ write_result gives: {"scenario", "results": [rows]}) and draws what it finds:
   ``size`` string ``"WxH"``)
 - ``scaling_sessions.png``   per-frame p50 vs concurrent sessions (``sessions``, or a string
   field ``"sessions=K"`` as bench/runtime.py writes)
-- ``full_vs_dynamic.png``    full-frame vs dynamic-region render p50 (rows naming ``full`` and
+- ``full_vs_dynamic.png``    full-frame vs dynamic-region render p50 (rows naming ``full frame`` and
   ``dynamic`` in a ``mode``/``region``/``render``/``case``/``backend``/``what``/``scenario`` field)
 
 The y value of a row is its first of ``frame_p50_ms``, ``p50_ms``, ``huma_p50_ms``, else any
@@ -35,6 +35,7 @@ Y_KEYS = ("frame_p50_ms", "p50_ms", "huma_p50_ms")
 LABEL_KEYS = ("backend", "impl", "renderer", "pipeline", "transport", "request", "precision", "graph",
               "model", "device", "mode", "threads", "stage")
 MODE_KEYS = ("mode", "region", "render", "case", "backend", "what", "scenario")
+_MODE = re.compile(r"dynamic|full[ _-]?frame", re.IGNORECASE)  # not "full_chain" (bench/speech.py)
 
 
 def load_results(out_dir: Path) -> dict[str, list[dict]]:
@@ -126,8 +127,7 @@ def full_vs_dynamic(results: dict[str, list[dict]]) -> list[tuple[str, float]]:
     bars = []
     for scenario, rows in results.items():
         for row in rows:
-            mode = next((str(row[k]) for k in MODE_KEYS if isinstance(row.get(k), str)
-                         and ("dynamic" in row[k].lower() or "full" in row[k].lower())), None)
+            mode = next((str(row[k]) for k in MODE_KEYS if isinstance(row.get(k), str) and _MODE.search(row[k])), None)
             ys = _y_values(row)
             if mode and len(ys) == 1:
                 extra = [f"{row[k]}" for k in ("gaussians", "resolution", "backend") if k in row]

@@ -25,6 +25,7 @@ def _sample(folder):
                                 "p50_ms": r / 64} for r in (256, 512)]
            + [{"scenario": "dynamic", "backend": "cpu FrameRenderer (mouth box)", "gaussians": 20_000, "size": "256x256", "p50_ms": 2.0},
               {"scenario": "dynamic", "backend": "cpu full frame", "gaussians": 20_000, "size": "256x256", "p50_ms": 4.0}])
+    _write(folder, "speech", [{"scenario": "full_chain", "milestone": "vad_end", "p50_ms": 270.0}])
     _write(folder, "triton", [{"part": "sessions", "backend": "onnxruntime", "sessions": s, "gaussians": 10_000,
                                "fps_total": 90.0, "frame_p50_ms": 10.0 * s} for s in (1, 4, 8)])
     _write(folder, "runtime", [{"scenario": "preload (fresh process)", "bundle_to_first_frame_ms": 900.0}]
@@ -39,7 +40,7 @@ def _sample(folder):
 def test_curves_group_series_by_backend_and_other_axes(tmp_path):
     _sample(tmp_path)
     results = load_results(tmp_path)
-    assert set(results) == {"raster", "raster2", "triton", "runtime", "engines"}
+    assert set(results) == {"raster", "raster2", "speech", "triton", "runtime", "engines"}
     by_count = curves(results, "gaussians")
     assert by_count["raster / cpu / resolution=512"] == [(10_000, 2.0), (50_000, 10.0), (200_000, 40.0)]
     assert by_count["raster / gsplat-torch / resolution=512"][-1] == (200_000, 4000.0)
