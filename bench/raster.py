@@ -1,6 +1,6 @@
 """Rasterizer speed: the CPU backend on a head-sized scene, beside gsplat's torch reference.
 
-Scenarios (one JSON + Markdown table, rows tagged by ``case``):
+Scenarios (one JSON + Markdown table, rows tagged by ``case``; ``size`` is "WxH"):
   head     512x512, 50k Gaussians of a synthetic head: CPU backend p50/p95 per full frame
            (project + bin + sort + blend + composite) and the torch reference (gsplat 1.5.3's
            pure-PyTorch projection/SH + a vectorised torch compositor, bench/torch_reference.py)
@@ -112,14 +112,15 @@ def run(quick: bool, out_dir: Path, device: str = "cpu") -> dict:
     cam512 = head_camera(512)
     ours = timer(g50, cam512, warmup, repeat)
     ref = _reference_times(g50, cam512, *((0, 1) if quick else (1, 5)))
-    rows.append({"case": "head", "backend": device, "gaussians": 50_000, "size": 512, **ours,
+    rows.append({"case": "head", "mode": "full frame", "backend": device, "gaussians": 50_000,
+                 "size": "512x512", **ours,
                  "reference_p50_ms": ref["p50_ms"], "reference_p95_ms": ref["p95_ms"],
                  "ratio": ref["p50_ms"] / ours["p50_ms"]})
     for n in ((10_000, 200_000) if quick else (10_000, 25_000, 50_000, 100_000, 200_000)):
-        rows.append({"case": "count", "backend": device, "gaussians": n, "size": 512,
+        rows.append({"case": "count", "backend": device, "gaussians": n, "size": "512x512",
                      **timer(head_scene(n), cam512, warmup, repeat)})
     for size in ((256, 1024) if quick else (256, 512, 768, 1024)):
-        rows.append({"case": "res", "backend": device, "gaussians": 50_000, "size": size,
+        rows.append({"case": "res", "backend": device, "gaussians": 50_000, "size": f"{size}x{size}",
                      **timer(g50, head_camera(size), warmup, repeat)})
     rows.append(_region_row(g50, cam512, device, warmup, repeat, ours))
     return write_result(out_dir, "raster", rows, {"device": device})
@@ -144,7 +145,8 @@ def _region_row(g, cam, device, warmup, repeat, full) -> dict:
 
     st = stats_ms(time_calls(one, warmup=warmup, repeat=repeat))
     x0, y0, x1, y1 = rects[-1]
-    return {"case": "region", "backend": device, "gaussians": g.count, "size": cam.width,
+    return {"case": "region", "mode": "dynamic region", "backend": device, "gaussians": g.count,
+            "size": f"{cam.width}x{cam.height}",
             "dynamic": int(dyn.sum()), "rect_px": f"{x1 - x0}x{y1 - y0}", **st,
             "full_p50_ms": full["p50_ms"], "speedup": full["p50_ms"] / st["p50_ms"]}
 
