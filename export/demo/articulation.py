@@ -30,7 +30,7 @@ from .head import (
 )
 
 PARAMS = ("jaw", "round", "spread", "closure", "blink")
-JAW_MAX_DEG = 15.0
+JAW_MAX_DEG = 20.0
 BLINK_EXTRA_DEG = 30.0  # how far below the opening's lower edge the lid edge travels
 _MOVE_EPS = 1e-3  # weights below this leave a Gaussian static
 
@@ -134,7 +134,7 @@ class Articulation:
         d = np.zeros((p.shape[0],) + m.shape[1:])
         xr = x / MOUTH_HALF_WIDTH
         # rounding: corners pull in, lips push forward; spreading: corners out and up
-        d[..., 0] += (-0.30 * rnd + 0.16 * spr) * x * wm
+        d[..., 0] += (-0.45 * rnd + 0.25 * spr) * x * wm
         d[..., 1] += 0.014 * spr * np.clip(xr, -1.5, 1.5) ** 2 * wm
         d[..., 2] += (0.030 * rnd * (0.4 + 0.6 * wl) - 0.006 * spr) * wm
         # closure: lips press together (upper down, lower up against the jaw opening below)

@@ -53,9 +53,9 @@ def test_round_spread_closure(art):
     width0 = np.ptp(x)
     d_round = _pose(art, round=1.0)[0][lips]
     d_spread = _pose(art, spread=1.0)[0][lips]
-    assert np.ptp(x + d_round[:, 0]) < 0.85 * width0  # corners pulled in by > 15 %
+    assert np.ptp(x + d_round[:, 0]) < 0.8 * width0  # corners pulled in by > 20 %
     assert d_round[:, 2].mean() > 0.01  # lips protrude
-    assert np.ptp(x + d_spread[:, 0]) > 1.08 * width0
+    assert np.ptp(x + d_spread[:, 0]) > 1.1 * width0
     lower = lips & (art.means[:, 1] < MOUTH_Y - 0.002)
     open_ = _pose(art, jaw=0.5)[0][lower, 1].mean()
     pressed = _pose(art, jaw=0.5, closure=1.0)[0][lower, 1].mean()
