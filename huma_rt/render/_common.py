@@ -12,6 +12,9 @@ from huma_rt.gaussians import Camera
 
 TILE = 16
 BACKENDS = ("cpu", "cuda", "emulated", "gsplat")
+# Starting size of the tile-intersection buffers per Gaussian: a dense 50k-Gaussian head at
+# 512x512 needs about 8.3, so 16 leaves room and the first frame never grows the buffer.
+ISECTS_PER_GAUSSIAN = 16
 SCALE_ACTIVATION_CODES = {"exp": 0, "softplus": 1}
 
 

@@ -10,7 +10,12 @@ import numpy as np
 from huma_rt.errors import InputError
 from huma_rt.gaussians import Camera
 from huma_rt.kernels.cpu import PROJECTED_DTYPE, load_library
-from huma_rt.render._common import SCALE_ACTIVATION_CODES, camera_params, tile_grid
+from huma_rt.render._common import (
+    ISECTS_PER_GAUSSIAN,
+    SCALE_ACTIVATION_CODES,
+    camera_params,
+    tile_grid,
+)
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +49,8 @@ class CpuStages:
         self.colors = np.zeros((max(capacity, 1), 3), dtype=np.float32)
         self.tile_offsets = np.zeros(tiles + 1, dtype=np.int32)
         self.tile_cursor = np.zeros(tiles, dtype=np.int32)
-        self.keys = np.zeros(max_isects or max(1 << 16, 8 * capacity), dtype=np.uint64)
+        self.keys = np.zeros(max_isects or max(1 << 16, ISECTS_PER_GAUSSIAN * capacity),
+                             dtype=np.uint64)
         self.scratch_per_thread = max(capacity, 1)
         self.scratch = np.zeros(self.threads * self.scratch_per_thread * self.lib.hr_cpu_packed_size(),
                                 dtype=np.uint8)

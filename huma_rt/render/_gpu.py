@@ -14,7 +14,13 @@ import numpy as np
 
 from huma_rt.gaussians import Camera
 from huma_rt.kernels.cpu import PROJECTED_DTYPE
-from huma_rt.render._common import SCALE_ACTIVATION_CODES, TILE, camera_params, tile_grid
+from huma_rt.render._common import (
+    ISECTS_PER_GAUSSIAN,
+    SCALE_ACTIVATION_CODES,
+    TILE,
+    camera_params,
+    tile_grid,
+)
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +60,7 @@ class GpuStages:
         self.d_offsets = L.zeros(self.tiles + 1, np.int32)
         self.d_cursor = L.zeros(self.tiles, np.int32)
         self.d_status = L.zeros(4, np.int32)
-        self._alloc_keys(max_isects or max(1 << 16, 8 * self.capacity))
+        self._alloc_keys(max_isects or max(1 << 16, ISECTS_PER_GAUSSIAN * self.capacity))
         self.d_rgb = L.zeros((h, w, 3), np.float32)
         self.d_alpha = L.zeros((h, w), np.float32)
         self.d_depth = L.zeros((h, w), np.float32)
