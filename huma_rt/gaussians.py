@@ -22,7 +22,7 @@ REGION_STATIC = 0  # region id 0 never moves; any other id is a dynamic region
 def _check_array(name: str, arr: np.ndarray, shape: tuple, dtype=np.float32) -> np.ndarray:
     if not isinstance(arr, np.ndarray):
         raise InputError(f"{name} must be a numpy array of shape {shape}; got {type(arr).__name__}")
-    if arr.ndim != len(shape) or any(s is not None and s != a for s, a in zip(shape, arr.shape)):
+    if arr.ndim != len(shape) or any(s is not None and s != a for s, a in zip(shape, arr.shape, strict=True)):
         raise InputError(f"{name} must have shape {shape} (None = any); got {arr.shape}")
     if arr.dtype != dtype:
         raise InputError(f"{name} must be {np.dtype(dtype).name}; got {arr.dtype}")
@@ -101,7 +101,7 @@ class Gaussians:
         """Activated opacities [N] float32 in (0, 1)."""
         return (1.0 / (1.0 + np.exp(-self.opacity_logits))).astype(np.float32)
 
-    def subset(self, index: np.ndarray) -> "Gaussians":
+    def subset(self, index: np.ndarray) -> Gaussians:
         """A new Gaussians holding the rows selected by ``index`` (bool mask or int indices)."""
         return Gaussians(
             means=np.ascontiguousarray(self.means[index]),
@@ -162,7 +162,7 @@ class Camera:
         }
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Camera":
+    def from_dict(cls, d: dict) -> Camera:
         try:
             return cls(
                 width=int(d["width"]), height=int(d["height"]),
