@@ -10,7 +10,9 @@ parts in fp32. The rule for a graph meant as fp16:
 3. every node the exporter recorded as kept in fp32 (metadata ``huma_rt.fp32_nodes``: the input
    normalisation before the first learned layer) reads float32;
 4. the learned layers (Conv/MatMul/Gemm) really run in fp16: at least one takes float16 input,
-   otherwise the "fp16" engine would silently be an fp32 one.
+   otherwise the "fp16" engine would silently be an fp32 one — unless the exporter recorded
+   every one of them as kept in fp32 (a preload-only graph such as the spatial encoder, kept
+   fp32 on purpose; rule 3 still checks that they really read float32).
 """
 
 from __future__ import annotations
@@ -88,6 +90,8 @@ def precision_problems(model, precision: str, name: str) -> list[str]:
             problems.append(f"{name}: {label} was kept in fp32 by the exporter but reads fp16 input")
         if node.op_type in COMPUTE_OPS and any(t in low for t in ins):
             fp16_compute = True
-    if not fp16_compute:
+    compute = [n.name for n in g.node if n.op_type in COMPUTE_OPS]
+    fp32_by_design = bool(compute) and all(c in keep for c in compute)
+    if not fp16_compute and not fp32_by_design:
         problems.append(f"{name}: declared fp16 but no Conv/MatMul/Gemm takes fp16 input; the engine would be fp32")
     return problems

@@ -43,12 +43,20 @@ def preprocessing_nodes(model: onnx.ModelProto) -> list[str]:
     return names
 
 
-def to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
-    """Return an fp16 copy of fp32 ``model``: fp16 weights/compute, fp32 I/O, sensitive parts fp32."""
+def to_fp16(model: onnx.ModelProto, *, keep_all: bool = False) -> onnx.ModelProto:
+    """Return an fp16 copy of fp32 ``model``: fp16 weights/compute, fp32 I/O, sensitive parts fp32.
+
+    ``keep_all`` returns the fp32 graph itself, every node recorded as kept in fp32: for graphs
+    that run once at preload, where fp16 only costs accuracy (rounding the trained tri-plane
+    weights alone moves the spatial features by ~2e-2 of their range, over the 1e-2 bound).
+    """
     model = onnx.ModelProto.FromString(model.SerializeToString())
     for i, node in enumerate(model.graph.node):
         if not node.name:  # the block list works by node name
             node.name = f"{node.op_type}_{i}"
+    if keep_all:
+        update_props(model, {FP32_NODES_KEY: ",".join(n.name for n in model.graph.node)})
+        return model
     keep = preprocessing_nodes(model)
     keep += [n.name for n in model.graph.node if n.op_type in SENSITIVE_OPS and n.name not in keep]
     log.debug("fp16 conversion keeps %d nodes in fp32: %s", len(keep), keep)

@@ -41,6 +41,9 @@ class GraphSpec:
     inputs: dict[str, np.ndarray]
     outputs: list[str]
     dynamic_axes: dict[str, dict[int, str]]
+    # Runs once at preload: fp16 buys nothing there, and the trained tri-plane projection
+    # loses more than the fp16 tolerance, so its fp16 variant keeps fp32 compute inside.
+    preload_only: bool = False
 
 
 @dataclass
@@ -90,7 +93,10 @@ def graph_specs(
         code = encoder(torch.from_numpy(mel))[:, -1].numpy()  # [B, D], codes as the runtime sees them
     return [
         GraphSpec("encoder", encoder, {"mel": mel}, ["code"], {"mel": {0: "B", 1: "T"}, "code": {0: "B", 1: "F"}}),
-        GraphSpec("spatial", spatial, {"means": means}, ["feat"], {"means": {0: "N"}, "feat": {0: "N"}}),
+        GraphSpec(
+            "spatial", spatial, {"means": means}, ["feat"], {"means": {0: "N"}, "feat": {0: "N"}},
+            preload_only=True,
+        ),
         GraphSpec(
             "deformer", deformer, {"feat": feat, "code": code}, ["dmu", "dquat", "dscale"],
             {"feat": {0: "N"}, "code": {0: "B"}, "dmu": {0: "B", 1: "N"}, "dquat": {0: "B", 1: "N"}, "dscale": {0: "B", 1: "N"}},
@@ -146,7 +152,7 @@ def export_models(
     for spec in graph_specs(encoder, spatial, deformer, seed):
         reference = _reference(spec)
         fp32 = export_onnx(spec, out / f"{spec.name}.fp32.onnx")
-        variants = {"fp32": fp32, "fp16": to_fp16(fp32)}
+        variants = {"fp32": fp32, "fp16": to_fp16(fp32, keep_all=spec.preload_only)}
         update_props(variants["fp16"], {"huma_rt.precision": "fp16"})
         for precision, model in variants.items():
             path = out / f"{spec.name}.{precision}.onnx"
