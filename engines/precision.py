@@ -19,19 +19,12 @@ from __future__ import annotations
 
 import logging
 
+from huma_rt.export.checks import COMPUTE_OPS, FP32_NODES_KEY, SENSITIVE_OPS
+
 from huma_rt._optional import require
 
 log = logging.getLogger(__name__)
 
-# Same set as export/fp16.py's SENSITIVE_OPS (tests/engines checks they agree); defined here
-# too because engines/ must not need the export extra's onnxconverter-common at import.
-SENSITIVE_OPS = frozenset(
-    "Exp Log Pow Sqrt Reciprocal Softmax LogSoftmax Erf ReduceMean ReduceSum ReduceSumSquare "
-    "ReduceL2 ReduceLogSumExp ReduceProd LayerNormalization BatchNormalization "
-    "InstanceNormalization GroupNormalization".split()
-)
-COMPUTE_OPS = frozenset({"Conv", "MatMul", "Gemm"})
-FP32_NODES_KEY = "huma_rt.fp32_nodes"
 
 
 def _types(model) -> dict[str, int]:

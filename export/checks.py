@@ -26,6 +26,18 @@ TRT_OPS_FILE = Path(__file__).with_name("trt_ops.txt")
 FP32_TOLERANCE = 1e-4
 FP16_TOLERANCE = 1e-2
 
+# The FP16 contract shared by the exporter (export/fp16.py) and the engine build's precision
+# rule (engines/precision.py); defined here because this module needs neither torch nor
+# onnxconverter-common. Ops whose fp16 range or rounding hurts: statistics, exponentials and
+# reductions stay fp32; Conv/MatMul/Gemm are the learned layers that run fp16.
+SENSITIVE_OPS = frozenset(
+    "Exp Log Pow Sqrt Reciprocal Softmax LogSoftmax Erf ReduceMean ReduceSum ReduceSumSquare "
+    "ReduceL2 ReduceLogSumExp ReduceProd LayerNormalization BatchNormalization "
+    "InstanceNormalization GroupNormalization".split()
+)
+COMPUTE_OPS = frozenset({"Conv", "MatMul", "Gemm"})
+FP32_NODES_KEY = "huma_rt.fp32_nodes"  # model metadata: nodes the exporter kept in fp32
+
 
 @dataclass(frozen=True)
 class TrtOpSet:

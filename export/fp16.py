@@ -18,16 +18,10 @@ import logging
 import onnx
 from onnxconverter_common import float16
 
+from .checks import COMPUTE_OPS, FP32_NODES_KEY, SENSITIVE_OPS
+
 log = logging.getLogger(__name__)
 
-# Ops whose fp16 range or rounding hurts: statistics, exponentials and reductions.
-SENSITIVE_OPS = frozenset(
-    "Exp Log Pow Sqrt Reciprocal Softmax LogSoftmax Erf ReduceMean ReduceSum ReduceSumSquare "
-    "ReduceL2 ReduceLogSumExp ReduceProd LayerNormalization BatchNormalization "
-    "InstanceNormalization GroupNormalization".split()
-)
-# Ops that start the learned (fp16-friendly) part of a graph.
-_COMPUTE_OPS = frozenset({"Conv", "MatMul", "Gemm"})
 
 
 def preprocessing_nodes(model: onnx.ModelProto) -> list[str]:
@@ -36,7 +30,7 @@ def preprocessing_nodes(model: onnx.ModelProto) -> list[str]:
     names = []
     for node in model.graph.node:  # ONNX graphs are topologically sorted
         inputs = [i for i in node.input if i]
-        if node.op_type in _COMPUTE_OPS or not all(i in fixed for i in inputs):
+        if node.op_type in COMPUTE_OPS or not all(i in fixed for i in inputs):
             continue
         fixed.update(node.output)
         names.append(node.name)
@@ -70,7 +64,6 @@ def to_fp16(model: onnx.ModelProto, *, keep_all: bool = False) -> onnx.ModelProt
     return converted
 
 
-FP32_NODES_KEY = "huma_rt.fp32_nodes"
 
 
 def update_props(model: onnx.ModelProto, props: dict[str, str]) -> None:

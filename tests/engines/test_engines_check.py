@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
-from huma_rt.engines import precision, profiles
+from huma_rt.engines import profiles
 from huma_rt.engines.plan import make_plan
 from huma_rt.engines.profiles import ProfileOptions
 from onnx import TensorProto, helper, numpy_helper
@@ -119,12 +119,6 @@ def test_precision_declared_differently_from_the_build(export_copy):
     (export_copy / "deformer.fp16.onnx").write_bytes((export_copy / "deformer.fp32.onnx").read_bytes())
     problems = make_plan(export_copy, models=("deformer",)).problems
     assert "deformer: deformer.fp16.onnx declares precision fp32, the build asks fp16" in problems
-
-
-def test_sensitive_ops_agree_with_the_exporter():
-    from huma_rt.export.fp16 import SENSITIVE_OPS
-
-    assert precision.SENSITIVE_OPS == SENSITIVE_OPS
 
 
 @pytest.mark.parametrize(
