@@ -69,6 +69,11 @@ class CpuStages:
             "cam", "proj", "colors", "tile_offsets", "tile_cursor", "keys", "scratch", "rgb",
             "alpha", "depth", "tile_box")}
 
+    def _replace_keys(self, size: int) -> None:
+        """A new, larger intersection-key buffer; only its cached address changes."""
+        self.keys = np.zeros(size, dtype=np.uint64)
+        self.p["keys"] = self.keys.ctypes.data
+
     def project(self, means, quats, log_scales, opacity_logits, sh, scale_activation: str,
                 out_index: np.ndarray | None = None) -> np.ndarray:
         """Project rows of raw Gaussian arrays into self.proj / self.colors (rows out_index or
@@ -96,8 +101,7 @@ class CpuStages:
                 return self.num_isects
             log.warning("tile intersections %d exceed the buffer of %d; growing it (this frame "
                         "allocates)", total, self.keys.shape[0])
-            self.keys = np.zeros(int(total * 1.5), dtype=np.uint64)
-            self._cache_pointers()
+            self._replace_keys(int(total * 1.5))
 
     def prebin_static(self, n: int, dyn_index: np.ndarray) -> None:
         """Bin and sort the static rows (all but dyn_index) once, for bin_merge. Call after the
@@ -111,8 +115,7 @@ class CpuStages:
         self.static_keys = self.keys[:max(total, 1)].copy()
         self.static_isects = total
         if self.keys.shape[0] < 2 * total:  # room for the dynamic keys of a frame as well
-            self.keys = np.zeros(2 * total, dtype=np.uint64)
-        self._cache_pointers()
+            self._replace_keys(2 * total)
         self.p["static_offsets"] = self.static_offsets.ctypes.data
         self.p["static_keys"] = self.static_keys.ctypes.data
 
@@ -131,10 +134,7 @@ class CpuStages:
                 return self.num_isects
             log.warning("tile intersections %d exceed the buffer of %d; growing it (this frame "
                         "allocates)", total, self.keys.shape[0])
-            self.keys = np.zeros(int(total * 1.5), dtype=np.uint64)
-            p = dict(self.p)
-            self._cache_pointers()
-            self.p["static_offsets"], self.p["static_keys"] = p["static_offsets"], p["static_keys"]
+            self._replace_keys(int(total * 1.5))
 
     def blend(self, rect: np.ndarray, with_depth: bool) -> None:
         """Front-to-back blend of the tiles of rect into self.rgb / alpha (/ depth)."""
