@@ -31,7 +31,7 @@ def ncu_command(out: Path, frames: int) -> list[str]:
     """Per-kernel metrics for the rasterizer kernels, inside the huma/ NVTX ranges only."""
     return [
         "ncu", "--nvtx", "--nvtx-include", "huma/", "--set", "full",
-        "--kernel-name", "regex:huma_", "--launch-skip", "50", "--launch-count", "40",
+        "--kernel-name", "regex:hr_", "--launch-skip", "50", "--launch-count", "40",
         "--force-overwrite", "-o", str(out / "huma-kernels"),
         *WORKLOAD, "--frames", str(frames),
     ]
