@@ -69,6 +69,17 @@ class CpuStages:
             "cam", "proj", "colors", "tile_offsets", "tile_cursor", "keys", "scratch", "rgb",
             "alpha", "depth", "tile_box")}
 
+    def _keys_fit(self, total: int) -> bool:
+        """True when ``total`` intersections fit the key buffer (recorded as num_isects);
+        otherwise grow the buffer 1.5x past them so the caller's retry fits."""
+        if total <= self.keys.shape[0]:
+            self.num_isects = int(total)
+            return True
+        log.warning("tile intersections %d exceed the buffer of %d; growing it (this frame "
+                    "allocates)", total, self.keys.shape[0])
+        self._replace_keys(int(total * 1.5))
+        return False
+
     def _replace_keys(self, size: int) -> None:
         """A new, larger intersection-key buffer; only its cached address changes."""
         self.keys = np.zeros(size, dtype=np.uint64)
@@ -96,12 +107,8 @@ class CpuStages:
                 self.p["tile_offsets"], self.p["tile_cursor"], self.p["keys"],
                 self.keys.shape[0], self.threads,
             )
-            if total <= self.keys.shape[0]:
-                self.num_isects = int(total)
+            if self._keys_fit(total):
                 return self.num_isects
-            log.warning("tile intersections %d exceed the buffer of %d; growing it (this frame "
-                        "allocates)", total, self.keys.shape[0])
-            self._replace_keys(int(total * 1.5))
 
     def prebin_static(self, n: int, dyn_index: np.ndarray) -> None:
         """Bin and sort the static rows (all but dyn_index) once, for bin_merge. Call after the
@@ -129,12 +136,8 @@ class CpuStages:
                 self.p["tile_offsets"], self.p["tile_cursor"], self.p["keys"],
                 self.keys.shape[0], self.threads,
             )
-            if total <= self.keys.shape[0]:
-                self.num_isects = int(total)
+            if self._keys_fit(total):
                 return self.num_isects
-            log.warning("tile intersections %d exceed the buffer of %d; growing it (this frame "
-                        "allocates)", total, self.keys.shape[0])
-            self._replace_keys(int(total * 1.5))
 
     def blend(self, rect: np.ndarray, with_depth: bool) -> None:
         """Front-to-back blend of the tiles of rect into self.rgb / alpha (/ depth)."""
