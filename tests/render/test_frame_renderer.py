@@ -7,7 +7,7 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-from conftest import blob_scene, needs_cpu
+from _render_scenes import blob_scene, needs_cpu
 
 from huma_rt.errors import InputError
 from huma_rt.render import FrameRenderer, rasterize, to_uint8

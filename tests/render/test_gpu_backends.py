@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import blob_scene, needs_cpu
+from _render_scenes import blob_scene, needs_cpu
 
 from huma_rt._optional import has_cuda, has_module
 from huma_rt.errors import DeviceError, InputError

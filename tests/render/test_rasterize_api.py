@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import needs_cpu
+from _render_scenes import needs_cpu
 
 from huma_rt.errors import InputError
 from huma_rt.gaussians import Camera, Gaussians
