@@ -329,43 +329,37 @@ class _Writer:
         self._save(c)
 
     def ensemble(self) -> None:
-        e, d = self.src.encoder, self.src.deformer
-        c = self._base("avatar_frame", 0)
-        c.platform = "ensemble"
-        cfgmod.add_io(
-            c,
-            [Tensor("mel", "TYPE_FP32", (1, e.receptive_mels, e.mel.n_mels)), Tensor("feat", "TYPE_FP32", (-1, d.hidden))],
-            [Tensor("dmu", "TYPE_FP32", (1, -1, 3)), Tensor("dquat", "TYPE_FP32", (1, -1, 4)), Tensor("dscale", "TYPE_FP32", (1, -1, 3))],
+        """``avatar_frame``: one frame's mel window + feat -> that frame's deltas."""
+        e = self.src.encoder
+        self._encoder_deformer_ensemble(
+            "avatar_frame", mel_dims=(1, e.receptive_mels, e.mel.n_mels), frames=1,
+            encoder="encoder", deformer="deformer_step", code="frame_code",
         )
-        s1 = c.ensemble_scheduling.step.add(model_name="encoder", model_version=-1)
-        s1.input_map["mel"] = "mel"
-        s1.output_map["code"] = "frame_code"
-        s2 = c.ensemble_scheduling.step.add(model_name="deformer_step", model_version=-1)
-        s2.input_map["feat"] = "feat"
-        s2.input_map["code"] = "frame_code"
-        for k in ("dmu", "dquat", "dscale"):
-            s2.output_map[k] = k
-        cfgmod.set_params(c, {"huma_rt_format": FORMAT_VERSION})
-        self._save(c)
-
 
     def stream_ensemble(self) -> None:
         """``avatar_stream``: one request per session step, (new mel rows, feat) -> deltas of the
         frames that became complete; sequence id and flags pass to encoder_stream."""
-        e, d = self.src.encoder, self.src.deformer
-        c = self._base("avatar_stream", 0)
+        self._encoder_deformer_ensemble(
+            "avatar_stream", mel_dims=(1, -1, self.src.encoder.mel.n_mels), frames=-1,
+            encoder="encoder_stream", deformer="deformer_stream", code="new_codes",
+        )
+
+    def _encoder_deformer_ensemble(self, name: str, *, mel_dims: tuple, frames: int, encoder: str,
+                                   deformer: str, code: str) -> None:
+        # mel -> <encoder> -> code -> <deformer> (with feat) -> dmu, dquat, dscale
+        c = self._base(name, 0)
         c.platform = "ensemble"
         cfgmod.add_io(
             c,
-            [Tensor("mel", "TYPE_FP32", (1, -1, e.mel.n_mels)), Tensor("feat", "TYPE_FP32", (-1, d.hidden))],
-            [Tensor("dmu", "TYPE_FP32", (-1, -1, 3)), Tensor("dquat", "TYPE_FP32", (-1, -1, 4)), Tensor("dscale", "TYPE_FP32", (-1, -1, 3))],
+            [Tensor("mel", "TYPE_FP32", mel_dims), Tensor("feat", "TYPE_FP32", (-1, self.src.deformer.hidden))],
+            [Tensor(k, "TYPE_FP32", (frames, -1, n)) for k, n in (("dmu", 3), ("dquat", 4), ("dscale", 3))],
         )
-        s1 = c.ensemble_scheduling.step.add(model_name="encoder_stream", model_version=-1)
+        s1 = c.ensemble_scheduling.step.add(model_name=encoder, model_version=-1)
         s1.input_map["mel"] = "mel"
-        s1.output_map["code"] = "new_codes"
-        s2 = c.ensemble_scheduling.step.add(model_name="deformer_stream", model_version=-1)
+        s1.output_map["code"] = code
+        s2 = c.ensemble_scheduling.step.add(model_name=deformer, model_version=-1)
         s2.input_map["feat"] = "feat"
-        s2.input_map["code"] = "new_codes"
+        s2.input_map["code"] = code
         for k in ("dmu", "dquat", "dscale"):
             s2.output_map[k] = k
         cfgmod.set_params(c, {"huma_rt_format": FORMAT_VERSION})
