@@ -43,7 +43,7 @@ class TrainConfig:
     seed: int = 0
     utterances: int = 320
     augmented_copies: int = 2
-    deformer_steps: int = 1200
+    deformer_steps: int = 2400
     deformer_batch: int = 8
     deformer_points: int = 3072
     encoder_steps: int = 1400
