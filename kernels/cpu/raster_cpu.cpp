@@ -25,6 +25,26 @@ inline bool clipped_bounds(const HrProjected &p, int tiles_x, int tiles_y, const
     return b[0] < b[2] && b[1] < b[3];
 }
 
+// Binning pass 1: one more intersection in every tile of rect that Gaussian p touches.
+inline void count_tiles(const HrProjected &p, int tiles_x, int tiles_y, const int *rect,
+                        int *tile_cursor) {
+    int b[4];
+    if (!clipped_bounds(p, tiles_x, tiles_y, rect, b)) return;
+    for (int ty = b[1]; ty < b[3]; ++ty)
+        for (int tx = b[0]; tx < b[2]; ++tx) ++tile_cursor[ty * tiles_x + tx];
+}
+
+// Binning pass 2: Gaussian `id`'s depth key into every tile of rect it touches, at each
+// tile's cursor (which advances).
+inline void emit_keys(const HrProjected &p, int id, int tiles_x, int tiles_y, const int *rect,
+                      int *tile_cursor, uint64_t *keys) {
+    int b[4];
+    if (!clipped_bounds(p, tiles_x, tiles_y, rect, b)) return;
+    const uint64_t key = hr_depth_key(p.depth, id);
+    for (int ty = b[1]; ty < b[3]; ++ty)
+        for (int tx = b[0]; tx < b[2]; ++tx) keys[tile_cursor[ty * tiles_x + tx]++] = key;
+}
+
 }  // namespace
 
 HR_EXPORT int hr_cpu_abi_version() { return 2; }
@@ -74,12 +94,7 @@ HR_EXPORT int64_t hr_cpu_bin_sort(int n, const HrProjected *proj, int width, int
     const int tiles_y = (height + HR_TILE - 1) / HR_TILE;
     const int tiles = tiles_x * tiles_y;
     std::memset(tile_cursor, 0, sizeof(int) * tiles);
-    for (int i = 0; i < n; ++i) {
-        int b[4];
-        if (!clipped_bounds(proj[i], tiles_x, tiles_y, rect, b)) continue;
-        for (int ty = b[1]; ty < b[3]; ++ty)
-            for (int tx = b[0]; tx < b[2]; ++tx) ++tile_cursor[ty * tiles_x + tx];
-    }
+    for (int i = 0; i < n; ++i) count_tiles(proj[i], tiles_x, tiles_y, rect, tile_cursor);
     int64_t total = 0;
     for (int t = 0; t < tiles; ++t) {
         tile_offsets[t] = (int)std::min<int64_t>(total, capacity);
@@ -88,13 +103,7 @@ HR_EXPORT int64_t hr_cpu_bin_sort(int n, const HrProjected *proj, int width, int
     tile_offsets[tiles] = (int)std::min<int64_t>(total, capacity);
     if (total > capacity) return total;
     for (int t = 0; t < tiles; ++t) tile_cursor[t] = tile_offsets[t];
-    for (int i = 0; i < n; ++i) {
-        int b[4];
-        if (!clipped_bounds(proj[i], tiles_x, tiles_y, rect, b)) continue;
-        const uint64_t key = hr_depth_key(proj[i].depth, i);
-        for (int ty = b[1]; ty < b[3]; ++ty)
-            for (int tx = b[0]; tx < b[2]; ++tx) keys[tile_cursor[ty * tiles_x + tx]++] = key;
-    }
+    for (int i = 0; i < n; ++i) emit_keys(proj[i], i, tiles_x, tiles_y, rect, tile_cursor, keys);
     const int rw = std::max(0, rect[2] - rect[0]), rh = std::max(0, rect[3] - rect[1]);
 #pragma omp parallel for num_threads(pick_threads(threads)) schedule(dynamic, 4)
     for (int k = 0; k < rw * rh; ++k) {
@@ -118,12 +127,8 @@ HR_EXPORT int64_t hr_cpu_bin_merge(int n_dyn, const int *dyn_index, const HrProj
     const int tiles_y = (height + HR_TILE - 1) / HR_TILE;
     const int tiles = tiles_x * tiles_y;
     std::memset(tile_cursor, 0, sizeof(int) * tiles);
-    for (int i = 0; i < n_dyn; ++i) {
-        int b[4];
-        if (!clipped_bounds(proj[dyn_index[i]], tiles_x, tiles_y, rect, b)) continue;
-        for (int ty = b[1]; ty < b[3]; ++ty)
-            for (int tx = b[0]; tx < b[2]; ++tx) ++tile_cursor[ty * tiles_x + tx];
-    }
+    for (int i = 0; i < n_dyn; ++i)
+        count_tiles(proj[dyn_index[i]], tiles_x, tiles_y, rect, tile_cursor);
     auto in_rect = [&](int t) {
         const int tx = t % tiles_x, ty = t / tiles_x;
         return tx >= rect[0] && tx < rect[2] && ty >= rect[1] && ty < rect[3];
@@ -139,11 +144,7 @@ HR_EXPORT int64_t hr_cpu_bin_merge(int n_dyn, const int *dyn_index, const HrProj
         tile_cursor[t] = tile_offsets[t] + (static_offsets[t + 1] - static_offsets[t]);
     for (int i = 0; i < n_dyn; ++i) {
         const int g = dyn_index[i];
-        int b[4];
-        if (!clipped_bounds(proj[g], tiles_x, tiles_y, rect, b)) continue;
-        const uint64_t key = hr_depth_key(proj[g].depth, g);
-        for (int ty = b[1]; ty < b[3]; ++ty)
-            for (int tx = b[0]; tx < b[2]; ++tx) keys[tile_cursor[ty * tiles_x + tx]++] = key;
+        emit_keys(proj[g], g, tiles_x, tiles_y, rect, tile_cursor, keys);
     }
     const int rw = std::max(0, rect[2] - rect[0]), rh = std::max(0, rect[3] - rect[1]);
 #pragma omp parallel for num_threads(pick_threads(threads)) schedule(dynamic, 4)
