@@ -12,7 +12,7 @@ APT_PACKAGES := espeak-ng libespeak-ng-dev sox
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml setup.py Makefile $(wildcard kernels/*.cpp kernels/*.cuh kernels/*.h kernels/build_ext.py)
+$(STAMP): pyproject.toml setup.py Makefile $(wildcard kernels/*.cuh kernels/*.h kernels/build_ext.py kernels/cpu/*.cpp kernels/cpu/*.h)
 	@for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing system packages:$$missing"; \
