@@ -10,7 +10,7 @@
 #define HR_HD __host__ __device__ __forceinline__
 #else
 #include <cmath>
-#define HR_HD inline
+#define HR_HD inline __attribute__((always_inline))  // also into every target clone
 #endif
 
 #define HR_TILE 16
@@ -204,6 +204,13 @@ HR_HD void hr_sh_color(int degree, const float *sh, const float mean[3], const f
     }
 }
 
+// v clamped to [0, tiles], as fminf(fmaxf(v, 0), tiles) (NaN -> 0) but written with compares:
+// a host compiler calls libm for fminf/fmaxf unless finite math is assumed.
+HR_HD int hr_clamp_tile(float v, int tiles) {
+    v = v > 0.f ? v : 0.f;
+    return (int)(v < (float)tiles ? v : (float)tiles);
+}
+
 // Tile range [tx0, tx1) x [ty0, ty1) covered by a projected Gaussian (gsplat's isect_tiles:
 // floor/ceil of (mean +- radius) / 16, clamped to the grid). Empty when culled.
 HR_HD void hr_tile_bounds(const HrProjected &p, int tiles_x, int tiles_y, int b[4]) {
@@ -214,10 +221,10 @@ HR_HD void hr_tile_bounds(const HrProjected &p, int tiles_x, int tiles_y, int b[
     float tx = p.x / (float)HR_TILE, ty = p.y / (float)HR_TILE;
     float rx = (float)p.rx / (float)HR_TILE, ry = (float)p.ry / (float)HR_TILE;
     // negative lower bounds clamp to 0 (gsplat's unsigned cast saturates there)
-    b[0] = (int)fminf(fmaxf(floorf(tx - rx), 0.f), (float)tiles_x);
-    b[1] = (int)fminf(fmaxf(floorf(ty - ry), 0.f), (float)tiles_y);
-    b[2] = (int)fminf(fmaxf(ceilf(tx + rx), 0.f), (float)tiles_x);
-    b[3] = (int)fminf(fmaxf(ceilf(ty + ry), 0.f), (float)tiles_y);
+    b[0] = hr_clamp_tile(floorf(tx - rx), tiles_x);
+    b[1] = hr_clamp_tile(floorf(ty - ry), tiles_y);
+    b[2] = hr_clamp_tile(ceilf(tx + rx), tiles_x);
+    b[3] = hr_clamp_tile(ceilf(ty + ry), tiles_y);
 }
 
 // Gaussian falloff exponent at pixel centre (px, py).

@@ -47,8 +47,11 @@ class CpuStages:
         self.capacity = int(capacity)
         self.proj = np.zeros(max(capacity, 1), dtype=PROJECTED_DTYPE)
         self.colors = np.zeros((max(capacity, 1), 3), dtype=np.float32)
+        self.records = _aligned_zeros(max(capacity, 1) * self.lib.hr_cpu_record_size(), 64)
         self.tile_offsets = np.zeros(tiles + 1, dtype=np.int32)
         self.tile_cursor = np.zeros(tiles, dtype=np.int32)
+        # depth radix sort: two arrays of one entry per Gaussian
+        self.sort_scratch = np.zeros(2 * max(capacity, 1) * self.lib.hr_cpu_visible_size(), np.uint8)
         self.keys = np.zeros(max_isects or max(1 << 16, ISECTS_PER_GAUSSIAN * capacity),
                              dtype=np.uint64)
         self.scratch_per_thread = max(capacity, 1)
@@ -66,7 +69,7 @@ class CpuStages:
         # owned buffers never move: their addresses are taken once (a.ctypes per call would
         # create Python objects on the per-frame path)
         self.p = {name: getattr(self, name).ctypes.data for name in (
-            "cam", "proj", "colors", "tile_offsets", "tile_cursor", "keys", "scratch", "rgb",
+            "cam", "proj", "colors", "records", "tile_offsets", "tile_cursor", "sort_scratch", "keys", "scratch", "rgb",
             "alpha", "depth", "tile_box")}
 
     def _keys_fit(self, total: int) -> bool:
@@ -94,7 +97,7 @@ class CpuStages:
         self.lib.hr_cpu_project(
             n, _ptr(means), _ptr(quats), _ptr(log_scales), _ptr(opacity_logits), _ptr(sh),
             degree, SCALE_ACTIVATION_CODES[scale_activation], self.p["cam"], _ptr(out_index),
-            self.p["proj"], self.p["colors"], self.p["tile_box"], self.threads,
+            self.p["proj"], self.p["colors"], self.p["records"], self.p["tile_box"], self.threads,
         )
         return self.tile_box
 
@@ -105,7 +108,7 @@ class CpuStages:
             total = self.lib.hr_cpu_bin_sort(
                 n, self.p["proj"], self.camera.width, self.camera.height, _ptr(rect),
                 self.p["tile_offsets"], self.p["tile_cursor"], self.p["keys"],
-                self.keys.shape[0], self.threads,
+                self.keys.shape[0], self.p["sort_scratch"],
             )
             if self._keys_fit(total):
                 return self.num_isects
@@ -134,7 +137,7 @@ class CpuStages:
                 dyn_index.shape[0], _ptr(dyn_index), self.p["proj"], self.camera.width,
                 self.camera.height, _ptr(rect), self.p["static_offsets"], self.p["static_keys"],
                 self.p["tile_offsets"], self.p["tile_cursor"], self.p["keys"],
-                self.keys.shape[0], self.threads,
+                self.keys.shape[0], self.p["sort_scratch"], self.threads,
             )
             if self._keys_fit(total):
                 return self.num_isects
@@ -142,8 +145,7 @@ class CpuStages:
     def blend(self, rect: np.ndarray, with_depth: bool) -> None:
         """Front-to-back blend of the tiles of rect into self.rgb / alpha (/ depth)."""
         self.lib.hr_cpu_blend(
-            self.p["proj"], self.p["colors"], self.camera.width, self.camera.height,
-            _ptr(rect), self.p["tile_offsets"], self.p["keys"], self.p["scratch"],
+            self.p["records"], self.camera.width, self.camera.height, _ptr(rect), self.p["tile_offsets"], self.p["keys"], self.p["scratch"],
             self.scratch_per_thread, self.p["rgb"], self.p["alpha"],
             self.p["depth"] if with_depth else None, self.threads,
         )
@@ -157,6 +159,13 @@ class CpuStages:
             self.p["rgb"], self.p["alpha"], _ptr(bg_image), _ptr(bg_color), self.camera.width,
             x0, y0, x1, y1, _ptr(out_f32), _ptr(out_u8), self.threads,
         )
+
+
+def _aligned_zeros(nbytes: int, align: int) -> np.ndarray:
+    """A zeroed uint8 buffer of nbytes whose address is a multiple of align (cache lines)."""
+    raw = np.zeros(nbytes + align, dtype=np.uint8)
+    start = -raw.ctypes.data % align
+    return raw[start:start + nbytes]
 
 
 def _omp_threads() -> int:

@@ -1,6 +1,8 @@
 // CPU backend of the Gaussian rasterizer: the math of ../raster_math.cuh driven by OpenMP over
-// Gaussians (projection) and over 16x16 tiles (sort, blend). Exposed as plain C functions that
-// Python loads with ctypes (see kernels/_cpu.py); every buffer is owned by the caller.
+// Gaussians (projection) and over 16x16 tiles (blend). Binning sorts the visible Gaussians by
+// depth once and emits them into their tiles in that order, so no tile list is sorted. Exposed
+// as plain C functions that Python loads with ctypes (see kernels/cpu/__init__.py); every
+// buffer is owned by the caller.
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
@@ -9,14 +11,31 @@
 #include "../raster_math.cuh"
 
 #define HR_EXPORT extern "C" __attribute__((visibility("default")))
+// The hot loops are compiled twice, for AVX2 + FMA (x86-64-v3) and for baseline x86-64, and the
+// loader picks one per CPU (an ifunc): baseline x86-64 has no instruction for floorf, fminf or
+// an 8-lane vector, so its clone is several times slower, but it runs everywhere.
+#define HR_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
+#define HR_INLINE inline __attribute__((always_inline))  // compiled into each clone
 
 namespace {
 
-inline int pick_threads(int threads) { return threads > 0 ? threads : omp_get_max_threads(); }
+// What the blend reads of one projected Gaussian, in one 64-byte line: written by the
+// projection for each row it projects, so the blend's random gathers touch one line per
+// Gaussian and the per-Gaussian constants of its footprint test are computed once, not per tile.
+struct alignas(64) BlendRecord {
+    float x, y;          // pixel-space mean
+    float ha, cb, hc;    // conic halved on the diagonal: sigma = ha dx^2 + cb dx dy + hc dy^2
+    float opacity, r, g, b, depth;
+    float two_a_tau;     // 2 ca tau, tau = ln(255 opacity) + 1e-2 (see footprint_halves)
+    float det;           // ca cc - cb^2
+    float inv_a;         // 1 / ca
+};
+
+HR_INLINE int pick_threads(int threads) { return threads > 0 ? threads : omp_get_max_threads(); }
 
 // Tiles that one Gaussian touches, restricted to rect = [tx0, ty0, tx1, ty1).
-inline bool clipped_bounds(const HrProjected &p, int tiles_x, int tiles_y, const int *rect,
-                           int b[4]) {
+HR_INLINE bool clipped_bounds(const HrProjected &p, int tiles_x, int tiles_y, const int *rect,
+                              int b[4]) {
     hr_tile_bounds(p, tiles_x, tiles_y, b);
     b[0] = std::max(b[0], rect[0]);
     b[1] = std::max(b[1], rect[1]);
@@ -25,38 +44,21 @@ inline bool clipped_bounds(const HrProjected &p, int tiles_x, int tiles_y, const
     return b[0] < b[2] && b[1] < b[3];
 }
 
-// Binning pass 1: one more intersection in every tile of rect that Gaussian p touches.
-inline void count_tiles(const HrProjected &p, int tiles_x, int tiles_y, const int *rect,
-                        int *tile_cursor) {
-    int b[4];
-    if (!clipped_bounds(p, tiles_x, tiles_y, rect, b)) return;
-    for (int ty = b[1]; ty < b[3]; ++ty)
-        for (int tx = b[0]; tx < b[2]; ++tx) ++tile_cursor[ty * tiles_x + tx];
-}
-
-// Binning pass 2: Gaussian `id`'s depth key into every tile of rect it touches, at each
-// tile's cursor (which advances).
-inline void emit_keys(const HrProjected &p, int id, int tiles_x, int tiles_y, const int *rect,
-                      int *tile_cursor, uint64_t *keys) {
-    int b[4];
-    if (!clipped_bounds(p, tiles_x, tiles_y, rect, b)) return;
-    const uint64_t key = hr_depth_key(p.depth, id);
-    for (int ty = b[1]; ty < b[3]; ++ty)
-        for (int tx = b[0]; tx < b[2]; ++tx) keys[tile_cursor[ty * tiles_x + tx]++] = key;
-}
-
 }  // namespace
 
-HR_EXPORT int hr_cpu_abi_version() { return 2; }
+HR_EXPORT int hr_cpu_abi_version() { return 3; }
 
 // Project n Gaussians. Row i of the inputs goes to row out_index[i] of proj/rgb (or row i when
-// out_index is null), so a renderer can refresh only its dynamic rows. tile_box (nullable)
-// receives the union [tx0, ty0, tx1, ty1) of the tiles the projected Gaussians touch.
-HR_EXPORT void hr_cpu_project(int n, const float *means, const float *quats,
-                              const float *log_scales, const float *opacity_logits,
-                              const float *sh, int sh_degree, int scale_activation,
-                              const float *cam_params, const int *out_index, HrProjected *proj,
-                              float *rgb, int *tile_box, int threads) {
+// out_index is null), so a renderer can refresh only its dynamic rows. records (nullable)
+// receive what the blend reads of each visible row (BlendRecord). tile_box (nullable) receives
+// the union [tx0, ty0, tx1, ty1) of the tiles the projected Gaussians touch.
+HR_CLONES void hr_cpu_project_impl(int n,
+                                 const float *means, const float *quats, const float *log_scales,
+                                 const float *opacity_logits, const float *sh, int sh_degree,
+                                 int scale_activation, const float *cam_params,
+                                 const int *out_index, HrProjected *proj, float *rgb, void *records,
+                                 int *tile_box, int threads) {
+    BlendRecord *rec = static_cast<BlendRecord *>(records);
     const HrCamera cam = hr_camera_from_params(cam_params);
     const int tiles_x = (cam.width + HR_TILE - 1) / HR_TILE;
     const int tiles_y = (cam.height + HR_TILE - 1) / HR_TILE;
@@ -69,6 +71,13 @@ HR_EXPORT void hr_cpu_project(int n, const float *means, const float *quats,
         hr_project_gaussian(i, means, quats, log_scales, opacity_logits, sh, sh_degree,
                             scale_activation, cam, p, rgb + (int64_t)row * 3);
         proj[row] = p;
+        if (rec && p.rx > 0) {
+            const float *c = rgb + (int64_t)row * 3;
+            const float tau = logf(p.opacity / HR_ALPHA_MIN) + 1e-2f;
+            rec[row] = BlendRecord{p.x, p.y, 0.5f * p.ca, p.cb, 0.5f * p.cc, p.opacity, c[0],
+                                   c[1], c[2], p.depth, 2.f * p.ca * tau,
+                                   p.ca * p.cc - p.cb * p.cb, 1.f / p.ca};
+        }
         int b[4];
         hr_tile_bounds(p, tiles_x, tiles_y, b);
         if (b[0] < b[2] && b[1] < b[3]) {
@@ -83,18 +92,98 @@ HR_EXPORT void hr_cpu_project(int n, const float *means, const float *quats,
     }
 }
 
-// Bin projected Gaussians into the tiles of rect (count, exclusive scan, emit) and sort each
-// tile's list by (depth, index). tile_offsets [tiles + 1] (global tile ids), keys [capacity].
+HR_EXPORT void hr_cpu_project(int n, const float *means, const float *quats,
+                              const float *log_scales, const float *opacity_logits, const float *sh,
+                              int sh_degree, int scale_activation, const float *cam_params,
+                              const int *out_index, HrProjected *proj, float *rgb, void *records,
+                              int *tile_box, int threads) {
+    hr_cpu_project_impl(n, means, quats, log_scales, opacity_logits, sh, sh_degree,
+                        scale_activation, cam_params, out_index, proj, rgb, records, tile_box,
+                        threads);
+}
+
+namespace {
+
+// A visible Gaussian's tile-list entry before sorting: its clipped tile box and depth key.
+struct Visible {
+    uint32_t depth_bits;  // the depth's float bits: positive floats order like their patterns
+    uint32_t id;
+    uint16_t box[4];      // [tx0, ty0, tx1, ty1) clipped to the rect
+};
+
+// The Gaussians among rows (ids[0..n) or 0..n-1 when ids is null) whose tile box meets rect,
+// stably sorted by depth; their tile counts are added to tile_count. scratch holds 2n Visible.
+// Returns the sorted entries (inside scratch) and their number in *m.
+//
+// Emitting the Gaussians into their tiles in this order leaves every tile's list sorted by
+// (depth, index) — the order of gsplat's stable radix sort — with no per-tile sort: an LSD
+// radix sort of 50k depths is far cheaper than sorting ~200k tile entries. The entries carry
+// their boxes, so the emit pass reads them in order instead of gathering proj at random.
+HR_INLINE const Visible *visible_by_depth(int n, const int *ids, const HrProjected *proj,
+                                          int tiles_x, int tiles_y, const int *rect,
+                                          int *tile_count, Visible *scratch, int *m) {
+    Visible *v = scratch, *v2 = scratch + n;
+    int k = 0;
+    for (int i = 0; i < n; ++i) {
+        const int g = ids ? ids[i] : i;
+        int b[4];
+        if (!clipped_bounds(proj[g], tiles_x, tiles_y, rect, b)) continue;
+        for (int ty = b[1]; ty < b[3]; ++ty)
+            for (int tx = b[0]; tx < b[2]; ++tx) ++tile_count[ty * tiles_x + tx];
+        Visible &e = v[k++];
+        e.depth_bits = (uint32_t)(hr_depth_key(proj[g].depth, 0) >> 32);
+        e.id = (uint32_t)g;
+        for (int c = 0; c < 4; ++c) e.box[c] = (uint16_t)b[c];
+    }
+    // LSD radix sort, 11 bits a pass (stable, so ties keep ascending index); a pass whose digit
+    // is the same for every key (the high bits of a head's narrow depth range) is skipped
+    for (int shift = 0; shift < 32; shift += 11) {
+        uint32_t hist[2048] = {};
+        for (int i = 0; i < k; ++i) ++hist[(v[i].depth_bits >> shift) & 2047u];
+        if (k == 0 || hist[(v[0].depth_bits >> shift) & 2047u] == (uint32_t)k) continue;
+        uint32_t sum = 0;
+        for (uint32_t &h : hist) {
+            const uint32_t c = h;
+            h = sum;
+            sum += c;
+        }
+        for (int i = 0; i < k; ++i) v2[hist[(v[i].depth_bits >> shift) & 2047u]++] = v[i];
+        std::swap(v, v2);
+    }
+    *m = k;
+    return v;
+}
+
+// Binning: each sorted entry's (depth, index) key into every tile of its box, at each tile's
+// cursor (which advances).
+HR_INLINE void emit_sorted(const Visible *v, int m, int tiles_x, int *tile_cursor, uint64_t *keys) {
+    for (int i = 0; i < m; ++i) {
+        const Visible &e = v[i];
+        const uint64_t key = ((uint64_t)e.depth_bits << 32) | e.id;
+        for (int ty = e.box[1]; ty < e.box[3]; ++ty)
+            for (int tx = e.box[0]; tx < e.box[2]; ++tx)
+                keys[tile_cursor[ty * tiles_x + tx]++] = key;
+    }
+}
+
+}  // namespace
+
+// Bin projected Gaussians into the tiles of rect: count, exclusive scan, then emit (depth,
+// index) keys in depth order, so each tile's list comes out sorted. tile_offsets [tiles + 1]
+// (global tile ids), tile_cursor [tiles], keys [capacity], sort_scratch 2n entries of
+// hr_cpu_visible_size() bytes.
 // Returns the number of intersections; when it exceeds capacity nothing is emitted and the
 // caller must grow its buffers (never a silent truncation).
-HR_EXPORT int64_t hr_cpu_bin_sort(int n, const HrProjected *proj, int width, int height,
-                                  const int *rect, int *tile_offsets, int *tile_cursor,
-                                  uint64_t *keys, int64_t capacity, int threads) {
+HR_CLONES int64_t hr_cpu_bin_sort_impl(int n, const HrProjected *proj, int width, int height,
+                                       const int *rect, int *tile_offsets, int *tile_cursor,
+                                       uint64_t *keys, int64_t capacity, void *sort_scratch) {
     const int tiles_x = (width + HR_TILE - 1) / HR_TILE;
     const int tiles_y = (height + HR_TILE - 1) / HR_TILE;
     const int tiles = tiles_x * tiles_y;
     std::memset(tile_cursor, 0, sizeof(int) * tiles);
-    for (int i = 0; i < n; ++i) count_tiles(proj[i], tiles_x, tiles_y, rect, tile_cursor);
+    int m = 0;
+    const Visible *order = visible_by_depth(n, nullptr, proj, tiles_x, tiles_y, rect,
+                                            tile_cursor, static_cast<Visible *>(sort_scratch), &m);
     int64_t total = 0;
     for (int t = 0; t < tiles; ++t) {
         tile_offsets[t] = (int)std::min<int64_t>(total, capacity);
@@ -103,32 +192,35 @@ HR_EXPORT int64_t hr_cpu_bin_sort(int n, const HrProjected *proj, int width, int
     tile_offsets[tiles] = (int)std::min<int64_t>(total, capacity);
     if (total > capacity) return total;
     for (int t = 0; t < tiles; ++t) tile_cursor[t] = tile_offsets[t];
-    for (int i = 0; i < n; ++i) emit_keys(proj[i], i, tiles_x, tiles_y, rect, tile_cursor, keys);
-    const int rw = std::max(0, rect[2] - rect[0]), rh = std::max(0, rect[3] - rect[1]);
-#pragma omp parallel for num_threads(pick_threads(threads)) schedule(dynamic, 4)
-    for (int k = 0; k < rw * rh; ++k) {
-        const int t = (rect[1] + k / rw) * tiles_x + rect[0] + k % rw;
-        std::sort(keys + tile_offsets[t], keys + tile_offsets[t + 1]);
-    }
+    emit_sorted(order, m, tiles_x, tile_cursor, keys);
     return total;
 }
 
+HR_EXPORT int64_t hr_cpu_bin_sort(int n, const HrProjected *proj, int width, int height,
+                                  const int *rect, int *tile_offsets, int *tile_cursor,
+                                  uint64_t *keys, int64_t capacity, void *sort_scratch) {
+    return hr_cpu_bin_sort_impl(n, proj, width, height, rect, tile_offsets, tile_cursor, keys,
+                                capacity, sort_scratch);
+}
+
 // bin_sort for a renderer whose static Gaussians never move: static_offsets/static_keys hold the
-// static Gaussians' per-tile lists, binned and sorted once (hr_cpu_bin_sort with the dynamic
-// rows culled). Per frame only the n_dyn dynamic rows (dyn_index) are binned into the tiles of
-// rect, sorted, and merged with the static lists, which yields exactly hr_cpu_bin_sort's lists
-// (same unique keys). Returns the intersections; > capacity: nothing emitted, as there.
-HR_EXPORT int64_t hr_cpu_bin_merge(int n_dyn, const int *dyn_index, const HrProjected *proj,
-                                   int width, int height, const int *rect,
-                                   const int *static_offsets, const uint64_t *static_keys,
-                                   int *tile_offsets, int *tile_cursor, uint64_t *keys,
-                                   int64_t capacity, int threads) {
+// static Gaussians' per-tile lists, binned once (hr_cpu_bin_sort with the dynamic rows culled).
+// Per frame only the n_dyn dynamic rows (dyn_index) are binned into the tiles of rect, in depth
+// order, and merged with the static lists, which yields exactly hr_cpu_bin_sort's lists (same
+// unique keys). sort_scratch: 2 n_dyn entries of hr_cpu_visible_size() bytes. Returns the
+// intersections; > capacity: nothing emitted, as there.
+HR_CLONES int64_t hr_cpu_bin_merge_impl(int n_dyn, const int *dyn_index, const HrProjected *proj,
+                                        int width, int height, const int *rect,
+                                        const int *static_offsets, const uint64_t *static_keys,
+                                        int *tile_offsets, int *tile_cursor, uint64_t *keys,
+                                        int64_t capacity, void *sort_scratch, int threads) {
     const int tiles_x = (width + HR_TILE - 1) / HR_TILE;
     const int tiles_y = (height + HR_TILE - 1) / HR_TILE;
     const int tiles = tiles_x * tiles_y;
     std::memset(tile_cursor, 0, sizeof(int) * tiles);
-    for (int i = 0; i < n_dyn; ++i)
-        count_tiles(proj[dyn_index[i]], tiles_x, tiles_y, rect, tile_cursor);
+    int m = 0;
+    const Visible *order = visible_by_depth(n_dyn, dyn_index, proj, tiles_x, tiles_y, rect,
+                                            tile_cursor, static_cast<Visible *>(sort_scratch), &m);
     auto in_rect = [&](int t) {
         const int tx = t % tiles_x, ty = t / tiles_x;
         return tx >= rect[0] && tx < rect[2] && ty >= rect[1] && ty < rect[3];
@@ -142,18 +234,14 @@ HR_EXPORT int64_t hr_cpu_bin_merge(int n_dyn, const int *dyn_index, const HrProj
     if (total > capacity) return total;
     for (int t = 0; t < tiles; ++t)
         tile_cursor[t] = tile_offsets[t] + (static_offsets[t + 1] - static_offsets[t]);
-    for (int i = 0; i < n_dyn; ++i) {
-        const int g = dyn_index[i];
-        emit_keys(proj[g], g, tiles_x, tiles_y, rect, tile_cursor, keys);
-    }
+    emit_sorted(order, m, tiles_x, tile_cursor, keys);
     const int rw = std::max(0, rect[2] - rect[0]), rh = std::max(0, rect[3] - rect[1]);
 #pragma omp parallel for num_threads(pick_threads(threads)) schedule(dynamic, 4)
     for (int k = 0; k < rw * rh; ++k) {
         const int t = (rect[1] + k / rw) * tiles_x + rect[0] + k % rw;
         const int s0 = static_offsets[t], slen = static_offsets[t + 1] - s0;
         uint64_t *dst = keys + tile_offsets[t], *end = keys + tile_offsets[t + 1];
-        uint64_t *dyn = dst + slen;
-        std::sort(dyn, end);
+        uint64_t *dyn = dst + slen;  // already in depth order
         // Forward merge of the static list (read from static_keys) and the dynamic keys (at the
         // back of the range) into the front: the write position never passes the unread
         // dynamic keys, so no scratch buffer (and no allocation) is needed.
@@ -165,152 +253,223 @@ HR_EXPORT int64_t hr_cpu_bin_merge(int n_dyn, const int *dyn_index, const HrProj
     return total;
 }
 
+HR_EXPORT int64_t hr_cpu_bin_merge(int n_dyn, const int *dyn_index, const HrProjected *proj,
+                                   int width, int height, const int *rect,
+                                   const int *static_offsets, const uint64_t *static_keys,
+                                   int *tile_offsets, int *tile_cursor, uint64_t *keys,
+                                   int64_t capacity, void *sort_scratch, int threads) {
+    return hr_cpu_bin_merge_impl(n_dyn, dyn_index, proj, width, height, rect, static_offsets,
+                                 static_keys, tile_offsets, tile_cursor, keys, capacity,
+                                 sort_scratch, threads);
+}
+
 namespace {
 
-// A tile's Gaussians packed contiguously in sorted order: the CPU twin of the CUDA kernel's
-// shared-memory batch.
-struct Packed {
-    float x, y, ca, cb, cc, opacity, r, g, b, depth;
-    int x0, x1, y0, y1;  // pixel window inside the tile where alpha can reach 1/255
-};
-
-// expf for the blend loop, vectorised (libm's expf is a scalar call): Cody-Waite range
-// reduction + degree-6 polynomial (Cephes expf), within 2 ulp of expf on [-30, 0]. Inputs below
-// -30 are clamped there: opacity * e^-30 < 1/255 is discarded all the same, and the clamp keeps
-// the arithmetic out of denormals (~100 cycles each). Positive inputs (sigma < 0) are discarded.
-// One Gaussian over one 16-pixel tile row, as two 8-lane vectors (GCC vector extensions, so
-// the SIMD form does not depend on the auto-vectoriser): the branch-free form of hr_blend_step
-// evaluated for every pixel of the row, like the CUDA block that covers its whole tile.
-// live is 1 (all bits) until a pixel saturates.
+// 8-lane float/int vectors (GCC vector extensions, so the SIMD form does not depend on the
+// auto-vectoriser). A 16x16 tile is 32 half rows of 8 pixels.
 static_assert(HR_TILE == 16, "the blend loop covers a tile row as two 8-lane vectors");
 typedef float v8f __attribute__((vector_size(32)));
 typedef int v8i __attribute__((vector_size(32)));
+typedef int v4i __attribute__((vector_size(16)));
+constexpr int HALVES = HR_BLOCK / 8;
+constexpr float CULL_MARGIN_PX = 0.05f;  // see footprint_halves
 
-__attribute__((always_inline)) inline v8f vexp_neg(v8f x) {
-    const v8f zero = {};
-    const v8f lo = zero - 30.f;
-    x = x < zero ? x : zero;
-    x = x > lo ? x : lo;
-    const v8i ni = __builtin_convertvector(x * 1.44269504088896341f - 0.5f, v8i);
-    const v8f n = __builtin_convertvector(ni, v8f);
-    v8f r = x - n * 0.693359375f;
-    r = r + n * 2.12194440e-4f;
-    v8f p = zero + 1.9875691500e-4f;
-    p = p * r + 1.3981999507e-3f;
-    p = p * r + 8.3334519073e-3f;
-    p = p * r + 4.1665795894e-2f;
-    p = p * r + 1.6666665459e-1f;
-    p = p * r + 5.0000001201e-1f;
-    p = p * r * r + r + 1.f;
-    const v8i bits = (ni + 127) << 23;
-    return p * (v8f)bits;
-}
+// Per-thread blend scratch, per Gaussian of a tile: its slot in each half row's list of the
+// Gaussians that reach it.
+constexpr int SCRATCH_PER_RECORD = HALVES * (int)sizeof(uint32_t);
 
-// Non-zero when any lane of m is set: an OR tree (a handful of instructions) instead of eight
-// lane extractions.
-__attribute__((always_inline)) inline bool any_lane(v8i m) {
+// Non-zero when any lane of m is set: an OR tree instead of eight lane extractions.
+HR_INLINE bool any_lane(v8i m) {
     typedef long long v4l __attribute__((vector_size(32)));
     const v4l x = (v4l)m;
     return (x[0] | x[1] | x[2] | x[3]) != 0;
 }
 
-// One Gaussian over 8 pixels of a tile row. Returns true when a pixel saturated here.
-__attribute__((always_inline)) inline bool blend8(const Packed &q, float dy, v8f dx, v8f &T,
-                                                  v8f &Cr, v8f &Cg, v8f &Cb, v8f &D,
-                                                  v8i &live) {
-    const v8f zero = {};
-    const v8f amax = zero + HR_ALPHA_MAX;
-    const v8f sigma = 0.5f * (q.ca * dx * dx + q.cc * dy * dy) + q.cb * dx * dy;
-    const v8f a0 = q.opacity * vexp_neg(-sigma);
-    const v8f a = a0 < amax ? a0 : amax;
-    const v8i use = (sigma >= 0.f) & (a >= HR_ALPHA_MIN) & live;
-    const v8f nT = T * (1.f - a);
-    const v8i fin = use & (nT <= HR_T_MIN);
-    const v8i add = use & ~fin;
-    const v8f vis = add ? a * T : zero;
-    Cr += q.r * vis;
-    Cg += q.g * vis;
-    Cb += q.b * vis;
-    D += q.depth * vis;
-    T = add ? nT : T;
-    live &= ~fin;
-    return any_lane(fin);
+// OR of the eight lanes.
+HR_INLINE uint32_t or_lanes(v8i m) {
+    const v4i q = __builtin_shufflevector(m, m, 0, 1, 2, 3) |
+                  __builtin_shufflevector(m, m, 4, 5, 6, 7);
+    return (uint32_t)(q[0] | q[1] | q[2] | q[3]);
 }
 
-__attribute__((target_clones("avx2", "default"))) void blend_tile(int t, const HrProjected *proj, const float *rgb, int width, int height,
-                int tiles_x, const int *tile_offsets, const uint64_t *keys, Packed *pk,
-                float *out_rgb, float *out_alpha, float *out_depth) {
+// Half row j of a tile: pixel rows 8 (j / 16) + j % 8, columns 8 ((j / 8) % 2) + 0..7.
+HR_INLINE int half_row(int j) { return (j >> 4) * 8 + (j & 7); }
+HR_INLINE int half_col(int j) { return ((j >> 3) & 1) * 8; }
+
+// The half rows of a 16x16 tile (corner tx0, ty0) where Gaussian p can reach alpha >= 1/255
+// (bit j = half row j). Exact footprint, not the bounding box: on pixel row dy = y - py the
+// falloff sigma(dx) = ca/2 dx^2 + cb dx dy + cc/2 dy^2 is a parabola in dx = x - px, below
+// tau = ln(255 opacity) on [x + (cb dy - s) / ca, x + (cb dy + s) / ca] with
+// s^2 = 2 ca tau - det dy^2 (det = ca cc - cb^2 > 0). Culling is conservative: tau gets a
+// 1e-2 margin and the pixel range CULL_MARGIN_PX each side (float error here is ~1e-3 px),
+// so every skipped pixel has alpha < 1/255: skipping it changes no image, and the per-pixel
+// test stays exact.
+HR_INLINE uint32_t footprint_halves(const BlendRecord &p, float tx0, float ty0) {
+    const v8i lane_bit = {1, 2, 4, 8, 16, 32, 64, 128};
+    const v8f row_centres = {0.5f, 1.5f, 2.5f, 3.5f, 4.5f, 5.5f, 6.5f, 7.5f};
+    const v8f zero = {};
+    const float xr = p.x - tx0 - 0.5f;  // in pixel indices of the tile (centre of pixel 0 = 0)
+    const float yr = p.y - ty0;
+    uint32_t bits = 0;
+    for (int r8 = 0; r8 < 2; ++r8) {
+        const v8f dy = yr - (row_centres + 8.f * r8);
+        const v8f disc = p.two_a_tau - p.det * dy * dy;
+        const v8f d = disc > zero ? disc : zero;
+        v8f s;
+        for (int i = 0; i < 8; ++i) s[i] = sqrtf(d[i]) * p.inv_a;  // one vsqrtps (no errno)
+        const v8f centre = xr + p.cb * dy * p.inv_a;
+        const v8f lo = centre - s - CULL_MARGIN_PX, hi = centre + s + CULL_MARGIN_PX;
+        // excluded when the row misses the ellipse or its range misses the half's pixels;
+        // written as exclusions so a NaN keeps the half
+        const v8i miss = disc < zero;
+        const v8i h0 = ~(miss | (lo > 7.f) | (hi < 0.f));
+        const v8i h1 = ~(miss | (lo > 15.f) | (hi < 8.f));
+        bits |= or_lanes((h0 & lane_bit) | (h1 & (lane_bit << 8))) << (16 * r8);
+    }
+    return bits;
+}
+
+// expf for the blend loop, vectorised (libm's expf is a scalar call): Cody-Waite range
+// reduction + the degree-6 polynomial of Cephes expf, within 2 ulp of expf on [-30, 0]. The
+// polynomial is evaluated in Estrin's form: the same terms in a third of Horner's dependency
+// chain, which bounds how fast the blend loop can go. Inputs below -30 are clamped there:
+// opacity * e^-30 < 1/255 is discarded all the same, and the clamp keeps the arithmetic out of
+// denormals (~100 cycles each). The caller discards positive inputs (sigma < 0).
+HR_INLINE v8f vexp_neg(v8f x) {
+    const v8f zero = {};
+    const v8f lo = zero - 30.f;
+    x = x > lo ? x : lo;
+    const v8i ni = __builtin_convertvector(x * 1.44269504088896341f - 0.5f, v8i);
+    const v8f n = __builtin_convertvector(ni, v8f);
+    v8f r = x - n * 0.693359375f;
+    r = r + n * 2.12194440e-4f;
+    const v8f r2 = r * r;
+    const v8f p01 = 5.0000001201e-1f + r * 1.6666665459e-1f;
+    const v8f p23 = 4.1665795894e-2f + r * 8.3334519073e-3f;
+    const v8f p45 = 1.3981999507e-3f + r * 1.9875691500e-4f;
+    const v8f p = p01 + r2 * (p23 + r2 * p45);
+    const v8i bits = (ni + 127) << 23;
+    return (p * r2 + r + 1.f) * (v8f)bits;
+}
+
+// The blend state of one half row: 8 pixels' transmittance, colour, depth and liveness.
+struct HalfRow {
+    v8f T, Cr, Cg, Cb, D;
+    v8i live;  // all bits until the pixel saturates (or 0 outside the image)
+    v8f centres;
+    float y;   // pixel-centre y of the row
+    const uint32_t *list;  // the Gaussians that reach it, front to back
+    int len, next;
+
+    HR_INLINE bool active() const { return next < len && any_lane(live); }
+};
+
+// One Gaussian of h's list over its 8 pixels: the branch-free form of hr_blend_step per lane.
+template <bool WithDepth>
+HR_INLINE void blend_step(const BlendRecord *rec, HalfRow &h) {
+    const v8f zero = {};
+    const v8f amax = zero + HR_ALPHA_MAX;
+    const BlendRecord &q = rec[h.list[h.next++]];
+    const float dy = q.y - h.y;
+    const v8f dx = q.x - h.centres;
+    const v8f sigma = (q.ha * dx + q.cb * dy) * dx + q.hc * dy * dy;
+    const v8f a0 = q.opacity * vexp_neg(-sigma);
+    const v8f a = a0 < amax ? a0 : amax;
+    const v8i use = (sigma >= 0.f) & (a >= HR_ALPHA_MIN) & h.live;
+    const v8f nT = h.T * (1.f - a);
+    const v8i fin = use & (nT <= HR_T_MIN);
+    const v8i add = use & ~fin;
+    const v8f vis = add ? a * h.T : zero;
+    h.Cr += q.r * vis;
+    h.Cg += q.g * vis;
+    h.Cb += q.b * vis;
+    if (WithDepth) h.D += q.depth * vis;
+    h.T = add ? nT : h.T;
+    h.live &= ~fin;
+}
+
+template <bool WithDepth>
+HR_INLINE void store_half_row(const HalfRow &h, int64_t pix0, int w8, float *out_rgb,
+                              float *out_alpha, float *out_depth) {
+    for (int i = 0; i < w8; ++i) {
+        const int64_t pix = pix0 + i;
+        const float a = 1.f - h.T[i];
+        out_rgb[3 * pix] = h.Cr[i];
+        out_rgb[3 * pix + 1] = h.Cg[i];
+        out_rgb[3 * pix + 2] = h.Cb[i];
+        out_alpha[pix] = a;
+        if (WithDepth) out_depth[pix] = h.D[i] / fmaxf(a, 1e-10f);
+    }
+}
+
+// One tile: pack its Gaussians with the half rows each one reaches, then blend each half row
+// over its own front-to-back list, which keeps a half row's colour and transmittance in
+// registers and ends it as soon as its pixels saturate.
+template <bool WithDepth>
+HR_INLINE void blend_tile(int t, const BlendRecord *rec, int width, int height, int tiles_x,
+                          const int *tile_offsets, const uint64_t *keys, uint32_t *lists,
+                          int64_t list_cap, float *out_rgb, float *out_alpha, float *out_depth) {
     const int tx0 = (t % tiles_x) * HR_TILE, ty0 = (t / tiles_x) * HR_TILE;
     const int begin = tile_offsets[t], end = tile_offsets[t + 1];
     const int w = std::min(HR_TILE, width - tx0), h = std::min(HR_TILE, height - ty0);
-    constexpr int NV = HR_BLOCK / 8;
-    v8f Tv[NV], Crv[NV], Cgv[NV], Cbv[NV], Dv[NV];
-    v8i livev[NV];
-    v8f dxs[HR_TILE / 8];
-    const v8f lane_centres = {0.5f, 1.5f, 2.5f, 3.5f, 4.5f, 5.5f, 6.5f, 7.5f};
-    for (int j = 0; j < NV; ++j)
-        for (int i = 0; i < 8; ++i) {
-            const int k = j * 8 + i;
-            Tv[j][i] = 1.f; Dv[j][i] = 0.f; Crv[j][i] = Cgv[j][i] = Cbv[j][i] = 0.f;
-            livev[j][i] = (k % HR_TILE < w && k / HR_TILE < h) ? -1 : 0;
-        }
-    int n_pk = 0;
+    uint32_t inside = 0;  // half rows with a pixel inside the image
+    for (int j = 0; j < HALVES; ++j)
+        if (half_row(j) < h && half_col(j) < w) inside |= 1u << j;
+    int len[HALVES] = {};
     for (int s = begin; s < end; ++s) {
-        const int g = (int)(keys[s] & 0xffffffffu);
-        if (s + 8 < end) {  // the gather is random access: fetch ahead of use
-            const int ga = (int)(keys[s + 8] & 0xffffffffu);
-            __builtin_prefetch(proj + ga);
-            __builtin_prefetch(rgb + 3 * ga);
-        }
-        const HrProjected &p = proj[g];
-        Packed &q = pk[n_pk];
-        q.x = p.x; q.y = p.y; q.ca = p.ca; q.cb = p.cb; q.cc = p.cc; q.opacity = p.opacity;
-        q.r = rgb[3 * g]; q.g = rgb[3 * g + 1]; q.b = rgb[3 * g + 2]; q.depth = p.depth;
-        // Outside mean +- radius (the extent where alpha falls to 1/255, rounded up), alpha is
-        // below the threshold; one pixel of margin keeps float rounding on the safe side.
-        q.x0 = std::max(0, (int)floorf(p.x - p.rx - 1.f) - tx0);
-        q.x1 = std::min(w, (int)ceilf(p.x + p.rx + 1.f) - tx0);
-        q.y0 = std::max(0, (int)floorf(p.y - p.ry - 1.f) - ty0);
-        q.y1 = std::min(h, (int)ceilf(p.y + p.ry + 1.f) - ty0);
-        if (q.x0 < q.x1 && q.y0 < q.y1) ++n_pk;
-    }
-    // live pixels per 8-pixel half row: whole halves are skipped once saturated
-    bool half_live[NV];
-    int n_live = 0;  // halves with a live pixel
-    for (int j = 0; j < NV; ++j) {
-        half_live[j] = any_lane(livev[j]);
-        n_live += half_live[j];
-    }
-    for (int s = 0; s < n_pk && n_live > 0; ++s) {
-        const Packed &q = pk[s];
-        dxs[0] = (q.x - (float)tx0) - lane_centres;
-        dxs[1] = dxs[0] - 8.f;
-        const int h0 = q.x0 / 8, h1 = (q.x1 + 7) / 8;  // halves the bounding box touches
-        for (int ly = q.y0; ly < q.y1; ++ly) {
-            const float dy = q.y - ((float)(ty0 + ly) + 0.5f);
-            for (int hh = h0; hh < h1; ++hh) {
-                const int j = ly * (HR_TILE / 8) + hh;
-                if (!half_live[j]) continue;
-                const bool fin = blend8(q, dy, dxs[hh], Tv[j], Crv[j], Cgv[j], Cbv[j], Dv[j],
-                                       livev[j]);
-                if (fin && !any_lane(livev[j])) {
-                    half_live[j] = false;
-                    --n_live;
-                }
-            }
+        const uint32_t g = (uint32_t)keys[s];
+        if (s + 16 < end) __builtin_prefetch(rec + (uint32_t)keys[s + 16]);  // random gather
+        for (uint32_t halves = footprint_halves(rec[g], (float)tx0, (float)ty0) & inside; halves;
+             halves &= halves - 1) {
+            const int j = __builtin_ctz(halves);
+            lists[j * list_cap + len[j]++] = g;
         }
     }
-    for (int ly = 0; ly < h; ++ly)
-        for (int lx = 0; lx < w; ++lx) {
-            const int k = ly * HR_TILE + lx, j = k / 8, i = k % 8;
-            const int64_t pix = (int64_t)(ty0 + ly) * width + tx0 + lx;
-            const float a = 1.f - Tv[j][i];
-            out_rgb[3 * pix] = Crv[j][i];
-            out_rgb[3 * pix + 1] = Cgv[j][i];
-            out_rgb[3 * pix + 2] = Cbv[j][i];
-            out_alpha[pix] = a;
-            if (out_depth) out_depth[pix] = Dv[j][i] / fmaxf(a, 1e-10f);
+    const v8f lane = {0.5f, 1.5f, 2.5f, 3.5f, 4.5f, 5.5f, 6.5f, 7.5f};
+    const v8f zero = {};
+    for (int j = 0; j < HALVES; ++j) {
+        if (!(inside >> j & 1)) continue;
+        const int row = ty0 + half_row(j), col = tx0 + half_col(j);
+        const int w8 = std::min(8, width - col);
+        HalfRow h;
+        h.T = zero + 1.f;
+        h.Cr = h.Cg = h.Cb = h.D = zero;
+        for (int i = 0; i < 8; ++i) h.live[i] = i < w8 ? -1 : 0;
+        h.centres = lane + (float)col;
+        h.y = (float)row + 0.5f;
+        h.list = lists + j * list_cap;
+        h.len = len[j];
+        h.next = 0;
+        while (h.active()) blend_step<WithDepth>(rec, h);  // ends once its pixels saturate
+        store_half_row<WithDepth>(h, (int64_t)row * width + col, w8, out_rgb, out_alpha,
+                                  out_depth);
+    }
+}
+
+// The tiles of rect, split over the threads; one clone per instruction set (AVX2 + FMA where
+// the CPU has them, else baseline x86-64), chosen once when the library loads.
+HR_CLONES void blend_tiles(const BlendRecord *rec, int width, int height, const int *rect,
+                           const int *tile_offsets, const uint64_t *keys, void *scratch,
+                           int64_t scratch_per_thread, float *out_rgb, float *out_alpha,
+                           float *out_depth, int threads) {
+    const int tiles_x = (width + HR_TILE - 1) / HR_TILE;
+    const int rw = std::max(0, rect[2] - rect[0]), rh = std::max(0, rect[3] - rect[1]);
+#pragma omp parallel num_threads(pick_threads(threads))
+    {
+        uint32_t *lists = reinterpret_cast<uint32_t *>(
+            static_cast<char *>(scratch) +
+            omp_get_thread_num() * scratch_per_thread * SCRATCH_PER_RECORD);
+#pragma omp for schedule(dynamic, 1)
+        for (int k = 0; k < rw * rh; ++k) {
+            const int t = (rect[1] + k / rw) * tiles_x + rect[0] + k % rw;
+            if (out_depth)
+                blend_tile<true>(t, rec, width, height, tiles_x, tile_offsets, keys, lists,
+                                 scratch_per_thread, out_rgb, out_alpha, out_depth);
+            else
+                blend_tile<false>(t, rec, width, height, tiles_x, tile_offsets, keys, lists,
+                                  scratch_per_thread, out_rgb, out_alpha, nullptr);
         }
+    }
 }
 
 }  // namespace
@@ -318,24 +477,14 @@ __attribute__((target_clones("avx2", "default"))) void blend_tile(int t, const H
 // Blend every tile of rect front to back. Writes un-composited colour sum(c * alpha * T)
 // [H,W,3], alpha = 1 - T [H,W] and, when out_depth is not null, the expected depth
 // sum(z * alpha * T) / alpha [H,W] for the pixels of rect; pixels outside rect are untouched.
-// scratch: per-thread packing space, threads x max_per_tile records of 14 x 4 bytes.
-HR_EXPORT void hr_cpu_blend(const HrProjected *proj, const float *rgb, int width, int height,
-                            const int *rect, const int *tile_offsets, const uint64_t *keys,
-                            void *scratch, int64_t scratch_per_thread, float *out_rgb,
-                            float *out_alpha, float *out_depth, int threads) {
-    const int tiles_x = (width + HR_TILE - 1) / HR_TILE;
-    const int rw = std::max(0, rect[2] - rect[0]), rh = std::max(0, rect[3] - rect[1]);
-    const int nt = pick_threads(threads);
-#pragma omp parallel num_threads(nt)
-    {
-        Packed *pk = reinterpret_cast<Packed *>(scratch) + omp_get_thread_num() * scratch_per_thread;
-#pragma omp for schedule(dynamic, 1)
-        for (int k = 0; k < rw * rh; ++k) {
-            const int t = (rect[1] + k / rw) * tiles_x + rect[0] + k % rw;
-            blend_tile(t, proj, rgb, width, height, tiles_x, tile_offsets, keys, pk, out_rgb,
-                       out_alpha, out_depth);
-        }
-    }
+// scratch: per-thread packing space, threads x scratch_per_thread records of
+// hr_cpu_packed_size() bytes; scratch_per_thread >= the longest tile list.
+HR_EXPORT void hr_cpu_blend(const void *records, int width, int height, const int *rect,
+                            const int *tile_offsets, const uint64_t *keys, void *scratch,
+                            int64_t scratch_per_thread, float *out_rgb, float *out_alpha,
+                            float *out_depth, int threads) {
+    blend_tiles(static_cast<const BlendRecord *>(records), width, height, rect, tile_offsets,
+                keys, scratch, scratch_per_thread, out_rgb, out_alpha, out_depth, threads);
 }
 
 // Largest per-tile list length (sizes the blend scratch).
@@ -345,24 +494,58 @@ HR_EXPORT int hr_cpu_max_tile_len(const int *tile_offsets, int tiles) {
     return m;
 }
 
-HR_EXPORT int hr_cpu_packed_size() { return (int)sizeof(Packed); }
+HR_EXPORT int hr_cpu_packed_size() { return SCRATCH_PER_RECORD; }
+
+HR_EXPORT int hr_cpu_visible_size() { return (int)sizeof(Visible); }
+
+HR_EXPORT int hr_cpu_record_size() { return (int)sizeof(BlendRecord); }
+
+namespace {
+
+// n pixels of one row: out = rgb + (1 - alpha) * bg; bg from an image row (Image) or a colour.
+// Clamps are compares, not fminf/fmaxf (a libm call per value without finite math).
+template <bool Image>
+HR_INLINE void composite_row(const float *rgb, const float *alpha, const float *bg, int n,
+                             float *out_f32, uint8_t *out_u8) {
+    for (int i = 0; i < n; ++i) {
+        const float T = 1.f - alpha[i];
+        for (int c = 0; c < 3; ++c) {
+            float v = rgb[3 * i + c] + T * (Image ? bg[3 * i + c] : bg[c]);
+            if (out_f32) out_f32[3 * i + c] = v;
+            if (out_u8) {
+                v = v > 0.f ? v : 0.f;  // NaN -> 0, as fminf(fmaxf(v, 0), 1)
+                v = v < 1.f ? v : 1.f;
+                out_u8[3 * i + c] = (uint8_t)(v * 255.f + 0.5f);
+            }
+        }
+    }
+}
+
+}  // namespace
 
 // Composite over a background and write the pixels [x0, x1) x [y0, y1):
 // out = rgb + (1 - alpha) * bg, with bg an [H,W,3] image or, when bg_image is null, the colour
 // bg_color[3]. out_f32 [H,W,3] (may alias rgb) and/or out_u8 [H,W,3] (round(clip(v) * 255)).
+HR_CLONES void hr_cpu_composite_impl(const float *rgb, const float *alpha, const float *bg_image,
+                                     const float *bg_color, int width, int x0, int y0, int x1,
+                                     int y1, float *out_f32, uint8_t *out_u8, int threads) {
+    const int n = x1 - x0;
+    if (n <= 0) return;
+#pragma omp parallel for num_threads(pick_threads(threads)) schedule(static)
+    for (int y = y0; y < y1; ++y) {
+        const int64_t p = (int64_t)y * width + x0;
+        float *f = out_f32 ? out_f32 + 3 * p : nullptr;
+        uint8_t *u = out_u8 ? out_u8 + 3 * p : nullptr;
+        if (bg_image)
+            composite_row<true>(rgb + 3 * p, alpha + p, bg_image + 3 * p, n, f, u);
+        else
+            composite_row<false>(rgb + 3 * p, alpha + p, bg_color, n, f, u);
+    }
+}
+
 HR_EXPORT void hr_cpu_composite(const float *rgb, const float *alpha, const float *bg_image,
                                 const float *bg_color, int width, int x0, int y0, int x1, int y1,
                                 float *out_f32, uint8_t *out_u8, int threads) {
-#pragma omp parallel for num_threads(pick_threads(threads)) schedule(static)
-    for (int y = y0; y < y1; ++y)
-        for (int x = x0; x < x1; ++x) {
-            const int64_t pix = (int64_t)y * width + x;
-            const float T = 1.f - alpha[pix];
-            for (int c = 0; c < 3; ++c) {
-                const float bg = bg_image ? bg_image[3 * pix + c] : bg_color[c];
-                const float v = rgb[3 * pix + c] + T * bg;
-                if (out_f32) out_f32[3 * pix + c] = v;
-                if (out_u8) out_u8[3 * pix + c] = (uint8_t)(fminf(fmaxf(v, 0.f), 1.f) * 255.f + 0.5f);
-            }
-        }
+    hr_cpu_composite_impl(rgb, alpha, bg_image, bg_color, width, x0, y0, x1, y1, out_f32, out_u8,
+                          threads);
 }
