@@ -40,6 +40,12 @@ struct HrProjected {
     int rx, ry;        // bounding-box radius per axis in pixels; 0 = culled
 };
 
+// fmaxf(v, lo) / fminf(v, hi) for a non-NaN bound (a NaN v gives the bound, as there), written
+// as compares: a host compiler turns fminf/fmaxf into libm calls unless finite math is assumed,
+// while these are one instruction everywhere.
+HR_HD float hr_max(float v, float lo) { return v > lo ? v : lo; }
+HR_HD float hr_min(float v, float hi) { return v < hi ? v : hi; }
+
 HR_HD float hr_sigmoid(float v) { return 1.0f / (1.0f + expf(-v)); }
 
 // Scale activation: 0 = exp, 1 = softplus (recorded per avatar, never assumed).
@@ -91,8 +97,8 @@ HR_HD void hr_persp_proj(const HrCamera &cam, const float m[3], const float C[9]
     float lim_y_neg = cam.cy / cam.fy + 0.3f * tan_fovy;
     float rz = 1.f / z;
     float rz2 = rz * rz;
-    float tx = z * fminf(lim_x_pos, fmaxf(-lim_x_neg, x * rz));
-    float ty = z * fminf(lim_y_pos, fmaxf(-lim_y_neg, y * rz));
+    float tx = z * hr_min(hr_max(x * rz, -lim_x_neg), lim_x_pos);
+    float ty = z * hr_min(hr_max(y * rz, -lim_y_neg), lim_y_pos);
     // J = [[fx/z, 0, -fx tx/z^2], [0, fy/z, -fy ty/z^2]]
     float J0[3] = {cam.fx * rz, 0.f, -cam.fx * tx * rz2};
     float J1[3] = {0.f, cam.fy * rz, -cam.fy * ty * rz2};
@@ -140,7 +146,7 @@ HR_HD bool hr_project(const HrCamera &cam, const float mean[3], const float quat
     float idet = 1.f / det;
     if (opacity < HR_ALPHA_MIN) return false;
     // opacity-aware tight bounding box (arXiv 2402.00525, B.2)
-    float extend = fminf(HR_EXTEND_MAX, sqrtf(2.0f * logf(opacity / HR_ALPHA_MIN)));
+    float extend = hr_min(sqrtf(2.0f * logf(opacity / HR_ALPHA_MIN)), HR_EXTEND_MAX);
     float rx = ceilf(extend * sqrtf(cov2d[0]));
     float ry = ceilf(extend * sqrtf(cov2d[2]));
     if (rx <= 0.f && ry <= 0.f) return false;
@@ -200,16 +206,12 @@ HR_HD void hr_sh_color(int degree, const float *sh, const float mean[3], const f
     for (int c = 0; c < 3; ++c) {
         float v = 0.f;
         for (int i = 0; i < k; ++i) v += basis[i] * sh[i * 3 + c];
-        rgb[c] = fmaxf(v + 0.5f, 0.f);
+        rgb[c] = hr_max(v + 0.5f, 0.f);
     }
 }
 
-// v clamped to [0, tiles], as fminf(fmaxf(v, 0), tiles) (NaN -> 0) but written with compares:
-// a host compiler calls libm for fminf/fmaxf unless finite math is assumed.
-HR_HD int hr_clamp_tile(float v, int tiles) {
-    v = v > 0.f ? v : 0.f;
-    return (int)(v < (float)tiles ? v : (float)tiles);
-}
+// v clamped to [0, tiles], as fminf(fmaxf(v, 0), tiles) (NaN -> 0).
+HR_HD int hr_clamp_tile(float v, int tiles) { return (int)hr_min(hr_max(v, 0.f), (float)tiles); }
 
 // Tile range [tx0, tx1) x [ty0, ty1) covered by a projected Gaussian (gsplat's isect_tiles:
 // floor/ceil of (mean +- radius) / 16, clamped to the grid). Empty when culled.

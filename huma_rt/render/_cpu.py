@@ -49,7 +49,7 @@ class CpuStages:
         self.colors = np.zeros((max(capacity, 1), 3), dtype=np.float32)
         self.records = _aligned_zeros(max(capacity, 1) * self.lib.hr_cpu_record_size(), 64)
         self.tile_offsets = np.zeros(tiles + 1, dtype=np.int32)
-        self.tile_cursor = np.zeros(tiles, dtype=np.int32)
+        self.tile_counts = np.zeros((self.threads, tiles), dtype=np.int32)  # per binning thread
         # depth radix sort: two arrays of one entry per Gaussian
         self.sort_scratch = np.zeros(2 * max(capacity, 1) * self.lib.hr_cpu_visible_size(), np.uint8)
         self.keys = np.zeros(max_isects or max(1 << 16, ISECTS_PER_GAUSSIAN * capacity),
@@ -69,7 +69,7 @@ class CpuStages:
         # owned buffers never move: their addresses are taken once (a.ctypes per call would
         # create Python objects on the per-frame path)
         self.p = {name: getattr(self, name).ctypes.data for name in (
-            "cam", "proj", "colors", "records", "tile_offsets", "tile_cursor", "sort_scratch", "keys", "scratch", "rgb",
+            "cam", "proj", "colors", "records", "tile_offsets", "tile_counts", "sort_scratch", "keys", "scratch", "rgb",
             "alpha", "depth", "tile_box")}
 
     def _keys_fit(self, total: int) -> bool:
@@ -107,8 +107,8 @@ class CpuStages:
         while True:
             total = self.lib.hr_cpu_bin_sort(
                 n, self.p["proj"], self.camera.width, self.camera.height, _ptr(rect),
-                self.p["tile_offsets"], self.p["tile_cursor"], self.p["keys"],
-                self.keys.shape[0], self.p["sort_scratch"],
+                self.p["tile_offsets"], self.p["tile_counts"], self.p["keys"],
+                self.keys.shape[0], self.p["sort_scratch"], self.threads,
             )
             if self._keys_fit(total):
                 return self.num_isects
@@ -136,7 +136,7 @@ class CpuStages:
             total = self.lib.hr_cpu_bin_merge(
                 dyn_index.shape[0], _ptr(dyn_index), self.p["proj"], self.camera.width,
                 self.camera.height, _ptr(rect), self.p["static_offsets"], self.p["static_keys"],
-                self.p["tile_offsets"], self.p["tile_cursor"], self.p["keys"],
+                self.p["tile_offsets"], self.p["tile_counts"], self.p["keys"],
                 self.keys.shape[0], self.p["sort_scratch"], self.threads,
             )
             if self._keys_fit(total):

@@ -34,7 +34,7 @@ _I64 = ctypes.c_int64
 _SIGNATURES = {
     "hr_cpu_abi_version": (_I, []),
     "hr_cpu_project": (None, [_I, _P, _P, _P, _P, _P, _I, _I, _P, _P, _P, _P, _P, _P, _I]),
-    "hr_cpu_bin_sort": (_I64, [_I, _P, _I, _I, _P, _P, _P, _P, _I64, _P]),
+    "hr_cpu_bin_sort": (_I64, [_I, _P, _I, _I, _P, _P, _P, _P, _I64, _P, _I]),
     "hr_cpu_blend": (None, [_P, _I, _I, _P, _P, _P, _P, _I64, _P, _P, _P, _I]),
     "hr_cpu_bin_merge": (_I64, [_I, _P, _P, _I, _I, _P, _P, _P, _P, _P, _P, _I64, _P, _I]),
     "hr_cpu_max_tile_len": (_I, [_P, _I]),

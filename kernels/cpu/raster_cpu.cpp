@@ -111,132 +111,207 @@ struct Visible {
     uint16_t box[4];      // [tx0, ty0, tx1, ty1) clipped to the rect
 };
 
-// The Gaussians among rows (ids[0..n) or 0..n-1 when ids is null) whose tile box meets rect,
-// stably sorted by depth; their tile counts are added to tile_count. scratch holds 2n Visible.
-// Returns the sorted entries (inside scratch) and their number in *m.
-//
-// Emitting the Gaussians into their tiles in this order leaves every tile's list sorted by
-// (depth, index) — the order of gsplat's stable radix sort — with no per-tile sort: an LSD
-// radix sort of 50k depths is far cheaper than sorting ~200k tile entries. The entries carry
-// their boxes, so the emit pass reads them in order instead of gathering proj at random.
-HR_INLINE const Visible *visible_by_depth(int n, const int *ids, const HrProjected *proj,
-                                          int tiles_x, int tiles_y, const int *rect,
-                                          int *tile_count, Visible *scratch, int *m) {
-    Visible *v = scratch, *v2 = scratch + n;
-    int k = 0;
-    for (int i = 0; i < n; ++i) {
-        const int g = ids ? ids[i] : i;
-        int b[4];
-        if (!clipped_bounds(proj[g], tiles_x, tiles_y, rect, b)) continue;
-        for (int ty = b[1]; ty < b[3]; ++ty)
-            for (int tx = b[0]; tx < b[2]; ++tx) ++tile_count[ty * tiles_x + tx];
-        Visible &e = v[k++];
-        e.depth_bits = (uint32_t)(hr_depth_key(proj[g].depth, 0) >> 32);
-        e.id = (uint32_t)g;
-        for (int c = 0; c < 4; ++c) e.box[c] = (uint16_t)b[c];
+// Binning runs in three parallel steps, each thread on a contiguous share of the rows:
+//  1. collect: the rows whose tile box meets rect, as Visible entries (in row order) with
+//     per-thread tile counts;
+//  2. sort: all entries stably by depth (LSD radix sort of the depth's float bits, 11 bits a
+//     pass, serial: ~50k keys);
+//  3. emit: each entry's (depth, index) key into every tile of its box. Thread t takes the t-th
+//     share of the sorted entries and writes after the shares of threads < t in every tile, so
+//     each tile's list comes out sorted by (depth, index) — gsplat's order — with no per-tile
+//     sort.
+// tile_counts holds tiles x threads ints; scratch 2n Visible. The runtime may give a parallel
+// region fewer threads than asked: shares follow the threads it gave.
+struct Binning {
+    const HrProjected *proj;
+    int tiles_x, tiles_y, tiles;
+    const int *rect;
+    int *tile_counts;  // [threads][tiles]
+    Visible *scratch;
+    int threads;
+};
+
+HR_INLINE int share_begin(int n, int t, int threads) { return (int)((int64_t)n * t / threads); }
+
+// Step 1 over rows ids[0..n) (0..n-1 when ids is null); returns the number of entries, which
+// end up in depth order in *sorted. Per-tile totals are summed into tile_total.
+HR_INLINE int collect_and_sort(const Binning &b, int n, const int *ids, int *tile_total,
+                               const Visible **sorted) {
+    int kept[64] = {};  // per thread (threads <= 64)
+    int nt = 1;         // threads the runtime gave the region (at most b.threads)
+    Visible *v = b.scratch, *v2 = b.scratch + n;
+#pragma omp parallel num_threads(b.threads)
+    {
+        const int t = omp_get_thread_num(), threads = omp_get_num_threads();
+        if (t == 0) nt = threads;
+        int *cnt = b.tile_counts + (int64_t)t * b.tiles;
+        std::memset(cnt, 0, sizeof(int) * b.tiles);
+        const int i0 = share_begin(n, t, threads), i1 = share_begin(n, t + 1, threads);
+        int k = i0;
+        for (int i = i0; i < i1; ++i) {
+            const int g = ids ? ids[i] : i;
+            int box[4];
+            if (!clipped_bounds(b.proj[g], b.tiles_x, b.tiles_y, b.rect, box)) continue;
+            for (int ty = box[1]; ty < box[3]; ++ty)
+                for (int tx = box[0]; tx < box[2]; ++tx) ++cnt[ty * b.tiles_x + tx];
+            Visible &e = v[k++];
+            e.depth_bits = (uint32_t)(hr_depth_key(b.proj[g].depth, 0) >> 32);
+            e.id = (uint32_t)g;
+            for (int c = 0; c < 4; ++c) e.box[c] = (uint16_t)box[c];
+        }
+        kept[t] = k - i0;
     }
-    // LSD radix sort, 11 bits a pass (stable, so ties keep ascending index); a pass whose digit
-    // is the same for every key (the high bits of a head's narrow depth range) is skipped
+    std::memset(tile_total, 0, sizeof(int) * b.tiles);
+    for (int t = 0; t < nt; ++t) {
+        const int *cnt = b.tile_counts + (int64_t)t * b.tiles;
+        for (int i = 0; i < b.tiles; ++i) tile_total[i] += cnt[i];
+    }
+    // close the gaps between the threads' shares (a move within v: the shares only shift down)
+    int m = kept[0];
+    for (int t = 1; t < nt; ++t) {
+        std::memmove(v + m, v + share_begin(n, t, nt), sizeof(Visible) * kept[t]);
+        m += kept[t];
+    }
+    // LSD radix sort (stable: ties keep ascending index); a pass whose digit is the same for
+    // every key (the high bits of a head's narrow depth range) is skipped
     for (int shift = 0; shift < 32; shift += 11) {
         uint32_t hist[2048] = {};
-        for (int i = 0; i < k; ++i) ++hist[(v[i].depth_bits >> shift) & 2047u];
-        if (k == 0 || hist[(v[0].depth_bits >> shift) & 2047u] == (uint32_t)k) continue;
+        for (int i = 0; i < m; ++i) ++hist[(v[i].depth_bits >> shift) & 2047u];
+        if (m == 0 || hist[(v[0].depth_bits >> shift) & 2047u] == (uint32_t)m) continue;
         uint32_t sum = 0;
         for (uint32_t &h : hist) {
             const uint32_t c = h;
             h = sum;
             sum += c;
         }
-        for (int i = 0; i < k; ++i) v2[hist[(v[i].depth_bits >> shift) & 2047u]++] = v[i];
+        for (int i = 0; i < m; ++i) v2[hist[(v[i].depth_bits >> shift) & 2047u]++] = v[i];
         std::swap(v, v2);
     }
-    *m = k;
-    return v;
+    *sorted = v;
+    return m;
 }
 
-// Binning: each sorted entry's (depth, index) key into every tile of its box, at each tile's
-// cursor (which advances).
-HR_INLINE void emit_sorted(const Visible *v, int m, int tiles_x, int *tile_cursor, uint64_t *keys) {
-    for (int i = 0; i < m; ++i) {
-        const Visible &e = v[i];
-        const uint64_t key = ((uint64_t)e.depth_bits << 32) | e.id;
-        for (int ty = e.box[1]; ty < e.box[3]; ++ty)
-            for (int tx = e.box[0]; tx < e.box[2]; ++tx)
-                keys[tile_cursor[ty * tiles_x + tx]++] = key;
+// Step 3: the m sorted entries into the tiles, tile t's list starting at tile_start[t].
+HR_INLINE void emit_sorted(const Binning &b, const Visible *v, int m, const int *tile_start,
+                           uint64_t *keys) {
+#pragma omp parallel num_threads(b.threads)
+    {
+        const int t = omp_get_thread_num(), threads = omp_get_num_threads();
+        const int i0 = share_begin(m, t, threads), i1 = share_begin(m, t + 1, threads);
+        int *cursor = b.tile_counts + (int64_t)t * b.tiles;
+        std::memset(cursor, 0, sizeof(int) * b.tiles);
+        for (int i = i0; i < i1; ++i)
+            for (int ty = v[i].box[1]; ty < v[i].box[3]; ++ty)
+                for (int tx = v[i].box[0]; tx < v[i].box[2]; ++tx) ++cursor[ty * b.tiles_x + tx];
+#pragma omp barrier
+#pragma omp single
+        // counts -> cursors: each thread's entries go after those of the threads before it
+        for (int tile = 0; tile < b.tiles; ++tile) {
+            int start = tile_start[tile];
+            for (int u = 0; u < threads; ++u) {
+                int &c = b.tile_counts[(int64_t)u * b.tiles + tile];
+                const int count = c;
+                c = start;
+                start += count;
+            }
+        }
+        for (int i = i0; i < i1; ++i) {
+            const Visible &e = v[i];
+            const uint64_t key = ((uint64_t)e.depth_bits << 32) | e.id;
+            for (int ty = e.box[1]; ty < e.box[3]; ++ty)
+                for (int tx = e.box[0]; tx < e.box[2]; ++tx)
+                    keys[cursor[ty * b.tiles_x + tx]++] = key;
+        }
     }
+}
+
+HR_INLINE Binning make_binning(const HrProjected *proj, int width, int height, const int *rect,
+                               int *tile_counts, void *sort_scratch, int threads) {
+    Binning b;
+    b.proj = proj;
+    b.tiles_x = (width + HR_TILE - 1) / HR_TILE;
+    b.tiles_y = (height + HR_TILE - 1) / HR_TILE;
+    b.tiles = b.tiles_x * b.tiles_y;
+    b.rect = rect;
+    b.tile_counts = tile_counts;
+    b.scratch = static_cast<Visible *>(sort_scratch);
+    b.threads = std::min(pick_threads(threads), 64);
+    return b;
 }
 
 }  // namespace
 
-// Bin projected Gaussians into the tiles of rect: count, exclusive scan, then emit (depth,
-// index) keys in depth order, so each tile's list comes out sorted. tile_offsets [tiles + 1]
-// (global tile ids), tile_cursor [tiles], keys [capacity], sort_scratch 2n entries of
-// hr_cpu_visible_size() bytes.
+// Bin projected Gaussians into the tiles of rect, each tile's list sorted by (depth, index):
+// see Binning. tile_offsets [tiles + 1] (global tile ids), tile_counts [tiles x threads],
+// keys [capacity], sort_scratch 2n entries of hr_cpu_visible_size() bytes.
 // Returns the number of intersections; when it exceeds capacity nothing is emitted and the
 // caller must grow its buffers (never a silent truncation).
 HR_CLONES int64_t hr_cpu_bin_sort_impl(int n, const HrProjected *proj, int width, int height,
-                                       const int *rect, int *tile_offsets, int *tile_cursor,
-                                       uint64_t *keys, int64_t capacity, void *sort_scratch) {
-    const int tiles_x = (width + HR_TILE - 1) / HR_TILE;
-    const int tiles_y = (height + HR_TILE - 1) / HR_TILE;
-    const int tiles = tiles_x * tiles_y;
-    std::memset(tile_cursor, 0, sizeof(int) * tiles);
-    int m = 0;
-    const Visible *order = visible_by_depth(n, nullptr, proj, tiles_x, tiles_y, rect,
-                                            tile_cursor, static_cast<Visible *>(sort_scratch), &m);
+                                       const int *rect, int *tile_offsets, int *tile_counts,
+                                       uint64_t *keys, int64_t capacity, void *sort_scratch,
+                                       int threads) {
+    const Binning b = make_binning(proj, width, height, rect, tile_counts, sort_scratch, threads);
+    const Visible *sorted = nullptr;
+    const int m = collect_and_sort(b, n, nullptr, tile_offsets, &sorted);
     int64_t total = 0;
-    for (int t = 0; t < tiles; ++t) {
+    for (int t = 0; t < b.tiles; ++t) {
+        const int c = tile_offsets[t];
         tile_offsets[t] = (int)std::min<int64_t>(total, capacity);
-        total += tile_cursor[t];
+        total += c;
     }
-    tile_offsets[tiles] = (int)std::min<int64_t>(total, capacity);
+    tile_offsets[b.tiles] = (int)std::min<int64_t>(total, capacity);
     if (total > capacity) return total;
-    for (int t = 0; t < tiles; ++t) tile_cursor[t] = tile_offsets[t];
-    emit_sorted(order, m, tiles_x, tile_cursor, keys);
+    emit_sorted(b, sorted, m, tile_offsets, keys);
     return total;
 }
 
 HR_EXPORT int64_t hr_cpu_bin_sort(int n, const HrProjected *proj, int width, int height,
-                                  const int *rect, int *tile_offsets, int *tile_cursor,
-                                  uint64_t *keys, int64_t capacity, void *sort_scratch) {
-    return hr_cpu_bin_sort_impl(n, proj, width, height, rect, tile_offsets, tile_cursor, keys,
-                                capacity, sort_scratch);
+                                  const int *rect, int *tile_offsets, int *tile_counts,
+                                  uint64_t *keys, int64_t capacity, void *sort_scratch,
+                                  int threads) {
+    return hr_cpu_bin_sort_impl(n, proj, width, height, rect, tile_offsets, tile_counts, keys,
+                                capacity, sort_scratch, threads);
 }
 
 // bin_sort for a renderer whose static Gaussians never move: static_offsets/static_keys hold the
 // static Gaussians' per-tile lists, binned once (hr_cpu_bin_sort with the dynamic rows culled).
-// Per frame only the n_dyn dynamic rows (dyn_index) are binned into the tiles of rect, in depth
-// order, and merged with the static lists, which yields exactly hr_cpu_bin_sort's lists (same
-// unique keys). sort_scratch: 2 n_dyn entries of hr_cpu_visible_size() bytes. Returns the
-// intersections; > capacity: nothing emitted, as there.
-HR_CLONES int64_t hr_cpu_bin_merge_impl(int n_dyn, const int *dyn_index, const HrProjected *proj,
-                                        int width, int height, const int *rect,
-                                        const int *static_offsets, const uint64_t *static_keys,
-                                        int *tile_offsets, int *tile_cursor, uint64_t *keys,
-                                        int64_t capacity, void *sort_scratch, int threads) {
-    const int tiles_x = (width + HR_TILE - 1) / HR_TILE;
-    const int tiles_y = (height + HR_TILE - 1) / HR_TILE;
-    const int tiles = tiles_x * tiles_y;
-    std::memset(tile_cursor, 0, sizeof(int) * tiles);
-    int m = 0;
-    const Visible *order = visible_by_depth(n_dyn, dyn_index, proj, tiles_x, tiles_y, rect,
-                                            tile_cursor, static_cast<Visible *>(sort_scratch), &m);
+// Per frame only the n_dyn dynamic rows (dyn_index) are binned into the tiles of rect, after
+// the static entries of each tile, then merged with them, which yields exactly
+// hr_cpu_bin_sort's lists (same unique keys). tile_counts, sort_scratch: as there, for n_dyn.
+// Returns the intersections; > capacity: nothing emitted, as there.
+HR_CLONES int64_t hr_cpu_bin_merge_impl(int n_dyn, const int *dyn_index,
+                                        const HrProjected *proj, int width, int height,
+                                        const int *rect, const int *static_offsets,
+                                        const uint64_t *static_keys, int *tile_offsets,
+                                        int *tile_counts, uint64_t *keys, int64_t capacity,
+                                        void *sort_scratch, int threads) {
+    const Binning b = make_binning(proj, width, height, rect, tile_counts, sort_scratch, threads);
+    const Visible *sorted = nullptr;
+    const int m = collect_and_sort(b, n_dyn, dyn_index, tile_offsets, &sorted);
+    const int tiles_x = b.tiles_x;
     auto in_rect = [&](int t) {
         const int tx = t % tiles_x, ty = t / tiles_x;
         return tx >= rect[0] && tx < rect[2] && ty >= rect[1] && ty < rect[3];
     };
+    // tile_offsets holds the dynamic counts of each tile; add the static lists
     int64_t total = 0;
-    for (int t = 0; t < tiles; ++t) {
+    for (int t = 0; t < b.tiles; ++t) {
+        const int c = in_rect(t) ? tile_offsets[t] + static_offsets[t + 1] - static_offsets[t]
+                                 : 0;
         tile_offsets[t] = (int)std::min<int64_t>(total, capacity);
-        if (in_rect(t)) total += tile_cursor[t] + static_offsets[t + 1] - static_offsets[t];
+        total += c;
     }
-    tile_offsets[tiles] = (int)std::min<int64_t>(total, capacity);
+    tile_offsets[b.tiles] = (int)std::min<int64_t>(total, capacity);
     if (total > capacity) return total;
-    for (int t = 0; t < tiles; ++t)
-        tile_cursor[t] = tile_offsets[t] + (static_offsets[t + 1] - static_offsets[t]);
-    emit_sorted(order, m, tiles_x, tile_cursor, keys);
+    // the dynamic keys go after each tile's static share (emitted with the starts shifted by
+    // it, then shifted back), and are merged with it below
+    for (int t = 0; t < b.tiles; ++t)
+        if (in_rect(t)) tile_offsets[t] += static_offsets[t + 1] - static_offsets[t];
+    emit_sorted(b, sorted, m, tile_offsets, keys);
+    for (int t = 0; t < b.tiles; ++t)
+        if (in_rect(t)) tile_offsets[t] -= static_offsets[t + 1] - static_offsets[t];
     const int rw = std::max(0, rect[2] - rect[0]), rh = std::max(0, rect[3] - rect[1]);
-#pragma omp parallel for num_threads(pick_threads(threads)) schedule(dynamic, 4)
+#pragma omp parallel for num_threads(b.threads) schedule(dynamic, 4)
     for (int k = 0; k < rw * rh; ++k) {
         const int t = (rect[1] + k / rw) * tiles_x + rect[0] + k % rw;
         const int s0 = static_offsets[t], slen = static_offsets[t + 1] - s0;
@@ -256,10 +331,10 @@ HR_CLONES int64_t hr_cpu_bin_merge_impl(int n_dyn, const int *dyn_index, const H
 HR_EXPORT int64_t hr_cpu_bin_merge(int n_dyn, const int *dyn_index, const HrProjected *proj,
                                    int width, int height, const int *rect,
                                    const int *static_offsets, const uint64_t *static_keys,
-                                   int *tile_offsets, int *tile_cursor, uint64_t *keys,
+                                   int *tile_offsets, int *tile_counts, uint64_t *keys,
                                    int64_t capacity, void *sort_scratch, int threads) {
     return hr_cpu_bin_merge_impl(n_dyn, dyn_index, proj, width, height, rect, static_offsets,
-                                 static_keys, tile_offsets, tile_cursor, keys, capacity,
+                                 static_keys, tile_offsets, tile_counts, keys, capacity,
                                  sort_scratch, threads);
 }
 
