@@ -404,27 +404,48 @@ HR_INLINE uint32_t footprint_halves(const BlendRecord &p, float tx0, float ty0) 
     return bits;
 }
 
+// a * b + c, fused (one rounding, one instruction) where the CPU has FMA. The library is built
+// without FMA contraction, so that the blend rounds like the emulated kernels; only the exp
+// polynomial fuses its terms (its result stays within 2 ulp of expf either way).
+template <bool Fma>
+HR_INLINE v8f madd(v8f a, v8f b, v8f c) {
+    if constexpr (Fma) {
+        v8f r;
+        for (int i = 0; i < 8; ++i) r[i] = __builtin_fmaf(a[i], b[i], c[i]);  // one vfmadd
+        return r;
+    } else {
+        return a * b + c;
+    }
+}
+
+template <bool Fma>
+HR_INLINE v8f madd(v8f a, float b, v8f c) {
+    const v8f zero = {};
+    return madd<Fma>(a, zero + b, c);
+}
+
 // expf for the blend loop, vectorised (libm's expf is a scalar call): Cody-Waite range
 // reduction + the degree-6 polynomial of Cephes expf, within 2 ulp of expf on [-30, 0]. The
 // polynomial is evaluated in Estrin's form: the same terms in a third of Horner's dependency
 // chain, which bounds how fast the blend loop can go. Inputs below -30 are clamped there:
 // opacity * e^-30 < 1/255 is discarded all the same, and the clamp keeps the arithmetic out of
 // denormals (~100 cycles each). The caller discards positive inputs (sigma < 0).
+template <bool Fma>
 HR_INLINE v8f vexp_neg(v8f x) {
     const v8f zero = {};
     const v8f lo = zero - 30.f;
     x = x > lo ? x : lo;
-    const v8i ni = __builtin_convertvector(x * 1.44269504088896341f - 0.5f, v8i);
+    const v8i ni = __builtin_convertvector(madd<Fma>(x, 1.44269504088896341f, zero - 0.5f), v8i);
     const v8f n = __builtin_convertvector(ni, v8f);
-    v8f r = x - n * 0.693359375f;
-    r = r + n * 2.12194440e-4f;
+    v8f r = madd<Fma>(n, -0.693359375f, x);
+    r = madd<Fma>(n, 2.12194440e-4f, r);
     const v8f r2 = r * r;
-    const v8f p01 = 5.0000001201e-1f + r * 1.6666665459e-1f;
-    const v8f p23 = 4.1665795894e-2f + r * 8.3334519073e-3f;
-    const v8f p45 = 1.3981999507e-3f + r * 1.9875691500e-4f;
-    const v8f p = p01 + r2 * (p23 + r2 * p45);
+    const v8f p01 = madd<Fma>(r, 1.6666665459e-1f, zero + 5.0000001201e-1f);
+    const v8f p23 = madd<Fma>(r, 8.3334519073e-3f, zero + 4.1665795894e-2f);
+    const v8f p45 = madd<Fma>(r, 1.9875691500e-4f, zero + 1.3981999507e-3f);
+    const v8f p = madd<Fma>(r2, madd<Fma>(r2, p45, p23), p01);
     const v8i bits = (ni + 127) << 23;
-    return (p * r2 + r + 1.f) * (v8f)bits;
+    return madd<Fma>(p, r2, r + 1.f) * (v8f)bits;
 }
 
 // The blend state of one half row: 8 pixels' transmittance, colour, depth and liveness.
@@ -440,7 +461,7 @@ struct HalfRow {
 };
 
 // One Gaussian of h's list over its 8 pixels: the branch-free form of hr_blend_step per lane.
-template <bool WithDepth>
+template <bool WithDepth, bool Fma>
 HR_INLINE void blend_step(const BlendRecord *rec, HalfRow &h) {
     const v8f zero = {};
     const v8f amax = zero + HR_ALPHA_MAX;
@@ -448,7 +469,7 @@ HR_INLINE void blend_step(const BlendRecord *rec, HalfRow &h) {
     const float dy = q.y - h.y;
     const v8f dx = q.x - h.centres;
     const v8f sigma = (q.ha * dx + q.cb * dy) * dx + q.hc * dy * dy;
-    const v8f a0 = q.opacity * vexp_neg(-sigma);
+    const v8f a0 = q.opacity * vexp_neg<Fma>(-sigma);
     const v8f a = a0 < amax ? a0 : amax;
     const v8i use = (sigma >= 0.f) & (a >= HR_ALPHA_MIN) & h.live;
     const v8f nT = h.T * (1.f - a);
@@ -480,7 +501,7 @@ HR_INLINE void store_half_row(const HalfRow &h, int64_t pix0, int w8, float *out
 // One tile: pack its Gaussians with the half rows each one reaches, then blend each half row
 // over its own front-to-back list, which keeps a half row's colour and transmittance in
 // registers and ends it as soon as its pixels saturate.
-template <bool WithDepth>
+template <bool WithDepth, bool Fma>
 HR_INLINE void blend_tile(int t, const BlendRecord *rec, int width, int height, int tiles_x,
                           const int *tile_offsets, const uint64_t *keys, uint32_t *lists,
                           int64_t list_cap, float *out_rgb, float *out_alpha, float *out_depth) {
@@ -515,36 +536,46 @@ HR_INLINE void blend_tile(int t, const BlendRecord *rec, int width, int height, 
         h.list = lists + j * list_cap;
         h.len = len[j];
         h.next = 0;
-        while (h.active()) blend_step<WithDepth>(rec, h);  // ends once its pixels saturate
+        while (h.active()) blend_step<WithDepth, Fma>(rec, h);  // ends once its pixels saturate
         store_half_row<WithDepth>(h, (int64_t)row * width + col, w8, out_rgb, out_alpha,
                                   out_depth);
     }
 }
 
-// The tiles of rect, split over the threads; one clone per instruction set (AVX2 + FMA where
-// the CPU has them, else baseline x86-64), chosen once when the library loads.
-HR_CLONES void blend_tiles(const BlendRecord *rec, int width, int height, const int *rect,
-                           const int *tile_offsets, const uint64_t *keys, void *scratch,
-                           int64_t scratch_per_thread, float *out_rgb, float *out_alpha,
-                           float *out_depth, int threads) {
-    const int tiles_x = (width + HR_TILE - 1) / HR_TILE;
-    const int rw = std::max(0, rect[2] - rect[0]), rh = std::max(0, rect[3] - rect[1]);
-#pragma omp parallel num_threads(pick_threads(threads))
-    {
-        uint32_t *lists = reinterpret_cast<uint32_t *>(
-            static_cast<char *>(scratch) +
-            omp_get_thread_num() * scratch_per_thread * SCRATCH_PER_RECORD);
-#pragma omp for schedule(dynamic, 1)
-        for (int k = 0; k < rw * rh; ++k) {
-            const int t = (rect[1] + k / rw) * tiles_x + rect[0] + k % rw;
-            if (out_depth)
-                blend_tile<true>(t, rec, width, height, tiles_x, tile_offsets, keys, lists,
-                                 scratch_per_thread, out_rgb, out_alpha, out_depth);
-            else
-                blend_tile<false>(t, rec, width, height, tiles_x, tile_offsets, keys, lists,
-                                  scratch_per_thread, out_rgb, out_alpha, nullptr);
-        }
+// The tiles of rect, split over the threads. Compiled twice (the OpenMP region is outlined with
+// the target of the function it is written in, so each form spells it out): for AVX2 + FMA and
+// for baseline x86-64; hr_cpu_blend picks one per CPU.
+#define HR_BLEND_TILES(FMA)                                                                     \
+    const int tiles_x = (width + HR_TILE - 1) / HR_TILE;                                        \
+    const int rw = std::max(0, rect[2] - rect[0]), rh = std::max(0, rect[3] - rect[1]);         \
+    _Pragma("omp parallel num_threads(pick_threads(threads))") {                                \
+        uint32_t *lists = reinterpret_cast<uint32_t *>(                                         \
+            static_cast<char *>(scratch) +                                                      \
+            omp_get_thread_num() * scratch_per_thread * SCRATCH_PER_RECORD);                    \
+        _Pragma("omp for schedule(dynamic, 1)") for (int k = 0; k < rw * rh; ++k) {             \
+            const int t = (rect[1] + k / rw) * tiles_x + rect[0] + k % rw;                      \
+            if (out_depth)                                                                      \
+                blend_tile<true, FMA>(t, rec, width, height, tiles_x, tile_offsets, keys, lists, \
+                                      scratch_per_thread, out_rgb, out_alpha, out_depth);       \
+            else                                                                                \
+                blend_tile<false, FMA>(t, rec, width, height, tiles_x, tile_offsets, keys,      \
+                                       lists, scratch_per_thread, out_rgb, out_alpha, nullptr); \
+        }                                                                                       \
     }
+
+__attribute__((target("arch=x86-64-v3")))
+void blend_tiles_fma(const BlendRecord *rec, int width, int height, const int *rect,
+                     const int *tile_offsets, const uint64_t *keys, void *scratch,
+                     int64_t scratch_per_thread, float *out_rgb, float *out_alpha,
+                     float *out_depth, int threads) {
+    HR_BLEND_TILES(true)
+}
+
+void blend_tiles_base(const BlendRecord *rec, int width, int height, const int *rect,
+                      const int *tile_offsets, const uint64_t *keys, void *scratch,
+                      int64_t scratch_per_thread, float *out_rgb, float *out_alpha,
+                      float *out_depth, int threads) {
+    HR_BLEND_TILES(false)
 }
 
 }  // namespace
@@ -558,8 +589,11 @@ HR_EXPORT void hr_cpu_blend(const void *records, int width, int height, const in
                             const int *tile_offsets, const uint64_t *keys, void *scratch,
                             int64_t scratch_per_thread, float *out_rgb, float *out_alpha,
                             float *out_depth, int threads) {
-    blend_tiles(static_cast<const BlendRecord *>(records), width, height, rect, tile_offsets,
-                keys, scratch, scratch_per_thread, out_rgb, out_alpha, out_depth, threads);
+    static const bool fma = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    (fma ? blend_tiles_fma : blend_tiles_base)(static_cast<const BlendRecord *>(records), width,
+                                               height, rect, tile_offsets, keys, scratch,
+                                               scratch_per_thread, out_rgb, out_alpha,
+                                               out_depth, threads);
 }
 
 // Largest per-tile list length (sizes the blend scratch).
