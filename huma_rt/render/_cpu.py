@@ -102,7 +102,8 @@ class CpuStages:
         return self.tile_box
 
     def bin_sort(self, n: int, rect: np.ndarray) -> int:
-        """Bin the first n projected Gaussians into the tiles of rect and depth-sort each tile.
+        """Bin the first n projected Gaussians into the tiles of rect, each tile's list in
+        (depth, index) order (one depth sort of the Gaussians, emitted in that order).
         Grows the key buffer (with a warning) when the intersections exceed its capacity."""
         while True:
             total = self.lib.hr_cpu_bin_sort(
