@@ -55,7 +55,7 @@ class CpuStages:
         self.keys = np.zeros(max_isects or max(1 << 16, ISECTS_PER_GAUSSIAN * capacity),
                              dtype=np.uint64)
         self.scratch_per_thread = max(capacity, 1)
-        self.scratch = np.zeros(self.threads * self.scratch_per_thread * self.lib.hr_cpu_packed_size(),
+        self.scratch = np.zeros(self.threads * self.lib.hr_cpu_blend_scratch_bytes(self.scratch_per_thread),
                                 dtype=np.uint8)
         self.rgb = np.zeros((h, w, 3), dtype=np.float32)
         self.alpha = np.zeros((h, w), dtype=np.float32)

@@ -349,9 +349,40 @@ typedef int v4i __attribute__((vector_size(16)));
 constexpr int HALVES = HR_BLOCK / 8;
 constexpr float CULL_MARGIN_PX = 0.05f;  // see footprint_halves
 
-// Per-thread blend scratch, per Gaussian of a tile: its slot in each half row's list of the
-// Gaussians that reach it.
-constexpr int SCRATCH_PER_RECORD = HALVES * (int)sizeof(uint32_t);
+// Per-thread blend scratch for tiles of up to cap Gaussians: each Gaussian's footprint mask
+// (uint32 [cap]), then per half row the bit set of the Gaussians that reach it
+// (uint32 [HALVES][words(cap)], bit s of word w = Gaussian 32 w + s of the tile's list).
+HR_INLINE int64_t mask_words(int64_t cap) { return (cap + 31) / 32; }
+HR_INLINE int64_t scratch_bytes(int64_t cap) {
+    return (int64_t)sizeof(uint32_t) * (cap + HALVES * mask_words(cap));
+}
+
+// In place: a[r] bit c -> a[31 - c] bit 31 - r (the 32x32 bit-matrix transpose of Hacker's
+// Delight, 5 rounds of masked swaps).
+HR_INLINE void transpose32(uint32_t a[32]) {
+    uint32_t m = 0x0000FFFFu;
+    for (int j = 16; j != 0; j >>= 1, m ^= (m << j)) {
+        for (int k = 0; k < 32; k = (k + j + 1) & ~j) {
+            const uint32_t t = (a[k] ^ (a[k + j] >> j)) & m;
+            a[k] ^= t;
+            a[k + j] ^= t << j;
+        }
+    }
+}
+
+// bits[j * words + w] bit s = masks[32 w + s] bit j, for the n masks (zero past n).
+HR_INLINE void masks_to_half_row_bits(const uint32_t *masks, int n, uint32_t *bits,
+                                      int64_t words) {
+    for (int64_t w = 0; w * 32 < n; ++w) {
+        uint32_t a[32];
+        for (int s = 0; s < 32; ++s) {
+            const int64_t i = w * 32 + s;
+            a[31 - s] = i < n ? masks[i] : 0u;
+        }
+        transpose32(a);
+        for (int j = 0; j < HALVES; ++j) bits[j * words + w] = a[31 - j];
+    }
+}
 
 // Non-zero when any lane of m is set: an OR tree instead of eight lane extractions.
 HR_INLINE bool any_lane(v8i m) {
@@ -454,18 +485,13 @@ struct HalfRow {
     v8i live;  // all bits until the pixel saturates (or 0 outside the image)
     v8f centres;
     float y;   // pixel-centre y of the row
-    const uint32_t *list;  // the Gaussians that reach it, front to back
-    int len, next;
-
-    HR_INLINE bool active() const { return next < len && any_lane(live); }
 };
 
-// One Gaussian of h's list over its 8 pixels: the branch-free form of hr_blend_step per lane.
+// Gaussian q over the 8 pixels of h: the branch-free form of hr_blend_step per lane.
 template <bool WithDepth, bool Fma>
-HR_INLINE void blend_step(const BlendRecord *rec, HalfRow &h) {
+HR_INLINE void blend_step(const BlendRecord &q, HalfRow &h) {
     const v8f zero = {};
     const v8f amax = zero + HR_ALPHA_MAX;
-    const BlendRecord &q = rec[h.list[h.next++]];
     const float dy = q.y - h.y;
     const v8f dx = q.x - h.centres;
     const v8f sigma = (q.ha * dx + q.cb * dy) * dx + q.hc * dy * dy;
@@ -498,46 +524,46 @@ HR_INLINE void store_half_row(const HalfRow &h, int64_t pix0, int w8, float *out
     }
 }
 
-// One tile: pack its Gaussians with the half rows each one reaches, then blend each half row
-// over its own front-to-back list, which keeps a half row's colour and transmittance in
-// registers and ends it as soon as its pixels saturate.
+// One tile: the half rows each of its Gaussians reaches (footprint masks, transposed into a bit
+// set of Gaussians per half row), then each half row blended over its own Gaussians front to
+// back, which keeps its colour and transmittance in registers and ends it as soon as its
+// pixels saturate.
 template <bool WithDepth, bool Fma>
 HR_INLINE void blend_tile(int t, const BlendRecord *rec, int width, int height, int tiles_x,
-                          const int *tile_offsets, const uint64_t *keys, uint32_t *lists,
-                          int64_t list_cap, float *out_rgb, float *out_alpha, float *out_depth) {
+                          const int *tile_offsets, const uint64_t *keys, uint32_t *scratch,
+                          int64_t cap, float *out_rgb, float *out_alpha, float *out_depth) {
     const int tx0 = (t % tiles_x) * HR_TILE, ty0 = (t / tiles_x) * HR_TILE;
-    const int begin = tile_offsets[t], end = tile_offsets[t + 1];
+    const int begin = tile_offsets[t], n = tile_offsets[t + 1] - begin;
+    const uint64_t *list = keys + begin;  // front to back; low 32 bits: the Gaussian
     const int w = std::min(HR_TILE, width - tx0), h = std::min(HR_TILE, height - ty0);
     uint32_t inside = 0;  // half rows with a pixel inside the image
     for (int j = 0; j < HALVES; ++j)
         if (half_row(j) < h && half_col(j) < w) inside |= 1u << j;
-    int len[HALVES] = {};
-    for (int s = begin; s < end; ++s) {
-        const uint32_t g = (uint32_t)keys[s];
-        if (s + 16 < end) __builtin_prefetch(rec + (uint32_t)keys[s + 16]);  // random gather
-        for (uint32_t halves = footprint_halves(rec[g], (float)tx0, (float)ty0) & inside; halves;
-             halves &= halves - 1) {
-            const int j = __builtin_ctz(halves);
-            lists[j * list_cap + len[j]++] = g;
-        }
+    uint32_t *masks = scratch, *bits = scratch + cap;
+    const int64_t words = mask_words(cap);
+    for (int s = 0; s < n; ++s) {
+        if (s + 16 < n) __builtin_prefetch(rec + (uint32_t)list[s + 16]);  // random gather
+        masks[s] = footprint_halves(rec[(uint32_t)list[s]], (float)tx0, (float)ty0) & inside;
     }
+    masks_to_half_row_bits(masks, n, bits, words);
     const v8f lane = {0.5f, 1.5f, 2.5f, 3.5f, 4.5f, 5.5f, 6.5f, 7.5f};
     const v8f zero = {};
     for (int j = 0; j < HALVES; ++j) {
         if (!(inside >> j & 1)) continue;
         const int row = ty0 + half_row(j), col = tx0 + half_col(j);
         const int w8 = std::min(8, width - col);
-        HalfRow h;
-        h.T = zero + 1.f;
-        h.Cr = h.Cg = h.Cb = h.D = zero;
-        for (int i = 0; i < 8; ++i) h.live[i] = i < w8 ? -1 : 0;
-        h.centres = lane + (float)col;
-        h.y = (float)row + 0.5f;
-        h.list = lists + j * list_cap;
-        h.len = len[j];
-        h.next = 0;
-        while (h.active()) blend_step<WithDepth, Fma>(rec, h);  // ends once its pixels saturate
-        store_half_row<WithDepth>(h, (int64_t)row * width + col, w8, out_rgb, out_alpha,
+        HalfRow hr;
+        hr.T = zero + 1.f;
+        hr.Cr = hr.Cg = hr.Cb = hr.D = zero;
+        for (int i = 0; i < 8; ++i) hr.live[i] = i < w8 ? -1 : 0;
+        hr.centres = lane + (float)col;
+        hr.y = (float)row + 0.5f;
+        const uint32_t *mine = bits + j * words;
+        // front to back over the set bits; ends once the half row's pixels saturate
+        for (int64_t wd = 0; wd * 32 < n && any_lane(hr.live); ++wd)
+            for (uint32_t x = mine[wd]; x && any_lane(hr.live); x &= x - 1)
+                blend_step<WithDepth, Fma>(rec[(uint32_t)list[wd * 32 + __builtin_ctz(x)]], hr);
+        store_half_row<WithDepth>(hr, (int64_t)row * width + col, w8, out_rgb, out_alpha,
                                   out_depth);
     }
 }
@@ -549,17 +575,17 @@ HR_INLINE void blend_tile(int t, const BlendRecord *rec, int width, int height, 
     const int tiles_x = (width + HR_TILE - 1) / HR_TILE;                                        \
     const int rw = std::max(0, rect[2] - rect[0]), rh = std::max(0, rect[3] - rect[1]);         \
     _Pragma("omp parallel num_threads(pick_threads(threads))") {                                \
-        uint32_t *lists = reinterpret_cast<uint32_t *>(                                         \
+        uint32_t *mine = reinterpret_cast<uint32_t *>(                                          \
             static_cast<char *>(scratch) +                                                      \
-            omp_get_thread_num() * scratch_per_thread * SCRATCH_PER_RECORD);                    \
+            omp_get_thread_num() * scratch_bytes(scratch_per_thread));                          \
         _Pragma("omp for schedule(dynamic, 1)") for (int k = 0; k < rw * rh; ++k) {             \
             const int t = (rect[1] + k / rw) * tiles_x + rect[0] + k % rw;                      \
             if (out_depth)                                                                      \
-                blend_tile<true, FMA>(t, rec, width, height, tiles_x, tile_offsets, keys, lists, \
+                blend_tile<true, FMA>(t, rec, width, height, tiles_x, tile_offsets, keys, mine,  \
                                       scratch_per_thread, out_rgb, out_alpha, out_depth);       \
             else                                                                                \
                 blend_tile<false, FMA>(t, rec, width, height, tiles_x, tile_offsets, keys,      \
-                                       lists, scratch_per_thread, out_rgb, out_alpha, nullptr); \
+                                       mine, scratch_per_thread, out_rgb, out_alpha, nullptr);  \
         }                                                                                       \
     }
 
@@ -583,8 +609,8 @@ void blend_tiles_base(const BlendRecord *rec, int width, int height, const int *
 // Blend every tile of rect front to back. Writes un-composited colour sum(c * alpha * T)
 // [H,W,3], alpha = 1 - T [H,W] and, when out_depth is not null, the expected depth
 // sum(z * alpha * T) / alpha [H,W] for the pixels of rect; pixels outside rect are untouched.
-// scratch: per-thread packing space, threads x scratch_per_thread records of
-// hr_cpu_packed_size() bytes; scratch_per_thread >= the longest tile list.
+// scratch: threads x hr_cpu_blend_scratch_bytes(scratch_per_thread) bytes, with
+// scratch_per_thread >= the longest tile list.
 HR_EXPORT void hr_cpu_blend(const void *records, int width, int height, const int *rect,
                             const int *tile_offsets, const uint64_t *keys, void *scratch,
                             int64_t scratch_per_thread, float *out_rgb, float *out_alpha,
@@ -603,7 +629,9 @@ HR_EXPORT int hr_cpu_max_tile_len(const int *tile_offsets, int tiles) {
     return m;
 }
 
-HR_EXPORT int hr_cpu_packed_size() { return SCRATCH_PER_RECORD; }
+HR_EXPORT int64_t hr_cpu_blend_scratch_bytes(int64_t per_thread) {
+    return scratch_bytes(per_thread);
+}
 
 HR_EXPORT int hr_cpu_visible_size() { return (int)sizeof(Visible); }
 
