@@ -513,15 +513,30 @@ HR_INLINE void blend_step(const BlendRecord &q, HalfRow &h) {
 template <bool WithDepth>
 HR_INLINE void store_half_row(const HalfRow &h, int64_t pix0, int w8, float *out_rgb,
                               float *out_alpha, float *out_depth) {
-    for (int i = 0; i < w8; ++i) {
-        const int64_t pix = pix0 + i;
-        const float a = 1.f - h.T[i];
-        out_rgb[3 * pix] = h.Cr[i];
-        out_rgb[3 * pix + 1] = h.Cg[i];
-        out_rgb[3 * pix + 2] = h.Cb[i];
-        out_alpha[pix] = a;
-        if (WithDepth) out_depth[pix] = h.D[i] / fmaxf(a, 1e-10f);
+    const v8f a = 1.f - h.T;
+    if (w8 == 8) {  // a whole half row: RGB interleaved by shuffles, vector stores
+        const v8f rg0 = __builtin_shufflevector(h.Cr, h.Cg, 0, 8, 0, 1, 9, 1, 2, 10);
+        const v8f rg1 = __builtin_shufflevector(h.Cr, h.Cg, 2, 3, 11, 3, 4, 12, 4, 5);
+        const v8f rg2 = __builtin_shufflevector(h.Cr, h.Cg, 13, 5, 6, 14, 6, 7, 15, 7);
+        float *o = out_rgb + 3 * pix0;
+        const v8f o0 = __builtin_shufflevector(rg0, h.Cb, 0, 1, 8, 3, 4, 9, 6, 7);
+        const v8f o1 = __builtin_shufflevector(rg1, h.Cb, 10, 1, 2, 11, 4, 5, 12, 7);
+        const v8f o2 = __builtin_shufflevector(rg2, h.Cb, 0, 13, 2, 3, 14, 5, 6, 15);
+        __builtin_memcpy(o, &o0, sizeof(v8f));
+        __builtin_memcpy(o + 8, &o1, sizeof(v8f));
+        __builtin_memcpy(o + 16, &o2, sizeof(v8f));
+        __builtin_memcpy(out_alpha + pix0, &a, sizeof(v8f));
+    } else {
+        for (int i = 0; i < w8; ++i) {
+            const int64_t pix = pix0 + i;
+            out_rgb[3 * pix] = h.Cr[i];
+            out_rgb[3 * pix + 1] = h.Cg[i];
+            out_rgb[3 * pix + 2] = h.Cb[i];
+            out_alpha[pix] = a[i];
+        }
     }
+    if (WithDepth)
+        for (int i = 0; i < w8; ++i) out_depth[pix0 + i] = h.D[i] / fmaxf(a[i], 1e-10f);
 }
 
 // One tile: the half rows each of its Gaussians reaches (footprint masks, transposed into a bit
