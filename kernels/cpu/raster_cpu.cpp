@@ -135,7 +135,7 @@ HR_INLINE int share_begin(int n, int t, int threads) { return (int)((int64_t)n *
 
 // Step 1 over rows ids[0..n) (0..n-1 when ids is null); returns the number of entries, which
 // end up in depth order in *sorted. Per-tile totals are summed into tile_total.
-HR_INLINE int collect_and_sort(const Binning &b, int n, const int *ids, int *tile_total,
+HR_CLONES int collect_and_sort(const Binning &b, int n, const int *ids, int *tile_total,
                                const Visible **sorted) {
     int kept[64] = {};  // per thread (threads <= 64)
     int nt = 1;         // threads the runtime gave the region (at most b.threads)
@@ -192,7 +192,7 @@ HR_INLINE int collect_and_sort(const Binning &b, int n, const int *ids, int *til
 }
 
 // Step 3: the m sorted entries into the tiles, tile t's list starting at tile_start[t].
-HR_INLINE void emit_sorted(const Binning &b, const Visible *v, int m, const int *tile_start,
+HR_CLONES void emit_sorted(const Binning &b, const Visible *v, int m, const int *tile_start,
                            uint64_t *keys) {
 #pragma omp parallel num_threads(b.threads)
     {
