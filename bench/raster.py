@@ -5,6 +5,8 @@ Scenarios (one JSON + Markdown table, rows tagged by ``case``; ``size`` is "WxH"
            (project + bin + sort + blend + composite) and the torch reference (gsplat 1.5.3's
            pure-PyTorch projection/SH + a vectorised torch compositor, bench/torch_reference.py)
            on the same scene in the same run; ``ratio`` = reference p50 / ours.
+  stage    the same CPU frame split into project, bin+sort, blend and composite (uint8), each
+           stage timed on its own.
   count    scaling with the Gaussian count at 512x512.
   res      scaling with the resolution at 50k Gaussians.
   region   FrameRenderer re-drawing a mouth-sized dynamic box vs a full-frame render (speed-up).
@@ -96,6 +98,28 @@ def _cuda_times(g, cam, warmup, repeat) -> dict:
     return stats_ms(secs)
 
 
+def _cpu_stage_rows(g, cam, warmup, repeat) -> list[dict]:
+    """The CPU full frame split into its stages (each timed alone on the same scene)."""
+    from huma_rt.render._cpu import CpuStages
+
+    st = CpuStages(cam, g.count)
+    u8 = np.empty((cam.height, cam.width, 3), np.uint8)
+    bg = np.zeros(3, np.float32)
+    stages = {
+        "project": lambda: st.project(g.means, g.quats, g.log_scales, g.opacity_logits, g.sh,
+                                      g.scale_activation),
+        "bin+sort": lambda: st.bin_sort(g.count, st.full_rect),
+        "blend": lambda: st.blend(st.full_rect, False),
+        "composite": lambda: st.composite(None, bg, (0, 0, cam.width, cam.height), out_u8=u8),
+    }
+    for fn in stages.values():  # each stage reads what the one before wrote
+        fn()
+    return [{"case": "stage", "mode": name, "backend": "cpu", "gaussians": g.count,
+             "size": f"{cam.width}x{cam.height}", "threads": st.threads,
+             **stats_ms(time_calls(fn, warmup=warmup, repeat=repeat))}
+            for name, fn in stages.items()]
+
+
 def _reference_times(g, cam, warmup, repeat) -> dict:
     from huma_rt.bench import torch_reference
 
@@ -116,6 +140,8 @@ def run(quick: bool, out_dir: Path, device: str = "cpu") -> dict:
                  "size": "512x512", **ours,
                  "reference_p50_ms": ref["p50_ms"], "reference_p95_ms": ref["p95_ms"],
                  "ratio": ref["p50_ms"] / ours["p50_ms"]})
+    if device == "cpu":
+        rows += _cpu_stage_rows(g50, cam512, warmup, repeat)
     for n in ((10_000, 200_000) if quick else (10_000, 25_000, 50_000, 100_000, 200_000)):
         rows.append({"case": "count", "backend": device, "gaussians": n, "size": "512x512",
                      **timer(head_scene(n), cam512, warmup, repeat)})

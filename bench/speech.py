@@ -169,7 +169,7 @@ def run(quick: bool, out_dir: Path, *, bundle: str | None = None, repeat: int | 
         asr_model: str | None = None, threads: int = 1) -> dict:
     from huma_rt.speech.tts import PiperTTS
 
-    repeat = repeat or (3 if quick else 10)
+    repeat = repeat or (2 if quick else 10)
     scratch = Path(tempfile.mkdtemp(prefix="huma-bench-speech-"))
     try:
         avatar, avatar_desc = _load_avatar(bundle, scratch)
@@ -213,7 +213,10 @@ def run(quick: bool, out_dir: Path, *, bundle: str | None = None, repeat: int | 
             question = _speech_question()
             chain = ChatPipeline(avatar, tts, responder, asr=asr, config=cfg)
             chain.open()
-            chain_turns = [chain.run_audio(question, 16000, lambda f: None) for _ in range(max(2, repeat // 2))]
+            # each turn plays in real time (~8 s: the question paced like a microphone, then the
+            # answer on the live frame clock): one turn in quick mode
+            turns_n = max(1 if quick else 2, repeat // 2)
+            chain_turns = [chain.run_audio(question, 16000, lambda f: None) for _ in range(turns_n)]
         finally:
             server.shutdown()
             server.server_close()
