@@ -102,6 +102,26 @@ class ChatResult:
         return "\n".join(lines)
 
 
+TTS_NICENESS = 5  # how much lower the TTS thread's CPU priority is than the frame loop's
+
+
+def _yield_to_frames() -> None:
+    """Lower this (TTS) thread's CPU priority below the avatar's frame loop.
+
+    Called once the first audio is out. On 2 cores the TTS synthesising the next sentences and
+    the renderer's threads then compete; the frame loop must win (the first frame is due), and
+    the TTS, ~5x faster than real time, still stays ahead in the time the renderer leaves.
+    Linux sets priority per thread (the thread ends with the turn); elsewhere a no-op.
+    """
+    import os
+
+    try:
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + TTS_NICENESS)
+    except (AttributeError, OSError) as exc:  # no per-thread priority here: keep the default
+        log.debug("TTS thread priority unchanged: %s", exc)
+
+
 class _Done:
     pass
 
@@ -280,6 +300,8 @@ class ChatPipeline:
             for pcm, _chunk in self.tts.stream_chunks(chunks()):
                 if "tts_first" not in result.times:
                     result.times["tts_first"] = time.perf_counter()
+                    # the first audio was on the critical path; from now on the frames are
+                    _yield_to_frames()
                 q_audio.put(pcm)
             q_audio.put(failure[0] if failure else _DONE)
         except BaseException as exc:

@@ -217,3 +217,33 @@ def test_real_avatar_two_turns_reuse_one_session(tts, small_bundle):
             assert shapes == {((128, 128, 3), "|u1")}
     finally:
         pipe.close()
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "setpriority"), reason="no per-thread priority")
+def test_tts_thread_yields_cpu_to_the_frame_loop_after_its_first_audio(tts):
+    """After the first audio the TTS thread runs TTS_NICENESS below the caller (Linux: per
+    thread), so the frames win the 2 cores; the caller's own priority is left alone."""
+    import os
+    import threading
+
+    from huma_rt.speech import pipeline as pl
+
+    seen = {}
+    real_stream = tts.stream_chunks
+
+    def spying_stream(chunks):
+        for n, (pcm, chunk) in enumerate(real_stream(chunks)):
+            seen.setdefault(n, os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+            yield pcm, chunk
+
+    base = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    tts.stream_chunks = spying_stream
+    try:
+        pipe = ChatPipeline(StandInAvatar(), tts, ScriptedResponder(["First part. Second part."]),
+                            config=PipelineConfig(live=False))
+        pipe.run_text("hello", Frames())
+    finally:
+        del tts.stream_chunks
+    assert seen[0] == base  # the first audio: full priority (it is on the critical path)
+    assert seen[1] == min(base + pl.TTS_NICENESS, 19)
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == base
