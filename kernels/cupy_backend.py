@@ -52,18 +52,39 @@ class CupyLauncher:
         self.module = cupy.RawModule(code=SOURCE.read_text(), options=nvrtc_options(),
                                      name_expressions=None)
         self.kernels = {name: self.module.get_function(name) for name in KERNEL_NAMES}
+        self._staging: dict = {}
         log.debug("compiled %s (%d kernels)", SOURCE.name, len(self.kernels))
 
     def zeros(self, shape, dtype):
         with self.stream:
             return self.cp.zeros(shape, dtype=dtype)
 
+    def host_zeros(self, shape, dtype) -> np.ndarray:
+        """Pinned host memory: copies to and from it run asynchronously on the stream."""
+        import cupyx
+
+        return cupyx.zeros_pinned(shape, dtype=dtype)
+
     def upload(self, dst, src: np.ndarray) -> None:
-        dst.set(np.ascontiguousarray(src).reshape(dst.shape), stream=self.stream)
+        """Host -> device on the stream, through a pinned staging buffer kept per destination
+        (allocated on its first use), so the copy is asynchronous and capturable."""
+        key = (dst.data.ptr, dst.nbytes)
+        stage = self._staging.get(key)
+        if stage is None:
+            stage = self._staging[key] = self.host_zeros(dst.shape, dst.dtype)
+        np.copyto(stage, np.asarray(src).reshape(dst.shape))
+        dst.set(stage, stream=self.stream)
+
+    def download_async(self, dst: np.ndarray, src) -> None:
+        """Device -> host (dst pinned: asynchronous); valid after ``sync()``."""
+        src.get(stream=self.stream, out=dst)
+
+    def sync(self) -> None:
+        self.stream.synchronize()
 
     def download(self, dst: np.ndarray, src) -> None:
-        src.get(stream=self.stream, out=dst)
-        self.stream.synchronize()
+        self.download_async(dst, src)
+        self.sync()
 
     def memset0(self, buf) -> None:
         with self.stream:

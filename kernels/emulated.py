@@ -39,27 +39,48 @@ def _arg(a):
 
 
 class EmulatedLauncher:
-    """Same interface as kernels.cupy_backend.CupyLauncher, on the CPU."""
+    """Same interface as kernels.cupy_backend.CupyLauncher, on the CPU.
+
+    Counts what would cost a GPU frame its asynchrony: ``syncs`` (host waits on the stream)
+    and ``reads`` (device -> host copies), so tests can check that a frame's launches do
+    neither before its one sync at the end."""
 
     name = "emulated"
 
     def __init__(self) -> None:
         self.lib = load_emulated()
+        self.syncs = 0
+        self.reads = 0
 
     def zeros(self, shape, dtype) -> np.ndarray:
+        return np.zeros(shape, dtype=dtype)
+
+    def host_zeros(self, shape, dtype) -> np.ndarray:
+        """Host memory the device copies into asynchronously (pinned on a GPU)."""
         return np.zeros(shape, dtype=dtype)
 
     def upload(self, dst: np.ndarray, src: np.ndarray) -> None:
         np.copyto(dst, np.asarray(src).reshape(dst.shape))
 
-    def download(self, dst: np.ndarray, src: np.ndarray) -> None:
+    def download_async(self, dst: np.ndarray, src: np.ndarray) -> None:
+        """Queue a device -> host copy (here done at once); valid after ``sync()``."""
+        self.reads += 1
         np.copyto(dst, src)
+
+    def sync(self) -> None:
+        self.syncs += 1
+
+    def download(self, dst: np.ndarray, src: np.ndarray) -> None:
+        self.download_async(dst, src)
+        self.sync()
 
     def memset0(self, buf: np.ndarray) -> None:
         buf.fill(0)
 
     def read_int(self, buf: np.ndarray) -> int:
-        return int(buf[0])
+        host = np.empty(1, dtype=np.int32)
+        self.download(host, buf[:1])
+        return int(host[0])
 
     def launch(self, name: str, grid: tuple, block: tuple, args: tuple) -> None:
         for a in args:

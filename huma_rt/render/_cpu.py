@@ -143,6 +143,10 @@ class CpuStages:
             if self._keys_fit(total):
                 return self.num_isects
 
+    def overflowed(self) -> bool:
+        """Always False: bin_sort / bin_merge grow their buffers before they return."""
+        return False
+
     def blend(self, rect: np.ndarray, with_depth: bool) -> None:
         """Front-to-back blend of the tiles of rect into self.rgb / alpha (/ depth)."""
         self.lib.hr_cpu_blend(

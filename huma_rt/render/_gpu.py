@@ -4,6 +4,13 @@ One sequence of launches per stage, two launchers: kernels/cupy_backend.CupyLaun
 kernels on a GPU; kernels/emulated.EmulatedLauncher runs the same .cu kernels compiled for the
 CPU under the emulation shim, so CI exercises this host logic (grids, buffer sizes, overflow
 handling) as well as the kernels. Same stage interface as _cpu.CpuStages.
+
+A frame is asynchronous from its first upload to its one host sync at the end of composite():
+uploads go through pinned staging, binning never reads its intersection count back (the
+kernels drop keys past the buffer and record the true count on the device), and the outputs
+come back by asynchronous copies into pinned host buffers. The count is checked after that
+sync: when it overflowed, ``overflowed()`` grows the buffers and the caller draws the frame
+again (a warning; never a wrong frame).
 """
 
 from __future__ import annotations
@@ -75,9 +82,13 @@ class GpuStages:
                      "opacity_logits": L.zeros(self.capacity, np.float32),
                      "index": L.zeros(self.capacity, np.int32)}
         self.d_sh = None
-        self.alpha = np.zeros((h, w), np.float32)
-        self.depth = np.zeros((h, w), np.float32)
-        self.rgb = np.zeros((h, w, 3), np.float32)
+        # host side of the frame's asynchronous copies (pinned on a GPU)
+        self.alpha = L.host_zeros((h, w), np.float32)
+        self.depth = L.host_zeros((h, w), np.float32)
+        self.rgb = L.host_zeros((h, w, 3), np.float32)
+        self.h_out = L.host_zeros((h, w, 3), np.float32)
+        self.h_out_u8 = L.host_zeros((h, w, 3), np.uint8)
+        self.h_status = L.host_zeros(4, np.int32)
         self.full_rect = np.array([0, 0, self.tiles_x, self.tiles_y], dtype=np.int32)
         self.tile_box = None  # the GPU path does not reduce a tile box (FrameRenderer is CPU)
         self.num_isects = 0
@@ -113,33 +124,37 @@ class GpuStages:
                   self.d_colors))
         return self.tile_box
 
-    def bin_sort(self, n: int, rect: np.ndarray) -> int:
-        """count -> scan -> emit -> per-tile sort for the tiles of rect. The scan's total is
-        read back (4 bytes) to detect overflow; the buffers then grow and binning reruns."""
+    def bin_sort(self, n: int, rect: np.ndarray) -> None:
+        """count -> scan -> emit -> per-tile sort for the tiles of rect, with no host read: the
+        scan records the intersection count on the device (d_status), emit drops keys past the
+        buffer. composite() brings the count back with the frame; see overflowed()."""
         L = self.L
         tx0, ty0, tx1, ty1 = (int(v) for v in rect)
         grid = ((max(n, 1) + THREADS - 1) // THREADS, 1, 1)
         geo = (self.tiles_x, self.tiles_y, tx0, ty0, tx1, ty1)
-        while True:
-            L.memset0(self.d_counts)
-            L.launch("hr_count_kernel", grid, (THREADS, 1, 1), (n, self.d_proj, *geo, self.d_counts))
-            L.launch("hr_scan_kernel", (1, 1, 1), (256, 1, 1),
-                     (self.tiles, self.d_counts, self.max_isects, self.d_offsets, self.d_cursor,
-                      self.d_status))
-            total = L.read_int(self.d_status)
-            if total <= self.max_isects:
-                break
-            log.warning("tile intersections %d exceed the buffer of %d; growing it", total,
-                        self.max_isects)
-            self._alloc_keys(int(total * 1.5))
+        L.memset0(self.d_counts)
+        L.launch("hr_count_kernel", grid, (THREADS, 1, 1), (n, self.d_proj, *geo, self.d_counts))
+        L.launch("hr_scan_kernel", (1, 1, 1), (256, 1, 1),
+                 (self.tiles, self.d_counts, self.max_isects, self.d_offsets, self.d_cursor,
+                  self.d_status))
         L.launch("hr_emit_kernel", grid, (THREADS, 1, 1),
                  (n, self.d_proj, *geo, self.max_isects, self.d_cursor, self.d_keys))
         rtiles = max(tx1 - tx0, 0) * max(ty1 - ty0, 0)
         if rtiles:
             L.launch("hr_sort_kernel", (rtiles, 1, 1), (TILE, TILE, 1),
                      (self.tiles_x, tx0, ty0, tx1, self.d_offsets, self.d_keys, self.d_sorted))
-        self.num_isects = total
-        return total
+
+    def overflowed(self) -> bool:
+        """After composite(): True when the frame's intersections did not fit the key buffer.
+        The buffers have then grown (this allocates, once) and the caller must draw the frame
+        again from bin_sort; num_isects holds the frame's count either way."""
+        self.num_isects = total = int(self.h_status[0])
+        if total <= self.max_isects:
+            return False
+        log.warning("tile intersections %d exceed the buffer of %d; growing it and drawing the "
+                    "frame again", total, self.max_isects)
+        self._alloc_keys(int(total * 1.5))
+        return True
 
     def blend(self, rect: np.ndarray, with_depth: bool) -> None:
         """hr_blend_kernel: one 16x16 block per tile of rect."""
@@ -155,7 +170,8 @@ class GpuStages:
     def composite(self, bg_image: np.ndarray | None, bg_color: np.ndarray,
                   pixel_rect: tuple[int, int, int, int], out_f32: np.ndarray | None = None,
                   out_u8: np.ndarray | None = None) -> None:
-        """hr_composite_kernel over pixel_rect, then copy the requested images to the host."""
+        """hr_composite_kernel over pixel_rect, the frame's asynchronous copies back (outputs,
+        alpha, depth, the intersection count), then the frame's one host sync."""
         L = self.L
         x0, y0, x1, y1 = pixel_rect
         L.upload(self.d_bg_color, bg_color)
@@ -169,9 +185,16 @@ class GpuStages:
                       self.d_out if out_f32 is not None else None,
                       self.d_out_u8 if out_u8 is not None else None))
         if out_f32 is not None:
-            L.download(out_f32, self.d_out)
+            L.download_async(self.h_out, self.d_out)
         if out_u8 is not None:
-            L.download(out_u8, self.d_out_u8)
-        L.download(self.alpha, self.d_alpha)
+            L.download_async(self.h_out_u8, self.d_out_u8)
+        L.download_async(self.alpha, self.d_alpha)
         if self._with_depth:
-            L.download(self.depth, self.d_depth)
+            L.download_async(self.depth, self.d_depth)
+        L.download_async(self.h_status, self.d_status)
+        L.sync()
+        # pixels outside pixel_rect keep what the caller's buffers held (as on the CPU path)
+        if out_f32 is not None:
+            out_f32[y0:y1, x0:x1] = self.h_out[y0:y1, x0:x1]
+        if out_u8 is not None:
+            out_u8[y0:y1, x0:x1] = self.h_out_u8[y0:y1, x0:x1]

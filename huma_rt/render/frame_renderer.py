@@ -69,14 +69,17 @@ class FrameRenderer:
                   self._activation, out_index=self._dyn_index)
         self._full_frame = s.tile_box is None  # GPU stages: no tile box, whole frames
         self._rest_box = s.full_rect.copy() if self._full_frame else s.tile_box.copy()
-        s.bin_sort(n, s.full_rect)
-        s.blend(s.full_rect, False)
+        h, w = camera.height, camera.width
+        self.static_frame = np.zeros((h, w, 3), dtype=np.uint8)
+        while True:  # once, unless a GPU frame's intersections overflowed (then drawn again)
+            s.bin_sort(n, s.full_rect)
+            s.blend(s.full_rect, False)
+            s.composite(self._bg_image, self._bg_color, (0, 0, w, h), out_u8=self.static_frame)
+            if not s.overflowed():
+                break
         self._merge = hasattr(s, "prebin_static")  # CPU: static tile lists built once
         if self._merge:
             s.prebin_static(n, self._dyn_index)
-        h, w = camera.height, camera.width
-        self.static_frame = np.zeros((h, w, 3), dtype=np.uint8)
-        s.composite(self._bg_image, self._bg_color, (0, 0, w, h), out_u8=self.static_frame)
         self._last_box = self._rest_box.copy()
         self._rect = np.zeros(4, dtype=np.int32)
         self._last_out: np.ndarray | None = None
@@ -124,21 +127,24 @@ class FrameRenderer:
             np.maximum(box[2:], self._last_box[2:], out=rect[2:])
             self._last_box[:] = box
         t1 = time.perf_counter()
-        with annotate("huma/sort"):
-            if self._merge:
-                s.bin_merge(self._dyn_index, rect)
-            else:
-                s.bin_sort(self.count, rect)
-        t2 = time.perf_counter()
-        with annotate("huma/blend"):
-            s.blend(rect, False)
-        t3 = time.perf_counter()
         x0, y0 = int(rect[0]) * TILE, int(rect[1]) * TILE
         x1, y1 = min(int(rect[2]) * TILE, w), min(int(rect[3]) * TILE, h)
         if x1 <= x0 or y1 <= y0:
             x0 = y0 = x1 = y1 = 0
-        with annotate("huma/composite"):
-            s.composite(self._bg_image, self._bg_color, (x0, y0, x1, y1), out_u8=out)
+        while True:  # once, unless a GPU frame's intersections overflowed (then drawn again)
+            with annotate("huma/sort"):
+                if self._merge:
+                    s.bin_merge(self._dyn_index, rect)
+                else:
+                    s.bin_sort(self.count, rect)
+            t2 = time.perf_counter()
+            with annotate("huma/blend"):
+                s.blend(rect, False)
+            t3 = time.perf_counter()
+            with annotate("huma/composite"):
+                s.composite(self._bg_image, self._bg_color, (x0, y0, x1, y1), out_u8=out)
+            if not s.overflowed():
+                break
         t4 = time.perf_counter()
         times["project"] = t1 - t0
         times["sort"] = t2 - t1

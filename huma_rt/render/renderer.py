@@ -80,13 +80,16 @@ class Renderer:
             return render_gsplat(g, self.camera, bg_image, bg_color, out, return_depth)
         with annotate("huma/project"):
             impl.project(g.means, g.quats, g.log_scales, g.opacity_logits, g.sh, g.scale_activation)
-        with annotate("huma/sort"):
-            impl.bin_sort(n, impl.full_rect)
-        with annotate("huma/blend"):
-            impl.blend(impl.full_rect, return_depth)
         rgb = out if out is not None else impl.rgb
-        with annotate("huma/composite"):
-            impl.composite(bg_image, bg_color, (0, 0, w, h), out_f32=rgb)
+        while True:  # once, unless a GPU frame's intersections overflowed (then drawn again)
+            with annotate("huma/sort"):
+                impl.bin_sort(n, impl.full_rect)
+            with annotate("huma/blend"):
+                impl.blend(impl.full_rect, return_depth)
+            with annotate("huma/composite"):
+                impl.composite(bg_image, bg_color, (0, 0, w, h), out_f32=rgb)
+            if not impl.overflowed():
+                break
         return RenderResult(rgb=rgb, alpha=impl.alpha, depth=impl.depth if return_depth else None)
 
 
