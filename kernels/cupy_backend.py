@@ -55,6 +55,11 @@ class CupyLauncher:
         self._staging: dict = {}
         log.debug("compiled %s (%d kernels)", SOURCE.name, len(self.kernels))
 
+    def use_stream(self, stream) -> None:
+        """Launch and copy on ``stream`` from now on (a session's stream: its networks and its
+        frames' kernels then run in order on one stream)."""
+        self.stream = stream
+
     def zeros(self, shape, dtype):
         with self.stream:
             return self.cp.zeros(shape, dtype=dtype)

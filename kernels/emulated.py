@@ -52,6 +52,9 @@ class EmulatedLauncher:
         self.syncs = 0
         self.reads = 0
 
+    def use_stream(self, stream) -> None:
+        """Streams do not exist here: launches run at once, in order."""
+
     def zeros(self, shape, dtype) -> np.ndarray:
         return np.zeros(shape, dtype=dtype)
 

@@ -85,6 +85,13 @@ class FrameRenderer:
         self._last_out: np.ndarray | None = None
         self.stage_times = dict.fromkeys(_STAGES, 0.0)
 
+    def use_stream(self, stream) -> None:
+        """GPU backends: launch this renderer's kernels and copies on ``stream`` (a session's
+        CuPy stream, so its networks and its frames run in order on one stream). CPU: no-op."""
+        launcher = getattr(self._stages, "L", None)
+        if launcher is not None:
+            launcher.use_stream(stream)
+
     def _check(self, name: str, arr: np.ndarray, cols: int) -> None:
         if (not isinstance(arr, np.ndarray) or arr.dtype != np.float32 or arr.ndim != 2
                 or arr.shape[0] != self.num_dynamic or arr.shape[1] != cols

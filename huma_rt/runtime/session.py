@@ -91,6 +91,8 @@ class Session:
                 outputs={"dmu": self._dmu, "dquat": self._dquat, "dscale": self._dscale},
             )
             self._renderer = renderer if renderer is not None else sh.make_renderer()
+            if self._cuda and hasattr(self._renderer, "use_stream"):
+                self._renderer.use_stream(self._stream)  # networks and kernels on one stream
         self._reset_state()  # the features are fresh: their reset would recompute the silent past
 
     # -- protocol ------------------------------------------------------------------------------

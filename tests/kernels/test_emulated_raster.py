@@ -157,3 +157,20 @@ def test_emulated_equals_cpu_softplus_with_huge_scales():
     emu, cpu = both(g, cam, background=(0.5, 0.5, 0.5))
     np.testing.assert_allclose(emu.rgb, cpu.rgb, atol=ATOL)
     np.testing.assert_allclose(emu.alpha, cpu.alpha, atol=ATOL)
+
+
+def test_frame_renderer_takes_a_session_stream_on_every_backend():
+    """use_stream() exists on every backend (no-op on the CPU and the emulated launcher), so a
+    session can hand its stream to whatever renderer it was given."""
+    from huma_rt.render import FrameRenderer
+
+    g, cam = make_scene(37, 300, 64, 48, degree=1)
+    dyn = np.zeros(g.count, bool)
+    dyn[:40] = True
+    for backend in ("cpu", "emulated"):
+        fr = FrameRenderer(cam, g, dyn, backend=backend)
+        fr.use_stream(object())
+        out = np.empty((cam.height, cam.width, 3), np.uint8)
+        fr.render(np.ascontiguousarray(g.means[dyn]), np.ascontiguousarray(g.quats[dyn]),
+                  np.ascontiguousarray(g.log_scales[dyn]), out)
+        np.testing.assert_array_equal(out, fr.static_frame)
