@@ -13,6 +13,7 @@ import logging
 from pathlib import Path
 
 import numpy as np
+from huma_rt.kernels.frame_graph import FrameGraphLauncher
 
 log = logging.getLogger(__name__)
 
@@ -39,14 +40,16 @@ def compile_ptx(arch: str = "compute_75") -> str:
     return nvrtc.getPTX(prog).decode() if isinstance(nvrtc.getPTX(prog), bytes) else nvrtc.getPTX(prog)
 
 
-class CupyLauncher:
-    """Device buffers and kernel launches on one CUDA stream (CuPy)."""
+class CupyLauncher(FrameGraphLauncher):
+    """Device buffers and kernel launches on one CUDA stream (CuPy); a frame captured as a
+    CUDA graph (stream capture) and replayed with one graph launch."""
 
     name = "cupy"
 
     def __init__(self, stream=None) -> None:
         import cupy
 
+        super().__init__()
         self.cp = cupy
         self.stream = stream if stream is not None else cupy.cuda.Stream(non_blocking=True)
         self.module = cupy.RawModule(code=SOURCE.read_text(), options=nvrtc_options(),
@@ -57,7 +60,8 @@ class CupyLauncher:
 
     def use_stream(self, stream) -> None:
         """Launch and copy on ``stream`` from now on (a session's stream: its networks and its
-        frames' kernels then run in order on one stream)."""
+        frames' kernels then run in order on one stream). A graph captured on another stream
+        is launched on this one."""
         self.stream = stream
 
     def zeros(self, shape, dtype):
@@ -70,37 +74,43 @@ class CupyLauncher:
 
         return cupyx.zeros_pinned(shape, dtype=dtype)
 
-    def upload(self, dst, src: np.ndarray) -> None:
-        """Host -> device on the stream, through a pinned staging buffer kept per destination
-        (allocated on its first use), so the copy is asynchronous and capturable."""
+    # -- the device side of FrameGraphLauncher -------------------------------------------------
+    def _address(self, a) -> int:
+        return a.data.ptr
+
+    def _stage(self, dst):
+        """dst's pinned staging buffer, allocated on its first use (an eager frame: never
+        while a graph is being captured). Each frame ends with a sync, so the next frame's
+        values never overwrite a buffer a copy still reads."""
         key = (dst.data.ptr, dst.nbytes)
         stage = self._staging.get(key)
         if stage is None:
             stage = self._staging[key] = self.host_zeros(dst.shape, dst.dtype)
-        np.copyto(stage, np.asarray(src).reshape(dst.shape))
+        return stage
+
+    def _dev_upload(self, dst, stage) -> None:
         dst.set(stage, stream=self.stream)
 
-    def download_async(self, dst: np.ndarray, src) -> None:
-        """Device -> host (dst pinned: asynchronous); valid after ``sync()``."""
-        src.get(stream=self.stream, out=dst)
-
-    def sync(self) -> None:
-        self.stream.synchronize()
-
-    def download(self, dst: np.ndarray, src) -> None:
-        self.download_async(dst, src)
-        self.sync()
-
-    def memset0(self, buf) -> None:
+    def _dev_memset0(self, buf) -> None:
         with self.stream:
             buf.fill(0)
 
-    def read_int(self, buf) -> int:
-        host = np.empty(1, dtype=np.int32)
-        self.download(host, buf[:1])
-        return int(host[0])
+    def _dev_download(self, dst, src) -> None:
+        src.get(stream=self.stream, out=dst)
 
-    def launch(self, name: str, grid: tuple, block: tuple, args: tuple) -> None:
+    def _dev_launch(self, name, grid, block, args) -> None:
         conv = tuple(np.uint64(0) if a is None else (np.int32(a) if isinstance(a, int) else a)
                      for a in args)
         self.kernels[name](grid, block, conv, stream=self.stream)
+
+    def _begin_capture(self) -> None:
+        self.stream.begin_capture()
+
+    def _end_capture(self):
+        return self.stream.end_capture()
+
+    def _launch_graph(self, graph) -> None:
+        graph.launch(stream=self.stream)
+
+    def _synchronize(self) -> None:
+        self.stream.synchronize()

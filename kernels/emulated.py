@@ -11,6 +11,7 @@ import logging
 from pathlib import Path
 
 import numpy as np
+from huma_rt.kernels.frame_graph import FrameGraphLauncher
 
 log = logging.getLogger(__name__)
 
@@ -38,19 +39,23 @@ def _arg(a):
     raise TypeError(f"unsupported kernel argument {type(a).__name__}")
 
 
-class EmulatedLauncher:
+class EmulatedLauncher(FrameGraphLauncher):
     """Same interface as kernels.cupy_backend.CupyLauncher, on the CPU.
 
     Counts what would cost a GPU frame its asynchrony: ``syncs`` (host waits on the stream)
     and ``reads`` (device -> host copies), so tests can check that a frame's launches do
-    neither before its one sync at the end."""
+    neither before its one sync at the end. A captured frame graph is the list of its device
+    operations, run in order when the graph is launched, as a CUDA graph would."""
 
     name = "emulated"
 
     def __init__(self) -> None:
+        super().__init__()
         self.lib = load_emulated()
         self.syncs = 0
         self.reads = 0
+        self._staging: dict = {}
+        self._capturing: list | None = None
 
     def use_stream(self, stream) -> None:
         """Streams do not exist here: launches run at once, in order."""
@@ -62,33 +67,54 @@ class EmulatedLauncher:
         """Host memory the device copies into asynchronously (pinned on a GPU)."""
         return np.zeros(shape, dtype=dtype)
 
-    def upload(self, dst: np.ndarray, src: np.ndarray) -> None:
-        np.copyto(dst, np.asarray(src).reshape(dst.shape))
-
     def download_async(self, dst: np.ndarray, src: np.ndarray) -> None:
-        """Queue a device -> host copy (here done at once); valid after ``sync()``."""
         self.reads += 1
-        np.copyto(dst, src)
+        super().download_async(dst, src)
 
-    def sync(self) -> None:
-        self.syncs += 1
+    # -- the device side of FrameGraphLauncher -------------------------------------------------
+    def _address(self, a) -> int:
+        return a.ctypes.data
 
-    def download(self, dst: np.ndarray, src: np.ndarray) -> None:
-        self.download_async(dst, src)
-        self.sync()
+    def _stage(self, dst: np.ndarray) -> np.ndarray:
+        key = (dst.ctypes.data, dst.nbytes)
+        stage = self._staging.get(key)
+        if stage is None:
+            stage = self._staging[key] = np.zeros(dst.shape, dst.dtype)
+        return stage
 
-    def memset0(self, buf: np.ndarray) -> None:
-        buf.fill(0)
+    def _run_or_record(self, fn, *args) -> None:
+        if self._capturing is not None:
+            self._capturing.append((fn, args))
+        else:
+            fn(*args)
 
-    def read_int(self, buf: np.ndarray) -> int:
-        host = np.empty(1, dtype=np.int32)
-        self.download(host, buf[:1])
-        return int(host[0])
+    def _dev_upload(self, dst, stage) -> None:
+        self._run_or_record(np.copyto, dst, stage)
 
-    def launch(self, name: str, grid: tuple, block: tuple, args: tuple) -> None:
+    def _dev_memset0(self, buf) -> None:
+        self._run_or_record(buf.fill, 0)
+
+    def _dev_download(self, dst, src) -> None:
+        self._run_or_record(np.copyto, dst, src)
+
+    def _dev_launch(self, name, grid, block, args) -> None:
         for a in args:
             if isinstance(a, np.ndarray) and not a.flags.c_contiguous:
                 raise ValueError(f"{name}: kernel buffers must be contiguous")
         fn = getattr(self.lib, f"hr_emu_{name}")
         dims = [ctypes.c_uint(int(v)) for v in (*grid, *block)]
-        fn(*dims, *(_arg(a) for a in args))
+        self._run_or_record(fn, *dims, *(_arg(a) for a in args))
+
+    def _begin_capture(self) -> None:
+        self._capturing = []
+
+    def _end_capture(self) -> list:
+        graph, self._capturing = self._capturing, None
+        return graph
+
+    def _launch_graph(self, graph: list) -> None:
+        for fn, args in graph:
+            fn(*args)
+
+    def _synchronize(self) -> None:
+        self.syncs += 1

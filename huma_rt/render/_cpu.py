@@ -143,6 +143,9 @@ class CpuStages:
             if self._keys_fit(total):
                 return self.num_isects
 
+    def begin_frame(self, capture: bool = True) -> None:
+        """Nothing to prepare: each CPU stage runs to completion when called."""
+
     def overflowed(self) -> bool:
         """Always False: bin_sort / bin_merge grow their buffers before they return."""
         return False

@@ -48,10 +48,14 @@ def make_launcher(kind: str):
 
 
 class GpuStages:
-    """Project / bin+sort / blend / composite on device buffers sized for ``capacity``."""
+    """Project / bin+sort / blend / composite on device buffers sized for ``capacity``.
+
+    graphs: capture the second frame's device work as a graph and replay it for every later
+    frame (kernels/frame_graph.py); for callers whose frames all have one shape (the runtime's
+    FrameRenderer: same rows, same rectangle). Frames are ``begin_frame()`` ... composite()."""
 
     def __init__(self, camera: Camera, capacity: int, *, launcher="cupy",
-                 max_isects: int | None = None) -> None:
+                 max_isects: int | None = None, graphs: bool = False) -> None:
         self.L = make_launcher(launcher) if isinstance(launcher, str) else launcher
         self.camera = camera
         self.tiles_x, self.tiles_y = tile_grid(camera)
@@ -93,11 +97,20 @@ class GpuStages:
         self.tile_box = None  # the GPU path does not reduce a tile box (FrameRenderer is CPU)
         self.num_isects = 0
         self._with_depth = False
+        self.graphs = bool(graphs)
+        self._frames = 0  # frames begun with begin_frame()
 
     def _alloc_keys(self, n: int) -> None:
         self.max_isects = int(n)
         self.d_keys = self.L.zeros(self.max_isects, np.uint64)
         self.d_sorted = self.L.zeros(self.max_isects, np.uint64)
+
+    def begin_frame(self, capture: bool = True) -> None:
+        """Start a frame's device work: replayed as a graph when one was captured, else
+        captured when graphs are on, ``capture`` allows it and this is not the first frame
+        (which runs eagerly and allocates the staging buffers)."""
+        self.L.begin_frame(capture=capture and self.graphs and self._frames > 0)
+        self._frames += 1
 
     def project(self, means, quats, log_scales, opacity_logits, sh, scale_activation: str,
                 out_index: np.ndarray | None = None):
@@ -151,6 +164,7 @@ class GpuStages:
         self.num_isects = total = int(self.h_status[0])
         if total <= self.max_isects:
             return False
+        self.L.drop_graph()  # it holds the old buffers' addresses
         log.warning("tile intersections %d exceed the buffer of %d; growing it and drawing the "
                     "frame again", total, self.max_isects)
         self._alloc_keys(int(total * 1.5))

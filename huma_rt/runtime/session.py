@@ -179,14 +179,19 @@ class Session:
     def warm_up(self) -> None:
         """Run the networks once on silence (first-run costs paid before the first frame).
 
-        The renderer is not run: its first call draws the static frame, which the first real
-        frame needs anyway, so rendering here would only add a frame's time to preload.
+        CPU: the renderer is not run: its first call draws the static frame, which the first
+        real frame needs anyway, so rendering here would only add a frame's time to preload.
+        GPU: two frames of the rest pose are drawn, the second captured as the frame's graph,
+        so every real frame is one graph launch (the rest pose is the static frame, which the
+        buffer then holds).
         """
         if self.dry_run:
             return
         self._window[...] = 0.0
         if self._cuda:
             self._frame_networks_cuda()
+            for _ in range(2):
+                self._renderer.render(*self._bases, self._rgb)
         else:
             self._encoder.run()
             self._deformer.run()

@@ -174,3 +174,56 @@ def test_frame_renderer_takes_a_session_stream_on_every_backend():
         fr.render(np.ascontiguousarray(g.means[dyn]), np.ascontiguousarray(g.quats[dyn]),
                   np.ascontiguousarray(g.log_scales[dyn]), out)
         np.testing.assert_array_equal(out, fr.static_frame)
+
+
+def test_frame_renderer_replays_a_captured_frame_graph():
+    """GPU FrameRenderer: frame 1 eager, frame 2 captured, later frames one graph launch each
+    (no device operation issued outside it), every frame equal to an eager renderer's."""
+    from huma_rt.render import FrameRenderer
+
+    g, cam = make_scene(38, 500, 80, 64, degree=2)
+    dyn = np.zeros(g.count, bool)
+    dyn[::7] = True
+    graphed = FrameRenderer(cam, g, dyn, backend="emulated")
+    eager = FrameRenderer(cam, g, dyn, backend="emulated")
+    eager._stages.graphs = False
+    L = graphed._stages.L
+    rng = np.random.default_rng(5)
+    base = g.means[dyn]
+    quats = np.ascontiguousarray(g.quats[dyn])
+    scales = np.ascontiguousarray(g.log_scales[dyn])
+    outs = [np.empty((cam.height, cam.width, 3), np.uint8) for _ in range(2)]
+    launches = []
+    for _ in range(5):
+        means = np.ascontiguousarray(base + rng.normal(0, 0.02, base.shape).astype(np.float32))
+        graphed.render(means, quats, scales, outs[0])
+        eager.render(means, quats, scales, outs[1])
+        np.testing.assert_array_equal(outs[0], outs[1])
+        launches.append(L.graph_launches)
+    assert launches == [0, 1, 2, 3, 4]  # frame 2 captured and launched, then replays
+    assert eager._stages.L.graph_launches == 0
+
+
+def test_frame_graph_replay_refuses_a_frame_of_another_shape():
+    """A replayed graph holds the captured frame's launches: a frame that would issue other
+    work (here another rectangle) is an error, never stale work."""
+    from huma_rt.errors import BackendError
+
+    g, cam = make_scene(39, 300, 64, 48, degree=1)
+    st = _stages("emulated", cam, g.count, None)
+    st.graphs = True
+    bg = np.zeros(3, np.float32)
+    h, w = cam.height, cam.width
+    out = np.empty((h, w, 3), np.float32)
+
+    def frame(rect):
+        st.begin_frame()
+        st.project(g.means, g.quats, g.log_scales, g.opacity_logits, g.sh, g.scale_activation)
+        st.bin_sort(g.count, rect)
+        st.blend(rect, False)
+        st.composite(None, bg, (0, 0, w, h), out_f32=out)
+
+    for _ in range(3):
+        frame(st.full_rect)
+    with pytest.raises(BackendError, match="changed shape"):
+        frame(np.array([0, 0, 2, 2], np.int32))

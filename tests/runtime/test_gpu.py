@@ -15,6 +15,7 @@ from huma_rt.runtime import Avatar
 def test_cuda_session_matches_cpu(bundle_dir, avatar):
     gpu = Avatar.load(bundle_dir, device="cuda", precision="fp32", renderer="auto")
     assert gpu.device == "cuda" and gpu.preload_report.device == "cuda"
+    assert gpu._spare._renderer._stages.L.graph is not None  # the frame's CUDA graph, at preload
     s1, s2 = gpu.session(), gpu.session()
     for s in (s1, s2):  # each session's renderer launches on that session's stream
         assert s._renderer._stages.L.stream is s._stream
