@@ -203,11 +203,16 @@ HR_HD void hr_sh_color(int degree, const float *sh, const float mean[3], const f
             }
         }
     }
-    for (int c = 0; c < 3; ++c) {
-        float v = 0.f;
-        for (int i = 0; i < k; ++i) v += basis[i] * sh[i * 3 + c];
-        rgb[c] = hr_max(v + 0.5f, 0.f);
+    // the three channels' sums side by side (each in the same order as a loop per channel)
+    float v0 = 0.f, v1 = 0.f, v2 = 0.f;
+    for (int i = 0; i < k; ++i) {
+        v0 += basis[i] * sh[i * 3];
+        v1 += basis[i] * sh[i * 3 + 1];
+        v2 += basis[i] * sh[i * 3 + 2];
     }
+    rgb[0] = hr_max(v0 + 0.5f, 0.f);
+    rgb[1] = hr_max(v1 + 0.5f, 0.f);
+    rgb[2] = hr_max(v2 + 0.5f, 0.f);
 }
 
 // v clamped to [0, tiles], as fminf(fmaxf(v, 0), tiles) (NaN -> 0).
