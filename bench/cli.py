@@ -10,7 +10,10 @@ from huma_rt.bench import suite
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     scenarios = suite.SCENARIOS  # read at call time: the registry is the suite module's
-    parser.add_argument("--quick", action="store_true", help="small sizes and few repeats (a few minutes on a busy 2-core CPU)")
+    parser.add_argument(
+        "--quick", action="store_true",
+        help="every scenario family at its end points with few repeats (about a minute on a quiet 2-core CPU)",
+    )
     parser.add_argument("-o", "--out", type=Path, default=Path("bench-results"), help="results folder")
     parser.add_argument(
         "--only", nargs="+", choices=sorted(scenarios), metavar="SCENARIO",
@@ -25,18 +28,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run the suite; 0 unless a scenario failed (a skipped scenario is not a failure)."""
     names = [n for n in (args.only or suite.SCENARIOS) if n not in args.skip]
-    summary = suite.run_suite(names, quick=args.quick, out_dir=args.out, device=args.device)
+    summary = suite.run_suite(names, quick=args.quick, out_dir=args.out, device=args.device,
+                              progress=lambda line: print(line, flush=True))
     if args.plots:
         from huma_rt.bench.plots import draw_all
 
         for path in draw_all(args.out):
             print(f"plot: {path}")
     print((args.out / "summary.md").read_text())
-    failed = [n for n, v in summary["scenarios"].items() if v["status"] != "ok"]
-    if failed:
-        print(f"skipped: {', '.join(failed)} (reasons above)")
-    return 0
+    print(f"suite: {summary['total_seconds']:.1f} s wall, {summary['cpu_seconds']:.1f} s CPU, "
+          f"1-minute load {summary['load_1min'][0]} -> {summary['load_1min'][1]}; results in {args.out}")
+    bad = {n: v for n, v in summary["scenarios"].items() if v["status"] != "ok"}
+    for name, v in bad.items():
+        print(f"{v['status']}: {name}: {v['reason']}")
+    return 1 if any(v["status"] == "failed" for v in bad.values()) else 0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,7 +11,9 @@ import importlib
 import inspect
 import json
 import logging
+import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from huma_rt.bench.common import machine, markdown_table
@@ -56,6 +58,31 @@ def peak_rss_mb() -> float | None:
         return None
 
 
+def process_age_s() -> float | None:
+    """Seconds since this process started (Linux /proc; None elsewhere): at the start of the
+    suite, the interpreter's start-up and the imports that came before it."""
+    try:
+        start_ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+        return max(0.0, uptime - start_ticks / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def cpu_seconds() -> float:
+    """User + system CPU seconds of this process and of its waited-for children so far."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
+def load_1min() -> float | None:
+    """The 1-minute load average (None where the OS has none): how busy the machine was."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except OSError:
+        return None
+
+
 def _call(module, quick: bool, out_dir: Path, device: str) -> tuple[dict, str]:
     """module.run(...) with ``device`` when the scenario accepts one -> (record, device used)."""
     params = inspect.signature(module.run).parameters
@@ -66,24 +93,34 @@ def _call(module, quick: bool, out_dir: Path, device: str) -> tuple[dict, str]:
     return module.run(quick=quick, out_dir=out_dir), "cpu"
 
 
-def run_suite(names: list[str], quick: bool, out_dir: Path, device: str = "cpu") -> dict:
+def run_suite(names: list[str], quick: bool, out_dir: Path, device: str = "cpu",
+              progress: Callable[[str], None] | None = None) -> dict:
     """Run the named scenarios; write ``summary.json`` and ``summary.md`` into ``out_dir``.
 
     ``device`` ("cpu" or "cuda") goes to every scenario whose ``run`` takes a ``device``; the
-    others run as they are and are marked "cpu". Each scenario's peak RSS is recorded (the
-    process peak is reset before each one where Linux allows it).
+    others run as they are and are marked "cpu". Each scenario's wall and CPU seconds (this
+    process and its children), the 1-minute load average around it and its peak RSS are
+    recorded (the process peak is reset before each one where Linux allows it). A scenario
+    whose optional part is missing (HumaError, ImportError) is "skipped" with the reason; any
+    other exception marks it "failed" (traceback logged) and the suite goes on. ``progress``,
+    if given, receives one line as each scenario starts and one as it ends.
     """
     if device not in ("cpu", "cuda"):
         raise InputError(f"device must be 'cpu' or 'cuda'; got {device!r}")
     unknown = [n for n in names if n not in SCENARIOS]
     if unknown:
         raise InputError(f"unknown scenario(s) {unknown}; known: {', '.join(SCENARIOS)}")
+    say = progress or (lambda line: None)
     out_dir.mkdir(parents=True, exist_ok=True)
-    summary: dict = {"machine": machine(), "quick": quick, "device": device, "scenarios": {}}
-    for name in names:
+    startup = process_age_s()
+    t_suite, cpu_suite, load_start = time.perf_counter(), cpu_seconds(), load_1min()
+    summary: dict = {"machine": machine(), "quick": quick, "device": device,
+                     "startup_seconds": None if startup is None else round(startup, 2), "scenarios": {}}
+    for i, name in enumerate(names, 1):
         module_name, what = SCENARIOS[name]
+        say(f"[{i}/{len(names)}] {name}: {what} ...")
         reset = reset_peak_rss()
-        t0 = time.perf_counter()
+        load0, cpu0, t0 = load_1min(), cpu_seconds(), time.perf_counter()
         try:
             module = importlib.import_module(module_name)
             record, used = _call(module, quick, out_dir, device)
@@ -92,13 +129,24 @@ def run_suite(names: list[str], quick: bool, out_dir: Path, device: str = "cpu")
             # Missing optional parts (no Triton binary, no GPU, no voice) are a skip with a reason.
             log.warning("scenario %s skipped: %s", name, exc)
             status = {"status": "skipped", "reason": str(exc)}
+        except Exception as exc:  # noqa: BLE001 (a bug in one scenario must not lose the others)
+            log.exception("scenario %s failed", name)
+            status = {"status": "failed", "reason": f"{type(exc).__name__}: {exc}"}
         status["seconds"] = round(time.perf_counter() - t0, 2)
+        status["cpu_seconds"] = round(cpu_seconds() - cpu0, 2)
+        status["load_1min"] = [load0, load_1min()]
         if status["status"] == "ok":
             rss = peak_rss_mb()
             status["peak_rss_mb"] = None if rss is None else round(rss, 1)
             status["peak_rss_scope"] = "scenario" if reset else "process so far"
         status["what"] = what
         summary["scenarios"][name] = status
+        note = f": {status['reason']}" if "reason" in status else ""
+        say(f"[{i}/{len(names)}] {name}: {status['status'].upper() if note else 'ok'} in {status['seconds']:.1f} s "
+            f"(CPU {status['cpu_seconds']:.1f} s, load {status['load_1min'][0]} -> {status['load_1min'][1]}){note}")
+    summary["total_seconds"] = round(time.perf_counter() - t_suite, 2)
+    summary["cpu_seconds"] = round(cpu_seconds() - cpu_suite, 2)
+    summary["load_1min"] = [load_start, load_1min()]
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
     (out_dir / "summary.md").write_text(_summary_markdown(summary, out_dir))
     return summary
@@ -113,13 +161,19 @@ def _summary_markdown(summary: dict, out_dir: Path) -> str:
         f"onnxruntime {m['onnxruntime']}; {m['time']}; quick={summary['quick']}; "
         f"device={summary.get('device', 'cpu')}",
         "",
+        f"Suite: {summary.get('total_seconds')} s wall, {summary.get('cpu_seconds')} s CPU (this process and "
+        f"its children), 1-minute load {summary.get('load_1min')} (start, end); process start-up before the "
+        f"suite (interpreter + imports): {summary.get('startup_seconds')} s.",
+        "",
     ]
     rows = [
         {"scenario": k, "status": v["status"], "device": v.get("device", ""), "seconds": v["seconds"],
+         "cpu_seconds": v.get("cpu_seconds", ""), "load_1min": " -> ".join(map(str, v.get("load_1min", []))),
          "peak_rss_mb": v.get("peak_rss_mb", ""), "what": v["what"], "note": v.get("reason", "")}
         for k, v in summary["scenarios"].items()
     ]
-    lines.append(markdown_table(rows, ["scenario", "status", "device", "seconds", "peak_rss_mb", "what", "note"]))
+    columns = ["scenario", "status", "device", "seconds", "cpu_seconds", "load_1min", "peak_rss_mb", "what", "note"]
+    lines.append(markdown_table(rows, columns))
     for name, v in summary["scenarios"].items():
         table = out_dir / f"{name}.md"
         if v["status"] == "ok" and table.exists():

@@ -32,6 +32,7 @@ def tiny(monkeypatch):
     monkeypatch.setattr(suite, "SCENARIOS", {
         "tiny": (_load("scenario_tiny"), "a numpy matmul at three sizes"),
         "skipping": (_load("scenario_skipping"), "needs a missing extra"),
+        "failing": (_load("scenario_failing"), "has a bug"),
     })
 
 
@@ -50,6 +51,34 @@ def test_run_suite_writes_summary_and_results(tiny, tmp_path):
     assert on_disk["scenarios"]["skipping"]["status"] == "skipped"
     md = (tmp_path / "summary.md").read_text()
     assert "| tiny | ok | cpu |" in md and "frobnicator" in md and "## tiny" in md
+
+
+def test_each_scenario_records_its_wall_and_cpu_time_and_the_load(tiny, tmp_path):
+    lines = []
+    summary = suite.run_suite(["tiny", "skipping"], quick=True, out_dir=tmp_path, progress=lines.append)
+    for name in ("tiny", "skipping"):
+        s = summary["scenarios"][name]
+        assert s["seconds"] >= 0 and s["cpu_seconds"] >= 0 and len(s["load_1min"]) == 2
+    assert summary["total_seconds"] >= summary["scenarios"]["tiny"]["seconds"]
+    assert summary["cpu_seconds"] >= 0 and summary["startup_seconds"] > 0
+    # one line as each scenario starts and one as it ends, the skip with its reason
+    assert len(lines) == 4 and lines[0].startswith("[1/2] tiny:") and " ok in " in lines[1]
+    assert lines[3].startswith("[2/2] skipping: SKIPPED in ") and "frobnicator" in lines[3]
+    md = (tmp_path / "summary.md").read_text()
+    assert "cpu_seconds" in md and "start-up before the suite" in md
+
+
+def test_a_failing_scenario_does_not_lose_the_others(tiny, tmp_path, capsys):
+    import argparse
+
+    summary = suite.run_suite(["failing", "tiny"], quick=True, out_dir=tmp_path)
+    assert summary["scenarios"]["failing"]["status"] == "failed"
+    assert summary["scenarios"]["failing"]["reason"] == "ZeroDivisionError: a bug in the scenario"
+    assert summary["scenarios"]["tiny"]["status"] == "ok"
+    parser = argparse.ArgumentParser()
+    cli.add_arguments(parser)
+    assert cli.run(parser.parse_args(["--quick", "-o", str(tmp_path), "--only", "failing", "tiny"])) == 1
+    assert "failed: failing: ZeroDivisionError: a bug in the scenario" in capsys.readouterr().out
 
 
 def test_device_goes_to_scenarios_that_take_it(tiny, tmp_path):
@@ -88,6 +117,7 @@ def test_cli_runs_only_and_draws_plots(tiny, tmp_path, capsys):
     args = parser.parse_args(["--quick", "-o", str(tmp_path), "--only", "tiny", "skipping", "--plots"])
     assert cli.run(args) == 0
     out = capsys.readouterr().out
-    assert "skipped: skipping" in out
+    assert "skipped: skipping: the 'frobnicator' extra is not installed" in out
+    assert "[2/2] skipping: SKIPPED in " in out  # the live line as it ran
     assert f"plot: {tmp_path / 'scaling_gaussians.png'}" in out
     assert (tmp_path / "scaling_gaussians.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
