@@ -66,10 +66,11 @@ def time_calls(fn: Callable[[], object], *, warmup: int, repeat: int) -> list[fl
 
 
 def markdown_table(rows: list[dict], columns: list[str] | None = None) -> str:
-    """A Markdown table of ``rows`` (floats shown with 3 significant decimals)."""
+    """A Markdown table of ``rows`` (floats shown with 3 significant decimals); by default its
+    columns are every key of any row, in first-seen order (a row without one shows a blank)."""
     if not rows:
         return "(no rows)\n"
-    columns = columns or list(rows[0])
+    columns = columns or list(dict.fromkeys(k for r in rows for k in r))
 
     def fmt(v):
         return f"{v:.3f}" if isinstance(v, float) else str(v)

@@ -1,15 +1,20 @@
 """Rasterizer speed: the CPU backend on a head-sized scene, beside gsplat's torch reference.
 
 Scenarios (one JSON + Markdown table, rows tagged by ``case``; ``size`` is "WxH"):
-  head     512x512, 50k Gaussians of a synthetic head: CPU backend p50/p95 per full frame
-           (project + bin + sort + blend + composite) and the torch reference (gsplat 1.5.3's
-           pure-PyTorch projection/SH + a vectorised torch compositor, bench/torch_reference.py)
-           on the same scene in the same run; ``ratio`` = reference p50 / ours.
-  stage    the same CPU frame split into project, bin+sort, blend and composite (uint8), each
-           stage timed on its own.
-  count    scaling with the Gaussian count at 512x512.
-  res      scaling with the resolution at 50k Gaussians.
-  region   FrameRenderer re-drawing a mouth-sized dynamic box vs a full-frame render (speed-up).
+  head       512x512, 50k Gaussians of a synthetic head: p50/p95/p99 per full frame (project +
+             bin + sort + blend + composite).
+  stage      (CPU) the same frame split into project, bin+sort, blend and composite (uint8),
+             each stage run alone through ``huma_rt.render._cpu.CpuStages`` on the same scene;
+             ``frame_share`` = stage p50 / head p50.
+  reference  ours beside the torch reference (gsplat 1.5.3's pure-PyTorch projection/SH + a
+             vectorised torch compositor, bench/torch_reference.py) on the same head scene in the
+             same run; ``ratio`` = reference p50 / ours. Full mode: 512x512, 5 reference frames.
+             Quick mode: 256x256 (the head camera at 256 px), one reference frame, because the
+             reference takes ~3 s a 512x512 frame on 2 quiet cores (~10 s under load); the
+             ``reference`` scenario still compares a whole 512x512 frame in quick mode.
+  count      scaling with the Gaussian count at 512x512 (quick: the end points 10k and 200k).
+  res        scaling with the resolution at 50k Gaussians (quick: the end points 256 and 1024).
+  region     FrameRenderer re-drawing a mouth-sized dynamic box vs a full-frame render (speed-up).
 ``--device cuda`` times the CUDA backend with CUDA events (never host clocks) and refuses to run
 without a GPU.
 """
@@ -18,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +34,30 @@ from huma_rt.gaussians import Camera, Gaussians
 from huma_rt.render import FrameRenderer, Renderer
 
 log = logging.getLogger(__name__)
+
+COUNTS = (10_000, 25_000, 50_000, 100_000, 200_000)  # the Gaussian-count curve at 512x512
+RESOLUTIONS = (256, 512, 768, 1024)  # the resolution curve at 50k Gaussians
+HEAD_GAUSSIANS, HEAD_SIZE = 50_000, 512  # the head case the rasterizer target is defined on
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What one run measures: repeats, the points of each curve, the reference comparison."""
+
+    warmup: int  # untimed frames before each timed series
+    repeat: int  # timed frames per series
+    counts: tuple[int, ...]  # Gaussian counts of the count curve (512x512)
+    resolutions: tuple[int, ...]  # square sizes of the resolution curve (50k Gaussians)
+    reference_size: int  # side of the head frame the torch reference is compared on
+    reference_repeat: int  # timed torch-reference frames (after one untimed 64x64 warm-up frame)
+
+
+def plan(quick: bool) -> Plan:
+    """Quick: every case at the curves' end points, few repeats, one reference frame at 256 px."""
+    if quick:
+        return Plan(2, 8, (COUNTS[0], COUNTS[-1]), (RESOLUTIONS[0], RESOLUTIONS[-1]), 256, 1)
+    return Plan(5, 50, COUNTS, RESOLUTIONS, HEAD_SIZE, 5)
+
 
 HEAD_RADII = np.array([0.085, 0.115, 0.10])  # m: half width, half height, half depth of a head
 CAMERA_DISTANCE = 0.45  # m from the head's centre
@@ -98,7 +128,7 @@ def _cuda_times(g, cam, warmup, repeat) -> dict:
     return stats_ms(secs)
 
 
-def _cpu_stage_rows(g, cam, warmup, repeat) -> list[dict]:
+def _cpu_stage_rows(g, cam, warmup, repeat, frame_p50_ms: float) -> list[dict]:
     """The CPU full frame split into its stages (each timed alone on the same scene)."""
     from huma_rt.render._cpu import CpuStages
 
@@ -114,42 +144,65 @@ def _cpu_stage_rows(g, cam, warmup, repeat) -> list[dict]:
     }
     for fn in stages.values():  # each stage reads what the one before wrote
         fn()
-    return [{"case": "stage", "mode": name, "backend": "cpu", "gaussians": g.count,
-             "size": f"{cam.width}x{cam.height}", "threads": st.threads,
-             **stats_ms(time_calls(fn, warmup=warmup, repeat=repeat))}
-            for name, fn in stages.items()]
+    rows = []
+    for name, fn in stages.items():
+        s = stats_ms(time_calls(fn, warmup=warmup, repeat=repeat))
+        rows.append({"case": "stage", "mode": name, "backend": "cpu", "gaussians": g.count,
+                     "size": f"{cam.width}x{cam.height}", "threads": st.threads, **s,
+                     "frame_share": s["p50_ms"] / frame_p50_ms})
+    return rows
 
 
-def _reference_times(g, cam, warmup, repeat) -> dict:
+def _reference_times(g, cam, repeat, warm_cam) -> dict:
+    """The torch reference's frame time; one untimed frame on ``warm_cam`` first (imports of
+    torch/gsplat and first-call allocations are not a frame time)."""
     from huma_rt.bench import torch_reference
 
-    return stats_ms(time_calls(lambda: torch_reference.render(g, cam), warmup=warmup,
-                                repeat=repeat))
+    torch_reference.render(g, warm_cam)
+    return stats_ms(time_calls(lambda: torch_reference.render(g, cam), warmup=0, repeat=repeat))
 
 
 def run(quick: bool, out_dir: Path, device: str = "cpu") -> dict:
-    """All scenarios; ``quick`` uses fewer sizes and repeats (well under a minute)."""
+    """All scenarios; ``quick`` measures every case at fewer points and repeats (``plan``)."""
     timer = _cuda_times if device == "cuda" else _cpu_times
-    warmup, repeat = (2, 8) if quick else (5, 50)
-    rows: list[dict] = []
-    g50 = head_scene(50_000)
-    cam512 = head_camera(512)
-    ours = timer(g50, cam512, warmup, repeat)
-    ref = _reference_times(g50, cam512, *((0, 1) if quick else (1, 5)))
-    rows.append({"case": "head", "mode": "full frame", "backend": device, "gaussians": 50_000,
-                 "size": "512x512", **ours,
-                 "reference_p50_ms": ref["p50_ms"], "reference_p95_ms": ref["p95_ms"],
-                 "ratio": ref["p50_ms"] / ours["p50_ms"]})
+    p = plan(quick)
+    size = f"{HEAD_SIZE}x{HEAD_SIZE}"
+    g50 = head_scene(HEAD_GAUSSIANS)
+    cam512 = head_camera(HEAD_SIZE)
+    ours = timer(g50, cam512, p.warmup, p.repeat)
+    rows: list[dict] = [{"case": "head", "mode": "full frame", "backend": device, "gaussians": HEAD_GAUSSIANS,
+                         "size": size, **ours}]
     if device == "cpu":
-        rows += _cpu_stage_rows(g50, cam512, warmup, repeat)
-    for n in ((10_000, 200_000) if quick else (10_000, 25_000, 50_000, 100_000, 200_000)):
-        rows.append({"case": "count", "backend": device, "gaussians": n, "size": "512x512",
-                     **timer(head_scene(n), cam512, warmup, repeat)})
-    for size in ((256, 1024) if quick else (256, 512, 768, 1024)):
-        rows.append({"case": "res", "backend": device, "gaussians": 50_000, "size": f"{size}x{size}",
-                     **timer(g50, head_camera(size), warmup, repeat)})
-    rows.append(_region_row(g50, cam512, device, warmup, repeat, ours))
-    return write_result(out_dir, "raster", rows, {"device": device})
+        rows += _cpu_stage_rows(g50, cam512, p.warmup, p.repeat, ours["p50_ms"])
+    for n in p.counts:
+        g = g50 if n == HEAD_GAUSSIANS else head_scene(n)
+        rows.append({"case": "count", "backend": device, "gaussians": n, "size": size,
+                     **timer(g, cam512, p.warmup, p.repeat)})
+    by_res = {}
+    for side in p.resolutions:
+        by_res[side] = timer(g50, head_camera(side), p.warmup, p.repeat)
+        rows.append({"case": "res", "backend": device, "gaussians": HEAD_GAUSSIANS, "size": f"{side}x{side}",
+                     **by_res[side]})
+    rows.append(_region_row(g50, cam512, device, p.warmup, p.repeat, ours))
+    rows.append(_reference_row(g50, device, p, timer, ours if p.reference_size == HEAD_SIZE else by_res.get(p.reference_size)))
+    return write_result(out_dir, "raster", rows, {"device": device, "quick": quick,
+                                                  "plan": {k: getattr(p, k) for k in p.__dataclass_fields__}})
+
+
+def _reference_row(g, device, p: Plan, timer, ours: dict | None) -> dict:
+    """Ours vs the torch reference on the head scene at ``p.reference_size`` (ours re-used when
+    that size was already timed)."""
+    cam = head_camera(p.reference_size)
+    if ours is None:
+        ours = timer(g, cam, p.warmup, p.repeat)
+    ref = _reference_times(g, cam, p.reference_repeat, head_camera(64))
+    return {"case": "reference", "mode": "vs gsplat torch reference", "backend": device, "gaussians": g.count,
+            "size": f"{cam.width}x{cam.height}", **ours,
+            "reference_p50_ms": ref["p50_ms"], "reference_p95_ms": ref["p95_ms"], "reference_n": ref["n"],
+            "ratio": ref["p50_ms"] / ours["p50_ms"],
+            "note": "" if p.reference_size == HEAD_SIZE else
+            f"quick mode: compared at {cam.width}x{cam.height}, {ref['n']} reference frame(s); full mode: "
+            f"{HEAD_SIZE}x{HEAD_SIZE}"}
 
 
 def _region_row(g, cam, device, warmup, repeat, full) -> dict:
