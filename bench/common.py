@@ -65,6 +65,15 @@ def time_calls(fn: Callable[[], object], *, warmup: int, repeat: int) -> list[fl
     return out
 
 
+def frame_stage_times(session) -> dict[str, float]:
+    """A session's last-frame stage seconds (features, encode, deform, render) plus its
+    renderer's (project, sort, blend, composite) where the renderer exposes ``stage_times``."""
+    times = dict(getattr(session, "stage_times", None) or {})
+    renderer = getattr(session, "_renderer", None)  # FrameRenderer.stage_times (docs/INTERFACES.md)
+    times.update(getattr(renderer, "stage_times", None) or {})
+    return times
+
+
 def markdown_table(rows: list[dict], columns: list[str] | None = None) -> str:
     """A Markdown table of ``rows`` (floats shown with 3 significant decimals); by default its
     columns are every key of any row, in first-seen order (a row without one shows a blank)."""

@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from huma_rt.bench.common import stats_ms, time_calls, write_result
+from huma_rt.bench.common import frame_stage_times, stats_ms, time_calls, write_result
 from huma_rt.bench.suite import peak_rss_mb
 
 from huma_rt.errors import DeviceError, HumaError
@@ -175,14 +175,6 @@ class _H264:
         return len(self._buf.getvalue())
 
 
-def _stage_times(session) -> dict[str, float]:
-    """The session's last-frame stage seconds plus its renderer's (project/sort/blend/composite)."""
-    times = dict(getattr(session, "stage_times", None) or {})
-    renderer = getattr(session, "_renderer", None)  # FrameRenderer.stage_times (docs/INTERFACES.md)
-    times.update(getattr(renderer, "stage_times", None) or {})
-    return times
-
-
 def _jsonable(report) -> object:
     """A preload report as JSON-ready data (to_dict, a dataclass, or its text)."""
     import dataclasses
@@ -212,12 +204,19 @@ def run_huma(bundle: Path, audio: np.ndarray, warmup: int, device: str) -> dict:
     encoder = _H264(w, h, avatar.fps)
     infer, encode, stages, frames = [], [], {}, []
 
+    copies: list[float] = []  # seconds of each frame's copy out of the session's buffer
+
     def next_frames(chunk):
         if chunk is None:
             session.finish()
         else:
             session.push_audio(chunk)
-        return [f.rgb.copy() for f in session.frames()]  # a Frame's rgb is valid until the next
+        out = []
+        for f in session.frames():
+            t_copy = time.perf_counter()
+            out.append(f.rgb.copy())  # a Frame's rgb is valid until the next
+            copies.append(time.perf_counter() - t_copy)
+        return out
 
     starts = list(range(0, audio.size, spf))
     for i, start in enumerate([*starts, None]):
@@ -233,8 +232,9 @@ def run_huma(bundle: Path, audio: np.ndarray, warmup: int, device: str) -> dict:
             if i >= warmup and start is not None and len(got) == 1:
                 infer.append(dt)
                 encode.append(enc_dt)
-                for k, v in _stage_times(session).items():
+                for k, v in frame_stage_times(session).items():
                     stages.setdefault(k, []).append(v)
+                stages.setdefault("output_copy", []).append(copies[-1])
     video_bytes = encoder.close()
     if not infer:
         raise HumaError(f"audio of {audio.size} samples gave no steady-state frames after {warmup} warm-up frames")

@@ -5,7 +5,11 @@ Scenarios (rows of the result table):
   phase, first frame, wall time of the whole child process, its peak RSS).
 - ``sessions=K``: K sessions of one Avatar, each in its own thread, streaming the same speech-like
   audio in 40 ms chunks as fast as possible; per-frame latency of each stage (features, encode,
-  deform, render) and of the whole frame as p50/p95/p99, aggregate frames per second.
+  deform, render; the renderer's project, sort, blend, composite; ``output_copy``: the frame's
+  RGB copied out of the session's buffer into the caller's) and of the whole frame (until its
+  copy is done) as p50/p95/p99, aggregate frames per second. Full mode: 1, 2, 4, 8 sessions of
+  20 s of audio each. Quick mode: the same counts, 3 s of audio shared out (max(1 s, 3 s / K)
+  per session), so each point costs about the same; ``audio_s`` says what each row streamed.
 
 Bundle: ``--bundle``, else the demo avatar (built once into its cache when its checkpoint
 ships), else a synthetic avatar (seeded random networks of the default size + a Gaussian
@@ -27,7 +31,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from huma_rt.bench.common import stats_ms, write_result
+from huma_rt.bench.common import frame_stage_times, stats_ms, write_result
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +107,14 @@ def default_bundle(out_dir: Path) -> tuple[Path, str]:
         return synthetic_bundle(out_dir), "synthetic"
 
 
+SESSIONS = (1, 2, 4, 8)  # the concurrent-session curve, quick and full
+
+
+def session_seconds(quick: bool, seconds: float, k: int) -> float:
+    """Audio each of ``k`` sessions streams: ``seconds``; quick mode shares it out (>= 1 s each)."""
+    return max(1.0, seconds / k) if quick else seconds
+
+
 def preload_fresh(bundle: Path, device: str, threads: int) -> dict:
     t0 = time.perf_counter()
     proc = subprocess.run([sys.executable, "-c", _CHILD, str(bundle), device, str(threads)],
@@ -116,23 +128,27 @@ def preload_fresh(bundle: Path, device: str, threads: int) -> dict:
 
 
 def run_sessions(avatar, k: int, audio: np.ndarray) -> dict:
-    stages = ("features", "encode", "deform", "render")
-    times: list[dict[str, list[float]]] = [{s: [] for s in (*stages, "frame")} for _ in range(k)]
+    times: list[dict[str, list[float]]] = [{} for _ in range(k)]
     sessions = [avatar.session() for _ in range(k)]
+    w, h = avatar.size
+    outs = [np.empty((h, w, 3), np.uint8) for _ in range(k)]  # the caller's frame buffers
     barrier = threading.Barrier(k + 1)
 
     def work(i: int) -> None:
-        s, rec = sessions[i], times[i]
+        s, rec, out = sessions[i], times[i], outs[i]
         barrier.wait()
         for start in range(0, audio.size, 640):
             s.push_audio(audio[start : start + 640])
             t0 = time.perf_counter()
-            for _ in s.frames():
+            for frame in s.frames():
                 t1 = time.perf_counter()
-                for st in stages:
-                    rec[st].append(s.stage_times[st])
-                rec["frame"].append(t1 - t0)
-                t0 = t1
+                np.copyto(out, frame.rgb)  # a Frame's rgb is the session's buffer until the next
+                t2 = time.perf_counter()
+                for st, v in frame_stage_times(s).items():
+                    rec.setdefault(st, []).append(v)
+                rec.setdefault("output_copy", []).append(t2 - t1)
+                rec.setdefault("frame", []).append(t2 - t0)
+                t0 = time.perf_counter()
         s.finish()
         for _ in s.frames():
             pass
@@ -147,10 +163,10 @@ def run_sessions(avatar, k: int, audio: np.ndarray) -> dict:
     wall = time.perf_counter() - t0
     for s in sessions:
         s.close()
-    frames = sum(len(r["frame"]) for r in times)
-    row: dict = {"sessions": k, "frames": frames, "fps_total": frames / wall, "fps_per_session": frames / wall / k,
-                 "realtime_x": frames / wall / avatar.fps}  # fmt: skip
-    for st in (*stages, "frame"):
+    frames = sum(len(r.get("frame", ())) for r in times)
+    row: dict = {"sessions": k, "audio_s": audio.size / 16000, "frames": frames, "fps_total": frames / wall,
+                 "fps_per_session": frames / wall / k, "realtime_x": frames / wall / avatar.fps}  # fmt: skip
+    for st in dict.fromkeys(name for r in times for name in r):
         s = stats_ms([x for r in times for x in r[st]])
         row.update({f"{st}_p50_ms": s["p50_ms"], f"{st}_p95_ms": s["p95_ms"], f"{st}_p99_ms": s["p99_ms"]})
     return row
@@ -169,8 +185,8 @@ def run(quick: bool, out_dir: Path, device: str = "cpu", bundle: Path | None = N
     if bundle is None:
         bundle, which = default_bundle(out_dir)
     seconds = seconds or (3.0 if quick else 20.0)
-    # the scaling curve vs concurrent sessions (1..8); quick mode keeps the two ends that matter
-    sessions = sessions or ((1, 4) if quick else (1, 2, 4, 8))
+    # the scaling curve vs concurrent sessions (1..8), in quick mode too, with less audio each
+    sessions = sessions or SESSIONS
     pre = preload_fresh(bundle, device, threads)
     pre_row = {"bundle_to_first_frame_ms": 1e3 * pre["bundle_to_first_frame_s"], "import_ms": 1e3 * pre["import_s"],
                "process_wall_ms": 1e3 * pre["process_wall_s"], **{f"{k}_ms": v for k, v in pre["phases_ms"].items()},
@@ -180,7 +196,7 @@ def run(quick: bool, out_dir: Path, device: str = "cpu", bundle: Path | None = N
     avatar = Avatar.load(bundle, device=device, threads=threads)
     audio = speech_like(seconds)
     for k in sessions:
-        rows.append(run_sessions(avatar, k, audio))
+        rows.append(run_sessions(avatar, k, audio[: int(16000 * session_seconds(quick, seconds, k))]))
         rows[-1]["peak_rss_mb"] = peak_rss_mb()
     extra = {"bundle": str(bundle), "bundle_kind": which, "gaussians": pre["gaussians"], "dynamic": pre["dynamic"],
              "size": pre["size"], "renderer": pre["renderer"], "device": device, "threads": threads,
@@ -193,9 +209,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--bundle", type=Path, help="bundle to measure (default: demo avatar, else synthetic)")
     p.add_argument("--out", type=Path, default=Path("bench-results"))
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
-    p.add_argument("--seconds", type=float, default=None, help="audio per session (default 20, quick 3)")
+    p.add_argument("--seconds", type=float, default=None, help="audio per session (default 20; quick 3, shared out among K sessions, >= 1 s each)")
     p.add_argument("--sessions", type=int, nargs="+", default=None,
-                   help="concurrent session counts (default: 1 4 with --quick, else 1 2 4 8)")
+                   help="concurrent session counts (default 1 2 4 8)")
     p.add_argument("--threads", type=int, default=1, help="onnxruntime + renderer threads per session (0: library default)")
     p.add_argument("--quick", action="store_true")
     a = p.parse_args(argv)
