@@ -178,7 +178,9 @@ def run(quick: bool, out_dir: Path, device: str = "cpu", bundle: Path | None = N
     from huma_rt.bench.suite import peak_rss_mb
 
     from huma_rt.runtime import Avatar
+    from huma_rt.runtime.preload import resolve_device
 
+    resolve_device(device)  # 'cuda' without a GPU: DeviceError here (a skip), not a failed child process
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     which = "given"
