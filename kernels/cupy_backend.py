@@ -55,7 +55,6 @@ class CupyLauncher(FrameGraphLauncher):
         self.module = cupy.RawModule(code=SOURCE.read_text(), options=nvrtc_options(),
                                      name_expressions=None)
         self.kernels = {name: self.module.get_function(name) for name in KERNEL_NAMES}
-        self._staging: dict = {}
         log.debug("compiled %s (%d kernels)", SOURCE.name, len(self.kernels))
 
     def use_stream(self, stream) -> None:
@@ -77,16 +76,6 @@ class CupyLauncher(FrameGraphLauncher):
     # -- the device side of FrameGraphLauncher -------------------------------------------------
     def _address(self, a) -> int:
         return a.data.ptr
-
-    def _stage(self, dst):
-        """dst's pinned staging buffer, allocated on its first use (an eager frame: never
-        while a graph is being captured). Each frame ends with a sync, so the next frame's
-        values never overwrite a buffer a copy still reads."""
-        key = (dst.data.ptr, dst.nbytes)
-        stage = self._staging.get(key)
-        if stage is None:
-            stage = self._staging[key] = self.host_zeros(dst.shape, dst.dtype)
-        return stage
 
     def _dev_upload(self, dst, stage) -> None:
         dst.set(stage, stream=self.stream)

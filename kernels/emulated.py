@@ -54,7 +54,6 @@ class EmulatedLauncher(FrameGraphLauncher):
         self.lib = load_emulated()
         self.syncs = 0
         self.reads = 0
-        self._staging: dict = {}
         self._capturing: list | None = None
 
     def use_stream(self, stream) -> None:
@@ -74,13 +73,6 @@ class EmulatedLauncher(FrameGraphLauncher):
     # -- the device side of FrameGraphLauncher -------------------------------------------------
     def _address(self, a) -> int:
         return a.ctypes.data
-
-    def _stage(self, dst: np.ndarray) -> np.ndarray:
-        key = (dst.ctypes.data, dst.nbytes)
-        stage = self._staging.get(key)
-        if stage is None:
-            stage = self._staging[key] = np.zeros(dst.shape, dst.dtype)
-        return stage
 
     def _run_or_record(self, fn, *args) -> None:
         if self._capturing is not None:

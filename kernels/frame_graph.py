@@ -25,11 +25,12 @@ from huma_rt.errors import BackendError
 
 
 class FrameGraphLauncher:
-    """Subclasses implement the device side: ``_stage``, ``_dev_upload``, ``_dev_launch``,
-    ``_dev_memset0``, ``_dev_download``, ``_begin_capture``, ``_end_capture``,
+    """Subclasses implement ``host_zeros`` and the device side: ``_dev_upload``,
+    ``_dev_launch``, ``_dev_memset0``, ``_dev_download``, ``_begin_capture``, ``_end_capture``,
     ``_launch_graph``, ``_synchronize`` and ``_address``."""
 
     def __init__(self) -> None:
+        self._staging: dict = {}
         self.mode = "eager"
         self.graph = None
         self.graph_launches = 0
@@ -64,6 +65,16 @@ class FrameGraphLauncher:
         self.graph, self._recorded = None, []
 
     # -- device operations ---------------------------------------------------------------------
+    def _stage(self, dst):
+        """dst's staging buffer (pinned on a GPU), allocated on its first use: the first frame
+        is eager, so never while a graph is being captured. Each frame ends with a sync, so the
+        next frame's values never overwrite a buffer a copy still reads."""
+        key = (self._address(dst), dst.nbytes)
+        stage = self._staging.get(key)
+        if stage is None:
+            stage = self._staging[key] = self.host_zeros(dst.shape, dst.dtype)
+        return stage
+
     def upload(self, dst, src) -> None:
         """Host -> device: this frame's values into dst's staging buffer, then the copy."""
         stage = self._stage(dst)
