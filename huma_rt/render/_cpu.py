@@ -51,12 +51,13 @@ class CpuStages:
         self.tile_offsets = np.zeros(tiles + 1, dtype=np.int32)
         self.tile_counts = np.zeros((self.threads, tiles), dtype=np.int32)  # per binning thread
         # depth radix sort: two arrays of one entry per Gaussian
-        self.sort_scratch = np.zeros(2 * max(capacity, 1) * self.lib.hr_cpu_visible_size(), np.uint8)
+        self.sort_scratch = np.zeros(2 * max(capacity, 1) * self.lib.hr_cpu_visible_size(),
+                                     np.uint8)
         self.keys = np.zeros(max_isects or max(1 << 16, ISECTS_PER_GAUSSIAN * capacity),
                              dtype=np.uint64)
         self.scratch_per_thread = max(capacity, 1)
-        self.scratch = np.zeros(self.threads * self.lib.hr_cpu_blend_scratch_bytes(self.scratch_per_thread),
-                                dtype=np.uint8)
+        self.scratch = np.zeros(
+            self.threads * self.lib.hr_cpu_blend_scratch_bytes(self.scratch_per_thread), np.uint8)
         self.rgb = np.zeros((h, w, 3), dtype=np.float32)
         self.alpha = np.zeros((h, w), dtype=np.float32)
         self.depth = np.zeros((h, w), dtype=np.float32)
@@ -69,8 +70,8 @@ class CpuStages:
         # owned buffers never move: their addresses are taken once (a.ctypes per call would
         # create Python objects on the per-frame path)
         self.p = {name: getattr(self, name).ctypes.data for name in (
-            "cam", "proj", "colors", "records", "tile_offsets", "tile_counts", "sort_scratch", "keys", "scratch", "rgb",
-            "alpha", "depth", "tile_box")}
+            "cam", "proj", "colors", "records", "tile_offsets", "tile_counts", "sort_scratch",
+            "keys", "scratch", "rgb", "alpha", "depth", "tile_box")}
 
     def _keys_fit(self, total: int) -> bool:
         """True when ``total`` intersections fit the key buffer (recorded as num_isects);
@@ -153,9 +154,9 @@ class CpuStages:
     def blend(self, rect: np.ndarray, with_depth: bool) -> None:
         """Front-to-back blend of the tiles of rect into self.rgb / alpha (/ depth)."""
         self.lib.hr_cpu_blend(
-            self.p["records"], self.camera.width, self.camera.height, _ptr(rect), self.p["tile_offsets"], self.p["keys"], self.p["scratch"],
-            self.scratch_per_thread, self.p["rgb"], self.p["alpha"],
-            self.p["depth"] if with_depth else None, self.threads,
+            self.p["records"], self.camera.width, self.camera.height, _ptr(rect),
+            self.p["tile_offsets"], self.p["keys"], self.p["scratch"], self.scratch_per_thread,
+            self.p["rgb"], self.p["alpha"], self.p["depth"] if with_depth else None, self.threads,
         )
 
     def composite(self, bg_image: np.ndarray | None, bg_color: np.ndarray,

@@ -37,7 +37,6 @@ _SIGNATURES = {
     "hr_cpu_bin_sort": (_I64, [_I, _P, _I, _I, _P, _P, _P, _P, _I64, _P, _I]),
     "hr_cpu_blend": (None, [_P, _I, _I, _P, _P, _P, _P, _I64, _P, _P, _P, _I]),
     "hr_cpu_bin_merge": (_I64, [_I, _P, _P, _I, _I, _P, _P, _P, _P, _P, _P, _I64, _P, _I]),
-    "hr_cpu_max_tile_len": (_I, [_P, _I]),
     "hr_cpu_blend_scratch_bytes": (_I64, [_I64]),
     "hr_cpu_visible_size": (_I, []),
     "hr_cpu_record_size": (_I, []),

@@ -637,13 +637,6 @@ HR_EXPORT void hr_cpu_blend(const void *records, int width, int height, const in
                                                out_depth, threads);
 }
 
-// Largest per-tile list length (sizes the blend scratch).
-HR_EXPORT int hr_cpu_max_tile_len(const int *tile_offsets, int tiles) {
-    int m = 0;
-    for (int t = 0; t < tiles; ++t) m = std::max(m, tile_offsets[t + 1] - tile_offsets[t]);
-    return m;
-}
-
 HR_EXPORT int64_t hr_cpu_blend_scratch_bytes(int64_t per_thread) {
     return scratch_bytes(per_thread);
 }
