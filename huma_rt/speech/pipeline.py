@@ -300,7 +300,8 @@ class ChatPipeline:
             for pcm, _chunk in self.tts.stream_chunks(chunks()):
                 if "tts_first" not in result.times:
                     result.times["tts_first"] = time.perf_counter()
-                    # the first audio was on the critical path; from now on the frames are
+                    # the first audio was on the critical path; from here on the frames are,
+                    # and the rest of the answer can wait behind them
                     _yield_to_frames()
                 q_audio.put(pcm)
             q_audio.put(failure[0] if failure else _DONE)
