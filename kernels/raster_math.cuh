@@ -40,11 +40,39 @@ struct HrProjected {
     int rx, ry;        // bounding-box radius per axis in pixels; 0 = culled
 };
 
+// The per-Gaussian math (activations, projection, colour) is written once for a value type F:
+// float on the GPU and in the emulated kernels (one thread per Gaussian) and, in the CPU
+// backend, also an 8-lane vector (8 Gaussians per call). cpu/raster_cpu.cpp declares the
+// vector overloads of the helpers below before it includes this header. A comparison of F
+// gives its mask (bool, or lanes of all ones), masks combine with |, and every decision is a
+// select, so the lanes never branch apart; the arithmetic of each lane is the float code's.
+HR_HD float hr_select(bool m, float a, float b) { return m ? a : b; }
+HR_HD float hr_sqrt(float v) { return sqrtf(v); }
+HR_HD float hr_log(float v) { return logf(v); }
+HR_HD float hr_ceil(float v) { return ceilf(v); }
+HR_HD int hr_to_int(float v) { return (int)v; }
+// row `row` of an array with `stride` floats a row (the lanes: rows row .. row + 7)
+HR_HD void hr_load(float &out, const float *a, long long row, int stride) {
+    out = a[row * stride];
+}
+
+// v broadcast to F
+template <class F>
+HR_HD F hr_splat(float v) {
+    return F() + v;
+}
+
 // fmaxf(v, lo) / fminf(v, hi) for a non-NaN bound (a NaN v gives the bound, as there), written
 // as compares: a host compiler turns fminf/fmaxf into libm calls unless finite math is assumed,
 // while these are one instruction everywhere.
-HR_HD float hr_max(float v, float lo) { return v > lo ? v : lo; }
-HR_HD float hr_min(float v, float hi) { return v < hi ? v : hi; }
+template <class F>
+HR_HD F hr_max(F v, float lo) {
+    return hr_select(v > lo, v, hr_splat<F>(lo));
+}
+template <class F>
+HR_HD F hr_min(F v, float hi) {
+    return hr_select(v < hi, v, hr_splat<F>(hi));
+}
 
 HR_HD float hr_sigmoid(float v) { return 1.0f / (1.0f + expf(-v)); }
 
@@ -56,18 +84,19 @@ HR_HD float hr_activate_scale(float v, int activation) {
 }
 
 // quat (wxyz, any norm) + scale -> world covariance (symmetric 3x3, row-major in cov[9]).
-HR_HD void hr_quat_scale_to_covar(const float q[4], const float s[3], float cov[9]) {
-    float w = q[0], x = q[1], y = q[2], z = q[3];
-    float inv = 1.0f / sqrtf(w * w + x * x + y * y + z * z);
+template <class F>
+HR_HD void hr_quat_scale_to_covar(const F q[4], const F s[3], F cov[9]) {
+    F w = q[0], x = q[1], y = q[2], z = q[3];
+    F inv = 1.0f / hr_sqrt(w * w + x * x + y * y + z * z);
     w *= inv; x *= inv; y *= inv; z *= inv;
-    float x2 = x * x, y2 = y * y, z2 = z * z;
-    float xy = x * y, xz = x * z, yz = y * z;
-    float wx = w * x, wy = w * y, wz = w * z;
-    float R[9] = {
+    F x2 = x * x, y2 = y * y, z2 = z * z;
+    F xy = x * y, xz = x * z, yz = y * z;
+    F wx = w * x, wy = w * y, wz = w * z;
+    F R[9] = {
         1.f - 2.f * (y2 + z2), 2.f * (xy - wz), 2.f * (xz + wy),
         2.f * (xy + wz), 1.f - 2.f * (x2 + z2), 2.f * (yz - wx),
         2.f * (xz - wy), 2.f * (yz + wx), 1.f - 2.f * (x2 + y2)};
-    float M[9];  // M = R * diag(s)
+    F M[9];  // M = R * diag(s)
     for (int r = 0; r < 3; ++r)
         for (int c = 0; c < 3; ++c) M[r * 3 + c] = R[r * 3 + c] * s[c];
     for (int r = 0; r < 3; ++r)
@@ -77,7 +106,8 @@ HR_HD void hr_quat_scale_to_covar(const float q[4], const float s[3], float cov[
 }
 
 // world point -> camera point
-HR_HD void hr_world_to_camera(const HrCamera &cam, const float p[3], float out[3]) {
+template <class F>
+HR_HD void hr_world_to_camera(const HrCamera &cam, const F p[3], F out[3]) {
     for (int r = 0; r < 3; ++r)
         out[r] = cam.R[r * 3 + 0] * p[0] + cam.R[r * 3 + 1] * p[1] + cam.R[r * 3 + 2] * p[2] +
                  cam.t[r];
@@ -86,23 +116,25 @@ HR_HD void hr_world_to_camera(const HrCamera &cam, const float p[3], float out[3
 // Perspective projection of mean and covariance (camera space). The Jacobian uses x/z, y/z
 // clamped to the half field of view + 30% (gsplat's persp_proj) so off-screen Gaussians do
 // not blow up; the mean itself is projected unclamped.
-HR_HD void hr_persp_proj(const HrCamera &cam, const float m[3], const float C[9], float cov2d[3],
-                         float mean2d[2]) {
-    float x = m[0], y = m[1], z = m[2];
+template <class F>
+HR_HD void hr_persp_proj(const HrCamera &cam, const F m[3], const F C[9], F cov2d[3],
+                         F mean2d[2]) {
+    F x = m[0], y = m[1], z = m[2];
     float tan_fovx = 0.5f * cam.width / cam.fx;
     float tan_fovy = 0.5f * cam.height / cam.fy;
     float lim_x_pos = (cam.width - cam.cx) / cam.fx + 0.3f * tan_fovx;
     float lim_x_neg = cam.cx / cam.fx + 0.3f * tan_fovx;
     float lim_y_pos = (cam.height - cam.cy) / cam.fy + 0.3f * tan_fovy;
     float lim_y_neg = cam.cy / cam.fy + 0.3f * tan_fovy;
-    float rz = 1.f / z;
-    float rz2 = rz * rz;
-    float tx = z * hr_min(hr_max(x * rz, -lim_x_neg), lim_x_pos);
-    float ty = z * hr_min(hr_max(y * rz, -lim_y_neg), lim_y_pos);
+    F rz = 1.f / z;
+    F rz2 = rz * rz;
+    F tx = z * hr_min(hr_max(x * rz, -lim_x_neg), lim_x_pos);
+    F ty = z * hr_min(hr_max(y * rz, -lim_y_neg), lim_y_pos);
     // J = [[fx/z, 0, -fx tx/z^2], [0, fy/z, -fy ty/z^2]]
-    float J0[3] = {cam.fx * rz, 0.f, -cam.fx * tx * rz2};
-    float J1[3] = {0.f, cam.fy * rz, -cam.fy * ty * rz2};
-    float CJ0[3], CJ1[3];  // C * J^T columns
+    const F zero = hr_splat<F>(0.f);
+    F J0[3] = {cam.fx * rz, zero, -cam.fx * tx * rz2};
+    F J1[3] = {zero, cam.fy * rz, -cam.fy * ty * rz2};
+    F CJ0[3], CJ1[3];  // C * J^T columns
     for (int r = 0; r < 3; ++r) {
         CJ0[r] = C[r * 3 + 0] * J0[0] + C[r * 3 + 1] * J0[1] + C[r * 3 + 2] * J0[2];
         CJ1[r] = C[r * 3 + 0] * J1[0] + C[r * 3 + 1] * J1[1] + C[r * 3 + 2] * J1[2];
@@ -114,20 +146,21 @@ HR_HD void hr_persp_proj(const HrCamera &cam, const float m[3], const float C[9]
     mean2d[1] = cam.fy * y * rz + cam.cy;
 }
 
-// Full EWA projection of one Gaussian (scales and opacity already activated). Returns false
-// (and rx = ry = 0) when the Gaussian is culled: outside the depth range, degenerate, too
-// transparent to reach alpha 1/255, or with its bounding box off the image.
-HR_HD bool hr_project(const HrCamera &cam, const float mean[3], const float quat[4],
-                      const float scale[3], float opacity, HrProjected &out) {
-    out.rx = 0;
-    out.ry = 0;
-    float mc[3];
+// Full EWA projection of one Gaussian (scales and opacity already activated) into out, an
+// HrProjected (or its lanes). A culled Gaussian gets rx = ry = 0 (its other fields are
+// undefined): outside the depth range, degenerate, too transparent to reach alpha 1/255, or
+// with its bounding box off the image. Everything is computed for every Gaussian and the
+// culling tests only combine into one mask (see above).
+template <class F, class P>
+HR_HD void hr_project(const HrCamera &cam, const F mean[3], const F quat[4], const F scale[3],
+                      F opacity, P &out) {
+    F mc[3];
     hr_world_to_camera(cam, mean, mc);
-    if (mc[2] < cam.near_plane || mc[2] > cam.far_plane) return false;
-    float cw[9];
+    auto culled = (mc[2] < cam.near_plane) | (mc[2] > cam.far_plane);
+    F cw[9];
     hr_quat_scale_to_covar(quat, scale, cw);
     // camera covariance R cw R^T
-    float RC[9], cc[9];
+    F RC[9], cc[9];
     for (int r = 0; r < 3; ++r)
         for (int c = 0; c < 3; ++c)
             RC[r * 3 + c] = cam.R[r * 3 + 0] * cw[0 * 3 + c] + cam.R[r * 3 + 1] * cw[1 * 3 + c] +
@@ -136,23 +169,22 @@ HR_HD bool hr_project(const HrCamera &cam, const float mean[3], const float quat
         for (int c = 0; c < 3; ++c)
             cc[r * 3 + c] = RC[r * 3 + 0] * cam.R[c * 3 + 0] + RC[r * 3 + 1] * cam.R[c * 3 + 1] +
                             RC[r * 3 + 2] * cam.R[c * 3 + 2];
-    float cov2d[3], m2[2];
+    F cov2d[3], m2[2];
     hr_persp_proj(cam, mc, cc, cov2d, m2);
     // low-pass dilation (eps2d), then invert
     cov2d[0] += HR_EPS2D;
     cov2d[2] += HR_EPS2D;
-    float det = cov2d[0] * cov2d[2] - cov2d[1] * cov2d[1];
-    if (!(det > 0.f)) return false;
-    float idet = 1.f / det;
-    if (opacity < HR_ALPHA_MIN) return false;
+    F det = cov2d[0] * cov2d[2] - cov2d[1] * cov2d[1];
+    culled = culled | !(det > 0.f);
+    F idet = 1.f / det;
+    culled = culled | (opacity < HR_ALPHA_MIN);
     // opacity-aware tight bounding box (arXiv 2402.00525, B.2)
-    float extend = hr_min(sqrtf(2.0f * logf(opacity / HR_ALPHA_MIN)), HR_EXTEND_MAX);
-    float rx = ceilf(extend * sqrtf(cov2d[0]));
-    float ry = ceilf(extend * sqrtf(cov2d[2]));
-    if (rx <= 0.f && ry <= 0.f) return false;
-    if (m2[0] + rx <= 0.f || m2[0] - rx >= (float)cam.width || m2[1] + ry <= 0.f ||
-        m2[1] - ry >= (float)cam.height)
-        return false;
+    F extend = hr_min(hr_sqrt(2.0f * hr_log(opacity / HR_ALPHA_MIN)), HR_EXTEND_MAX);
+    F rx = hr_ceil(extend * hr_sqrt(cov2d[0]));
+    F ry = hr_ceil(extend * hr_sqrt(cov2d[2]));
+    culled = culled | ((rx <= 0.f) & (ry <= 0.f));
+    culled = culled | (m2[0] + rx <= 0.f) | (m2[0] - rx >= (float)cam.width) |
+             (m2[1] + ry <= 0.f) | (m2[1] - ry >= (float)cam.height);
     out.x = m2[0];
     out.y = m2[1];
     out.ca = cov2d[2] * idet;
@@ -160,23 +192,24 @@ HR_HD bool hr_project(const HrCamera &cam, const float mean[3], const float quat
     out.cc = cov2d[0] * idet;
     out.opacity = opacity;
     out.depth = mc[2];
-    out.rx = (int)rx;
-    out.ry = (int)ry;
-    return true;
+    const F zero = hr_splat<F>(0.f);
+    out.rx = hr_to_int(hr_select(culled, zero, rx));
+    out.ry = hr_to_int(hr_select(culled, zero, ry));
 }
 
 // View-dependent colour: max(SH . basis(normalize(mean - campos)) + 0.5, 0) for degree 0..3.
-// sh points at the Gaussian's (degree+1)^2 x 3 coefficients (DC first).
-HR_HD void hr_sh_color(int degree, const float *sh, const float mean[3], const float campos[3],
-                       float rgb[3]) {
-    const float C0 = 0.28209479177387814f;
-    float basis[16];
-    basis[0] = C0;
+// Row `row` of sh holds the Gaussian's (degree+1)^2 x 3 coefficients (DC first).
+template <class F>
+HR_HD void hr_sh_color(int degree, const float *sh, long long row, const F mean[3],
+                       const float campos[3], F rgb[3]) {
+    const int K3 = (degree + 1) * (degree + 1) * 3;
+    F basis[16];
+    basis[0] = hr_splat<F>(0.28209479177387814f);
     int k = 1;
     if (degree > 0) {
-        float x = mean[0] - campos[0], y = mean[1] - campos[1], z = mean[2] - campos[2];
-        float n2 = x * x + y * y + z * z;
-        float inv = n2 > 0.f ? 1.f / sqrtf(n2) : 0.f;
+        F x = mean[0] - campos[0], y = mean[1] - campos[1], z = mean[2] - campos[2];
+        F n2 = x * x + y * y + z * z;
+        F inv = hr_select(n2 > 0.f, 1.f / hr_sqrt(n2), hr_splat<F>(0.f));
         x *= inv; y *= inv; z *= inv;
         const float C1 = 0.4886025119029199f;
         basis[1] = -C1 * y;
@@ -184,7 +217,7 @@ HR_HD void hr_sh_color(int degree, const float *sh, const float mean[3], const f
         basis[3] = -C1 * x;
         k = 4;
         if (degree > 1) {
-            float xx = x * x, yy = y * y, zz = z * z, xy = x * y, yz = y * z, xz = x * z;
+            F xx = x * x, yy = y * y, zz = z * z, xy = x * y, yz = y * z, xz = x * z;
             basis[4] = 1.0925484305920792f * xy;
             basis[5] = -1.0925484305920792f * yz;
             basis[6] = 0.31539156525252005f * (2.f * zz - xx - yy);
@@ -204,15 +237,15 @@ HR_HD void hr_sh_color(int degree, const float *sh, const float mean[3], const f
         }
     }
     // the three channels' sums side by side (each in the same order as a loop per channel)
-    float v0 = 0.f, v1 = 0.f, v2 = 0.f;
-    for (int i = 0; i < k; ++i) {
-        v0 += basis[i] * sh[i * 3];
-        v1 += basis[i] * sh[i * 3 + 1];
-        v2 += basis[i] * sh[i * 3 + 2];
-    }
-    rgb[0] = hr_max(v0 + 0.5f, 0.f);
-    rgb[1] = hr_max(v1 + 0.5f, 0.f);
-    rgb[2] = hr_max(v2 + 0.5f, 0.f);
+    F v[3];
+    for (int c = 0; c < 3; ++c) v[c] = hr_splat<F>(0.f);
+    for (int i = 0; i < k; ++i)
+        for (int c = 0; c < 3; ++c) {
+            F coef;
+            hr_load(coef, sh + i * 3 + c, row, K3);
+            v[c] += basis[i] * coef;
+        }
+    for (int c = 0; c < 3; ++c) rgb[c] = hr_max(v[c] + 0.5f, 0.f);
 }
 
 // v clamped to [0, tiles], as fminf(fmaxf(v, 0), tiles) (NaN -> 0).
@@ -285,17 +318,22 @@ HR_HD float hr_blend_step(float opacity, float sigma, float &T, bool &done) {
     return vis;
 }
 
-// Project Gaussian i of raw (pre-activation) arrays and evaluate its colour.
-// means [N,3], quats [N,4] wxyz, log_scales [N,3], opacity_logits [N], sh [N,(d+1)^2,3].
-HR_HD void hr_project_gaussian(int i, const float *means, const float *quats,
+// Project Gaussian i (the lanes: i .. i + 7) of raw (pre-activation) arrays and evaluate its
+// colour. means [N,3], quats [N,4] wxyz, log_scales [N,3], opacity_logits [N],
+// sh [N,(d+1)^2,3]; out: an HrProjected (or its lanes).
+template <class F, class P>
+HR_HD void hr_project_gaussian(long long i, const float *means, const float *quats,
                                const float *log_scales, const float *opacity_logits,
                                const float *sh, int sh_degree, int scale_activation,
-                               const HrCamera &cam, HrProjected &out, float rgb[3]) {
-    float s[3];
-    for (int k = 0; k < 3; ++k) s[k] = hr_activate_scale(log_scales[i * 3 + k], scale_activation);
-    float op = hr_sigmoid(opacity_logits[i]);
-    const float *m = means + i * 3;
-    hr_project(cam, m, quats + i * 4, s, op, out);
-    int K = (sh_degree + 1) * (sh_degree + 1);
-    hr_sh_color(sh_degree, sh + (long long)i * K * 3, m, cam.campos, rgb);
+                               const HrCamera &cam, P &out, F rgb[3]) {
+    F m[3], q[4], ls[3], logit;
+    for (int k = 0; k < 3; ++k) hr_load(m[k], means + k, i, 3);
+    for (int k = 0; k < 4; ++k) hr_load(q[k], quats + k, i, 4);
+    for (int k = 0; k < 3; ++k) hr_load(ls[k], log_scales + k, i, 3);
+    hr_load(logit, opacity_logits, i, 1);
+    F s[3];
+    for (int k = 0; k < 3; ++k) s[k] = hr_activate_scale(ls[k], scale_activation);
+    F op = hr_sigmoid(logit);
+    hr_project(cam, m, q, s, op, out);
+    hr_sh_color(sh_degree, sh, i, m, cam.campos, rgb);
 }

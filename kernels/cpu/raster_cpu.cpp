@@ -8,7 +8,59 @@
 #include <cstring>
 #include <omp.h>
 
+#include <cmath>
+
+// 8-lane float/int vectors (GCC vector extensions, so the SIMD form does not depend on the
+// auto-vectoriser): 8 Gaussians of the projection, 8 pixels of a blend half row.
+typedef float v8f __attribute__((vector_size(32)));
+typedef int v8i __attribute__((vector_size(32)));
+
+// The vector overloads of raster_math.cuh's lane helpers (see there), declared before it so its
+// templates see them. Lane loops of one operation compile to one instruction (sqrt, round);
+// libm calls stay per lane, so every lane equals the float code exactly.
+#define HR_LANES inline __attribute__((always_inline))
+HR_LANES v8f hr_select(v8i m, v8f a, v8f b) { return m ? a : b; }
+HR_LANES v8f hr_sqrt(v8f v) {
+    v8f r;
+    for (int l = 0; l < 8; ++l) r[l] = sqrtf(v[l]);  // vsqrtps (no errno)
+    return r;
+}
+HR_LANES v8f hr_ceil(v8f v) {
+    v8f r;
+    for (int l = 0; l < 8; ++l) r[l] = ceilf(v[l]);
+    return r;
+}
+HR_LANES v8i hr_to_int(v8f v) { return __builtin_convertvector(v, v8i); }
+// (GCC's -Wmaybe-uninitialized takes the lanes of an `out` written whole here for read)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+HR_LANES void hr_load(v8f &out, const float *a, long long row, int stride) {
+    const float *p = a + row * stride;
+    out = v8f{p[0], p[stride], p[2 * stride], p[3 * stride], p[4 * stride], p[5 * stride],
+              p[6 * stride], p[7 * stride]};
+}
+#pragma GCC diagnostic pop
+HR_LANES v8f hr_log(v8f v);
+HR_LANES v8f hr_sigmoid(v8f v);
+HR_LANES v8f hr_activate_scale(v8f v, int activation);
+
 #include "../raster_math.cuh"
+
+HR_LANES v8f hr_log(v8f v) {
+    v8f r;
+    for (int l = 0; l < 8; ++l) r[l] = hr_log(v[l]);
+    return r;
+}
+HR_LANES v8f hr_sigmoid(v8f v) {
+    v8f r;
+    for (int l = 0; l < 8; ++l) r[l] = hr_sigmoid(v[l]);
+    return r;
+}
+HR_LANES v8f hr_activate_scale(v8f v, int activation) {
+    v8f r;
+    for (int l = 0; l < 8; ++l) r[l] = hr_activate_scale(v[l], activation);
+    return r;
+}
 
 #define HR_EXPORT extern "C" __attribute__((visibility("default")))
 // The hot loops are compiled twice, for AVX2 + FMA (x86-64-v3) and for baseline x86-64, and the
@@ -48,44 +100,99 @@ HR_INLINE bool clipped_bounds(const HrProjected &p, int tiles_x, int tiles_y, co
 
 HR_EXPORT int hr_cpu_abi_version() { return 3; }
 
-// Project n Gaussians. Row i of the inputs goes to row out_index[i] of proj/rgb (or row i when
-// out_index is null), so a renderer can refresh only its dynamic rows. records (nullable)
-// receive what the blend reads of each visible row (BlendRecord). tile_box (nullable) receives
-// the union [tx0, ty0, tx1, ty1) of the tiles the projected Gaussians touch.
+// hr_project's out for 8 Gaussians: HrProjected's fields, a lane each.
+struct LaneProjected {
+    v8f x, y, ca, cb, cc, opacity, depth;
+    v8i rx, ry;
+};
+
+// Lane l of a vector; a scalar is its own only lane.
+HR_INLINE float lane_of(float v, int) { return v; }
+HR_INLINE int lane_of(int v, int) { return v; }
+HR_INLINE float lane_of(v8f v, int l) { return v[l]; }
+HR_INLINE int lane_of(v8i v, int l) { return v[l]; }
+
+// Where the projection writes one row (see hr_cpu_project).
+struct ProjectOut {
+    const int *out_index;
+    HrProjected *proj;
+    float *rgb;
+    BlendRecord *rec;
+    int tiles_x, tiles_y;
+};
+
+// Row r of the projection's outputs from lane l of p / c (l = 0 and F = float: one Gaussian):
+// the projected row, its colour, its blend record and the tile box it widens (box, reduced
+// over rows: min x, min y, max x, max y).
+template <class P, class F>
+HR_INLINE void store_projected(const ProjectOut &o, int i, const P &p, const F c[3], int l,
+                               int box[4]) {
+    const auto lane = [l](const auto &v) { return lane_of(v, l); };
+    const int row = o.out_index ? o.out_index[i] : i;
+    HrProjected q;
+    q.x = lane(p.x); q.y = lane(p.y);
+    q.ca = lane(p.ca); q.cb = lane(p.cb); q.cc = lane(p.cc);
+    q.opacity = lane(p.opacity); q.depth = lane(p.depth);
+    q.rx = lane(p.rx); q.ry = lane(p.ry);
+    o.proj[row] = q;
+    float *rgb = o.rgb + (int64_t)row * 3;
+    for (int k = 0; k < 3; ++k) rgb[k] = lane(c[k]);
+    if (o.rec && q.rx > 0) {
+        const float tau = logf(q.opacity / HR_ALPHA_MIN) + 1e-2f;
+        o.rec[row] = BlendRecord{q.x, q.y, 0.5f * q.ca, q.cb, 0.5f * q.cc, q.opacity, rgb[0],
+                                 rgb[1], rgb[2], q.depth, 2.f * q.ca * tau,
+                                 q.ca * q.cc - q.cb * q.cb, 1.f / q.ca};
+    }
+    int b[4];
+    hr_tile_bounds(q, o.tiles_x, o.tiles_y, b);
+    if (b[0] < b[2] && b[1] < b[3]) {
+        box[0] = std::min(box[0], b[0]);
+        box[1] = std::min(box[1], b[1]);
+        box[2] = std::max(box[2], b[2]);
+        box[3] = std::max(box[3], b[3]);
+    }
+}
+
+// Project n Gaussians, 8 at a time (raster_math.cuh's math on 8 lanes; the last n % 8 one by
+// one). Row i of the inputs goes to row out_index[i] of proj/rgb (or row i when out_index is
+// null), so a renderer can refresh only its dynamic rows. records (nullable) receive what the
+// blend reads of each visible row (BlendRecord). tile_box (nullable) receives the union
+// [tx0, ty0, tx1, ty1) of the tiles the projected Gaussians touch.
 HR_CLONES void hr_cpu_project_impl(int n,
                                  const float *means, const float *quats, const float *log_scales,
                                  const float *opacity_logits, const float *sh, int sh_degree,
                                  int scale_activation, const float *cam_params,
                                  const int *out_index, HrProjected *proj, float *rgb, void *records,
                                  int *tile_box, int threads) {
-    BlendRecord *rec = static_cast<BlendRecord *>(records);
     const HrCamera cam = hr_camera_from_params(cam_params);
-    const int tiles_x = (cam.width + HR_TILE - 1) / HR_TILE;
-    const int tiles_y = (cam.height + HR_TILE - 1) / HR_TILE;
-    int bx0 = tiles_x, by0 = tiles_y, bx1 = 0, by1 = 0;
+    ProjectOut o;
+    o.out_index = out_index;
+    o.proj = proj;
+    o.rgb = rgb;
+    o.rec = static_cast<BlendRecord *>(records);
+    o.tiles_x = (cam.width + HR_TILE - 1) / HR_TILE;
+    o.tiles_y = (cam.height + HR_TILE - 1) / HR_TILE;
+    int bx0 = o.tiles_x, by0 = o.tiles_y, bx1 = 0, by1 = 0;
+    const int groups = n / 8, tail = n % 8;
 #pragma omp parallel for num_threads(pick_threads(threads)) schedule(static) \
     reduction(min : bx0, by0) reduction(max : bx1, by1)
-    for (int i = 0; i < n; ++i) {
-        const int row = out_index ? out_index[i] : i;
-        HrProjected p;
-        hr_project_gaussian(i, means, quats, log_scales, opacity_logits, sh, sh_degree,
-                            scale_activation, cam, p, rgb + (int64_t)row * 3);
-        proj[row] = p;
-        if (rec && p.rx > 0) {
-            const float *c = rgb + (int64_t)row * 3;
-            const float tau = logf(p.opacity / HR_ALPHA_MIN) + 1e-2f;
-            rec[row] = BlendRecord{p.x, p.y, 0.5f * p.ca, p.cb, 0.5f * p.cc, p.opacity, c[0],
-                                   c[1], c[2], p.depth, 2.f * p.ca * tau,
-                                   p.ca * p.cc - p.cb * p.cb, 1.f / p.ca};
+    for (int g = 0; g < groups + tail; ++g) {
+        int box[4] = {bx0, by0, bx1, by1};
+        if (g < groups) {
+            LaneProjected p;
+            v8f c[3];
+            hr_project_gaussian((long long)g * 8, means, quats, log_scales, opacity_logits, sh,
+                                sh_degree, scale_activation, cam, p, c);
+            for (int l = 0; l < 8; ++l) store_projected(o, g * 8 + l, p, c, l, box);
+        } else {
+            const int i = groups * 8 + (g - groups);
+            HrProjected p;
+            float c[3];
+            hr_project_gaussian(i, means, quats, log_scales, opacity_logits, sh, sh_degree,
+                                scale_activation, cam, p, c);
+            store_projected(o, i, p, c, 0, box);
         }
-        int b[4];
-        hr_tile_bounds(p, tiles_x, tiles_y, b);
-        if (b[0] < b[2] && b[1] < b[3]) {
-            bx0 = std::min(bx0, b[0]);
-            by0 = std::min(by0, b[1]);
-            bx1 = std::max(bx1, b[2]);
-            by1 = std::max(by1, b[3]);
-        }
+        bx0 = box[0]; by0 = box[1]; bx1 = box[2]; by1 = box[3];
     }
     if (tile_box) {
         tile_box[0] = bx0; tile_box[1] = by0; tile_box[2] = bx1; tile_box[3] = by1;
@@ -343,8 +450,6 @@ namespace {
 // 8-lane float/int vectors (GCC vector extensions, so the SIMD form does not depend on the
 // auto-vectoriser). A 16x16 tile is 32 half rows of 8 pixels.
 static_assert(HR_TILE == 16, "the blend loop covers a tile row as two 8-lane vectors");
-typedef float v8f __attribute__((vector_size(32)));
-typedef int v8i __attribute__((vector_size(32)));
 typedef int v4i __attribute__((vector_size(16)));
 constexpr int HALVES = HR_BLOCK / 8;
 constexpr float CULL_MARGIN_PX = 0.05f;  // see footprint_halves
