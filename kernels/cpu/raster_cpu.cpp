@@ -450,7 +450,6 @@ namespace {
 // 8-lane float/int vectors (GCC vector extensions, so the SIMD form does not depend on the
 // auto-vectoriser). A 16x16 tile is 32 half rows of 8 pixels.
 static_assert(HR_TILE == 16, "the blend loop covers a tile row as two 8-lane vectors");
-typedef int v4i __attribute__((vector_size(16)));
 constexpr int HALVES = HR_BLOCK / 8;
 constexpr float CULL_MARGIN_PX = 0.05f;  // see footprint_halves
 
@@ -496,11 +495,13 @@ HR_INLINE bool any_lane(v8i m) {
     return (x[0] | x[1] | x[2] | x[3]) != 0;
 }
 
-// OR of the eight lanes.
-HR_INLINE uint32_t or_lanes(v8i m) {
-    const v4i q = __builtin_shufflevector(m, m, 0, 1, 2, 3) |
-                  __builtin_shufflevector(m, m, 4, 5, 6, 7);
-    return (uint32_t)(q[0] | q[1] | q[2] | q[3]);
+// Bit l = the sign bit of lane l, for a mask of all-ones / zero lanes: two SSE movmskps (in
+// every x86-64, hence in both clones), not an OR tree of lane extractions.
+HR_INLINE uint32_t lane_bits(v8i m) {
+    typedef float v4sf __attribute__((vector_size(16)));
+    const v4sf lo = (v4sf)__builtin_shufflevector(m, m, 0, 1, 2, 3);
+    const v4sf hi = (v4sf)__builtin_shufflevector(m, m, 4, 5, 6, 7);
+    return (uint32_t)__builtin_ia32_movmskps(lo) | (uint32_t)__builtin_ia32_movmskps(hi) << 4;
 }
 
 // Half row j of a tile: pixel rows 8 (j / 16) + j % 8, columns 8 ((j / 8) % 2) + 0..7.
@@ -516,7 +517,6 @@ HR_INLINE int half_col(int j) { return ((j >> 3) & 1) * 8; }
 // so every skipped pixel has alpha < 1/255: skipping it changes no image, and the per-pixel
 // test stays exact.
 HR_INLINE uint32_t footprint_halves(const BlendRecord &p, float tx0, float ty0) {
-    const v8i lane_bit = {1, 2, 4, 8, 16, 32, 64, 128};
     const v8f row_centres = {0.5f, 1.5f, 2.5f, 3.5f, 4.5f, 5.5f, 6.5f, 7.5f};
     const v8f zero = {};
     const float xr = p.x - tx0 - 0.5f;  // in pixel indices of the tile (centre of pixel 0 = 0)
@@ -535,7 +535,7 @@ HR_INLINE uint32_t footprint_halves(const BlendRecord &p, float tx0, float ty0) 
         const v8i miss = disc < zero;
         const v8i h0 = ~(miss | (lo > 7.f) | (hi < 0.f));
         const v8i h1 = ~(miss | (lo > 15.f) | (hi < 8.f));
-        bits |= or_lanes((h0 & lane_bit) | (h1 & (lane_bit << 8))) << (16 * r8);
+        bits |= (lane_bits(h0) | lane_bits(h1) << 8) << (16 * r8);
     }
     return bits;
 }
