@@ -66,7 +66,12 @@ HR_LANES v8f hr_activate_scale(v8f v, int activation) {
 // The hot loops are compiled twice, for AVX2 + FMA (x86-64-v3) and for baseline x86-64, and the
 // loader picks one per CPU (an ifunc): baseline x86-64 has no instruction for floorf, fminf or
 // an 8-lane vector, so its clone is several times slower, but it runs everywhere.
+// HR_BASELINE_ISA builds the baseline forms only (what a CPU without AVX2 runs), for the tests.
+#ifdef HR_BASELINE_ISA
+#define HR_CLONES
+#else
 #define HR_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
+#endif
 #define HR_INLINE inline __attribute__((always_inline))  // compiled into each clone
 
 namespace {
@@ -765,7 +770,11 @@ HR_EXPORT void hr_cpu_blend(const void *records, int width, int height, const in
                             const int *tile_offsets, const uint64_t *keys, void *scratch,
                             int64_t scratch_per_thread, float *out_rgb, float *out_alpha,
                             float *out_depth, int threads) {
+#ifdef HR_BASELINE_ISA
+    const bool fma = false;
+#else
     static const bool fma = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#endif
     (fma ? blend_tiles_fma : blend_tiles_base)(static_cast<const BlendRecord *>(records), width,
                                                height, rect, tile_offsets, keys, scratch,
                                                scratch_per_thread, out_rgb, out_alpha,
