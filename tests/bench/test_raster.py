@@ -37,8 +37,11 @@ def test_quick_keeps_every_case_at_the_curves_end_points(tiny_scenes, tmp_path):
     sizes = {m: [r["size"] for r in rows if r["case"] == "res"] for m, rows in (("q", quick), ("f", full))}
     assert counts["f"] == list(raster.COUNTS) and counts["q"] == [raster.COUNTS[0], raster.COUNTS[-1]]
     assert len(sizes["f"]) == len(raster.RESOLUTIONS) and sizes["q"] == [sizes["f"][0], sizes["f"][-1]]
-    assert all(r["n"] == raster.plan(True).repeat for r in quick if r["case"] != "reference")
-    assert {r["n"] for r in full} == {raster.plan(False).repeat}
+    for rows, p in ((quick, raster.plan(True)), (full, raster.plan(False))):
+        head = next(r for r in rows if r["case"] == "head")
+        assert head["n"] == p.head_repeat > p.repeat  # the target's case: the longest series
+        assert all(r["n"] == p.repeat for r in rows if r["case"] not in ("head", "reference"))
+    assert next(r for r in full if r["case"] == "reference")["n"] == raster.plan(False).head_repeat
 
 
 def test_quick_plan_compares_the_reference_on_a_smaller_frame_and_says_so(tiny_scenes, tmp_path):
