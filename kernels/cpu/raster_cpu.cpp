@@ -83,7 +83,7 @@ struct alignas(64) BlendRecord {
     float x, y;          // pixel-space mean
     float ha, cb, hc;    // conic halved on the diagonal: sigma = ha dx^2 + cb dx dy + hc dy^2
     float opacity, r, g, b, depth;
-    float two_a_tau;     // 2 ca tau, tau = ln(255 opacity) + 1e-2 (see footprint_halves)
+    float two_a_tau;     // 2 ca tau, tau = ln(255 opacity) + 1e-2 (see footprints)
     float det;           // ca cc - cb^2
     float inv_a;         // 1 / ca
 };
@@ -456,41 +456,14 @@ namespace {
 // auto-vectoriser). A 16x16 tile is 32 half rows of 8 pixels.
 static_assert(HR_TILE == 16, "the blend loop covers a tile row as two 8-lane vectors");
 constexpr int HALVES = HR_BLOCK / 8;
-constexpr float CULL_MARGIN_PX = 0.05f;  // see footprint_halves
+constexpr float CULL_MARGIN_PX = 0.05f;  // see footprints
 
-// Per-thread blend scratch for tiles of up to cap Gaussians: each Gaussian's footprint mask
-// (uint32 [cap]), then per half row the bit set of the Gaussians that reach it
-// (uint32 [HALVES][words(cap)], bit s of word w = Gaussian 32 w + s of the tile's list).
+// Per-thread blend scratch for tiles of up to cap Gaussians: per half row the bit set of the
+// Gaussians that reach it (uint32 [HALVES][words(cap)], bit s of word w = Gaussian 32 w + s of
+// the tile's list).
 HR_INLINE int64_t mask_words(int64_t cap) { return (cap + 31) / 32; }
 HR_INLINE int64_t scratch_bytes(int64_t cap) {
-    return (int64_t)sizeof(uint32_t) * (cap + HALVES * mask_words(cap));
-}
-
-// In place: a[r] bit c -> a[31 - c] bit 31 - r (the 32x32 bit-matrix transpose of Hacker's
-// Delight, 5 rounds of masked swaps).
-HR_INLINE void transpose32(uint32_t a[32]) {
-    uint32_t m = 0x0000FFFFu;
-    for (int j = 16; j != 0; j >>= 1, m ^= (m << j)) {
-        for (int k = 0; k < 32; k = (k + j + 1) & ~j) {
-            const uint32_t t = (a[k] ^ (a[k + j] >> j)) & m;
-            a[k] ^= t;
-            a[k + j] ^= t << j;
-        }
-    }
-}
-
-// bits[j * words + w] bit s = masks[32 w + s] bit j, for the n masks (zero past n).
-HR_INLINE void masks_to_half_row_bits(const uint32_t *masks, int n, uint32_t *bits,
-                                      int64_t words) {
-    for (int64_t w = 0; w * 32 < n; ++w) {
-        uint32_t a[32];
-        for (int s = 0; s < 32; ++s) {
-            const int64_t i = w * 32 + s;
-            a[31 - s] = i < n ? masks[i] : 0u;
-        }
-        transpose32(a);
-        for (int j = 0; j < HALVES; ++j) bits[j * words + w] = a[31 - j];
-    }
+    return (int64_t)sizeof(uint32_t) * HALVES * mask_words(cap);
 }
 
 // Non-zero when any lane of m is set: an OR tree instead of eight lane extractions.
@@ -513,36 +486,51 @@ HR_INLINE uint32_t lane_bits(v8i m) {
 HR_INLINE int half_row(int j) { return (j >> 4) * 8 + (j & 7); }
 HR_INLINE int half_col(int j) { return ((j >> 3) & 1) * 8; }
 
-// The half rows of a 16x16 tile (corner tx0, ty0) where Gaussian p can reach alpha >= 1/255
-// (bit j = half row j). Exact footprint, not the bounding box: on pixel row dy = y - py the
-// falloff sigma(dx) = ca/2 dx^2 + cb dx dy + cc/2 dy^2 is a parabola in dx = x - px, below
+// The footprints of tile-list entries s0 .. s0 + 7 (fewer past n; a Gaussian per lane) in the
+// 16x16 tile at (tx0, ty0): bit s0 % 32 + l of word s0 / 32 of half row j's bit set is set when
+// Gaussian l can reach alpha >= 1/255 on half row j (of those in `inside`). Lanes are
+// Gaussians, so each row's test gives its bits for 8 Gaussians at once (one movmskps), already
+// in the per-half-row layout the blend walks.
+// Exact footprint, not the bounding box: on pixel row dy = y - py the falloff
+// sigma(dx) = ca/2 dx^2 + cb dx dy + cc/2 dy^2 is a parabola in dx = x - px, below
 // tau = ln(255 opacity) on [x + (cb dy - s) / ca, x + (cb dy + s) / ca] with
 // s^2 = 2 ca tau - det dy^2 (det = ca cc - cb^2 > 0). Culling is conservative: tau gets a
 // 1e-2 margin and the pixel range CULL_MARGIN_PX each side (float error here is ~1e-3 px),
 // so every skipped pixel has alpha < 1/255: skipping it changes no image, and the per-pixel
 // test stays exact.
-HR_INLINE uint32_t footprint_halves(const BlendRecord &p, float tx0, float ty0) {
-    const v8f row_centres = {0.5f, 1.5f, 2.5f, 3.5f, 4.5f, 5.5f, 6.5f, 7.5f};
+HR_INLINE void footprints(const BlendRecord *rec, const uint64_t *list, int s0, int n, float tx0,
+                          float ty0, uint32_t inside, uint32_t *bits, int64_t words) {
+    v8f x = {}, y = {}, cb = {}, inv_a = {}, two_a_tau = {}, det = {};
+    const int k = std::min(8, n - s0);
+    for (int l = 0; l < k; ++l) {
+        const BlendRecord &p = rec[(uint32_t)list[s0 + l]];
+        x[l] = p.x; y[l] = p.y; cb[l] = p.cb; inv_a[l] = p.inv_a;
+        two_a_tau[l] = p.two_a_tau; det[l] = p.det;
+    }
+    const uint32_t lanes = (1u << k) - 1;
     const v8f zero = {};
-    const float xr = p.x - tx0 - 0.5f;  // in pixel indices of the tile (centre of pixel 0 = 0)
-    const float yr = p.y - ty0;
-    uint32_t bits = 0;
-    for (int r8 = 0; r8 < 2; ++r8) {
-        const v8f dy = yr - (row_centres + 8.f * r8);
-        const v8f disc = p.two_a_tau - p.det * dy * dy;
+    const v8f xr = x - tx0 - 0.5f;  // in pixel indices of the tile (centre of pixel 0 = 0)
+    const v8f yr = y - ty0;
+    uint32_t *word = bits + s0 / 32;
+    const int shift = s0 % 32;
+    for (int r = 0; r < HR_TILE; ++r) {
+        const int j0 = ((r >> 3) << 4) | (r & 7), j1 = j0 | 8;  // its left and right half
+        if (!(inside >> j0 & 1)) continue;
+        const v8f dy = yr - (r + 0.5f);
+        const v8f disc = two_a_tau - det * dy * dy;
         const v8f d = disc > zero ? disc : zero;
         v8f s;
-        for (int i = 0; i < 8; ++i) s[i] = sqrtf(d[i]) * p.inv_a;  // one vsqrtps (no errno)
-        const v8f centre = xr + p.cb * dy * p.inv_a;
+        for (int l = 0; l < 8; ++l) s[l] = sqrtf(d[l]) * inv_a[l];  // one vsqrtps (no errno)
+        const v8f centre = xr + cb * dy * inv_a;
         const v8f lo = centre - s - CULL_MARGIN_PX, hi = centre + s + CULL_MARGIN_PX;
         // excluded when the row misses the ellipse or its range misses the half's pixels;
         // written as exclusions so a NaN keeps the half
         const v8i miss = disc < zero;
         const v8i h0 = ~(miss | (lo > 7.f) | (hi < 0.f));
         const v8i h1 = ~(miss | (lo > 15.f) | (hi < 8.f));
-        bits |= (lane_bits(h0) | lane_bits(h1) << 8) << (16 * r8);
+        word[j0 * words] |= (lane_bits(h0) & lanes) << shift;
+        if (inside >> j1 & 1) word[j1 * words] |= (lane_bits(h1) & lanes) << shift;
     }
-    return bits;
 }
 
 // a * b + c, fused (one rounding, one instruction) where the CPU has FMA. The library is built
@@ -679,8 +667,8 @@ HR_INLINE void store_half_row(const HalfRow &h, int64_t pix0, int w8, float *out
         for (int i = 0; i < w8; ++i) out_depth[pix0 + i] = h.D[i] / fmaxf(a[i], 1e-10f);
 }
 
-// One tile: the half rows each of its Gaussians reaches (footprint masks, transposed into a bit
-// set of Gaussians per half row), then each half row blended over its own Gaussians front to
+// One tile: the half rows each of its Gaussians reaches (footprints: a bit set of Gaussians per
+// half row), then each half row blended over its own Gaussians front to
 // back, which keeps its colour and transmittance in registers and ends it once its pixels
 // saturate.
 template <bool WithDepth, bool Fma>
@@ -694,13 +682,15 @@ HR_INLINE void blend_tile(int t, const BlendRecord *rec, int width, int height, 
     uint32_t inside = 0;  // half rows with a pixel inside the image
     for (int j = 0; j < HALVES; ++j)
         if (half_row(j) < h && half_col(j) < w) inside |= 1u << j;
-    uint32_t *masks = scratch, *bits = scratch + cap;
+    uint32_t *bits = scratch;
     const int64_t words = mask_words(cap);
-    for (int s = 0; s < n; ++s) {
-        if (s + 16 < n) __builtin_prefetch(rec + (uint32_t)list[s + 16]);  // random gather
-        masks[s] = footprint_halves(rec[(uint32_t)list[s]], (float)tx0, (float)ty0) & inside;
+    for (int j = 0; j < HALVES; ++j)
+        for (int64_t wd = 0; wd * 32 < n; ++wd) bits[j * words + wd] = 0;
+    for (int s = 0; s < n; s += 8) {
+        for (int l = s + 16; l < std::min(s + 24, n); ++l)  // random gathers, 2 groups ahead
+            __builtin_prefetch(rec + (uint32_t)list[l]);
+        footprints(rec, list, s, n, (float)tx0, (float)ty0, inside, bits, words);
     }
-    masks_to_half_row_bits(masks, n, bits, words);
     const v8f lane = {0.5f, 1.5f, 2.5f, 3.5f, 4.5f, 5.5f, 6.5f, 7.5f};
     const v8f zero = {};
     for (int j = 0; j < HALVES; ++j) {
