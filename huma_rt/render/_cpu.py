@@ -34,10 +34,11 @@ class CpuStages:
     """
 
     def __init__(self, camera: Camera, capacity: int, *, max_isects: int | None = None,
-                 threads: int = 0) -> None:
+                 threads: int = 0, library=None) -> None:
         if capacity < 0:
             raise InputError(f"capacity must be >= 0 Gaussians; got {capacity}")
-        self.lib = load_library()
+        # library: another build of the CPU rasterizer (kernels.cpu.open_library), for A/B runs
+        self.lib = library if library is not None else load_library()
         self.camera = camera
         self.cam = camera_params(camera)
         self.threads = int(threads) or _omp_threads()

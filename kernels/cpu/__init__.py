@@ -64,6 +64,12 @@ def load_library() -> ctypes.CDLL:
             "reinstall the package (pip install -e . or pip install huma-rt) with a C++17 "
             "compiler and OpenMP available"
         )
+    return open_library(path)
+
+
+def open_library(path: Path) -> ctypes.CDLL:
+    """Load a build of kernels/cpu/raster_cpu.cpp at ``path`` (not cached: load_library is the
+    package's own); MissingDependencyError when its ABI is not this module's."""
     lib = ctypes.CDLL(str(path))
     for name, (res, args) in _SIGNATURES.items():
         fn = getattr(lib, name)
