@@ -163,6 +163,13 @@ def test_threads_option_and_validation(export_dir):
         open_runner(export_dir / "deformer.fp32.onnx", threads=0)
 
 
+def test_idle_intra_op_threads_sleep(export_dir):
+    # spinning onnxruntime threads held the renderer's OpenMP barriers on a 2-core CPU
+    r = open_runner(export_dir / "deformer.fp32.onnx")
+    opts = r._session.get_session_options()
+    assert opts.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+
+
 def test_fork_shares_the_session_with_own_bindings(export_dir):
     a = open_runner(export_dir / "deformer.fp32.onnx", threads=1)
     b = a.fork()
