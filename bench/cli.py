@@ -12,7 +12,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     scenarios = suite.SCENARIOS  # read at call time: the registry is the suite module's
     parser.add_argument(
         "--quick", action="store_true",
-        help="every scenario family at its end points with few repeats (about a minute on a quiet 2-core CPU)",
+        help="every scenario family at its end points with few repeats (under a minute on a 2-core CPU)",
     )
     parser.add_argument("-o", "--out", type=Path, default=Path("bench-results"), help="results folder")
     parser.add_argument(
