@@ -46,7 +46,7 @@ def build_revision(rev: str, out_dir: Path) -> Path:
                                      f"{REPO}; neither was found")
     if shutil.which("g++") is None:
         raise MissingDependencyError("building the CPU rasterizer needs g++ on PATH")
-    from huma_rt.kernels.build_ext import ext_modules
+    from huma_rt.kernels.build_ext import cpu_library_command
 
     src = out_dir / "src"
     for name in SOURCES:
@@ -57,11 +57,8 @@ def build_revision(rev: str, out_dir: Path) -> Path:
                              f"{shown.stderr.decode(errors='replace').strip()}")
         (src / name).parent.mkdir(parents=True, exist_ok=True)
         (src / name).write_bytes(shown.stdout)
-    (ext,) = ext_modules(REPO)
     lib = out_dir / "raster_cpu.so"
-    cmd = ["g++", *ext.extra_compile_args, "-shared", "-fPIC", f"-I{src / 'kernels'}",
-           str(src / SOURCES[1]), "-o", str(lib), *ext.extra_link_args]
-    built = subprocess.run(cmd, capture_output=True, text=True)
+    built = subprocess.run(cpu_library_command(src, lib), capture_output=True, text=True)
     if built.returncode != 0:
         raise InputError(f"revision {rev!r} does not build: {built.stderr[-2000:]}")
     return lib
@@ -97,11 +94,9 @@ def compare(libraries: dict[str, Path], frames: int, *, gaussians: int = HEAD_GA
                 secs[name].append(time.perf_counter() - t)
     rows = [{"side": name, "library": str(path), "gaussians": gaussians,
              "size": f"{size}x{size}", **stats_ms(secs[name])} for name, path, *_ in sides]
-    if len(rows) == 2:
+    if len(sides) == 2:  # the same scene: the images must agree (float rounding aside)
         rows[1]["p50_ratio"] = rows[1]["p50_ms"] / rows[0]["p50_ms"]
-    images = [out for *_, out in sides]
-    if len(images) == 2:  # the same scene: the images must agree (float rounding aside)
-        rows[1]["max_abs_diff"] = float(np.abs(images[0] - images[1]).max())
+        rows[1]["max_abs_diff"] = float(np.abs(sides[0][3] - sides[1][3]).max())
     return rows
 
 

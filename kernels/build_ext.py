@@ -34,3 +34,14 @@ def ext_modules(root: Path) -> list:
             extra_link_args=["-fopenmp"],
         )
     ]
+
+
+def cpu_library_command(root: Path, out: Path, defines: tuple[str, ...] = ()) -> list[str]:
+    """The g++ command that builds the extension's sources under ``root`` (a checkout, or a copy
+    of a revision's kernels/) into a plain shared library at ``out`` with the extension's own
+    flags (plus ``-D`` defines): for tests and benchmarks that load a build other than the
+    installed one."""
+    (ext,) = ext_modules(root)
+    return ["g++", *ext.extra_compile_args, *(f"-D{d}" for d in defines), "-shared", "-fPIC",
+            *[f"-I{Path(root) / d}" for d in ext.include_dirs], str(Path(root) / ext.sources[0]),
+            "-o", str(out), *ext.extra_link_args]

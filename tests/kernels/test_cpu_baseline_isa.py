@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from huma_rt.kernels import cpu as kcpu
 from huma_rt.kernels import cpu_backend_available
+from huma_rt.kernels.build_ext import cpu_library_command
 from test_oracle_raster import random_scene
 
 from huma_rt.render import rasterize
@@ -30,17 +30,9 @@ pytestmark = [
 
 @pytest.fixture(scope="module")
 def baseline_library(tmp_path_factory) -> Path:
-    sys.path.insert(0, str(ROOT / "kernels"))
-    try:
-        from build_ext import ext_modules
-    finally:
-        sys.path.remove(str(ROOT / "kernels"))
-    (ext,) = ext_modules(ROOT)
     out = tmp_path_factory.mktemp("baseline") / "raster_cpu_baseline.so"
-    cmd = ["g++", *ext.extra_compile_args, "-DHR_BASELINE_ISA", "-shared", "-fPIC",
-           *[f"-I{ROOT / d}" for d in ext.include_dirs], str(ROOT / ext.sources[0]), "-o",
-           str(out), *ext.extra_link_args]
-    subprocess.run(cmd, check=True, capture_output=True)
+    subprocess.run(cpu_library_command(ROOT, out, ("HR_BASELINE_ISA",)), check=True,
+                   capture_output=True)
     # no 256-bit register outside the AVX2 blend it builds but never calls
     asm = subprocess.run(["objdump", "-d", "--no-show-raw-insn", str(out)], check=True,
                          capture_output=True, text=True).stdout
