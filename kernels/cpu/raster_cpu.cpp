@@ -4,11 +4,10 @@
 // as plain C functions that Python loads with ctypes (see kernels/cpu/__init__.py); every
 // buffer is owned by the caller.
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <omp.h>
-
-#include <cmath>
 
 // 8-lane float/int vectors (GCC vector extensions, so the SIMD form does not depend on the
 // auto-vectoriser): 8 Gaussians of the projection, 8 pixels of a blend half row.
@@ -18,45 +17,45 @@ typedef int v8i __attribute__((vector_size(32)));
 // The vector overloads of raster_math.cuh's lane helpers (see there), declared before it so its
 // templates see them. Lane loops of one operation compile to one instruction (sqrt, round);
 // libm calls stay per lane, so every lane equals the float code exactly.
-#define HR_LANES inline __attribute__((always_inline))
-HR_LANES v8f hr_select(v8i m, v8f a, v8f b) { return m ? a : b; }
-HR_LANES v8f hr_sqrt(v8f v) {
+#define HR_INLINE inline __attribute__((always_inline))  // compiled into each clone
+HR_INLINE v8f hr_select(v8i m, v8f a, v8f b) { return m ? a : b; }
+HR_INLINE v8f hr_sqrt(v8f v) {
     v8f r;
     for (int l = 0; l < 8; ++l) r[l] = sqrtf(v[l]);  // vsqrtps (no errno)
     return r;
 }
-HR_LANES v8f hr_ceil(v8f v) {
+HR_INLINE v8f hr_ceil(v8f v) {
     v8f r;
     for (int l = 0; l < 8; ++l) r[l] = ceilf(v[l]);
     return r;
 }
-HR_LANES v8i hr_to_int(v8f v) { return __builtin_convertvector(v, v8i); }
+HR_INLINE v8i hr_to_int(v8f v) { return __builtin_convertvector(v, v8i); }
 // (GCC's -Wmaybe-uninitialized takes the lanes of an `out` written whole here for read)
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-HR_LANES void hr_load(v8f &out, const float *a, long long row, int stride) {
+HR_INLINE void hr_load(v8f &out, const float *a, long long row, int stride) {
     const float *p = a + row * stride;
     out = v8f{p[0], p[stride], p[2 * stride], p[3 * stride], p[4 * stride], p[5 * stride],
               p[6 * stride], p[7 * stride]};
 }
 #pragma GCC diagnostic pop
-HR_LANES v8f hr_log(v8f v);
-HR_LANES v8f hr_sigmoid(v8f v);
-HR_LANES v8f hr_activate_scale(v8f v, int activation);
+HR_INLINE v8f hr_log(v8f v);
+HR_INLINE v8f hr_sigmoid(v8f v);
+HR_INLINE v8f hr_activate_scale(v8f v, int activation);
 
 #include "../raster_math.cuh"
 
-HR_LANES v8f hr_log(v8f v) {
+HR_INLINE v8f hr_log(v8f v) {
     v8f r;
     for (int l = 0; l < 8; ++l) r[l] = hr_log(v[l]);
     return r;
 }
-HR_LANES v8f hr_sigmoid(v8f v) {
+HR_INLINE v8f hr_sigmoid(v8f v) {
     v8f r;
     for (int l = 0; l < 8; ++l) r[l] = hr_sigmoid(v[l]);
     return r;
 }
-HR_LANES v8f hr_activate_scale(v8f v, int activation) {
+HR_INLINE v8f hr_activate_scale(v8f v, int activation) {
     v8f r;
     for (int l = 0; l < 8; ++l) r[l] = hr_activate_scale(v[l], activation);
     return r;
@@ -72,7 +71,6 @@ HR_LANES v8f hr_activate_scale(v8f v, int activation) {
 #else
 #define HR_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
 #endif
-#define HR_INLINE inline __attribute__((always_inline))  // compiled into each clone
 
 namespace {
 
