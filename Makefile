@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml setup.py Makefile $(wildcard kernels/*.cuh kernels/*.h 
 	$(PIP) install -q --upgrade pip setuptools wheel
 	# torch first, pinned: the CPU wheel on disk; anything else downloads gigabytes
 	$(PIP) install -q torch==2.13.0
-	$(PIP) install -q -e '.[dev,export,speech,triton,media,cuda]'
+	$(PIP) install -q -e '.[dev,export,speech,triton,media,cuda,sign]'
 	# --no-deps: silero-vad would pull torchaudio; nvidia-pytriton pins numpy<2
 	$(PIP) install -q --no-deps silero-vad==6.2.3 nvidia-pytriton==0.7.0
 	@touch $@
