@@ -15,13 +15,20 @@ from __future__ import annotations
 
 import logging
 
+import numpy as np
 import onnx
+from onnx import numpy_helper
 from onnxconverter_common import float16
 
 from .checks import COMPUTE_OPS, FP32_NODES_KEY, SENSITIVE_OPS
 
 log = logging.getLogger(__name__)
 
+# fp16's smallest subnormal is 2^-24; IEEE rounding sends |x| <= 2^-25 to zero. The converter's
+# default instead clamps every |x| < 1e-7 up to +-1e-7 (a trained weight of 1e-37 became 1e-7,
+# with a UserWarning each). Weights that round to zero are flushed here, and the converter's
+# clamp is set below the subnormal range, so every weight gets exactly np.float16's rounding.
+FP16_ROUNDS_TO_ZERO = 2.0**-25
 
 
 def preprocessing_nodes(model: onnx.ModelProto) -> list[str]:
@@ -54,14 +61,37 @@ def to_fp16(model: onnx.ModelProto, *, keep_all: bool = False) -> onnx.ModelProt
     keep = preprocessing_nodes(model)
     keep += [n.name for n in model.graph.node if n.op_type in SENSITIVE_OPS and n.name not in keep]
     log.debug("fp16 conversion keeps %d nodes in fp32: %s", len(keep), keep)
+    flushed = flush_fp16_underflow(model, keep)
+    if flushed:
+        log.debug("fp16 conversion: %d weights below fp16's range rounded to 0", flushed)
     converted = float16.convert_float_to_float16(
         model,
+        min_positive_val=FP16_ROUNDS_TO_ZERO,
         keep_io_types=True,
         op_block_list=sorted(set(float16.DEFAULT_OP_BLOCK_LIST) | SENSITIVE_OPS),
         node_block_list=keep,
     )
     update_props(converted, {FP32_NODES_KEY: ",".join(keep)})
     return converted
+
+
+def flush_fp16_underflow(model: onnx.ModelProto, fp32_nodes: list[str]) -> int:
+    """Set to 0, in place, the fp32 weights that fp16 rounds to zero; returns how many.
+
+    Initializers read by a node that stays fp32 keep their values (they are not converted).
+    """
+    keep = set(fp32_nodes)
+    kept_inputs = {i for n in model.graph.node if n.name in keep for i in n.input}
+    count = 0
+    for init in model.graph.initializer:
+        if init.data_type != onnx.TensorProto.FLOAT or init.name in kept_inputs:
+            continue
+        w = numpy_helper.to_array(init)
+        tiny = (w != 0) & (np.abs(w) <= FP16_ROUNDS_TO_ZERO)
+        if tiny.any():
+            init.CopyFrom(numpy_helper.from_array(np.where(tiny, np.float32(0), w), init.name))
+            count += int(tiny.sum())
+    return count
 
 
 
