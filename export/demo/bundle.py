@@ -1,7 +1,8 @@
 """Build (once) and cache the demo avatar's bundle: shipped weights -> ONNX -> head -> pack.
 
-The cache key is a sha256 over the shipped checkpoint files and the source of the head and
-articulation code (the head is built by code, so a code change is a new avatar). A finished
+The cache key is a sha256 over the shipped checkpoint files, the source of the head and
+articulation code (the head is built by code, so a code change is a new avatar), the ONNX export
+and fp16 conversion code (they decide the graphs' bytes) and the bundle schema version. A finished
 bundle lives in ``<cache>/<key>/bundle``; it is built in a temporary folder and renamed into place,
 under a file lock, so parallel first runs neither collide nor leave half a bundle behind.
 """
@@ -24,7 +25,7 @@ from ..checkpoint import DEMO_CHECKPOINT_DIR, is_checkpoint, load_checkpoint
 log = logging.getLogger(__name__)
 
 DEMO_JSON = "demo.json"
-_CODE_FILES = ("head.py", "articulation.py", "bundle.py")
+_CODE_FILES = ("head.py", "articulation.py", "bundle.py", "../onnx_export.py", "../fp16.py")
 
 
 def default_cache_dir() -> Path:
@@ -37,7 +38,9 @@ def default_cache_dir() -> Path:
 
 
 def bundle_key(checkpoint: Path = DEMO_CHECKPOINT_DIR) -> str:
-    """sha256 (first 16 hex digits) of the checkpoint files + demo code."""
+    """sha256 (first 16 hex digits) of the checkpoint files, demo and export code, bundle schema."""
+    from huma_rt.bundle import SCHEMA_VERSION
+
     checkpoint = Path(checkpoint)
     if not is_checkpoint(checkpoint) or not (checkpoint / DEMO_JSON).is_file():
         raise FormatError(
@@ -52,6 +55,7 @@ def bundle_key(checkpoint: Path = DEMO_CHECKPOINT_DIR) -> str:
     for name in _CODE_FILES:
         h.update(name.encode())
         h.update((here / name).read_bytes())
+    h.update(f"bundle schema {SCHEMA_VERSION}".encode())
     return h.hexdigest()[:16]
 
 
