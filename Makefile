@@ -7,24 +7,32 @@ PIP := $(PY) -m pip
 STAMP := $(VENV)/.huma-installed
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_PACKAGES := espeak-ng libespeak-ng-dev sox
+COMMA := ,
+EXTRAS := dev,export,speech,triton,media,cuda,sign
 
 .PHONY: setup demo test lint clean triton-env
 
 setup: $(STAMP)
 
+# Each step prints one line; pip's and apt's own output (pages of build-backend notices and the
+# machine's index warnings) goes to $(SETUP_LOG), whose end is shown if a step fails.
+SETUP_LOG := build/setup.log
+logged = { echo "setup: $(1)"; echo "== $(1)" >>$(SETUP_LOG); { $(2); } >>$(SETUP_LOG) 2>&1; } || \
+	{ echo "setup failed: $(1); the end of $(SETUP_LOG):"; tail -n 40 $(SETUP_LOG); exit 1; }
+
 $(STAMP): pyproject.toml setup.py Makefile $(wildcard kernels/*.cuh kernels/*.h kernels/build_ext.py kernels/cpu/*.cpp kernels/cpu/*.h)
+	@mkdir -p build && : >$(SETUP_LOG) && echo "setup: full log in $(SETUP_LOG)"
 	@for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
-	  echo "installing system packages:$$missing"; \
-	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
+	  $(call logged,system packages$$missing,$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing); \
 	fi
-	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PIP) install -q --upgrade pip setuptools wheel
-	# torch first, pinned: the CPU wheel on disk; anything else downloads gigabytes
-	$(PIP) install -q torch==2.13.0
-	$(PIP) install -q -e '.[dev,export,speech,triton,media,cuda,sign]'
-	# --no-deps: silero-vad would pull torchaudio; nvidia-pytriton pins numpy<2
-	$(PIP) install -q --no-deps silero-vad==6.2.3 nvidia-pytriton==0.7.0
+	@test -x $(PY) || $(call logged,virtual environment $(VENV),$(PYTHON) -m venv $(VENV))
+	@$(call logged,pip and setuptools,$(PIP) install --upgrade pip setuptools wheel)
+	@# torch first, pinned: the CPU wheel on disk; anything else downloads gigabytes
+	@$(call logged,PyTorch 2.13.0 (CPU),$(PIP) install torch==2.13.0)
+	@$(call logged,huma-rt and its extras (compiles the CPU rasterizer),$(PIP) install -e '.[$(EXTRAS)]')
+	@# --no-deps: silero-vad would pull torchaudio; nvidia-pytriton pins numpy<2
+	@$(call logged,silero-vad and nvidia-pytriton,$(PIP) install --no-deps silero-vad==6.2.3 nvidia-pytriton==0.7.0)
 	@touch $@
 
 # make demo [TEXT="..." | WAV=speech.wav] [OUT=demo.mp4]
@@ -45,8 +53,9 @@ TRITON_STAMP := $(TRITON_VENV)/.huma-installed
 triton-env: $(TRITON_STAMP)
 
 $(TRITON_STAMP):
-	@test -x $(TRITON_VENV)/bin/python || $(PYTHON) -m venv $(TRITON_VENV)
-	$(TRITON_VENV)/bin/python -m pip install -q 'numpy>=1.24,<2' 'onnxruntime>=1.18,<2'
+	@mkdir -p build
+	@test -x $(TRITON_VENV)/bin/python || $(call logged,Triton model environment $(TRITON_VENV),$(PYTHON) -m venv $(TRITON_VENV))
+	@$(call logged,numpy<2 and onnxruntime for Triton models,$(TRITON_VENV)/bin/python -m pip install 'numpy>=1.24$(COMMA)<2' 'onnxruntime>=1.18$(COMMA)<2')
 	@touch $@
 
 clean:

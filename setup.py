@@ -3,7 +3,7 @@ the native CPU rasterizer extension (see kernels/)."""
 
 from pathlib import Path
 
-from setuptools import find_packages, setup
+from setuptools import find_namespace_packages, find_packages, setup
 
 HERE = Path(__file__).parent
 # import-package name -> source folder; export/, engines/, kernels/ and bench/ ship in the wheel
@@ -14,6 +14,9 @@ PACKAGE_ROOTS = {
     "huma_rt.kernels": "kernels",
     "huma_rt.bench": "bench",
 }
+# data folders (no __init__.py) are declared as packages too, so setuptools ships their files
+# without warning that an importable folder is missing from `packages`
+DATA_FOLDERS = ("huma_rt/data",)
 
 
 def _packages() -> tuple[list[str], dict[str, str]]:
@@ -24,6 +27,12 @@ def _packages() -> tuple[list[str], dict[str, str]]:
         for sub in find_packages(str(HERE / folder)):
             packages.append(f"{name}.{sub}")
             package_dir[f"{name}.{sub}"] = f"{folder}/{sub.replace('.', '/')}"
+    for folder in DATA_FOLDERS:
+        base = folder.replace("/", ".")
+        for sub in ["", *find_namespace_packages(str(HERE / folder))]:
+            name = f"{base}.{sub}" if sub else base
+            packages.append(name)
+            package_dir[name] = f"{folder}/{sub.replace('.', '/')}" if sub else folder
     return packages, package_dir
 
 
