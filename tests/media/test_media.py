@@ -49,19 +49,20 @@ def test_write_wav_round_trip(tmp_path):
 @pytest.mark.parametrize(
     ("data", "match"),
     [
-        (b"OggS" + b"\0" * 40, "not a RIFF/WAVE"),
-        (b"RIFF\0\0\0\0WAVEfmt \x10\0\0\0" + struct.pack("<HHIIHH", 1, 1, 8000, 8000, 1, 8) + b"data\x02\0\0\0\0\0", "8-bit"),
-        (b"RIFF\0\0\0\0WAVEfmt \x10\0\0\0" + struct.pack("<HHIIHH", 1, 3, 8000, 48000, 6, 16) + b"data\0\0\0\0", "3 channels"),
-        (b"RIFF\0\0\0\0WAVEfmt \x10\0\0\0" + struct.pack("<HHIIHH", 85, 1, 8000, 1000, 1, 0) + b"data\0\0\0\0", "format tag 0x55"),
-        (b"RIFF\0\0\0\0WAVEfmt \x10\0\0\0" + struct.pack("<HHIIHH", 1, 1, 8000, 16000, 2, 16), "no data chunk"),
-        (b"RIFF\0\0\0\0WAVEfmt \x04\0\0\0\1\0\1\0", "truncated"),
+        (b"OggS" + b"\0" * 40, "not an audio file"),
+        (b"RIFF\0\0\0\0WAVEfmt \x10\0\0\0" + struct.pack("<HHIIHH", 1, 9, 8000, 144000, 18, 16) + b"data\0\0\0\0", "9 audio channels"),
+        (b"RIFF\0\0\0\0WAVEfmt \x10\0\0\0" + struct.pack("<HHIIHH", 1, 1, 1000, 2000, 2, 16) + b"data\2\0\0\0\0\0", "1000 Hz"),
+        (b"RIFF\0\0\0\0WAVEfmt \x10\0\0\0" + struct.pack("<HHIIHH", 1, 1, 8000, 16000, 2, 16), "not an audio file"),
+        (b"RIFF\0\0\0\0WAVEfmt \x04\0\0\0\1\0\1\0", "not an audio file"),
+        (b"", "empty"),
     ],
 )
 def test_read_wav_refuses(tmp_path, data, match):
     p = tmp_path / "bad.wav"
     p.write_bytes(data)
-    with pytest.raises(FormatError, match=match):
+    with pytest.raises(FormatError, match=match) as err:
         read_wav(p)
+    assert "bad.wav" in str(err.value)
 
 
 def test_png_round_trip(tmp_path):
