@@ -1,8 +1,8 @@
-"""``huma-rt demo``: the built-in demo avatar speaking text or a WAV file, as MP4 + contact sheet.
+"""``huma-rt demo``: the built-in demo avatar speaking text or an audio file, as MP4 + contact sheet.
 
   huma-rt demo                          # a default sentence
   huma-rt demo --text "Hello there."    # Piper TTS voice (espeak-ng when Piper is unavailable)
-  huma-rt demo --wav speech.wav -o out.mp4
+  huma-rt demo --audio speech.mp3 -o out.mp4   # --wav is the same flag (its old name)
 
 The first run builds the demo bundle from the shipped weights (ONNX export + procedural head +
 pack) into a cache keyed by their content hash; later runs reuse it. Prints the preload time,
@@ -32,7 +32,9 @@ SHEET_ROWS = 3
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     src = parser.add_mutually_exclusive_group()
     src.add_argument("--text", help="text to speak (default: a built-in sentence)")
-    src.add_argument("--wav", type=Path, help="a speech recording (WAV, any sample rate, mono/stereo)")
+    src.add_argument("--audio", "--wav", dest="audio", type=Path, metavar="FILE",
+                     help="a speech recording: WAV, FLAC, MP3, M4A, OGG, ...; any rate from 4 to 384 kHz, "
+                          "1-8 channels, at most 1 hour (--wav is the old name)")  # fmt: skip
     parser.add_argument("-o", "--out", type=Path, default=Path("demo.mp4"), help="output MP4 (default demo.mp4)")
     parser.add_argument("--sheet", type=Path, help="contact-sheet PNG (default: the MP4's name with .png)")
     parser.add_argument("--tts", choices=("auto", "piper", "espeak"), default="auto",
@@ -66,13 +68,10 @@ def speak(text: str, tts: str = "auto") -> tuple[np.ndarray, str]:
 
 
 def load_wav(path: Path) -> np.ndarray:
-    """A WAV file (any rate, mono/stereo) -> 16 kHz mono float32."""
-    from huma_rt.speech.audio import prepare_input, read_wav
+    """An audio file (what huma_rt.media.audio_file reads, as ``render`` does) -> 16 kHz mono float32."""
+    from huma_rt.media.audio_file import load_audio
 
-    pcm, sr = read_wav(path)
-    audio = prepare_input(pcm, sr, name=str(path))
-    if audio.size == 0:
-        raise InputError(f"{path} holds no audio samples")
+    audio, _info = load_audio(path, SAMPLE_RATE)
     return audio
 
 
@@ -117,8 +116,8 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.suffix.lower() != ".mp4":
         raise InputError(f"-o must name an .mp4 file; got {out}")
-    if args.wav is not None:
-        audio, source = load_wav(args.wav), f"WAV {args.wav}"
+    if args.audio is not None:
+        audio, source = load_wav(args.audio), f"audio file {args.audio}"
     else:
         text = args.text if args.text is not None else DEFAULT_TEXT
         audio, voice = speak(text, args.tts)

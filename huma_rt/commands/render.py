@@ -1,4 +1,9 @@
-"""``huma-rt render``: a WAV through a bundle into MP4 (with audio), PNG frames, or raw RGB24 on stdout."""
+"""``huma-rt render``: an audio file through a bundle into MP4 (with audio), PNG frames, or raw RGB24 on stdout.
+
+The audio goes through huma_rt.media.audio_file (the one reader of ``render``, ``demo`` and
+``chat``): WAV/FLAC/MP3/M4A/OGG..., any rate it accepts, downmixed and resampled to the avatar's
+16 kHz while decoding; the MP4's audio track is that same 16 kHz mono signal.
+"""
 
 from __future__ import annotations
 
@@ -12,10 +17,14 @@ from huma_rt.errors import InputError
 
 log = logging.getLogger(__name__)
 
+RATE = 16000  # what the reader hands the avatar (Avatar.render's model rate)
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bundle", required=True, type=Path, help="bundle folder or .tar written by 'huma-rt pack'")
-    p.add_argument("--wav", required=True, type=Path, help="input WAV (PCM 16/24/32-bit or float32, any rate, mono/stereo)")
+    p.add_argument("--audio", "--wav", dest="audio", required=True, type=Path, metavar="FILE",
+                   help="input audio: WAV (8/16/24/32-bit, float), FLAC, MP3, M4A, OGG, ...; "
+                        "any rate from 4 to 384 kHz, 1-8 channels, at most 1 hour (--wav is the old name)")  # fmt: skip
     out = p.add_mutually_exclusive_group(required=True)
     out.add_argument("-o", "--output", type=Path, help="MP4 file (H.264 when available, else MPEG-4; AAC audio)")
     out.add_argument("--png-dir", type=Path, help="folder for frame_000000.png, ...")
@@ -24,18 +33,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backend", default="auto", choices=("auto", "onnxruntime", "tensorrt", "triton"))
     p.add_argument("--precision", default="auto", choices=("auto", "fp32", "fp16"))
     p.add_argument("--threads", type=int, default=None, help="onnxruntime threads (default: its own)")
-    p.add_argument("--strict-rate", action="store_true", help="refuse WAVs that are not 16 kHz instead of resampling")
+    p.add_argument("--strict-rate", action="store_true", help="refuse audio that is not 16 kHz instead of resampling")
 
 
 def run(args: argparse.Namespace) -> int:
-    from huma_rt.media import Mp4Writer, read_wav, write_png
+    from huma_rt.media import Mp4Writer, load_audio, write_png
     from huma_rt.runtime import Avatar
-    from huma_rt.runtime.audio_input import to_mono
 
     if args.output is not None and args.output.suffix.lower() != ".mp4":
         raise InputError(f"-o must name an .mp4 file; got {args.output}")
-    pcm, rate = read_wav(args.wav)
-    mono = to_mono(pcm)
+    mono, info = load_audio(args.audio, RATE)
+    if args.strict_rate and info.sample_rate != RATE:
+        raise InputError(f"--strict-rate: {args.audio} must be {RATE} Hz; got {info.sample_rate} Hz")
+    rate = RATE
     t0 = time.perf_counter()
     avatar = Avatar.load(args.bundle, device=args.device, backend=args.backend, precision=args.precision,
                          threads=args.threads)  # fmt: skip
@@ -59,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
         where = f"{args.png_dir}/frame_%06d.png"
     else:
         print(
-            f"ffmpeg -f rawvideo -pix_fmt rgb24 -s {w}x{h} -r {avatar.fps} -i - -i {args.wav} "
+            f"ffmpeg -f rawvideo -pix_fmt rgb24 -s {w}x{h} -r {avatar.fps} -i - -i {args.audio} "
             "-c:v libx264 -pix_fmt yuv420p -c:a aac -shortest out.mp4",
             file=sys.stderr,
         )

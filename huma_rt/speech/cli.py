@@ -25,12 +25,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     src = parser.add_mutually_exclusive_group(required=True)
     src.add_argument("--text", help="the question as text")
     src.add_argument("--text-file", type=Path, help="the question as a UTF-8 text file")
-    src.add_argument("--wav", type=Path, help="the question as speech (needs --asr-model)")
+    src.add_argument("--audio", "--wav", dest="wav", type=Path, metavar="FILE",
+                     help="the question as speech in an audio file: WAV, FLAC, MP3, M4A, OGG, ... "
+                          "(needs --asr-model; --wav is the old name)")  # fmt: skip
     parser.add_argument("-o", "--output", type=Path, default=Path("answer.mp4"), help="answer video (MP4)")
     parser.add_argument("--bundle", type=Path, help="avatar bundle (default: the demo avatar)")
     parser.add_argument("--wav-out", type=Path, help="also write the answer's audio as WAV")
     parser.add_argument("--json", type=Path, help="write latencies and real-time factors as JSON")
-    asr = parser.add_argument_group("speech recognition (for --wav)")
+    asr = parser.add_argument_group("speech recognition (for --audio)")
     asr.add_argument("--asr-model", type=Path, help="sherpa-onnx ASR model directory (docs/speech.md)")
     asr.add_argument("--asr-kind", default="auto", help="auto|transducer|paraformer|whisper|sense-voice")
     asr.add_argument("--asr-mode", default="auto", help="auto|online|offline")
@@ -54,17 +56,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _question(args) -> tuple[str | None, tuple[np.ndarray, int] | None]:
-    from huma_rt.speech.audio import read_wav
     from huma_rt.speech.pipeline import validate_question
 
     if args.wav is not None:
         if args.asr_model is None:
             raise InputError(
-                "--wav needs a speech-recognition model: pass --asr-model DIR (a sherpa-onnx model "
+                "--audio (--wav) needs a speech-recognition model: pass --asr-model DIR (a sherpa-onnx model "
                 "directory, see docs/speech.md), or ask by text with --text"
             )
-        pcm, rate = read_wav(args.wav)
-        return None, (pcm, rate)
+        from huma_rt.media.audio_file import load_audio
+
+        pcm, _info = load_audio(args.wav, 16000)  # the reader of render and demo, same formats and rates
+        return None, (pcm, 16000)
     if args.text_file is not None:
         if not args.text_file.is_file():
             raise InputError(f"text file {args.text_file} does not exist")
