@@ -61,7 +61,7 @@ def _question(args) -> tuple[str | None, tuple[np.ndarray, int] | None]:
     if args.wav is not None:
         if args.asr_model is None:
             raise InputError(
-                "--audio (--wav) needs a speech-recognition model: pass --asr-model DIR (a sherpa-onnx model "
+                "--wav needs a speech-recognition model: pass --asr-model DIR (a sherpa-onnx model "
                 "directory, see docs/speech.md), or ask by text with --text"
             )
         from huma_rt.media.audio_file import load_audio
