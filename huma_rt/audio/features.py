@@ -3,9 +3,14 @@
 ``StreamingFeatures`` turns audio pushed in chunks of any size into the mel windows the
 AudioEncoder consumes, one window per video frame (docs/INTERFACES.md, "Streaming features").
 Every buffer is allocated in the constructor; ``push`` computes the log-mel of new frames only
-(in blocks, with ``out=`` arithmetic) and ``next_window`` copies a window out of a ring, so steady
-state allocates no arrays. The mel matrices come from huma_rt.audio.mel, so the features equal
-``offline_windows`` (and the PyTorch front end in export/) to float32 rounding.
+and ``next_window`` copies a window out of a ring, so steady state allocates no arrays.
+
+Bit-exact whatever the chunking: every matrix product has exactly ``mels_per_frame`` rows (one
+video frame's mel frames, aligned to the first window), through huma_rt.audio.mel.MelBlock, the
+routine ``offline_windows`` uses too. BLAS rounds a row differently for products with different
+row counts, so a block size that followed the chunking (as it once did) changed the features by
+up to 2e-4 and the rendered frames by a level or more. The PyTorch front end in export/ agrees to
+float32 rounding.
 
 Timing: frame t owns samples [640 t, 640 t + 640); its window holds mel frames
 [4 (t - past_frames), 4 (t + 1 + lookahead_frames)), mel frame m covering samples
@@ -19,7 +24,7 @@ import math
 
 import numpy as np
 
-from huma_rt.audio.mel import dft_basis, log_mel, mel_filterbank
+from huma_rt.audio.mel import MelBlock, log_mel
 from huma_rt.errors import InputError
 from huma_rt.model_config import EncoderConfig
 
@@ -59,7 +64,7 @@ def offline_mel(audio: np.ndarray, cfg: EncoderConfig) -> np.ndarray:
     """
     if _check_audio(audio, "audio").shape[0] == 0:
         return np.zeros((0, cfg.mel.n_mels), dtype=np.float32)
-    return log_mel(pad_for_encoder(audio, cfg), cfg.mel)
+    return log_mel(pad_for_encoder(audio, cfg), cfg.mel, block=cfg.mels_per_frame)
 
 
 def offline_windows(audio: np.ndarray, cfg: EncoderConfig) -> np.ndarray:
@@ -82,28 +87,23 @@ class StreamingFeatures:
     next_window(out)``, then ``finish()`` once the audio ends (pads silence so every frame of the
     pushed audio becomes ready) and drain again; ``reset()`` starts a new stream.
 
-    ``block_mels`` bounds the mel frames computed per matrix product; ``buffer_seconds`` sizes
-    the mel ring for audio pushed but not yet consumed (a larger backlog grows the ring once,
-    with a log message, instead of dropping audio).
+    Mel frames are computed one video frame's worth at a time (``mels_per_frame`` rows per
+    product, see the module docstring): a frame's window is complete exactly when its last block
+    is, so this never delays a frame. ``buffer_seconds`` sizes the mel ring for audio pushed but
+    not yet consumed (a larger backlog grows the ring once, with a log message, instead of
+    dropping audio).
     """
 
-    def __init__(self, cfg: EncoderConfig, *, block_mels: int = 32, buffer_seconds: float = 2.0) -> None:
-        if block_mels < 1:
-            raise InputError(f"block_mels must be >= 1; got {block_mels}")
+    def __init__(self, cfg: EncoderConfig, *, buffer_seconds: float = 2.0) -> None:
         self.cfg = cfg
         m = cfg.mel
         self._n_fft, self._hop, self._n_mels = m.n_fft, m.hop, m.n_mels
-        self._nb = m.n_fft // 2 + 1
+        block_mels = cfg.mels_per_frame
         self._block = block_mels
-        basis = dft_basis(m)
-        # separate contiguous cos / sin halves: ufuncs on column slices of one product buffer
-        # through numpy's buffered iterator, which allocates
-        self._basis_re = np.ascontiguousarray(basis[:, : self._nb])
-        self._basis_im = np.ascontiguousarray(basis[:, self._nb :])
-        self._fb = mel_filterbank(m)
-        self._floor = np.float32(m.log_floor)
-        # Samples not yet consumed by a full window; two buffers swapped so shifting the tail
-        # never copies onto itself (numpy would allocate a temporary for an overlapping copy).
+        self._mel_block = MelBlock(m, block_mels)
+        # Samples of the next block's windows (a full buffer is one block); two buffers swapped
+        # so shifting the tail never copies onto itself (numpy would allocate a temporary for an
+        # overlapping copy).
         cap = m.n_fft - m.hop + block_mels * m.hop
         self._sbufs = (np.zeros(cap, np.float32), np.zeros(cap, np.float32))
         # [block, n_fft] overlapping window views of each sample buffer, made once
@@ -112,8 +112,6 @@ class StreamingFeatures:
             for b in self._sbufs
         )
         self._frames = np.empty((block_mels, m.n_fft), np.float32)
-        self._re = np.empty((block_mels, self._nb), np.float32)
-        self._im = np.empty((block_mels, self._nb), np.float32)
         self._mel = np.empty((block_mels, m.n_mels), np.float32)
         self._zeros = np.zeros(cap, np.float32)
         rows = cfg.receptive_mels + block_mels + int(buffer_seconds * m.sample_rate) // m.hop
@@ -141,7 +139,7 @@ class StreamingFeatures:
         """Start a new stream: forget all audio, re-prime the silent past context."""
         self._cur = 0
         self._pending = 0
-        self._computed = 0  # mel frames computed, counted from the first window's first frame
+        self._computed = 0  # mel frames computed (a multiple of the block), from the first window's first frame
         self._next = 0  # index of the next frame next_window() returns
         self._pushed = 0
         self._finished = False
@@ -200,33 +198,22 @@ class StreamingFeatures:
 
     def _feed(self, x: np.ndarray) -> None:
         i, size = 0, x.shape[0]
-        while True:
-            while self._pending >= self._n_fft:
-                self._compute(min(self._block, 1 + (self._pending - self._n_fft) // self._hop))
-            if i == size:
-                return
+        while i < size:
             buf = self._sbufs[self._cur]
             n = min(buf.shape[0] - self._pending, size - i)
             buf[self._pending : self._pending + n] = x[i : i + n]
             self._pending += n
             i += n
+            if self._pending == buf.shape[0]:  # a full buffer holds exactly one block's windows
+                self._compute()
 
-    def _compute(self, k: int) -> None:
+    def _compute(self) -> None:
         buf = self._sbufs[self._cur]
-        windows = self._windows[self._cur][:k]
-        frames, re, im, mel = self._frames[:k], self._re[:k], self._im[:k], self._mel[:k]
-        np.copyto(frames, windows)
-        np.matmul(frames, self._basis_re, out=re)
-        np.matmul(frames, self._basis_im, out=im)
-        np.multiply(re, re, out=re)
-        np.multiply(im, im, out=im)
-        np.add(re, im, out=re)  # power spectrum
-        np.matmul(re, self._fb, out=mel)
-        np.add(mel, self._floor, out=mel)
-        np.log(mel, out=mel)
-        self._ring_write(mel)
+        np.copyto(self._frames, self._windows[self._cur])
+        self._mel_block(self._frames, self._mel)
+        self._ring_write(self._mel)
         # keep the unconsumed tail: it moves to the start of the other buffer
-        used = k * self._hop
+        used = self._block * self._hop
         rest = self._pending - used
         other = self._sbufs[1 - self._cur]
         other[:rest] = buf[used : self._pending]

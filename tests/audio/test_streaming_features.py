@@ -8,12 +8,9 @@ import numpy as np
 import pytest
 
 from huma_rt.audio.features import StreamingFeatures, num_video_frames, offline_windows
+from huma_rt.audio.mel import MelBlock, log_mel
 from huma_rt.errors import InputError
-from huma_rt.model_config import EncoderConfig
-
-# Streaming computes the DFT in blocks of a different size than the one-shot path, so BLAS
-# rounds differently; in the log domain that is at most ~1e-5 (measured), 5e-5 leaves margin.
-MEL_ATOL = 5e-5
+from huma_rt.model_config import EncoderConfig, MelConfig
 
 
 def _speechlike(rng: np.random.Generator, n: int) -> np.ndarray:
@@ -62,11 +59,12 @@ def test_streaming_equals_offline(seed, kind):
     cfg = EncoderConfig()
     audio = _speechlike(rng, int(rng.integers(1, 3 * 16000 // (4 if kind == "one" else 1))))
     # a small ring forces growth when a huge chunk arrives before any frame is read
-    sf = StreamingFeatures(cfg, buffer_seconds=0.05, block_mels=int(rng.integers(1, 40)))
+    sf = StreamingFeatures(cfg, buffer_seconds=0.05)
     got = _stream(sf, audio, _chunk_sizes(kind, rng, audio.shape[0]))
     want = offline_windows(audio, cfg)
     assert got.shape == want.shape == (num_video_frames(audio.shape[0], cfg), cfg.receptive_mels, 80)
-    np.testing.assert_allclose(got, want, rtol=0, atol=MEL_ATOL)
+    # bit for bit: both multiply blocks of mels_per_frame rows aligned to mel frame 0
+    np.testing.assert_array_equal(got, want)
 
 
 @pytest.mark.parametrize("past,look", [(8, 2), (3, 0), (0, 1)])
@@ -116,7 +114,7 @@ def test_reset_and_push_after_finish():
         sf.push(audio)
     sf.reset()
     second = _stream(sf, audio, [5000])
-    np.testing.assert_allclose(first, second, rtol=0, atol=MEL_ATOL)
+    np.testing.assert_array_equal(first, second)
 
 
 def test_steady_state_allocates_nothing():
@@ -163,5 +161,30 @@ def test_bad_inputs_raise_input_error():
         sf.next_window(np.empty((40, 80), np.float32))
     with pytest.raises(InputError, match="float32"):
         sf.next_window(np.empty(sf.window_shape, np.float64))
-    with pytest.raises(InputError, match="block_mels"):
-        StreamingFeatures(EncoderConfig(), block_mels=0)
+    with pytest.raises(InputError, match="rows must be a positive integer"):
+        MelBlock(MelConfig(), 0)
+
+
+def test_log_mel_rows_do_not_depend_on_the_clip_length():
+    """Issue 16's root cause: a product's row count followed the input (the chunking), and BLAS
+    rounds a row differently for different row counts. Fixed blocks make every prefix exact."""
+    cfg = MelConfig()
+    audio = _speechlike(np.random.default_rng(11), 400 + 160 * 40)
+    whole = log_mel(audio, cfg)
+    for k in range(1, whole.shape[0] + 1):
+        np.testing.assert_array_equal(log_mel(audio[: 400 + 160 * (k - 1)], cfg), whole[:k], err_msg=f"{k} rows")
+
+
+@pytest.mark.parametrize("fps", [20, 50])
+def test_streaming_is_bit_exact_at_other_frame_rates(fps):
+    """Blocks are mels_per_frame rows (5 at 20 fps, 2 at 50 fps): still exact, still on time."""
+    cfg = EncoderConfig(fps=fps)
+    rng = np.random.default_rng(fps)
+    audio = _speechlike(rng, 16000 + 77)
+    got = _stream(StreamingFeatures(cfg), audio, [int(x) for x in rng.integers(1, 2000, 400)])
+    np.testing.assert_array_equal(got, offline_windows(audio, cfg))
+    sf = StreamingFeatures(cfg)
+    sf.push(np.zeros(cfg.samples_per_frame + cfg.lookahead_samples - 1, np.float32))
+    assert sf.ready_frames() == 0
+    sf.push(np.zeros(1, np.float32))
+    assert sf.ready_frames() == 1
