@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import numbers
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -20,23 +21,44 @@ from huma_rt.errors import FormatError
 
 T = TypeVar("T")
 
+_MAX_CONFIG_BYTES = 1 << 20
+MAX_MEL_RATE = 1000  # mel frames per second (sample_rate / hop); 100 at the defaults
+MAX_WINDOW_FLOATS = 1 << 20  # receptive_mels * n_mels: one encoder input window (defaults: 3520)
+MAX_PLANE_FLOATS = 1 << 26  # plane_channels * plane_resolution^2: one tri-plane (defaults: 32768)
+
 
 class _JsonConfig:
-    """Mixin: to_dict / from_dict / save / load for flat config dataclasses."""
+    """Mixin: to_dict / from_dict / save / load for flat config dataclasses.
+
+    Every config checks its fields on construction (``_validate``): types, ranges and required
+    keys against its definition in huma_rt/bundle/manifest.schema.json (``_SCHEMA``), then the
+    rules between fields (``_check``); any violation is a FormatError naming the field.
+    """
+
+    _SCHEMA = ""  # "#/$defs/<name>" in the manifest schema
+    _INTS: tuple[str, ...] = ()
+    _FLOATS: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)  # type: ignore[arg-type]
 
     @classmethod
-    def from_dict(cls: type[T], d: dict[str, Any]) -> T:
+    def from_dict(cls: type[T], d: dict[str, Any], *, what: str | None = None) -> T:
+        """Build from a JSON object; FormatError (prefixed by ``what``) for unknown, missing or bad fields."""
+        what = what or cls.__name__
+        if not isinstance(d, dict):
+            raise FormatError(f"{what} must be a JSON object; got {type(d).__name__}")
         names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
         unknown = set(d) - names
         if unknown:
-            raise FormatError(f"{cls.__name__} has no fields {sorted(unknown)}; known: {sorted(names)}")
+            raise FormatError(f"{what} has no fields {sorted(map(str, unknown))}; known: {sorted(names)}")
+        from huma_rt.bundle.schema import check
+
+        check(d, cls._SCHEMA, what)  # type: ignore[attr-defined]
         try:
             return cls(**d)
-        except TypeError as exc:
-            raise FormatError(f"{cls.__name__} config is invalid: {exc}") from exc
+        except FormatError as exc:
+            raise FormatError(f"{what}: {exc}") from exc
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
@@ -46,11 +68,36 @@ class _JsonConfig:
         path = Path(path)
         if not path.is_file():
             raise FormatError(f"config file {path} does not exist")
+        if path.stat().st_size > _MAX_CONFIG_BYTES:
+            raise FormatError(f"config file {path} is {path.stat().st_size} bytes; a config is at most {_MAX_CONFIG_BYTES}")
+        from huma_rt.bundle.schema import parse_json
+
         try:
-            data = json.loads(path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise FormatError(f"config file {path} is not valid JSON: {exc}") from exc
-        return cls.from_dict(data)  # type: ignore[attr-defined]
+            text = path.read_bytes()
+        except OSError as exc:
+            raise FormatError(f"config file {path} cannot be read: {exc}") from exc
+        data = parse_json(text, f"config file {path}")
+        return cls.from_dict(data, what=f"config file {path}")  # type: ignore[attr-defined]
+
+    def _validate(self) -> None:
+        from huma_rt.bundle.schema import check
+
+        for name in self._INTS:  # numpy scalars pass the schema's type check; store plain Python numbers
+            v = getattr(self, name)
+            if isinstance(v, numbers.Integral) and not isinstance(v, bool):
+                setattr(self, name, int(v))
+        for name in self._FLOATS:
+            v = getattr(self, name)
+            if isinstance(v, numbers.Real) and not isinstance(v, bool):
+                setattr(self, name, float(v))
+        check(self.to_dict(), self._SCHEMA, type(self).__name__)
+        try:
+            self._check()
+        except FormatError as exc:
+            raise FormatError(f"{type(self).__name__}: {exc}") from exc
+
+    def _check(self) -> None:
+        """Rules between fields (after the schema)."""
 
 
 @dataclass
@@ -64,6 +111,22 @@ class MelConfig(_JsonConfig):
     fmin: float = 0.0
     fmax: float = 8000.0
     log_floor: float = 1e-5
+
+    _SCHEMA = "#/$defs/mel"
+    _INTS = ("sample_rate", "n_fft", "hop", "n_mels")
+    _FLOATS = ("fmin", "fmax", "log_floor")
+
+    def __post_init__(self) -> None:
+        self._validate()
+
+    def _check(self) -> None:
+        if self.hop > self.n_fft:
+            raise FormatError(f"hop {self.hop} must be <= n_fft {self.n_fft} (windows would skip samples)")
+        if not self.fmin < self.fmax <= self.sample_rate / 2:
+            raise FormatError(
+                f"mel band needs fmin < fmax <= sample_rate / 2; got fmin={self.fmin}, fmax={self.fmax}, "
+                f"sample_rate={self.sample_rate}"
+            )
 
     @property
     def left_pad(self) -> int:
@@ -86,17 +149,32 @@ class EncoderConfig(_JsonConfig):
     lookahead_frames: int = 2
     mel: MelConfig = field(default_factory=MelConfig)
 
+    _SCHEMA = "#/$defs/encoder"
+    _INTS = ("fps", "code_dim", "channels", "past_frames", "lookahead_frames")
+
     def __post_init__(self) -> None:
         if isinstance(self.mel, dict):
-            self.mel = MelConfig.from_dict(self.mel)
-        if self.mel.sample_rate % self.fps:
-            raise FormatError(f"sample_rate {self.mel.sample_rate} must be a multiple of fps {self.fps}")
-        if self.samples_per_frame % self.mel.hop:
+            self.mel = MelConfig.from_dict(self.mel, what="EncoderConfig field $.mel")
+        elif not isinstance(self.mel, MelConfig):
+            raise FormatError(f"EncoderConfig field $.mel must be a MelConfig or a JSON object; got {type(self.mel).__name__}")
+        self._validate()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**dataclasses.asdict(self), "mel": self.mel.to_dict()}
+
+    def _check(self) -> None:
+        m = self.mel
+        if m.sample_rate % self.fps:
+            raise FormatError(f"sample_rate {m.sample_rate} must be a multiple of fps {self.fps}")
+        if self.samples_per_frame % m.hop:
+            raise FormatError(f"samples per frame {self.samples_per_frame} must be a multiple of hop {m.hop}")
+        if m.sample_rate > MAX_MEL_RATE * m.hop:
+            raise FormatError(f"sample_rate / hop = {m.sample_rate} / {m.hop} mel frames per second exceeds {MAX_MEL_RATE}")
+        if self.receptive_mels * m.n_mels > MAX_WINDOW_FLOATS:
             raise FormatError(
-                f"samples per frame {self.samples_per_frame} must be a multiple of hop {self.mel.hop}"
+                f"one encoder window of receptive_mels * n_mels = {self.receptive_mels} * {m.n_mels} floats exceeds "
+                f"{MAX_WINDOW_FLOATS} (lower past_frames {self.past_frames} or lookahead_frames {self.lookahead_frames})"
             )
-        if self.past_frames < 0 or self.lookahead_frames < 0:
-            raise FormatError("past_frames and lookahead_frames must be >= 0")
 
     @property
     def samples_per_frame(self) -> int:
@@ -136,3 +214,22 @@ class DeformerConfig(_JsonConfig):
     layers: int = 2
     bbox_min: list[float] = field(default_factory=lambda: [-1.0, -1.0, -1.0])
     bbox_max: list[float] = field(default_factory=lambda: [1.0, 1.0, 1.0])
+
+    _SCHEMA = "#/$defs/deformer"
+    _INTS = ("code_dim", "plane_channels", "plane_resolution", "hidden", "layers")
+
+    def __post_init__(self) -> None:
+        for name in ("bbox_min", "bbox_max"):
+            v = getattr(self, name)
+            if isinstance(v, (list, tuple)):
+                setattr(self, name, [float(x) if isinstance(x, numbers.Real) and not isinstance(x, bool) else x for x in v])
+        self._validate()
+
+    def _check(self) -> None:
+        if not all(lo < hi for lo, hi in zip(self.bbox_min, self.bbox_max, strict=True)):
+            raise FormatError(f"bbox_min must be < bbox_max on every axis; got {self.bbox_min}, {self.bbox_max}")
+        planes = self.plane_channels * self.plane_resolution**2
+        if planes > MAX_PLANE_FLOATS:
+            raise FormatError(
+                f"one tri-plane of plane_channels * plane_resolution^2 = {planes} floats exceeds {MAX_PLANE_FLOATS}"
+            )

@@ -22,9 +22,13 @@ from huma_rt.bundle.manifest import (
     MANIFEST,
     PRECISIONS,
     SCHEMA_VERSION,
+    SIGNATURE,
     SPLAT_ARRAYS,
+    check_consistency,
     sha256_bytes_of,
 )  # fmt: skip
+from huma_rt.bundle.schema import check
+from huma_rt.bundle.signing import KeySource, load_private_key, sign_manifest
 from huma_rt.errors import InputError
 from huma_rt.gaussians import Camera, Gaussians
 from huma_rt.model_config import DeformerConfig, EncoderConfig
@@ -128,13 +132,17 @@ def _write_array(path: Path, arr: np.ndarray, dtype: str) -> None:
 
 
 def pack(source: AvatarSource, out: str | Path, *, archive: bool = False, overwrite: bool = False,
-         progress: Progress | None = None) -> Path:  # fmt: skip
+         progress: Progress | None = None, sign_key: KeySource | None = None) -> Path:  # fmt: skip
     """Write ``source`` as a bundle folder ``out`` (or, with ``archive``, one uncompressed tar ``out``).
 
     Returns the bundle path. Refuses an existing ``out`` unless ``overwrite``. ``progress``
-    (default: INFO logging) is called per step so large avatars show progress.
+    (default: INFO logging) is called per step so large avatars show progress. ``sign_key``
+    (an ed25519 private key file or its bytes, see huma_rt.bundle.signing) adds ``manifest.sig``.
+    The manifest is checked against the same schema and rules as a loader's before anything is
+    written, so what pack writes, open_bundle reads.
     """
     progress = progress or _log_progress
+    signer = load_private_key(sign_key) if sign_key is not None else None
     out = Path(out)
     if out.exists() and not overwrite:
         raise InputError(f"bundle output {out} already exists (pass overwrite=True / --force to replace it)")
@@ -210,7 +218,13 @@ def pack(source: AvatarSource, out: str | Path, *, archive: bool = False, overwr
             "engines": engines,
             "files": files,
         }
-        (root / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
+        what = f"pack {source.name!r}: manifest"
+        check(manifest, "#", what)
+        check_consistency(manifest, what)
+        text = (json.dumps(manifest, indent=1) + "\n").encode()
+        (root / MANIFEST).write_bytes(text)
+        if signer is not None:
+            (root / SIGNATURE).write_bytes(sign_manifest(text, signer))
         if out.exists():
             shutil.rmtree(out) if out.is_dir() else out.unlink()
         if archive:
@@ -227,7 +241,8 @@ def pack(source: AvatarSource, out: str | Path, *, archive: bool = False, overwr
 
 def _write_tar(root: Path, dest: Path, progress: Progress) -> None:
     # manifest first so a reader finds it without scanning; uncompressed so arrays memory-map
-    rels = [MANIFEST] + sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file() and p.name != MANIFEST)
+    first = [n for n in (MANIFEST, SIGNATURE) if (root / n).is_file()]
+    rels = first + sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file() and p.relative_to(root).as_posix() not in first)
     with tarfile.open(dest, "w", format=tarfile.PAX_FORMAT) as tar:
         for i, rel in enumerate(rels):
             info = tar.gettarinfo(str(root / rel), arcname=rel)

@@ -97,9 +97,17 @@ def test_checksum_mismatch(bundle_dir):
         open_bundle(bundle_dir)
 
 
-def test_unknown_schema_version(bundle_dir):
+def test_newer_schema_version_asks_for_an_upgrade(bundle_dir):
     _rewrite_manifest(bundle_dir, lambda m: m.update(schema_version=99))
-    with pytest.raises(FormatError, match="unknown bundle schema_version 99"):
+    with pytest.raises(FormatError, match="schema_version 99 is newer.*upgrade huma-rt"):
+        open_bundle(bundle_dir)
+
+
+def test_older_schema_version_asks_for_a_repack(bundle_dir, monkeypatch):
+    import huma_rt.bundle.manifest as manifest
+
+    monkeypatch.setattr(manifest, "SCHEMA_VERSION", SCHEMA_VERSION + 1)
+    with pytest.raises(FormatError, match=f"schema_version {SCHEMA_VERSION} is older.*re-pack"):
         open_bundle(bundle_dir)
 
 
@@ -113,10 +121,11 @@ def test_count_that_contradicts_the_file_sizes(bundle_dir):
     def edit(m):
         n = m["gaussians"]["count"] + 1
         m["gaussians"]["count"] = n
+        m["gaussians"]["regions"]["0"] += 1
         for a in m["arrays"].values():
             a["shape"][0] = n
     _rewrite_manifest(bundle_dir, edit)
-    with pytest.raises(FormatError, match="bytes in the manifest"):
+    with pytest.raises(FormatError, match=r"bytes in \$\.files, but shape"):
         open_bundle(bundle_dir)
 
 
