@@ -6,9 +6,14 @@ path: then the network is the file name's first part and the server's model must
 built from that very file (the repository records its sha256), so a stale server is reported as
 a version mismatch instead of silently producing other numbers.
 
-Stateless requests are idempotent and retried on transport errors (UNAVAILABLE, deadline);
-sequence requests (``EncoderStream``) are never retried, since a repeated chunk would be
-appended twice to the session's context on the server.
+Timeouts (docs/triton.md): ``timeout_s`` bounds opening (readiness, metadata) and the first,
+cold request that ``bind()`` sends; after that one ``run()`` may take at most ``budget_s``, all
+tries together, each try's deadline being what is left of the budget. A stateless request that
+fails fast on the transport (UNAVAILABLE, connection refused or reset) is retried with a short
+backoff while the budget lasts; a deadline is never retried (a server that did not answer in
+time will not answer the next try either, and the retry would only triple the stall). Sequence
+requests (``EncoderStream``) are never retried: a repeated chunk would be appended twice to the
+session's context on the server.
 """
 
 from __future__ import annotations
@@ -35,8 +40,19 @@ log = logging.getLogger(__name__)
 PROTOCOLS = ("grpc", "http")
 DEFAULT_PORTS = {"grpc": 8001, "http": 8000}
 _TRITON_TO_NP = {"FP32": np.float32, "FP16": np.float16, "INT32": np.int32, "INT64": np.int64, "UINT64": np.uint64, "BOOL": np.bool_}
-# Transport failures worth another try for an idempotent request; anything else is final.
-_RETRYABLE = ("unavailable", "deadline", "timed out", "timeout", "connection", "broken pipe", "reset by peer", "closed")
+# 25 fps is 40 ms a frame and loopback requests take 1-80 ms on a loaded 2-core host (bench):
+# a run that has not answered in 1 s is a frozen or overloaded server, not a slow frame, and
+# a live stream is better told so than stalled for longer. Cold costs (readiness, the first
+# request after a model load, a TensorRT accelerator building its engine) are paid at open
+# and bind, under timeout_s.
+DEFAULT_BUDGET_S = 1.0
+DEFAULT_TIMEOUT_S = 10.0
+_BACKOFF_S = 0.05  # first retry's delay, doubled each retry
+# gRPC status codes and transport messages of a request that failed fast and may succeed on
+# another try (the server restarting, a connection reset); everything else is final.
+_DEADLINE_STATUS = ("DEADLINE_EXCEEDED",)
+_TRANSPORT_STATUS = ("UNAVAILABLE",)
+_TRANSPORT_TEXT = ("connection refused", "connection reset", "reset by peer", "broken pipe", "failed to connect", "socket closed")
 _seq_ids = itertools.count(int.from_bytes(os.urandom(4), "little") << 20)
 _seq_lock = threading.Lock()
 
@@ -69,34 +85,52 @@ class _Client:
     """One tritonclient (gRPC or HTTP) with timeouts; ``call`` maps its errors to BackendError."""
 
     def __init__(self, url: str | None, protocol: str, timeout_s: float) -> None:
-        if not (isinstance(timeout_s, (int, float)) and timeout_s > 0):
-            raise InputError(f"timeout_s must be a positive number of seconds; got {timeout_s!r}")
+        _check_seconds("timeout_s", timeout_s)
         self.protocol = protocol
         self.mod = _module(protocol)
         self.url = _normalise_url(url, protocol)
         self.timeout_s = float(timeout_s)
         # The HTTP client runs on gevent and refuses use from another thread than its creator's:
-        # keep one per thread. The gRPC client is thread-safe and shared.
+        # keep one per thread (and per socket timeout, see infer). The gRPC client is
+        # thread-safe and shared; its deadlines are per call.
         self._local = threading.local()
         self._clients: list[Any] = []
-        self._shared = None if protocol == "http" else self._new()
+        self._lock = threading.Lock()
+        self._shared = None if protocol == "http" else self._new(self.timeout_s)
 
-    def _new(self):
+    def _new(self, timeout_s: float):
         if self.protocol == "http":
-            c = self.mod.InferenceServerClient(self.url, connection_timeout=self.timeout_s, network_timeout=self.timeout_s)
+            c = self.mod.InferenceServerClient(self.url, connection_timeout=timeout_s, network_timeout=timeout_s)
         else:
             c = self.mod.InferenceServerClient(self.url)
-        self._clients.append(c)
+        with self._lock:
+            self._clients.append(c)
+        return c
+
+    def _http(self, timeout_s: float):
+        clients = getattr(self._local, "clients", None)
+        if clients is None:
+            clients = self._local.clients = {}
+        c = clients.get(timeout_s)
+        if c is None:
+            c = clients[timeout_s] = self._new(timeout_s)
         return c
 
     @property
     def client(self):
+        """The client for control calls (readiness, metadata), bounded by timeout_s."""
+        return self._shared if self._shared is not None else self._http(self.timeout_s)
+
+    def infer(self, deadline_s: float, socket_timeout_s: float, *args: Any, **kwargs: Any):
+        """tritonclient's infer with a deadline; raises tritonclient's (or socket) errors as is.
+
+        gRPC: ``deadline_s`` is the call's deadline. HTTP (geventhttpclient) has no per-call
+        deadline: each socket operation of the request is bounded by ``socket_timeout_s``
+        instead (one client per thread and value, so the pool's sockets keep it).
+        """
         if self._shared is not None:
-            return self._shared
-        c = getattr(self._local, "client", None)
-        if c is None:
-            c = self._local.client = self._new()
-        return c
+            return self._shared.infer(*args, client_timeout=deadline_s, **kwargs)
+        return self._http(socket_timeout_s).infer(*args, **kwargs)
 
     def kw(self) -> dict[str, Any]:
         """Per-call timeout arguments (gRPC deadlines; HTTP uses the client's socket timeouts)."""
@@ -150,12 +184,34 @@ class _Client:
         raise BackendError(f"Triton server at {self.url} has no ready model '{name}'; it serves {names}")
 
     def close(self) -> None:
-        for c in self._clients:
+        with self._lock:
+            clients, self._clients = self._clients, []
+        for c in clients:
             try:
                 c.close()
             except Exception:  # noqa: BLE001 (closing a dead channel must not mask the real error)
                 log.debug("closing Triton client failed", exc_info=True)
-        self._clients.clear()
+
+
+def _check_seconds(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not (isinstance(value, (int, float)) and value > 0):
+        raise InputError(f"{name} must be a positive number of seconds; got {value!r}")
+    return float(value)
+
+
+def _failure_kind(exc: BaseException) -> str:
+    """'deadline' (no answer in time: never retried), 'transport' (failed fast: another try
+    may work) or 'final' (the server answered with an error, or an unknown failure)."""
+    status = getattr(exc, "status", None)
+    code = str(status() if callable(status) else "").upper()
+    if any(c in code for c in _DEADLINE_STATUS) or isinstance(exc, TimeoutError):
+        return "deadline"
+    text = str(exc).lower()
+    if any(c in code for c in _TRANSPORT_STATUS) or isinstance(exc, (ConnectionError, EOFError)):
+        return "transport"
+    if type(exc).__name__ == "HTTPConnectionClosed" or any(t in text for t in _TRANSPORT_TEXT):
+        return "transport"  # geventhttpclient: the server closed the connection before answering
+    return "final"
 
 
 def _specs(entries: list[dict[str, Any]]) -> dict[str, TensorSpec]:
@@ -172,8 +228,11 @@ class TritonRunner(Runner):
     """Run one stateless model on a Triton server; bind numpy (or CuPy on "cuda") arrays once.
 
     Options: ``url`` (HOST:PORT; default 127.0.0.1:8001 for gRPC, :8000 for HTTP), ``protocol``
-    ("grpc" default, "http"), ``timeout_s`` (per request and for readiness at open, default 10),
-    ``retries`` (extra tries of a failed request on transport errors, default 2),
+    ("grpc" default, "http"), ``timeout_s`` (opening: readiness, metadata, and the first request,
+    sent by ``bind()``, which may pay cold costs; default 10), ``budget_s`` (the most one
+    ``run()`` may take after that, all tries together; default 1.0), ``retries`` (extra tries of
+    a request that failed fast on the transport, within the budget; default 2; a deadline is
+    never retried),
     ``model_version`` ("" = the server's latest), ``check_source`` (compare the server model's
     source sha256 with a local ONNX path, default True), ``shared_memory`` (False; True: tensors
     travel through POSIX shared-memory regions registered with the server, which must then run
@@ -187,20 +246,23 @@ class TritonRunner(Runner):
 
     def __init__(
         self, model: str | Path, *, device: str = "cpu", threads: int | None = None, url: str | None = None,
-        protocol: str = "grpc", timeout_s: float = 10.0, retries: int = 2, model_version: str = "",
-        check_source: bool = True, shared_memory: bool = False, baked_features: bool = False, stream: Any = None,
+        protocol: str = "grpc", timeout_s: float = DEFAULT_TIMEOUT_S, budget_s: float = DEFAULT_BUDGET_S,
+        retries: int = 2, model_version: str = "", check_source: bool = True, shared_memory: bool = False,
+        baked_features: bool = False, stream: Any = None,
     ) -> None:  # fmt: skip
         if device not in ("cpu", "cuda"):
             raise InputError(f"device must be 'cpu' or 'cuda'; got {device!r}")
-        if not isinstance(retries, int) or retries < 0:
+        if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
             raise InputError(f"retries must be an integer >= 0; got {retries!r}")
+        self.budget_s = _check_seconds("budget_s", budget_s)
         self.model_name, local = self._resolve_model(model)
         self.model_version = str(model_version)
         self.retries = retries
         self._stream = stream
         self._options = dict(
-            url=url, protocol=protocol, timeout_s=timeout_s, retries=retries, model_version=model_version,
-            check_source=check_source, shared_memory=shared_memory, baked_features=baked_features,
+            url=url, protocol=protocol, timeout_s=timeout_s, budget_s=budget_s, retries=retries,
+            model_version=model_version, check_source=check_source, shared_memory=shared_memory,
+            baked_features=baked_features,
         )  # fmt: skip
         self.shared_memory = bool(shared_memory)
         self._regions: list[tuple[str, Any]] = []  # (registered name, handle)
@@ -211,8 +273,7 @@ class TritonRunner(Runner):
             self._c.wait_ready(timeout_s)
             self._c.check_model(self.model_name, self.model_version)
             config = self._c.model_config(self.model_name, self.model_version)
-            if config.get("sequence_batching"):
-                raise InputError(f"model '{self.model_name}' is stateful (sequence batcher); use huma_rt.triton.runner.EncoderStream")
+            self._refuse_stateful(self.model_name, config)
             params = {k: v.get("string_value", "") for k, v in config.get("parameters", {}).items()}
             if check_source and local is not None and params.get("source_sha256"):
                 if params["source_sha256"] != _sha256(local):
@@ -235,6 +296,19 @@ class TritonRunner(Runner):
         self._infer_inputs: list[Any] = []
         self._requested: list[Any] = []
         self.requests = 0  # requests sent (retries included), for benches and tests
+        # A frame's end (time.monotonic()) shared by the runners of a frame: a run ends by it
+        # even when its own budget_s would allow more. None: budget_s alone bounds a run.
+        self.deadline: float | None = None
+
+    def _refuse_stateful(self, name: str, config: dict[str, Any]) -> None:
+        """A stateful model (or an ensemble with a stateful step) needs EncoderStream: this
+        runner sends no correlation id and retries, which could advance a sequence twice."""
+        if config.get("sequence_batching"):
+            raise InputError(f"model '{name}' is stateful (sequence batcher); use huma_rt.triton.runner.EncoderStream")
+        for step in config.get("ensemble_scheduling", {}).get("step", []):
+            sub = step.get("model_name", "")
+            if sub and self._c.model_config(sub, "").get("sequence_batching"):
+                raise InputError(f"model '{name}' is an ensemble over the stateful model '{sub}' (sequence batcher); use huma_rt.triton.runner.EncoderStream")
 
     def _use_baked(self) -> None:
         """Serve this deformer through ``avatar_deformer`` (features on the server) if it is there."""
@@ -297,7 +371,9 @@ class TritonRunner(Runner):
             self._map_regions()
         self._bound = True
         try:
-            self.run()  # learn now, not on the first frame, whether the shapes fit the model
+            # learn now, not on the first frame, whether the shapes fit the model; this first
+            # request may pay cold costs (first inference after a load), so timeout_s bounds it
+            self._run(self._c.timeout_s, frame=False)
         except BackendError as exc:
             self._bound = False
             shapes = {n: tuple(a.shape) for n, a in (inputs | outputs).items()}
@@ -336,7 +412,14 @@ class TritonRunner(Runner):
         return arr.get()
 
     def run(self) -> None:
-        """Send the bound inputs, wait for the outputs, copy them into the bound arrays."""
+        """Send the bound inputs, wait for the outputs, copy them into the bound arrays.
+
+        Takes at most ``budget_s`` (and ends by ``deadline`` when that is set), retries
+        included; BackendError when the server does not answer in time or keeps failing.
+        """
+        self._run(self.budget_s, frame=True)
+
+    def _run(self, budget_s: float, frame: bool) -> None:
         if not self._bound:
             self._require_bound()
         if self.shared_memory:
@@ -345,7 +428,7 @@ class TritonRunner(Runner):
         else:
             for inp, arr in zip(self._infer_inputs, self._send.values(), strict=True):
                 inp.set_data_from_numpy(self._host(arr))
-        result = self._infer_with_retries()
+        result = self._infer_with_retries(budget_s, self.deadline if frame else None)
         if self.shared_memory:
             for name, out in self._out.items():
                 view = self._views[f"out:{name}"]
@@ -364,22 +447,43 @@ class TritonRunner(Runner):
             else:
                 out.set(got, stream=self._stream)
 
-    def _infer_with_retries(self):
-        delay = 0.05
-        for attempt in range(self.retries + 1):
+    def _infer_with_retries(self, budget_s: float, deadline: float | None):
+        t0 = time.monotonic()
+        end = t0 + budget_s if deadline is None else min(t0 + budget_s, deadline)
+        delay, attempt = _BACKOFF_S, 0
+        while True:
+            left = end - time.monotonic()
+            if left <= 0:  # only with a frame deadline that passed before this run started
+                raise BackendError(f"{self._where()}: inference of '{self.model_name}' not sent: the frame's deadline passed {-left:.3f} s ago")
+            attempt += 1
             self.requests += 1
             try:
-                return self._c.client.infer(self._served, self._infer_inputs, model_version=self.model_version, outputs=self._requested, **self._c.kw())
+                return self._c.infer(
+                    left, budget_s, self._served, self._infer_inputs, model_version=self.model_version, outputs=self._requested
+                )  # fmt: skip
             except Exception as exc:  # tritonclient's, socket and geventhttpclient errors
-                text = str(exc) or type(exc).__name__
-                if attempt < self.retries and (isinstance(exc, OSError) or any(k in text.lower() for k in _RETRYABLE)):
-                    log.warning("Triton %s at %s: attempt %d failed (%s); retrying", self.model_name, self._c.url, attempt + 1, text)
-                    time.sleep(delay)
-                    delay *= 2
-                    continue
-                tries = f" after {attempt + 1} attempts" if attempt else ""
-                raise BackendError(f"Triton server at {self._c.url} ({self._c.protocol}): inference of '{self.model_name}' failed{tries}: {text}") from exc
-        raise AssertionError("unreachable")
+                text = f"{type(exc).__name__}: {exc}" if isinstance(exc, OSError) or not str(exc) else str(exc)
+                kind = _failure_kind(exc)
+                spent = time.monotonic() - t0
+                tries = f"{attempt} request{'s' if attempt > 1 else ''} in {spent:.2f} s"
+                if kind == "deadline":
+                    raise BackendError(
+                        f"{self._where()}: inference of '{self.model_name}' failed: no answer within the run's budget of "
+                        f"{end - t0:.3g} s ({tries}; a deadline is not retried: the server is frozen or overloaded): {text}"
+                    ) from exc
+                if kind == "final" or attempt > self.retries:
+                    raise BackendError(f"{self._where()}: inference of '{self.model_name}' failed after {tries} (budget {end - t0:.3g} s): {text}") from exc
+                if end - time.monotonic() < 2 * delay:  # no time left for the pause and a try
+                    raise BackendError(
+                        f"{self._where()}: inference of '{self.model_name}' failed after {tries}; the run's budget of {end - t0:.3g} s "
+                        f"leaves no time for another try: {text}"
+                    ) from exc
+                log.warning("Triton %s at %s: attempt %d failed (%s); retrying in %.0f ms", self.model_name, self._c.url, attempt, text, 1e3 * delay)
+                time.sleep(delay)
+                delay *= 2
+
+    def _where(self) -> str:
+        return f"Triton server at {self._c.url} ({self._c.protocol})"
 
     def fork(self, **options: Any) -> TritonRunner:
         """Another runner on the same server model with its own client and bindings."""
@@ -429,13 +533,18 @@ class EncoderStream:
     ``push(mel)`` sends new log-mel rows ([T, n_mels] or [1, T, n_mels], T a multiple of the
     mels per frame; the first push starts with the session's first full receptive window) and
     returns the codes of the frames that became complete, [F, code_dim] (F may be 0).
-    ``push(mel, end=True)`` or ``close()`` ends the sequence. Never retried (not idempotent).
+    ``push(mel, end=True)`` or ``close()`` ends the sequence. Never retried (not idempotent):
+    after a failed push, deadline included, the server's context is unknown (a frozen server
+    may still run the request when it resumes) and the stream refuses further pushes.
+    ``timeout_s`` bounds opening and the first push (it starts the sequence: cold), ``budget_s``
+    each later push.
     """
 
     def __init__(
         self, url: str | None = None, *, protocol: str = "grpc", model: str = "encoder_stream",
-        sequence_id: int | None = None, timeout_s: float = 10.0,
+        sequence_id: int | None = None, timeout_s: float = DEFAULT_TIMEOUT_S, budget_s: float = DEFAULT_BUDGET_S,
     ) -> None:  # fmt: skip
+        self.budget_s = _check_seconds("budget_s", budget_s)
         self._c = _Client(url, protocol, timeout_s)
         self.model = model
         self.sequence_id = new_sequence_id() if sequence_id is None else int(sequence_id)
@@ -470,14 +579,21 @@ class EncoderStream:
             raise InputError(f"mel must be float32; got {mel.dtype}")
         inp = self._c.mod.InferInput("mel", list(mel.shape), "FP32")
         inp.set_data_from_numpy(np.ascontiguousarray(mel))
+        budget = self.budget_s if self._started else self._c.timeout_s
+        t0 = time.monotonic()
         try:
             result = self._c.call(
-                f"sequence {self.sequence_id} request", self._c.client.infer, self.model, [inp],
+                f"sequence {self.sequence_id} request", self._c.infer, budget, budget, self.model, [inp],
                 sequence_id=self.sequence_id, sequence_start=not self._started, sequence_end=end,
-                outputs=[self._c.mod.InferRequestedOutput("code")], **self._c.kw(),
+                outputs=[self._c.mod.InferRequestedOutput("code")],
             )  # fmt: skip
-        except BackendError:
+        except BackendError as exc:
             self._ended = True  # the server's context is now unknown: the session must restart
+            if _failure_kind(exc.__cause__) == "deadline":
+                raise BackendError(
+                    f"{exc} (no answer within the push's budget of {budget:.3g} s, after {time.monotonic() - t0:.2f} s; "
+                    f"sequence {self.sequence_id} is over: not retried, its state on the server is unknown)"
+                ) from exc.__cause__
             raise
         self._started = True
         self._ended = end

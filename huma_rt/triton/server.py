@@ -230,6 +230,11 @@ class TritonServer:
             return "(no log)"
 
     @property
+    def pid(self) -> int | None:
+        """The server's process id (it leads its own process group), None when not started."""
+        return None if self._proc is None else self._proc.pid
+
+    @property
     def running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 

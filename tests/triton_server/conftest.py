@@ -92,3 +92,12 @@ def fresh_server(cpu_repo, request):
     srv = start_server(cpu_repo)
     request.addfinalizer(srv.stop)
     return srv
+
+
+@pytest.fixture(scope="module")
+def module_server(cpu_repo, request):
+    """A server of the test module's own (its tests freeze it, so not the session's). Stopped
+    with a short grace: sequences that its tests abandoned would hold a SIGTERM for 5 s."""
+    srv = start_server(cpu_repo)
+    request.addfinalizer(lambda: srv.stop(timeout_s=1.0))
+    return srv

@@ -55,7 +55,7 @@ def test_server_stopped_mid_stream(fresh_server, export_dir):
     assert min(frames.values()) >= 3, (frames, errors)
     stopped_at = time.monotonic()
     srv.stop(timeout_s=1.0)  # SIGTERM, SIGKILL after 1 s: in-flight requests die with it
-    # worst case: the runner's first try + 1 retry, each bounded by the timeout, + backoff
+    # worst case: a run's budget (1 s) or a sequence push's (1 s), far below these bounds
     for t in threads:
         t.join(timeout=2 * TIMEOUT_S + 5)
     assert not any(t.is_alive() for t in threads), "a client hung after the server stopped"
@@ -66,8 +66,9 @@ def test_server_stopped_mid_stream(fresh_server, export_dir):
         errs = errors[protocol]
         assert len(errs) == 1 and isinstance(errs[0], BackendError), (protocol, errs)
         assert f"Triton server at {url} ({protocol})" in str(errs[0])
-        if "inference of 'encoder'" in str(errs[0]):  # stateless: retried once (retries=1)
-            assert "failed after 2 attempts" in str(errs[0])
+        if "inference of 'encoder'" in str(errs[0]):  # stateless: a refused or reset connection is
+            # retried once (retries=1); a server hanging in its shutdown ends in a deadline, not retried
+            assert "failed after 2 requests" in str(errs[0]) or "not retried" in str(errs[0]), str(errs[0])
         if "sequence" in str(errs[0]):  # the session is over: no silent resend of its state
             try:
                 streams[protocol].push(mel[0, : enc.mels_per_frame])
