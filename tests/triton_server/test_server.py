@@ -237,13 +237,35 @@ def test_runner_rejects_bad_bindings_and_options(server, enc):
             r.run()
     with pytest.raises(InputError, match="stateful"):
         TritonRunner("encoder_stream", url=server.grpc_url)
+    with pytest.raises(InputError, match="ensemble over the stateful model 'encoder_stream'"):
+        TritonRunner("avatar_stream", url=server.grpc_url)  # no correlation id, retries: unsafe
     with pytest.raises(InputError, match="protocol must be one of"):
         TritonRunner("encoder", url=server.grpc_url, protocol="udp")
     with pytest.raises(InputError, match="timeout_s must be a positive"):
         TritonRunner("encoder", url=server.grpc_url, timeout_s=0)
+    with pytest.raises(InputError, match="budget_s must be a positive"):
+        TritonRunner("encoder", url=server.grpc_url, budget_s=-1)
+    with pytest.raises(InputError, match="budget_s must be a positive"):
+        EncoderStream(server.grpc_url, budget_s=0)
     with pytest.raises(InputError, match="mel must be"):
         with EncoderStream(server.grpc_url) as s:
             s.push(np.zeros((3, 80), np.float32))
+
+
+def test_budget_bounds_runs_but_not_the_cold_bind(server, enc):
+    """bind's first request runs under timeout_s; each later run under budget_s, a deadline
+    failing at once (one request: not retried) and the runner still usable after it. gRPC only:
+    HTTP bounds each socket operation, and a 0.1 ms one on loopback does not reliably expire
+    (test_server_frozen covers HTTP with a frozen server)."""
+    mel = np.zeros((1, enc.receptive_mels, 80), np.float32)
+    with TritonRunner("encoder", url=server.grpc_url, budget_s=1e-4) as r:
+        r.bind(inputs={"mel": mel}, outputs={"code": np.zeros((1, 1, enc.code_dim), np.float32)})
+        sent = r.requests
+        with pytest.raises(BackendError, match=r"inference of 'encoder' failed: no answer within the run's budget of 0.0001 s \(1 request"):
+            r.run()
+        assert r.requests == sent + 1
+        r.budget_s = 5.0
+        r.run()
 
 
 def test_unreachable_server_fails_fast_with_a_clear_error():
