@@ -89,3 +89,25 @@ def test_demo_end_to_end(tmp_path, capsys):
     assert main(["demo", "--text", "Hi.", "--tts", "espeak", "-o", str(out),
                  "--cache-dir", str(tmp_path / "cache")]) == 0
     assert "cached" in capsys.readouterr().out
+
+
+def test_demo_audio_reads_what_render_reads(tmp_path):
+    """demo --audio/--wav goes through the reader render uses: same formats, same rate range."""
+    import sys as _sys
+
+    _sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "media"))
+    from _audio_files import tone, write_audio
+
+    for rate, kind in ((5000, "wav-PCM_16"), (192000, "wav-PCM_U8"), (44100, "mp3"), (44100, "flac")):
+        path = write_audio(tmp_path / f"a{rate}.{kind.split('-')[0]}", tone(0.5, rate), rate, kind)
+        pcm = load_wav(path)
+        assert pcm.dtype == np.float32 and abs(pcm.size - 8000) <= 1200, (rate, kind, pcm.size)
+
+
+def test_demo_cli_bad_audio_is_one_error_line(tmp_path, capsys):
+    bad = tmp_path / "speech.ogg"
+    bad.write_bytes(b"OggS" + b"\0" * 100)
+    for flag in ("--audio", "--wav"):
+        assert main(["demo", flag, str(bad), "-o", str(tmp_path / "o.mp4")]) == 1
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and "speech.ogg" in err and "Traceback" not in err
