@@ -20,6 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "export": ("huma_rt.export.cli", "export the PyTorch models to ONNX (fp32 + fp16) and check them"),
     "build": ("huma_rt.engines.cli", "build FP16 TensorRT engines from exported ONNX (or --check)"),
     "pack": ("huma_rt.commands.pack", "pack an avatar into a bundle"),
+    "keygen": ("huma_rt.commands.keygen", "make an ed25519 key pair for signing bundles (pack --sign)"),
     "render": ("huma_rt.commands.render", "render a WAV file through a bundle into MP4, PNGs or raw RGB"),
     "demo": ("huma_rt.commands.demo", "render the built-in demo avatar speaking text or a WAV"),
     "chat": ("huma_rt.speech.cli", "VAD -> ASR -> responder -> TTS -> avatar, with a latency table"),

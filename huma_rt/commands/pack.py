@@ -32,6 +32,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("-o", "--output", type=Path, required=True, help="bundle folder (or .tar with --archive)")
     p.add_argument("--archive", action="store_true", help="write one uncompressed tar instead of a folder")
     p.add_argument("--force", action="store_true", help="replace an existing output")
+    p.add_argument("--sign", type=Path, metavar="KEY",
+                   help="sign the bundle with this ed25519 private key (PEM or raw 32 bytes; make one with "
+                        "'huma-rt keygen -o KEY'); needs pip install 'huma-rt[sign]'")  # fmt: skip
 
 
 def _regions(path: Path, n: int) -> np.ndarray:
@@ -107,8 +110,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"\r{step:<12} {100 * done // max(total, 1):3d}%", end="\n" if done >= total else "", file=sys.stderr)
 
     t0 = time.perf_counter()
-    out = pack(source, args.output, archive=args.archive, overwrite=args.force, progress=progress)
+    out = pack(source, args.output, archive=args.archive, overwrite=args.force, progress=progress, sign_key=args.sign)
     g = source.gaussians
-    print(f"packed {g.count} Gaussians ({int(np.count_nonzero(g.region))} dynamic) into {out} "
+    signed = f", signed with {args.sign}" if args.sign is not None else ""
+    print(f"packed {g.count} Gaussians ({int(np.count_nonzero(g.region))} dynamic) into {out}{signed} "
           f"in {time.perf_counter() - t0:.2f} s")  # fmt: skip
     return 0

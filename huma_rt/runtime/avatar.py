@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -97,7 +97,7 @@ class Avatar:
     @classmethod
     def load(cls, path: str | Path, device: str = "auto", backend: str = "auto", *, precision: str = "auto",
              renderer: str | RendererFactory = "auto", threads: int | None = None, verify: bool = True,
-             **backend_options: Any) -> Avatar:  # fmt: skip
+             trusted_keys: Sequence[str | Path | bytes] | None = None, **backend_options: Any) -> Avatar:  # fmt: skip
         """Load and preload the bundle at ``path`` (folder or .tar).
 
         device: "auto" (CUDA when usable, else CPU), "cpu" or "cuda" (DeviceError without a GPU).
@@ -106,13 +106,15 @@ class Avatar:
         renderer: "auto", a huma_rt.render backend name, or a factory(camera, gaussians,
         dynamic, background) returning an object with FrameRenderer's ``render``.
         threads: onnxruntime intra-op threads and CPU renderer threads (None: their defaults). verify: hash every file.
+        trusted_keys: ed25519 public keys (files or bytes); when given, the bundle must be signed by
+        one of them (see huma_rt.bundle.signing), else FormatError (SignatureError).
         """
         report = PreloadReport()
         dev = resolve_device(device)
         prec = resolve_precision(precision, dev)
         report.device, report.precision = dev, prec
         with report.phase("manifest"):
-            bundle = open_bundle(path, verify=verify)
+            bundle = open_bundle(path, verify=verify, trusted_keys=trusted_keys)
         with report.phase("map"):
             xp = _xp(dev)
             g = bundle.gaussians()
