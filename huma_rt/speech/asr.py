@@ -1,12 +1,15 @@
-"""Speech recognition: sherpa-onnx online (streaming) and offline recognizers from a model dir.
+"""Speech recognition: the shipped Moonshine tiny-en, or a sherpa-onnx model directory.
 
-No ASR model ships with huma-rt (none is on the package indexes); the user points
-``AsrConfig.model_dir`` at a sherpa-onnx model directory (docs/speech.md lists the layouts).
-The layout is detected from file names and ONNX metadata, and every file is checked to exist
-and to be a well-formed ONNX model *before* sherpa-onnx sees it: sherpa-onnx answers some bad
-models with ``exit(-1)``, which no caller could catch.
+``AsrConfig()`` is the shipped model: Moonshine tiny-en from the ``moonshine-voice==0.1.0``
+wheel (see :mod:`huma_rt.speech.moonshine`), offline, run by sherpa-onnx on each utterance the
+VAD cuts out. ``AsrConfig(model_dir=DIR)`` brings your own sherpa-onnx model directory
+(docs/speech.md lists the layouts). The layout is detected from file names and ONNX metadata,
+and every file is checked to exist and to be a well-formed model *before* sherpa-onnx sees it:
+sherpa-onnx answers some bad models with ``exit(-1)`` or a crash, which no caller could catch.
 
 Layouts (``*`` = any prefix/suffix; ``.int8`` variants preferred when ``prefer_int8``):
+- moonshine (v2, offline): ``encoder_model*.ort|onnx decoder_model_merged*.ort|onnx`` and
+  ``tokenizer.bin`` or ``tokens.txt``
 - transducer: ``encoder*.onnx decoder*.onnx joiner*.onnx tokens.txt`` (online or offline)
 - paraformer (online): ``encoder*.onnx decoder*.onnx tokens.txt``
 - paraformer (offline) / sense-voice: ``model*.onnx tokens.txt``
@@ -28,10 +31,16 @@ from huma_rt.errors import FormatError, InputError
 from huma_rt.model_config import _JsonConfig  # to_dict/from_dict/save/load
 from huma_rt.speech._onnx_meta import scan_model
 from huma_rt.speech.audio import TARGET_RATE, to_mono_float
+from huma_rt.speech.text import is_speakable
 
 log = logging.getLogger(__name__)
 
-KINDS = ("transducer", "paraformer", "whisper", "sense-voice")
+KINDS = ("moonshine", "transducer", "paraformer", "whisper", "sense-voice")
+SHIPPED = "Moonshine tiny-en (moonshine-voice 0.1.0)"
+# Shorter input holds no word (and Moonshine's encoder needs >= 895 samples: its convolutions).
+MIN_SAMPLES = TARGET_RATE // 10
+# Input whose peak is below -60 dBFS is silence; Moonshine makes up text ('♪♪♪') for it.
+SILENCE_PEAK = 1e-3
 # Encoder metadata keys only streaming (chunked) exports carry (icefall zipformer/conformer,
 # streaming paraformer).
 _STREAMING_KEYS = {"decode_chunk_len", "T", "left_context_len", "chunk_size", "context_size_left"}
@@ -41,11 +50,12 @@ _STREAMING_KEYS = {"decode_chunk_len", "T", "left_context_len", "chunk_size", "c
 class AsrConfig(_JsonConfig):
     """Where the ASR model is and how to run it.
 
-    model_dir: a sherpa-onnx model directory. kind: 'auto' or one of KINDS. mode: 'auto',
-    'online' (streaming) or 'offline'. language: whisper / sense-voice language ('' = auto).
+    model_dir: a sherpa-onnx model directory; '' (the default) = the shipped Moonshine tiny-en.
+    kind: 'auto' or one of KINDS. mode: 'auto', 'online' (streaming) or 'offline'.
+    language: whisper / sense-voice language ('' = auto; Moonshine tiny-en is English only).
     """
 
-    model_dir: str
+    model_dir: str = ""
     kind: str = "auto"
     mode: str = "auto"
     num_threads: int = 2
@@ -62,6 +72,7 @@ class AsrLayout:
     kind: str
     streaming: bool
     files: dict[str, Path] = field(default_factory=dict)
+    packaged: bool = False  # the shipped Moonshine model (files checked by their digests)
 
 
 def _pick(model_dir: Path, pattern: str, prefer_int8: bool) -> Path | None:
@@ -90,6 +101,11 @@ def detect_layout(config: AsrConfig) -> AsrLayout:
         raise InputError(f"ASR kind must be 'auto' or one of {list(KINDS)}; got {config.kind!r}")
     if config.mode not in ("auto", "online", "offline"):
         raise InputError(f"ASR mode must be 'auto', 'online' or 'offline'; got {config.mode!r}")
+    if not config.model_dir:
+        if config.kind not in ("auto", "moonshine"):
+            raise InputError(f"ASR kind {config.kind!r} needs model_dir (a model directory); "
+                             "without one the shipped Moonshine model is used")
+        return _moonshine_layout(config, None)
     d = Path(config.model_dir)
     if not d.is_dir():
         raise FormatError(f"ASR model directory {d} does not exist (see docs/speech.md for layouts)")
@@ -104,6 +120,8 @@ def detect_layout(config: AsrConfig) -> AsrLayout:
     lowered = d.name.lower()
 
     kind = config.kind
+    if kind == "moonshine" or kind == "auto" and _pick(d, _MOONSHINE_DECODER, i8):
+        return _moonshine_layout(config, d)
     if kind == "auto":
         if joiner and enc and dec:
             kind = "transducer"
@@ -159,6 +177,44 @@ def detect_layout(config: AsrConfig) -> AsrLayout:
     return AsrLayout(kind, streaming, files)
 
 
+_MOONSHINE_ENCODER = r"encoder_model.*\.(ort|onnx)"
+_MOONSHINE_DECODER = r"decoder_model_merged.*\.(ort|onnx)"
+
+
+def _moonshine_layout(config: AsrConfig, d: Path | None) -> AsrLayout:
+    """The shipped Moonshine (``d`` None) or a Moonshine v2 directory, structurally checked."""
+    from huma_rt.speech import moonshine
+
+    if config.mode == "online":
+        raise FormatError("Moonshine is an offline (non-streaming) model; use mode 'offline' or 'auto'")
+    if config.language not in ("", "en"):
+        raise InputError(f"Moonshine tiny-en recognizes English only; got language {config.language!r}")
+    if d is None:
+        m = moonshine.packaged_model()
+        return AsrLayout("moonshine", False, {"encoder": m.encoder, "decoder": m.decoder,
+                                              "tokenizer": m.tokenizer}, packaged=True)
+    i8 = config.prefer_int8
+    files = {"encoder": _pick(d, _MOONSHINE_ENCODER, i8), "decoder": _pick(d, _MOONSHINE_DECODER, i8)}
+    if (d / "tokens.txt").is_file():
+        files["tokens"] = d / "tokens.txt"
+    elif (d / "tokenizer.bin").is_file():
+        files["tokenizer"] = d / "tokenizer.bin"
+    missing = [r for r in ("encoder", "decoder") if files[r] is None] + (
+        [] if "tokens" in files or "tokenizer" in files else ["tokenizer.bin (or tokens.txt)"])
+    if missing:
+        raise FormatError(
+            f"Moonshine model in {d} lacks its {', '.join(missing)}; expected encoder_model.ort|onnx, "
+            f"decoder_model_merged.ort|onnx and tokenizer.bin; found {sorted(p.name for p in d.iterdir())[:12]}"
+        )
+    for role in ("encoder", "decoder"):
+        moonshine.check_model_file(files[role], role)
+    if "tokenizer" in files:
+        moonshine.tokenizer_vocab(files["tokenizer"])  # FormatError if malformed
+    elif files["tokens"].stat().st_size == 0:
+        raise FormatError(f"ASR tokens file {files['tokens']} is empty")
+    return AsrLayout("moonshine", False, {k: v for k, v in files.items() if v is not None})
+
+
 @dataclass
 class AsrResult:
     """A transcript with the compute time spent and the audio length (for the RTF)."""
@@ -173,16 +229,26 @@ class AsrResult:
 
 
 class Recognizer:
-    """A sherpa-onnx recognizer over 16 kHz mono audio: ``transcribe(pcm) -> AsrResult``."""
+    """A sherpa-onnx recognizer over 16 kHz mono audio: ``transcribe(pcm) -> AsrResult``.
 
-    def __init__(self, config: AsrConfig) -> None:
-        self.config = config
+    config: default ``AsrConfig()``, the shipped Moonshine tiny-en. cache_dir: where Moonshine's
+    tokens.txt and file digests are kept (default ``$HUMA_RT_CACHE`` or ``~/.cache/huma-rt``,
+    under ``asr/``). ``load_s``: seconds the model took to load; ``description``: which model.
+    """
+
+    def __init__(self, config: AsrConfig | None = None, *, cache_dir: str | Path | None = None) -> None:
+        self.config = config = config or AsrConfig()
         self.layout = detect_layout(config)
         so = require("sherpa_onnx", "speech recognition")
         f, c, k = self.layout.files, config, self.layout.kind
         common = {"num_threads": c.num_threads, "decoding_method": c.decoding_method}
+        self.description = SHIPPED if self.layout.packaged else f"{k} model {c.model_dir}"
         t0 = time.perf_counter()
-        if self.layout.streaming:
+        if k == "moonshine":
+            tokens = self._moonshine_tokens(cache_dir)
+            self._rec = so.OfflineRecognizer.from_moonshine_v2(
+                encoder=str(f["encoder"]), decoder=str(f["decoder"]), tokens=str(tokens), **common)
+        elif self.layout.streaming:
             if k == "transducer":
                 self._rec = so.OnlineRecognizer.from_transducer(
                     tokens=str(f["tokens"]), encoder=str(f["encoder"]), decoder=str(f["decoder"]),
@@ -203,14 +269,39 @@ class Recognizer:
         else:
             self._rec = so.OfflineRecognizer.from_sense_voice(
                 model=str(f["model"]), tokens=str(f["tokens"]), language=c.language, **common)
-        log.info("loaded %s ASR (%s) in %.2f s", k, "online" if self.layout.streaming else "offline",
-                 time.perf_counter() - t0)
+        self.load_s = time.perf_counter() - t0
+        log.info("loaded %s ASR (%s) in %.2f s", self.description, "online" if self.layout.streaming else "offline",
+                 self.load_s)
+
+    def _moonshine_tokens(self, cache_dir: str | Path | None) -> Path:
+        """Check the Moonshine files deeply (sherpa-onnx crashes on wrong graphs) -> tokens.txt."""
+        from huma_rt.speech import moonshine
+
+        f, cache = self.layout.files, moonshine.cache_dir(cache_dir)
+        if self.layout.packaged:
+            moonshine.verify_packaged(moonshine.MoonshineFiles(f["encoder"], f["decoder"], f["tokenizer"]), cache)
+            vocab = moonshine.PACKAGED_VOCAB
+        else:
+            vocab = moonshine.check_signature(f["encoder"], f["decoder"])
+        if "tokenizer" in f:
+            return moonshine.ensure_tokens(f["tokenizer"], cache, vocab)
+        with f["tokens"].open("rb") as fh:
+            lines = sum(1 for _ in fh)
+        if lines != vocab:
+            raise FormatError(f"{f['tokens']} has {lines} lines; the decoder's vocabulary has {vocab} tokens")
+        return f["tokens"]
 
     def transcribe(self, pcm: np.ndarray) -> AsrResult:
-        """Recognize one utterance of 16 kHz mono float32 audio [S]."""
+        """Recognize one utterance of 16 kHz mono float32 audio [S].
+
+        Empty, too short (< MIN_SAMPLES) or silent (peak < SILENCE_PEAK) input gives empty
+        text without running the model; a transcript without a letter or digit (Moonshine
+        answers noise with '♪♪♪') is returned as empty text.
+        """
         x = to_mono_float(pcm, name="ASR input")
-        if x.size == 0:
-            raise InputError("ASR input is empty; expected at least one sample")
+        audio_s = x.size / TARGET_RATE
+        if x.size < MIN_SAMPLES or float(np.max(np.abs(x))) < SILENCE_PEAK:
+            return AsrResult("", 0.0, audio_s)
         t0 = time.perf_counter()
         stream = self._rec.create_stream()
         if self.layout.streaming:
@@ -225,4 +316,5 @@ class Recognizer:
             stream.accept_waveform(TARGET_RATE, x)
             self._rec.decode_stream(stream)
             text = stream.result.text
-        return AsrResult(str(text).strip(), time.perf_counter() - t0, x.size / TARGET_RATE)
+        text = str(text).strip()
+        return AsrResult(text if is_speakable(text) else "", time.perf_counter() - t0, audio_s)

@@ -104,5 +104,4 @@ def test_real_offline_recognizer_on_a_tiny_model(tiny_asr_dir, question_pcm):
     # one 'a' per loud 10 ms frame: most of the ~2.2 s utterance, none of silence
     assert set(result.text) == {"a"} and 50 < len(result.text) < question_pcm.size / 160
     assert result.audio_s == pytest.approx(question_pcm.size / 16000) and result.compute_s > 0
-    with pytest.raises(InputError, match="empty"):
-        rec.transcribe(np.zeros(0, np.float32))
+    assert rec.transcribe(np.zeros(0, np.float32)).text == ""  # nothing said: empty text, no error
