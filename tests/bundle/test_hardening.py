@@ -67,8 +67,8 @@ def _both(key: str, value):
         (_delete("camera.width"), r"\$\.camera lacks the required key\(s\) \['width'\]"),
         # old: loaded with the default hop (the manifest's own value silently replaced)
         (_delete("encoder.mel.hop"), r"\$\.encoder\.mel lacks the required key\(s\) \['hop'\]"),
-        # old: KeyError in pack's field list
-        (_delete("gaussians.count"), r"\$\.gaussians lacks the required key\(s\) \['count'\]"),
+        # old: loaded with the default width 48 (the exported deformer's is 16)
+        (_delete("deformer.hidden"), r"\$\.deformer lacks the required key\(s\) \['hidden'\]"),
     ],
 )
 def test_missing_keys(bundle_dir, edit, match):
@@ -132,11 +132,15 @@ def test_huge_past_frames_refused_without_allocating(bundle_dir):
 
 
 def test_feature_buffer_cap(bundle_dir):
-    """Fields within their own range whose product would still be a huge preload buffer."""
-    rewrite_manifest(bundle_dir, _set("deformer.hidden", 4096))
+    """Fields within their own ranges whose product would still be a huge preload buffer."""
+    from huma_rt.bundle.manifest import parse_manifest
+
     m = json.loads((bundle_dir / "manifest.json").read_text())
-    assert m["gaussians"]["dynamic_count"] * 4096 < 1 << 30  # the small bundle stays under the cap
-    open_bundle(bundle_dir)  # no error: the cap is on the product, not on hidden alone
+    n = 1 << 24
+    m["gaussians"].update(count=n, dynamic_count=n, regions={"1": n})
+    m["deformer"]["hidden"] = 4096
+    with pytest.raises(FormatError, match=r"dynamic_count \* deformer hidden = 16777216 \* 4096 floats exceeds"):
+        parse_manifest(json.dumps(m), str(bundle_dir))
 
 
 def test_deeply_nested_manifest(bundle_dir):
