@@ -125,8 +125,11 @@ def _decode(path: str | os.PathLike, max_seconds: float) -> Iterator[tuple[np.nd
         if not container.streams.audio:
             raise FormatError(f"{path}: holds no audio stream ({container.format.name} container)")
         stream = container.streams.audio[0]
-        codec = stream.codec_context.name
-        channels, rate = _check_stream(path, stream.codec_context.channels, stream.codec_context.sample_rate)
+        ctx = stream.codec_context
+        if ctx is None:  # FFmpeg found no decoder for the stream's codec tag
+            raise FormatError(f"{path}: the audio stream has a codec no decoder here reads ({container.format.name} container)")
+        codec = ctx.name
+        channels, rate = _check_stream(path, ctx.channels, ctx.sample_rate)
         declared = _declared_seconds(container, stream)
         if declared is not None and declared > max_seconds:
             raise FormatError(f"{path}: declares {declared:.0f} s of audio; at most {max_seconds:g} s is read")
