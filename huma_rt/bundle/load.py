@@ -212,6 +212,8 @@ def _members(tar: tarfile.TarFile, path: Path, archive_size: int) -> dict[str, t
             raise FormatError(f"bundle {path} has more than {MAX_MEMBERS} archive members; a bundle has a few dozen")
         name = check_member_name(mem.name)
         if mem.isdir():
+            if name not in ("", *_FOLDERS):  # what `tar -cf b.tar -C bundle .` holds; a folder bundle allows no more
+                raise FormatError(f"bundle {path}: folder member {mem.name!r} is not part of a bundle (only models/, splats/)")
             continue
         if not mem.isreg() or mem.issparse():
             kind = "a link" if (mem.issym() or mem.islnk()) else "not a regular file"
