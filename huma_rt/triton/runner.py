@@ -199,15 +199,16 @@ def _check_seconds(name: str, value: Any) -> float:
     return float(value)
 
 
-def _failure_kind(exc: BaseException) -> str:
+def _failure_kind(exc: BaseException | None) -> str:
     """'deadline' (no answer in time: never retried), 'transport' (failed fast: another try
-    may work) or 'final' (the server answered with an error, or an unknown failure)."""
+    may work; socket errors other than a timeout included, as the budget bounds the tries) or
+    'final' (the server answered with an error, or an unknown failure)."""
     status = getattr(exc, "status", None)
     code = str(status() if callable(status) else "").upper()
     if any(c in code for c in _DEADLINE_STATUS) or isinstance(exc, TimeoutError):
         return "deadline"
     text = str(exc).lower()
-    if any(c in code for c in _TRANSPORT_STATUS) or isinstance(exc, (ConnectionError, EOFError)):
+    if any(c in code for c in _TRANSPORT_STATUS) or isinstance(exc, (OSError, EOFError)):
         return "transport"
     if type(exc).__name__ == "HTTPConnectionClosed" or any(t in text for t in _TRANSPORT_TEXT):
         return "transport"  # geventhttpclient: the server closed the connection before answering

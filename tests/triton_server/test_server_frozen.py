@@ -112,3 +112,19 @@ def test_killed_server_is_retried_and_fails_fast(fresh_server, export_dir, proto
     assert 0.15 <= elapsed < DEFAULT_BUDGET_S, (elapsed, msg)
     assert f"Triton server at {url} ({protocol}): inference of 'encoder' failed after 3 requests" in msg, msg
     assert "unavailable" in msg.lower() or "refused" in msg.lower(), msg
+
+
+def test_failure_kinds():
+    """What is retried: fast transport failures; never a deadline; never the server's answer."""
+    from geventhttpclient.response import HTTPConnectionClosed
+    from tritonclient.utils import InferenceServerException as Err
+
+    from huma_rt.triton.runner import _failure_kind
+
+    assert _failure_kind(Err("Deadline Exceeded", status="StatusCode.DEADLINE_EXCEEDED")) == "deadline"
+    assert _failure_kind(TimeoutError("timed out")) == "deadline"  # HTTP: socket.timeout, a socket operation's bound
+    assert _failure_kind(Err("failed to connect to all addresses", status="StatusCode.UNAVAILABLE")) == "transport"
+    assert _failure_kind(ConnectionRefusedError(111, "Connection refused")) == "transport"
+    assert _failure_kind(HTTPConnectionClosed("connection closed.")) == "transport"
+    assert _failure_kind(Err("unexpected shape for input 'mel'", status="StatusCode.INVALID_ARGUMENT")) == "final"
+    assert _failure_kind(Err("[400] unexpected shape", status="400")) == "final"
