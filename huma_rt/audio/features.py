@@ -139,7 +139,7 @@ class StreamingFeatures:
         """Start a new stream: forget all audio, re-prime the silent past context."""
         self._cur = 0
         self._pending = 0
-        self._computed = 0  # mel frames computed (a multiple of the block), from the first window's first frame
+        self._computed = 0  # mel frames computed (whole blocks), from the first window's first frame
         self._next = 0  # index of the next frame next_window() returns
         self._pushed = 0
         self._finished = False
