@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 MAX_SECONDS = 3600.0  # one hour: far beyond any utterance; bounds memory (1 h at 16 kHz = 230 MB)
 MAX_CHANNELS = 8  # 7.1 surround; more is not a recording a user speaks into
 MIN_RATE, MAX_RATE = 4000, 384000  # huma_rt.runtime.audio_input.check_rate's range
+_PUSH = 1 << 16  # samples handed to the resampler at once (its output does not depend on this)
 # FFmpeg demuxer names allowed to open a file (format_whitelist): audio containers only.
 _DEMUXERS = "wav,w64,aiff,flac,mp3,mov,mp4,m4a,3gp,ogg,aac,matroska,webm"
 # sample format -> (offset, scale) to float32 in [-1, 1]
@@ -84,20 +85,37 @@ def load_audio(path: str | os.PathLike, sample_rate: int = 16000, *,
 
     sample_rate = check_rate(sample_rate)
     out: list[np.ndarray] = []
+    pending: list[np.ndarray] = []  # decoded frames are ~1k samples; the resampler prefers blocks
+    held = 0
     resampler = None
     info = None
     for block, info in _decode(path, max_seconds):
-        mono = block[0] if block.shape[0] == 1 else block.mean(axis=0, dtype=np.float32)
-        if info.sample_rate == sample_rate:
-            out.append(mono.copy())
-            continue
-        if resampler is None:
-            resampler = StreamResampler(info.sample_rate, sample_rate)
-        out.append(resampler.push(mono))
-    if resampler is not None:
-        out.append(resampler.flush())
+        pending.append(block[0].copy() if block.shape[0] == 1 else block.mean(axis=0, dtype=np.float32))
+        held += pending[-1].size
+        if held >= _PUSH:
+            resampler = resampler or _resampler(StreamResampler, info.sample_rate, sample_rate)
+            out.append(resampler.push(np.concatenate(pending)))
+            pending, held = [], 0
     assert info is not None
+    resampler = resampler or _resampler(StreamResampler, info.sample_rate, sample_rate)
+    if pending:
+        out.append(resampler.push(np.concatenate(pending)))
+    out.append(resampler.flush())
     return np.concatenate(out).astype(np.float32, copy=False), info
+
+
+class _Same:
+    """The resampler's push/flush when the rates already match."""
+
+    def push(self, x: np.ndarray) -> np.ndarray:
+        return x
+
+    def flush(self) -> np.ndarray:
+        return np.zeros(0, np.float32)
+
+
+def _resampler(cls, src: int, dst: int):
+    return _Same() if src == dst else cls(src, dst)
 
 
 def _open(av, path: Path):

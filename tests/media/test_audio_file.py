@@ -164,3 +164,19 @@ def test_render_cli_bad_audio_is_one_error_line(media_bundle, tmp_path, capsys):
     assert main(["render", "--bundle", str(media_bundle), "--audio", str(bad), "-o", str(tmp_path / "o.mp4")]) == 1
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "cut.mp3" in err and "Traceback" not in err
+
+
+def test_load_audio_is_the_runtime_resampler_over_the_whole_clip(tmp_path):
+    """Streaming decode + resample == reading everything, then the runtime's resampler once (so
+    render's frames are what Avatar.render made of the same WAV before the reader changed)."""
+    from huma_rt.runtime.audio_input import StreamResampler
+
+    x = np.random.default_rng(2).uniform(-0.5, 0.5, (70001, 2)).astype(np.float32)
+    p = tmp_path / "s.wav"
+    soundfile.write(p, x, 22050, subtype="FLOAT")
+    got, info = load_audio(p)
+    r = StreamResampler(22050, 16000)
+    mono = x.mean(axis=1, dtype=np.float32)
+    np.testing.assert_array_equal(got, np.concatenate([r.push(mono), r.flush()]))
+    same, _ = load_audio(p, 22050)
+    np.testing.assert_array_equal(same, mono)
