@@ -111,9 +111,19 @@ def stream_one(session, audio: np.ndarray, offset: int, total: int, seed: int, t
     out.lost += abs(out.expected - want)
 
 
-def sample_rss(stop: threading.Event, every_s: float, t_start: float, samples: list[tuple[float, float]]) -> None:
+def sample_rss(stop: threading.Event, every_s: float, t_start: float, samples: list[tuple[float, float]],
+               logs: list[SessionLog], expected: int, report_s: float) -> None:  # fmt: skip
+    """Append (seconds, RSS MiB) every ``every_s`` until ``stop``; log progress every ``report_s``."""
+    last_report = 0.0
     while True:
-        samples.append((time.perf_counter() - t_start, rss_mib()))
+        now = time.perf_counter() - t_start
+        samples.append((now, rss_mib()))
+        if now - last_report >= report_s:
+            last_report = now
+            done = sum(g.frames for g in logs)
+            eta = now * (expected - done) / done if done else float("nan")
+            log.info("soak: %d/%d frames (%.0f %%), RSS %.0f MiB, %.0f s in, ETA %.0f s",
+                     done, expected, 100 * done / expected, samples[-1][1], now, eta)  # fmt: skip
         if stop.wait(every_s):
             samples.append((time.perf_counter() - t_start, rss_mib()))
             return
@@ -168,7 +178,9 @@ def run(quick: bool, out_dir: Path, device: str = "cpu", bundle: Path | None = N
     rss: list[tuple[float, float]] = []
     stop = threading.Event()
     t_start = time.perf_counter()
-    sampler = threading.Thread(target=sample_rss, args=(stop, sample_s, t_start, rss), daemon=True)
+    expected = sessions * math.ceil(total / spf)
+    sampler = threading.Thread(target=sample_rss, args=(stop, sample_s, t_start, rss, logs, expected, 5.0 if quick else 30.0),
+                               daemon=True)  # fmt: skip
     sampler.start()
     workers = [
         threading.Thread(target=stream_one, args=(live[i], audio, i * 7919, total, i, t_start, logs[i], lookahead, spf, fps))
