@@ -39,8 +39,22 @@ def _validator(pointer: str):
     ).redefine("number", lambda _c, v: isinstance(v, numbers.Real) and not isinstance(v, bool))
     cls = jsonschema.validators.extend(Draft202012Validator, type_checker=checker)
     root = schema()
-    target = root if pointer == "#" else {"$ref": pointer, "$defs": root["$defs"]}
-    return cls(target)
+    target = root if pointer == "#" else root["$defs"][pointer.removeprefix("#/$defs/")]
+    return cls(_inline(target, root["$defs"]))
+
+
+def _inline(node: Any, defs: dict[str, Any]) -> Any:
+    """The schema with every local ``$ref`` replaced by ``allOf: [<definition>]`` (same meaning,
+    the schema has no recursion): validation then skips reference resolution, ~5x faster."""
+    if isinstance(node, list):
+        return [_inline(v, defs) for v in node]
+    if not isinstance(node, dict):
+        return node
+    out = {k: _inline(v, defs) for k, v in node.items() if k not in ("$ref", "$defs")}
+    ref = node.get("$ref")
+    if ref is not None:
+        out["allOf"] = [*out.get("allOf", []), _inline(defs[ref.removeprefix("#/$defs/")], defs)]
+    return out
 
 
 def check(instance: Any, pointer: str, what: str) -> None:
