@@ -96,22 +96,27 @@ def test_frozen_server_fails_within_the_budget_without_retrying_and_recovers(mod
     assert np.abs(got - _offline_codes(export_dir, mel)).max() <= 1e-5
 
 
-@pytest.mark.parametrize("protocol", ["grpc", "http"])
-def test_killed_server_is_retried_and_fails_fast(fresh_server, export_dir, protocol):
+def test_killed_server_is_retried_and_fails_fast(fresh_server, export_dir):
     enc = EncoderConfig.load(export_dir / "encoder.json")
-    url = fresh_server.grpc_url if protocol == "grpc" else fresh_server.http_url
-    with TritonRunner("encoder", url=url, protocol=protocol) as runner:
-        runner.bind(inputs={"mel": np.zeros((1, enc.receptive_mels, 80), np.float32)}, outputs={"code": np.zeros((1, 1, enc.code_dim), np.float32)})
+    urls = {"grpc": fresh_server.grpc_url, "http": fresh_server.http_url}
+    runners = {p: TritonRunner("encoder", url=url, protocol=p) for p, url in urls.items()}
+    try:
+        for r in runners.values():
+            r.bind(inputs={"mel": np.zeros((1, enc.receptive_mels, 80), np.float32)}, outputs={"code": np.zeros((1, 1, enc.code_dim), np.float32)})
         os.killpg(fresh_server.pid, signal.SIGKILL)
-        fresh_server.stop()  # reap it; nothing listens on the port any more
-        sent = runner.requests
-        elapsed, err = _timed_failure(runner.run)
-    msg = str(err)
-    # refused connections fail at once: three tries (retries=2) and two pauses (50 + 100 ms)
-    assert runner.requests == sent + 3, msg
-    assert 0.15 <= elapsed < DEFAULT_BUDGET_S, (elapsed, msg)
-    assert f"Triton server at {url} ({protocol}): inference of 'encoder' failed after 3 requests" in msg, msg
-    assert "unavailable" in msg.lower() or "refused" in msg.lower(), msg
+        fresh_server.stop()  # reap it; nothing listens on the ports any more
+        for protocol, r in runners.items():
+            sent = r.requests
+            elapsed, err = _timed_failure(r.run)
+            msg = str(err)
+            # refused connections fail at once: three tries (retries=2), two pauses (50 + 100 ms)
+            assert r.requests == sent + 3, msg
+            assert 0.15 <= elapsed < DEFAULT_BUDGET_S, (elapsed, msg)
+            assert f"Triton server at {urls[protocol]} ({protocol}): inference of 'encoder' failed after 3 requests" in msg, msg
+            assert "unavailable" in msg.lower() or "refused" in msg.lower(), msg
+    finally:
+        for r in runners.values():
+            r.close()
 
 
 def test_failure_kinds():
