@@ -6,9 +6,9 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.huma-installed
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-APT_PACKAGES := espeak-ng libespeak-ng-dev sox
+APT_PACKAGES := espeak-ng libespeak-ng-dev sox chromium
 COMMA := ,
-EXTRAS := dev,export,speech,triton,media,cuda,sign
+EXTRAS := dev,export,speech,triton,media,cuda,sign,serve
 
 .PHONY: setup demo test lint clean triton-env
 

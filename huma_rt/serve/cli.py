@@ -1,0 +1,132 @@
+"""``huma-rt serve``: talk to the avatar in a browser (WebRTC; one worker process per visitor).
+
+Arguments are checked (and the bundle found or built) before the server starts; each worker
+then loads the avatar, voice, VAD and ASR itself, so a bad model shows as an error at start-up,
+not when the first visitor arrives.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from pathlib import Path
+
+from huma_rt.errors import InputError
+
+log = logging.getLogger(__name__)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--bundle", type=Path, help="avatar bundle (default: the demo avatar)")
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="address to listen on (default 127.0.0.1; anything else needs --token)")
+    parser.add_argument("--port", type=int, default=8080, help="HTTP port (0: any free port)")
+    parser.add_argument("--token", default=os.environ.get("HUMA_SERVE_TOKEN"),
+                        help="access token for /offer (env HUMA_SERVE_TOKEN); required off loopback")
+    parser.add_argument("--max-visitors", type=int, default=4, help="concurrent visitors (beyond: 'busy')")
+    parser.add_argument("--warm", type=int, default=1, help="loaded spare worker processes kept ready")
+    parser.add_argument("--idle-timeout", type=float, default=300.0,
+                        help="end a visit after this many seconds with no speech and no text")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="avatar threads per worker (default 1: one visitor per core; measured under load "
+                             "66 ms a frame on 1 thread vs 214 ms on 2)")
+    asr = parser.add_argument_group("speech recognition")
+    asr.add_argument("--asr-model", type=Path, help="sherpa-onnx ASR model directory (docs/speech.md)")
+    asr.add_argument("--asr-kind", default="auto", help="auto|transducer|paraformer|whisper|sense-voice")
+    asr.add_argument("--asr-mode", default="auto", help="auto|online|offline")
+    asr.add_argument("--min-silence", type=float, default=0.3, help="end-of-turn silence in seconds")
+    asr.add_argument("--barge-in", type=float, default=0.2,
+                     help="seconds of the visitor's speech that cut an answer in progress")
+    resp = parser.add_argument_group("responder")
+    resp.add_argument("--responder", default="echo", choices=["echo", "scripted", "openai"])
+    resp.add_argument("--reply", action="append", help="scripted reply (repeatable)")
+    resp.add_argument("--base-url", default=os.environ.get("HUMA_LLM_BASE_URL", "http://127.0.0.1:8000/v1"),
+                      help="OpenAI-compatible endpoint (env HUMA_LLM_BASE_URL)")
+    resp.add_argument("--model", default=os.environ.get("HUMA_LLM_MODEL", "gpt-4o-mini"), help="model name")
+    resp.add_argument("--api-key-env", default="OPENAI_API_KEY", help="environment variable holding the API key")
+    resp.add_argument("--timeout", type=float, default=10.0, help="responder timeout in seconds")
+    resp.add_argument("--max-answer-chars", type=int, default=2000)
+    tts = parser.add_argument_group("voice")
+    tts.add_argument("--voice", type=Path, help="Piper voice .onnx (default: the packaged en_US joe voice)")
+    tts.add_argument("--speed", type=float, default=1.0, help="speaking speed (> 1 faster)")
+    tts.add_argument("--tts-threads", type=int, default=1, help="TTS threads per worker")
+
+
+def _responder(args) -> tuple[str, dict]:
+    from huma_rt.speech.responder import make_responder
+
+    if args.responder == "scripted":
+        options = {"replies": args.reply or []}
+    elif args.responder == "openai":
+        options = {"base_url": args.base_url, "model": args.model, "api_key_env": args.api_key_env,
+                   "timeout_s": args.timeout}  # fmt: skip
+    else:
+        options = {}
+    make_responder(args.responder, **options)  # bad options fail here, not in every worker
+    return args.responder, options
+
+
+def _asr(args) -> dict | None:
+    """The ASR the chat command would use, as AsrConfig fields (None: no speech recognition)."""
+    from huma_rt.speech.asr import AsrConfig, detect_layout
+
+    if args.asr_model is None:
+        return None
+    cfg = AsrConfig(str(args.asr_model), kind=args.asr_kind, mode=args.asr_mode)
+    detect_layout(cfg)  # layout errors before anything starts
+    return cfg.to_dict()
+
+
+def worker_config(args):
+    """The WorkerConfig every visitor's process gets, from the command line."""
+    from huma_rt.serve.server import is_loopback
+    from huma_rt.serve.worker import WorkerConfig
+
+    if args.idle_timeout <= 0:
+        raise InputError(f"--idle-timeout must be > 0 seconds; got {args.idle_timeout}")
+    if args.voice is not None and not args.voice.is_file():
+        raise InputError(f"--voice {args.voice} does not exist")
+    responder, options = _responder(args)
+    asr = _asr(args)
+    bundle = args.bundle
+    if bundle is None:
+        from huma_rt.export.demo.bundle import ensure_bundle
+
+        bundle, built = ensure_bundle()
+        if built:
+            print(f"built the demo avatar bundle at {bundle}", file=sys.stderr)
+    elif not bundle.exists():
+        raise InputError(f"--bundle {bundle} does not exist")
+    level = logging.getLogger().getEffectiveLevel()
+    return WorkerConfig(
+        bundle=str(Path(bundle).resolve()), responder=responder, responder_options=options, asr=asr,
+        voice=str(args.voice) if args.voice else None, speed=args.speed, tts_threads=args.tts_threads,
+        threads=args.threads, min_silence_s=args.min_silence, barge_in_s=args.barge_in,
+        max_answer_chars=args.max_answer_chars, idle_timeout_s=args.idle_timeout,
+        loopback=is_loopback(args.host), log_level=level)  # fmt: skip
+
+
+def run(args) -> int:
+    from huma_rt._optional import require
+
+    require("aiohttp", "huma-rt serve (pip install 'huma-rt[serve]')")
+    require("aiortc", "huma-rt serve (pip install 'huma-rt[serve]')")
+    from huma_rt.serve.pool import WorkerPool
+    from huma_rt.serve.server import ServerConfig, serve
+
+    config = ServerConfig(host=args.host, port=args.port, token=args.token or None,
+                          max_visitors=args.max_visitors, warm=args.warm)  # fmt: skip
+    config.validate()  # the token rule before any model is touched
+    if args.asr_model is None:
+        print("no --asr-model: spoken questions are detected (and cut answers) but not understood; "
+              "type questions in the page", file=sys.stderr)  # fmt: skip
+    pool = WorkerPool(worker_config(args).to_json(), max_visitors=config.max_visitors, warm=config.warm)
+
+    def announce(line: str) -> None:
+        print(line, flush=True)
+
+    asyncio.run(serve(config, pool, announce))
+    return 0

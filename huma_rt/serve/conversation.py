@@ -1,0 +1,506 @@
+"""One visitor's conversation: microphone audio in, avatar frames with their audio out.
+
+Three kinds of threads, all owned by :class:`Conversation`:
+
+- the frame clock (``_tick_loop``): every 1/fps s it pushes one frame's worth of answer audio
+  into the live session (or, with nothing to say, lets ``session.idle_frames`` push silence) and
+  hands exactly one frame to the sink together with the 640 samples that frame shows. Video and
+  audio leave paired, from one timeline, so they cannot drift apart.
+- the listener: microphone audio -> VAD; a closed utterance -> ASR -> a new turn; speech while
+  an answer is playing -> barge-in (the answer's queued audio is dropped, its responder stream
+  and TTS are cancelled).
+- per turn: the responder's text deltas -> ChunkAssembler -> TTS -> the answer buffer that the
+  frame clock reads, bounded (the TTS waits when it is ``answer_ahead_s`` ahead).
+
+Events for the page (captions, timings, barge-in) go to ``emit(dict)``, called from these
+threads; the caller makes it thread-safe.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from huma_rt.errors import InputError
+from huma_rt.speech.pipeline import validate_question
+from huma_rt.speech.text import ChunkAssembler
+from huma_rt.speech.vad import StreamingVad, VadConfig
+
+log = logging.getLogger(__name__)
+
+RATE = 16000
+# frame index, pts seconds, rgb [H, W, 3] uint8 (valid during the call), audio [spf] f32
+FrameSink = Callable[[int, float, np.ndarray, np.ndarray], None]
+Emit = Callable[[dict], None]
+
+
+@dataclass
+class ConversationConfig:
+    """vad: turn-taking (``min_silence_s`` is the end-of-turn delay). barge_in_s: speech this
+    long while the avatar answers cuts the answer. answer_ahead_s: TTS audio buffered ahead of
+    playback at most. mic_queue_s: microphone audio waiting for the VAD at most (older audio is
+    dropped). max_lag_s: a frame clock later than this re-bases instead of bursting frames.
+    max_answer_chars: the answer is cut at a chunk boundary past this length."""
+
+    vad: VadConfig = field(default_factory=lambda: VadConfig(min_silence_s=0.3))
+    barge_in_s: float = 0.2
+    answer_ahead_s: float = 8.0
+    mic_queue_s: float = 2.0
+    max_lag_s: float = 0.2
+    max_answer_chars: int = 2000
+
+    def validate(self) -> None:
+        self.vad.validate()
+        for name in ("barge_in_s", "answer_ahead_s", "mic_queue_s", "max_lag_s"):
+            if not getattr(self, name) > 0:
+                raise InputError(f"{name} must be > 0 seconds; got {getattr(self, name)}")
+        if self.max_answer_chars < 1:
+            raise InputError(f"max_answer_chars must be >= 1; got {self.max_answer_chars}")
+
+
+class _Turn:
+    """One question and its answer; ``cancel`` stops every stage working on it."""
+
+    def __init__(self, turn_id: int, question: str, source: str, user_end: float) -> None:
+        self.id, self.question, self.source = turn_id, question, source
+        self.cancel = threading.Event()
+        self.times: dict[str, float] = {"user_end": user_end}
+        self.first_sample: int | None = None  # timeline sample where its audio starts
+        self.last_sample: int | None = None  # ... and ends (set once the TTS is done)
+        self.started = self.ended = False
+
+
+class _AnswerBuffer:
+    """Answer audio waiting for the frame clock: a bounded FIFO of (turn, pcm) pieces.
+
+    ``put`` blocks while more than ``max_samples`` are waiting (the TTS runs ~5x faster than
+    real time: without the bound a long answer would sit in memory) and returns early when the
+    turn is cancelled. ``take(n)`` hands out at most ``n`` samples of the oldest turn.
+    """
+
+    def __init__(self, max_samples: int) -> None:
+        self.max_samples = max_samples
+        self._items: deque = deque()  # (turn, pcm, offset) or (turn, None, 0) = end marker
+        self._samples = 0
+        self._cv = threading.Condition()
+
+    def put(self, turn: _Turn, pcm: np.ndarray) -> None:
+        with self._cv:
+            while self._samples >= self.max_samples and not turn.cancel.is_set():
+                self._cv.wait(0.05)
+            if turn.cancel.is_set():
+                return
+            self._items.append([turn, pcm, 0])
+            self._samples += pcm.size
+
+    def put_end(self, turn: _Turn) -> None:
+        with self._cv:
+            if not turn.cancel.is_set():
+                self._items.append([turn, None, 0])
+
+    def take(self, n: int, out: np.ndarray) -> tuple[int, list[tuple[_Turn, int, str]]]:
+        """Copy up to ``n`` samples into ``out``; -> (samples copied, [(turn, offset, 'start'|'end')])."""
+        marks: list[tuple[_Turn, int, str]] = []
+        got = 0
+        with self._cv:
+            while self._items and got < n:
+                item = self._items[0]
+                turn, pcm, off = item
+                if turn.cancel.is_set():
+                    self._items.popleft()
+                    self._samples -= 0 if pcm is None else pcm.size - off
+                    continue
+                if pcm is None:
+                    self._items.popleft()
+                    marks.append((turn, got, "end"))
+                    continue
+                if off == 0 and not turn.started:
+                    turn.started = True
+                    marks.append((turn, got, "start"))
+                k = min(n - got, pcm.size - off)
+                out[got : got + k] = pcm[off : off + k]
+                got += k
+                self._samples -= k
+                if off + k == pcm.size:
+                    self._items.popleft()
+                else:
+                    item[2] = off + k
+            # an end marker right behind the last samples belongs to this push
+            while self._items and self._items[0][1] is None and not self._items[0][0].cancel.is_set():
+                marks.append((self._items.popleft()[0], got, "end"))
+            self._cv.notify_all()
+        return got, marks
+
+    def clear(self) -> None:
+        with self._cv:
+            self._items.clear()
+            self._samples = 0
+            self._cv.notify_all()
+
+
+class _Timeline:
+    """The session's audio clock as samples: what was pushed (answer or silence), in order.
+
+    Each frame takes the ``spf`` samples it shows from the front, so the audio sent with a
+    frame is exactly the audio that drove it. Holds at most lookahead + a frame or two.
+    """
+
+    def __init__(self, capacity: int) -> None:
+        self._buf = np.zeros(capacity, np.float32)
+        self.pushed = 0  # samples appended since the start
+        self.popped = 0
+        self.sound_until = 0  # end of the last non-silent push
+
+    def pending_sound(self, span: int) -> bool:
+        """Sound in the last frame's span (the ``span`` samples popped last) or pushed after it."""
+        return self.sound_until > self.popped - span
+
+    def push(self, pcm: np.ndarray | None, n: int) -> None:
+        assert self.pushed + n - self.popped <= self._buf.size, "timeline overflow"
+        cap = self._buf.size
+        i = self.pushed % cap
+        k = min(n, cap - i)
+        if pcm is None:
+            self._buf[i : i + k] = 0.0
+            self._buf[: n - k] = 0.0
+        else:
+            self._buf[i : i + k] = pcm[:k]
+            self._buf[: n - k] = pcm[k:n]
+            self.sound_until = self.pushed + n
+        self.pushed += n
+
+    def pop(self, n: int, out: np.ndarray) -> None:
+        cap = self._buf.size
+        i = self.popped % cap
+        k = min(n, cap - i)
+        out[:k] = self._buf[i : i + k]
+        out[k:n] = self._buf[: n - k]
+        self.popped += n
+
+    def zero_from(self, sample: int) -> None:
+        """Silence what is queued from timeline sample ``sample`` on (barge-in)."""
+        start = max(sample, self.popped)
+        if start < self.pushed:
+            self._buf[np.arange(start, self.pushed) % self._buf.size] = 0.0
+
+
+class Conversation:
+    """The live avatar of one visitor. ``start()``, then ``push_mic(pcm16k)`` / ``ask(text)``.
+
+    avatar: a loaded Avatar (its live session is opened here). tts: a PiperTTS (used by one turn
+    at a time). responder: ``respond(text) -> iterator of text deltas``. asr: ``transcribe(pcm)``
+    or None (then speech is detected, for barge-in, but not answered). sink: gets every frame
+    with its audio, on the frame clock's thread. emit: gets the page's events.
+    """
+
+    def __init__(self, avatar, tts, responder, asr, sink: FrameSink, emit: Emit,
+                 config: ConversationConfig | None = None) -> None:  # fmt: skip
+        self.avatar, self.tts, self.responder, self.asr = avatar, tts, responder, asr
+        self.sink, self.emit = sink, emit
+        self.config = config or ConversationConfig()
+        self.config.validate()
+        self._vad = StreamingVad(self.config.vad)
+        self._session = avatar.session(live=True)
+        self.fps = int(self._session.fps)
+        self.spf = int(self._session.samples_per_frame)
+        self._answer = _AnswerBuffer(int(self.config.answer_ahead_s * RATE))
+        self._timeline = _Timeline(int(avatar.lookahead_samples) + 8 * self.spf)
+        chunk_guess = 960  # 20 ms at 48 kHz resampled to 16 kHz = 320; leave room for bigger ones
+        self._mic: queue.Queue = queue.Queue(maxsize=max(4, int(self.config.mic_queue_s * RATE / chunk_guess)))
+        self._stop = threading.Event()
+        self._lock = threading.Lock()  # guards _turn and _turn_count
+        self._tts_lock = threading.Lock()  # the TTS is not thread-safe; turns overlap when cut
+        self._turn: _Turn | None = None
+        self._turn_count = 0
+        self._threads: list[threading.Thread] = []
+        self._mic_samples = 0  # microphone samples handed to the VAD
+        self._mic_marks: deque = deque(maxlen=256)  # (mic sample count, arrival time)
+        self.last_activity = time.monotonic()
+        self.stats = {"mic_dropped": 0, "clock_rebases": 0, "frames": 0, "barge_ins": 0, "turns": 0}
+        self.on_rebase: Callable[[float], None] | None = None  # told how far the clock slipped
+
+    # -- control ---------------------------------------------------------------------------------
+    def start(self) -> None:
+        """Start the frame clock and the listener."""
+        for target, name in ((self._tick_loop, "huma-frames"), (self._listen_loop, "huma-listen")):
+            t = threading.Thread(target=target, name=name, daemon=True)
+            t.start()
+            self._threads.append(t)
+
+    def stop(self) -> None:
+        """Stop every thread (the current turn is cancelled) and release the session."""
+        self._stop.set()
+        with self._lock:
+            if self._turn is not None:
+                self._turn.cancel.set()
+        self._answer.clear()
+        for t in self._threads:
+            t.join(timeout=2.0)
+        self._session.close()
+
+    def push_mic(self, pcm: np.ndarray, arrived: float | None = None) -> None:
+        """Microphone audio, 16 kHz mono float32, any chunk size; never blocks (drops the oldest)."""
+        item = (pcm, arrived if arrived is not None else time.perf_counter())
+        try:
+            self._mic.put_nowait(item)
+        except queue.Full:
+            try:
+                self._mic.get_nowait()
+                self.stats["mic_dropped"] += 1
+            except queue.Empty:
+                pass
+            self._mic.put_nowait(item)
+
+    def ask(self, text: str | bytes) -> None:
+        """A typed question: starts a turn now (cutting an answer in progress)."""
+        question = validate_question(text)
+        self._start_turn(question, "text", time.perf_counter())
+
+    @property
+    def answering(self) -> bool:
+        turn = self._turn
+        return turn is not None and not turn.cancel.is_set() and not turn.ended
+
+    # -- turns -----------------------------------------------------------------------------------
+    def _start_turn(self, question: str, source: str, user_end: float, extra: dict | None = None) -> None:
+        self.last_activity = time.monotonic()
+        with self._lock:
+            old = self._turn
+            if old is not None and not old.ended and not old.cancel.is_set():
+                self._cut(old, "new question")
+            self._turn_count += 1
+            turn = _Turn(self._turn_count, question, source, user_end)
+            if extra:
+                turn.times.update(extra)
+            self._turn = turn
+        self.stats["turns"] += 1
+        self.emit({"type": "heard", "turn": turn.id, "text": question, "source": source})
+        t = threading.Thread(target=self._speak, args=(turn,), name=f"huma-turn{turn.id}", daemon=True)
+        t.start()
+
+    def _cut(self, turn: _Turn, why: str) -> None:
+        """Cancel ``turn``: queued answer audio is dropped, its stages stop at their next step."""
+        turn.cancel.set()
+        self._answer.clear()
+        if turn.first_sample is not None:
+            self._timeline.zero_from(self._timeline.popped)  # not yet shown: silence it too
+        self.emit({"type": "answer_end", "turn": turn.id, "cut": True, "why": why})
+        log.info("turn %d cut: %s", turn.id, why)
+
+    def _respond(self, turn: _Turn, chunks: queue.Queue) -> None:
+        """Responder deltas -> TTS chunks; stops (closing the stream) when the turn is cancelled."""
+        assembler = ChunkAssembler(max_total=self.config.max_answer_chars)
+        stream = None
+        try:
+            stream = iter(self.responder.respond(turn.question))
+            for delta in stream:
+                if turn.cancel.is_set():
+                    break
+                if "responder_first" not in turn.times:
+                    turn.times["responder_first"] = time.perf_counter()
+                self.emit({"type": "answer", "turn": turn.id, "text": delta})
+                for chunk in assembler.feed(delta):
+                    chunks.put(chunk)
+                if assembler.truncated:
+                    break
+            if not turn.cancel.is_set():
+                for chunk in assembler.close():
+                    chunks.put(chunk)
+        except Exception as exc:  # a responder failure ends this turn; the avatar stays alive
+            log.warning("responder failed on turn %d: %s", turn.id, exc)
+            self.emit({"type": "error", "turn": turn.id, "message": f"responder failed: {exc}"})
+        finally:
+            close = getattr(stream, "close", None)
+            if close is not None:
+                close()  # an HTTP stream closes its connection
+            chunks.put(None)
+
+    def _speak(self, turn: _Turn) -> None:
+        chunks: queue.Queue = queue.Queue()
+        responder = threading.Thread(target=self._respond, args=(turn, chunks), daemon=True)
+        responder.start()
+        try:
+            while not turn.cancel.is_set():
+                chunk = chunks.get()
+                if chunk is None or turn.cancel.is_set():
+                    break
+                with self._tts_lock:
+                    if turn.cancel.is_set():
+                        break
+                    pieces = list(self.tts.stream_chunks([chunk]))
+                for pcm, _text in pieces:
+                    if "tts_first" not in turn.times:
+                        turn.times["tts_first"] = time.perf_counter()
+                    self._answer.put(turn, np.ascontiguousarray(pcm, np.float32))
+        except Exception as exc:
+            log.warning("TTS failed on turn %d: %s", turn.id, exc)
+            self.emit({"type": "error", "turn": turn.id, "message": f"TTS failed: {exc}"})
+        finally:
+            if turn.started or "tts_first" in turn.times:
+                self._answer.put_end(turn)
+            elif not turn.cancel.is_set():
+                turn.ended = True
+                self.emit({"type": "answer_end", "turn": turn.id, "cut": False, "why": "nothing to say"})
+            responder.join(timeout=1.0)
+
+    # -- the frame clock -------------------------------------------------------------------------
+    def _tick_loop(self) -> None:
+        try:
+            self._ticks()
+        except Exception as exc:  # the visitor's page shows it; the worker ends the visit
+            log.exception("frame clock failed")
+            self.emit({"type": "error", "message": f"avatar failed: {exc}"})
+            self._stop.set()
+
+    def _ticks(self) -> None:
+        """One frame per 1/fps s. Timeline coordinates (``_Timeline``, frame ``index``) run
+        on across session resets; the session's own clock restarts at each reset.
+
+        Idle skip: once the session has seen only silence for longer than the encoder's
+        receptive field (``settle`` frames), every frame it would draw is the same picture (the
+        model's rest pose), so the clock re-sends that picture instead of running the networks
+        and renderer; when an answer starts, the session is reset (a fresh stream = silence
+        before it) with the same lead of silence the continuous stream had.
+        """
+        session, spf = self._session, self.spf
+        period = 1.0 / self.fps
+        chunk = np.zeros(spf, np.float32)
+        audio = np.zeros(spf, np.float32)
+        enc = self.avatar.encoder_config
+        settle = int(enc.past_frames) + int(enc.lookahead_frames) + 4
+        lead = -(-(int(self.avatar.lookahead_samples) + spf) // spf) * spf  # silence ahead of frame 0
+        rest = None  # the rest-pose picture, once settled
+        quiet = 0  # frames in a row drawn from silence only
+        index = 0
+        t_next = time.perf_counter()
+        while not self._stop.is_set():
+            delay = t_next - time.perf_counter()
+            if delay > 0:
+                if self._stop.wait(delay):
+                    break
+            elif -delay > self.config.max_lag_s:  # overloaded host: slip the clock, never burst
+                self.stats["clock_rebases"] += 1
+                if self.on_rebase is not None:
+                    self.on_rebase(-delay)
+                t_next = time.perf_counter()
+            t_next += period
+            got, marks = self._answer.take(spf, chunk)
+            if rest is not None and not got and not marks:  # settled and idle: same picture
+                self._timeline.push(None, spf)
+                self._timeline.pop(spf, audio)
+                self.sink(index, index / self.fps, rest, audio)
+                index += 1
+                self.stats["frames"] += 1
+                self.stats["idle_skipped"] = self.stats.get("idle_skipped", 0) + 1
+                continue
+            if rest is not None:  # an answer starts: a fresh stream with the usual silent lead
+                session.reset()
+                session.push_audio(np.zeros(lead, np.float32))
+                self._timeline.push(None, lead)
+                rest = None
+            at = self._timeline.pushed  # where this push lands on the timeline
+            if got:
+                chunk[got:] = 0.0
+                session.push_audio(chunk)
+                self._timeline.push(chunk, spf)
+                quiet = 0
+            for turn, offset, what in marks:
+                if what == "start":
+                    turn.first_sample = at + offset
+                else:
+                    turn.last_sample = at + offset
+            before = session.pushed_samples
+            for frame in session.idle_frames(1):
+                silence = session.pushed_samples - before
+                if silence:
+                    self._timeline.push(None, silence)
+                self._timeline.pop(spf, audio)
+                self._on_frame_events(index * spf, (index + 1) * spf, index / self.fps)
+                self.sink(index, index / self.fps, frame.rgb, audio)
+                index += 1
+                self.stats["frames"] += 1
+                quiet = 0 if self._timeline.pending_sound(spf) else quiet + 1
+                if quiet >= settle and not self.answering:
+                    rest = frame.rgb.copy()
+
+    def _on_frame_events(self, start: int, end: int, pts: float) -> None:
+        turn = self._turn
+        if turn is None or turn.cancel.is_set():
+            return
+        if turn.first_sample is not None and "first_frame" not in turn.times and end > turn.first_sample:
+            turn.times["first_frame"] = time.perf_counter()
+            t0 = turn.times["user_end"]
+            ms = {k: round(1000 * (v - t0), 1) for k, v in turn.times.items() if k != "user_end"}
+            self.emit({"type": "answer_start", "turn": turn.id, "pts": pts, "server_ms": ms})
+        if turn.last_sample is not None and not turn.ended and end >= turn.last_sample:
+            turn.ended = True
+            self.emit({"type": "answer_end", "turn": turn.id, "cut": False, "why": "done"})
+
+    # -- the listener ----------------------------------------------------------------------------
+    def _listen_loop(self) -> None:
+        try:
+            self._listen()
+        except Exception as exc:
+            log.exception("listener failed")
+            self.emit({"type": "error", "message": f"listening failed: {exc}"})
+
+    def _listen(self) -> None:
+        vad, cfg = self._vad, self.config
+        speaking = False
+        run = 0  # samples of continuous speech
+        barge_samples = int(cfg.barge_in_s * RATE)
+        while not self._stop.is_set():
+            try:
+                pcm, arrived = self._mic.get(timeout=0.1)
+            except queue.Empty:
+                continue
+            segments = vad.push(pcm)
+            self._mic_samples += pcm.size
+            self._mic_marks.append((self._mic_samples, arrived))
+            now_speaking = vad.speaking()
+            if now_speaking != speaking:
+                speaking = now_speaking
+                self.emit({"type": "user_speaking", "on": speaking})
+                if speaking:
+                    self.last_activity = time.monotonic()
+            run = run + pcm.size if speaking else 0
+            turn = self._turn
+            if speaking and run >= barge_samples and turn is not None and turn.started and not turn.ended \
+                    and not turn.cancel.is_set():  # fmt: skip
+                self.stats["barge_ins"] += 1
+                self.emit({"type": "barge_in", "turn": turn.id})
+                self._cut(turn, "barge-in")
+            for seg in segments:
+                self._utterance(seg)
+
+    def _arrival(self, sample: int) -> float:
+        """Wall time at which microphone sample ``sample`` arrived (closest chunk end at or after it)."""
+        for count, t in self._mic_marks:
+            if count >= sample:
+                return t
+        return time.perf_counter()
+
+    def _utterance(self, seg) -> None:
+        self.last_activity = time.monotonic()
+        user_end = self._arrival(seg.end)
+        extra = {"vad_end": seg.detected_at}
+        if self.asr is None:
+            self.emit({"type": "heard", "turn": None, "text": "", "source": "speech",
+                       "note": "speech heard, but no speech recogniser is configured (--asr-model DIR)"})  # fmt: skip
+            return
+        result = self.asr.transcribe(seg.samples)
+        extra["asr_final"] = time.perf_counter()
+        text = result.text.strip()
+        log.info("heard %r (%.2f s of speech)", text, seg.samples.size / RATE)
+        if not text:
+            self.emit({"type": "heard", "turn": None, "text": "", "source": "speech",
+                       "note": "nothing recognisable"})  # fmt: skip
+            return
+        self._start_turn(text, "speech", user_end, extra)

@@ -1,0 +1,191 @@
+"""The media side of one visitor's peer connection (aiortc): avatar tracks out, microphone in.
+
+Both outgoing tracks are paced by one :class:`MediaClock`: the frame with pts ``t`` and the audio
+samples of ``[t, t + 1/fps)`` are handed to the encoders at the same wall time ``t0 + t``. aiortc
+stamps each track's RTCP sender reports with the wall time of its last packet, so pacing both
+from one clock is what lets the browser line them up (aiortc puts both tracks in one stream and
+Chrome lip-syncs them).
+
+Queues are bounded: the frame clock never waits for the network. A consumer that falls behind
+(slow encoder, congested client) loses the oldest frames (``dropped`` counters), never memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fractions
+import logging
+import time
+from collections import deque
+
+import numpy as np
+
+from huma_rt._optional import require
+
+log = logging.getLogger(__name__)
+
+VIDEO_TIME_BASE = fractions.Fraction(1, 90000)
+AUDIO_RATE = 16000
+AUDIO_TIME_BASE = fractions.Fraction(1, AUDIO_RATE)
+AUDIO_FRAME = 320  # 20 ms at 16 kHz: the packet size WebRTC audio is sent in
+
+
+class MediaClock:
+    """The wall time at which stream time 0 plays (``t0``, time.perf_counter() seconds).
+
+    Set by the first frame (``start``): ``delay_s`` later than the frame was made, which is the
+    margin a late frame has before it shows as a stall. ``slip(dt)`` moves it when the frame
+    clock falls behind (an overloaded host), so both tracks slow down together.
+    """
+
+    def __init__(self, delay_s: float = 0.06) -> None:
+        self.delay_s = delay_s
+        self.t0: float | None = None
+
+    def start(self, pts: float) -> None:
+        if self.t0 is None:
+            self.t0 = time.perf_counter() + self.delay_s - pts
+
+    def slip(self, dt: float) -> None:
+        if self.t0 is not None:
+            self.t0 += dt
+
+    async def wait(self, pts: float) -> None:
+        """Sleep until stream time ``pts`` is due (returns at once when late)."""
+        if self.t0 is None:
+            return
+        delay = self.t0 + pts - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+
+
+class _Outbox:
+    """A bounded FIFO filled from another thread (through the loop) and read by one track."""
+
+    def __init__(self, maxlen: int) -> None:
+        self.items: deque = deque(maxlen=maxlen)
+        self.dropped = 0
+        self.ready = asyncio.Event()
+        self.closed = False
+
+    def put(self, item) -> None:  # on the event loop
+        if len(self.items) == self.items.maxlen:
+            self.dropped += 1
+        self.items.append(item)
+        self.ready.set()
+
+    async def get(self):
+        while not self.items:
+            if self.closed:
+                return None
+            self.ready.clear()
+            await self.ready.wait()
+        return self.items.popleft()
+
+    def close(self) -> None:
+        self.closed = True
+        self.ready.set()
+
+
+def _track_base():
+    return require("aiortc", "huma-rt serve (WebRTC)").MediaStreamTrack
+
+
+class AvatarMedia:
+    """The avatar's video and audio tracks, fed by the frame clock's thread through ``push``.
+
+    video_queue: frames waiting for the encoder at most (4 = 160 ms at 25 fps); audio_queue:
+    20 ms packets at most (50 = 1 s). ``push`` copies the frame (the session overwrites it).
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, fps: int, clock: MediaClock | None = None,
+                 video_queue: int = 4, audio_queue: int = 50) -> None:  # fmt: skip
+        av = require("av", "huma-rt serve (video frames)")
+        self._av = av
+        self.loop = loop
+        self.fps = fps
+        self.clock = clock or MediaClock()
+        self._video = _Outbox(video_queue)
+        self._audio = _Outbox(audio_queue)
+        self.video = _make_track("video", self._video, self.clock)
+        self.audio = _make_track("audio", self._audio, self.clock)
+        self.pushed = 0
+
+    @property
+    def dropped(self) -> dict[str, int]:
+        return {"video": self._video.dropped, "audio": self._audio.dropped}
+
+    def push(self, index: int, pts: float, rgb: np.ndarray, audio: np.ndarray) -> None:
+        """Called on the frame clock's thread with one frame and the 16 kHz samples it shows."""
+        av = self._av
+        vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")  # copies
+        vf.pts = round(pts * 90000)
+        vf.time_base = VIDEO_TIME_BASE
+        s16 = np.clip(audio * 32767.0, -32768, 32767).astype(np.int16)
+        first = round(pts * AUDIO_RATE)
+        packets = []
+        for i in range(0, s16.size, AUDIO_FRAME):
+            af = av.AudioFrame.from_ndarray(s16[None, i : i + AUDIO_FRAME], format="s16", layout="mono")
+            af.sample_rate = AUDIO_RATE
+            af.pts = first + i
+            af.time_base = AUDIO_TIME_BASE
+            packets.append((af, (first + i) / AUDIO_RATE))
+        self.pushed += 1
+        try:
+            self.loop.call_soon_threadsafe(self._deliver, vf, pts, packets)
+        except RuntimeError:  # the loop is closed: the visit is over
+            pass
+
+    def _deliver(self, vf, pts: float, packets) -> None:
+        self.clock.start(pts)
+        self._video.put((vf, pts))
+        for p in packets:
+            self._audio.put(p)
+
+    def close(self) -> None:
+        self._video.close()
+        self._audio.close()
+
+
+def _make_track(kind: str, outbox: _Outbox, clock: MediaClock):
+    base = _track_base()
+    errors = require("aiortc.mediastreams", "huma-rt serve (WebRTC)")
+
+    class _PacedTrack(base):
+        def __init__(self) -> None:
+            super().__init__()
+            self.kind = kind
+
+        async def recv(self):
+            item = await outbox.get()
+            if item is None:
+                self.stop()
+                raise errors.MediaStreamError
+            frame, pts = item
+            await clock.wait(pts)
+            return frame
+
+    return _PacedTrack()
+
+
+async def read_microphone(track, push, on_frame=None) -> None:
+    """Browser microphone track -> ``push(pcm 16 kHz mono float32, arrival time)`` until it ends.
+
+    aiortc hands 20 ms of Opus decoded to 48 kHz s16; PyAV's resampler turns it into 16 kHz mono
+    float. ``on_frame`` (optional) is called for every frame (the visitor is still there).
+    """
+    av = require("av", "huma-rt serve (audio)")
+    errors = require("aiortc.mediastreams", "huma-rt serve (WebRTC)")
+    resampler = av.AudioResampler(format="flt", layout="mono", rate=AUDIO_RATE)
+    while True:
+        try:
+            frame = await track.recv()
+        except errors.MediaStreamError:
+            return
+        arrived = time.perf_counter()
+        if on_frame is not None:
+            on_frame()
+        for out in resampler.resample(frame):
+            pcm = out.to_ndarray().reshape(-1).astype(np.float32, copy=False)
+            if pcm.size:
+                push(pcm, arrived)

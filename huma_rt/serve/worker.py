@@ -1,0 +1,301 @@
+"""One visitor's process: ``python -m huma_rt.serve.worker CONFIG_JSON``.
+
+It loads everything heavy first (avatar, voice, VAD, ASR) and says ``ready``; the server hands
+it one visitor's SDP offer; it answers, runs the peer connection and the conversation, and
+exits when the visit ends (the page closed, its media stopped arriving, idle timeout, the
+server said stop, or the server went away). Nothing is shared with other visitors but the
+read-only bundle files.
+
+Protocol with the server: JSON lines. In (stdin): ``{"op": "offer", "sdp", "type"}``,
+``{"op": "stop"}``; end of stdin = stop. Out (a private pipe; stdout itself is pointed at stderr
+so that a library printing cannot corrupt it): ``{"event": "ready", "load_s"}``,
+``{"event": "answer", "sdp", "type"}``, ``{"event": "offer_error", "message"}``,
+``{"event": "ended", "reason", "stats"}``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+
+from huma_rt.errors import HumaError, InputError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class WorkerConfig:
+    """What a visitor's process loads and how its visit is bounded (seconds unless noted).
+
+    bundle: avatar bundle path. responder: 'echo' | 'scripted' | 'openai' with
+    responder_options for make_responder. asr: AsrConfig fields, or None (no speech
+    recognition). voice/speed/tts_threads: the Piper voice. threads: avatar threads (None:
+    defaults). min_silence_s: end-of-turn silence. barge_in_s: speech that cuts an answer.
+    idle_timeout_s: a visit with no speech and no text this long ends. gone_after_s: a visit
+    whose microphone packets stop this long ends (the page vanished). loopback: offer only
+    127.0.0.1 ICE candidates (the server is bound to loopback).
+    """
+
+    bundle: str
+    responder: str = "echo"
+    responder_options: dict = field(default_factory=dict)
+    asr: dict | None = None
+    voice: str | None = None
+    speed: float = 1.0
+    tts_threads: int = 1
+    threads: int | None = None
+    min_silence_s: float = 0.3
+    barge_in_s: float = 0.2
+    max_answer_chars: int = 2000
+    idle_timeout_s: float = 300.0
+    gone_after_s: float = 5.0
+    loopback: bool = True
+    log_level: int = logging.WARNING
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+
+class _Models:
+    """Everything a visit needs, loaded before the visitor arrives."""
+
+    def __init__(self, cfg: WorkerConfig) -> None:
+        from huma_rt.runtime import Avatar
+        from huma_rt.speech.responder import make_responder
+        from huma_rt.speech.tts import PiperTTS
+        from huma_rt.speech.vad import VadConfig
+
+        self.responder = make_responder(cfg.responder, **cfg.responder_options)
+        self.avatar = Avatar.load(cfg.bundle, threads=cfg.threads)
+        self.tts = PiperTTS.load(cfg.voice, num_threads=cfg.tts_threads, speed=cfg.speed)
+        self.asr = None
+        if cfg.asr is not None:
+            from huma_rt.speech.asr import AsrConfig, Recognizer
+
+            self.asr = Recognizer(AsrConfig(**cfg.asr))
+        from huma_rt.serve.conversation import ConversationConfig
+
+        self.conversation = ConversationConfig(
+            vad=VadConfig(min_silence_s=cfg.min_silence_s), barge_in_s=cfg.barge_in_s,
+            max_answer_chars=cfg.max_answer_chars)  # fmt: skip
+        self.conversation.validate()
+        from huma_rt.speech.vad import StreamingVad
+
+        StreamingVad(self.conversation.vad)  # the VAD model loads (and is checked) now
+
+
+class _Channel:
+    """Events for the page over the data channel; sent from any thread, kept (bounded) until open."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.dc = None
+        self.pending: list[str] = []
+        self.events: list[dict] = []  # the last few, for the 'ended' report
+
+    def emit(self, event: dict) -> None:
+        event.setdefault("t", round(time.time() * 1000))
+        text = json.dumps(event)
+        try:
+            self.loop.call_soon_threadsafe(self._send, text)
+        except RuntimeError:
+            pass
+
+    def _send(self, text: str) -> None:
+        if self.dc is not None and self.dc.readyState == "open":
+            for old in self.pending:
+                self.dc.send(old)
+            self.pending.clear()
+            self.dc.send(text)
+        elif len(self.pending) < 200:
+            self.pending.append(text)
+
+    def attach(self, dc) -> None:
+        self.dc = dc
+
+        @dc.on("open")
+        def _open() -> None:
+            self._send(json.dumps({"type": "open"}))
+
+
+def _loopback_candidates_only() -> None:
+    """aioice leaves 127.0.0.1 out of its host candidates; a server bound to loopback offers
+    exactly that address (the media never leaves the machine, and Chrome, run with
+    --allow-loopback-in-peer-connection, reaches it)."""
+    import aioice.ice
+
+    aioice.ice.get_host_addresses = lambda use_ipv4, use_ipv6: ["127.0.0.1"] if use_ipv4 else []
+
+
+class _Visit:
+    def __init__(self, cfg: WorkerConfig, models: _Models, send) -> None:
+        self.cfg, self.models, self.send = cfg, models, send
+        self.done = asyncio.Event()
+        self.reason = ""
+        self.last_media = time.monotonic()
+        self.pc = self.conversation = self.media = None
+        self.tasks: list[asyncio.Task] = []
+
+    def end(self, reason: str) -> None:
+        if not self.done.is_set():
+            self.reason = reason
+            self.done.set()
+
+    async def answer(self, offer: dict) -> dict:
+        aiortc = __import__("aiortc")
+        from huma_rt.serve.conversation import Conversation
+        from huma_rt.serve.peer import AvatarMedia, read_microphone
+
+        loop = asyncio.get_running_loop()
+        self.channel = _Channel(loop)
+        pc = self.pc = aiortc.RTCPeerConnection()
+        self.media = AvatarMedia(loop, fps=int(self.models.avatar.fps))
+        m = self.models
+        self.conversation = Conversation(m.avatar, m.tts, m.responder, m.asr, self.media.push,
+                                         self.channel.emit, m.conversation)  # fmt: skip
+        self.conversation.on_rebase = lambda dt: loop.call_soon_threadsafe(self.media.clock.slip, dt)
+
+        @pc.on("datachannel")
+        def _on_dc(dc) -> None:
+            self.channel.attach(dc)
+
+            @dc.on("message")
+            def _on_message(message) -> None:
+                self._page_message(message)
+
+        @pc.on("track")
+        def _on_track(track) -> None:
+            if track.kind == "audio":
+                self.tasks.append(asyncio.ensure_future(
+                    read_microphone(track, self.conversation.push_mic, self._media_seen)))  # fmt: skip
+
+        @pc.on("connectionstatechange")
+        async def _on_state() -> None:
+            log.info("peer connection %s", pc.connectionState)
+            if pc.connectionState in ("failed", "closed"):
+                self.end(f"peer connection {pc.connectionState}")
+
+        await pc.setRemoteDescription(aiortc.RTCSessionDescription(sdp=offer["sdp"], type=offer["type"]))
+        kinds = {t.kind for t in pc.getTransceivers()}
+        if "video" not in kinds or "audio" not in kinds:
+            raise InputError(f"the offer must have an audio and a video section; got {sorted(kinds)}")
+        pc.addTrack(self.media.audio)  # attaches to the offer's audio section (the microphone's)
+        pc.addTrack(self.media.video)
+        await pc.setLocalDescription(await pc.createAnswer())
+        self.conversation.start()
+        self.tasks.append(asyncio.ensure_future(self._watch()))
+        return {"sdp": pc.localDescription.sdp, "type": pc.localDescription.type}
+
+    def _media_seen(self) -> None:
+        self.last_media = time.monotonic()
+
+    def _page_message(self, message) -> None:
+        try:
+            msg = json.loads(message)
+        except (TypeError, ValueError):
+            self.channel.emit({"type": "error", "message": "messages must be JSON objects"})
+            return
+        if isinstance(msg, dict) and msg.get("type") == "text":
+            try:
+                self.conversation.ask(str(msg.get("text", "")))
+            except InputError as exc:
+                self.channel.emit({"type": "error", "message": str(exc)})
+        elif isinstance(msg, dict) and msg.get("type") == "ping":
+            self.channel.emit({"type": "pong", "id": msg.get("id"), "server_t": time.time() * 1000})
+
+    async def _watch(self) -> None:
+        """End the visit when the page's media stops or nobody speaks for idle_timeout_s."""
+        cfg = self.cfg
+        started = time.monotonic()
+        while not self.done.is_set():
+            await asyncio.sleep(0.5)
+            now = time.monotonic()
+            if now - self.last_media > cfg.gone_after_s and now - started > cfg.gone_after_s + 10:
+                self.end(f"no media from the page for {cfg.gone_after_s:.0f} s")
+            elif now - self.conversation.last_activity > cfg.idle_timeout_s:
+                self.channel.emit({"type": "bye", "reason": f"idle for {cfg.idle_timeout_s:.0f} s"})
+                await asyncio.sleep(0.2)
+                self.end("idle timeout")
+            elif self.conversation._stop.is_set():
+                self.end("the avatar stopped")
+
+    async def close(self) -> dict:
+        stats = {}
+        if self.conversation is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self.conversation.stop)
+            stats = dict(self.conversation.stats)
+        if self.media is not None:
+            self.media.close()
+            stats["dropped"] = self.media.dropped
+        for t in self.tasks:
+            t.cancel()
+        if self.pc is not None:
+            await self.pc.close()
+        return stats
+
+
+async def _serve(cfg: WorkerConfig, models: _Models, send) -> None:
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader(limit=1 << 20)
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    visit = _Visit(cfg, models, send)
+
+    async def commands() -> None:
+        while True:
+            line = await reader.readline()
+            if not line:
+                visit.end("server gone")
+                return
+            try:
+                msg = json.loads(line)
+            except ValueError:
+                continue
+            if msg.get("op") == "stop":
+                visit.end("stopped by the server")
+                return
+            if msg.get("op") == "offer" and visit.pc is None:
+                try:
+                    send({"event": "answer", **await visit.answer(msg)})
+                except Exception as exc:  # a bad offer ends this worker; the server says 400
+                    send({"event": "offer_error", "message": f"{type(exc).__name__}: {exc}"})
+                    visit.end("bad offer")
+                    return
+
+    task = asyncio.ensure_future(commands())
+    await visit.done.wait()
+    task.cancel()
+    stats = await visit.close()
+    send({"event": "ended", "reason": visit.reason, "stats": stats})
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    out = os.fdopen(os.dup(1), "w", buffering=1)  # the protocol's own copy of stdout
+    os.dup2(2, 1)  # anything else printed goes to stderr
+
+    def send(event: dict) -> None:
+        out.write(json.dumps(event) + "\n")
+        out.flush()
+
+    try:
+        cfg = WorkerConfig(**json.loads(argv[0]))
+        logging.basicConfig(level=cfg.log_level, format=f"%(levelname)s worker {os.getpid()} %(name)s: %(message)s")
+        t0 = time.perf_counter()
+        models = _Models(cfg)
+        if cfg.loopback:
+            _loopback_candidates_only()
+        send({"event": "ready", "pid": os.getpid(), "load_s": round(time.perf_counter() - t0, 3)})
+    except (HumaError, TypeError, ValueError, IndexError) as exc:
+        send({"event": "failed", "message": str(exc)})
+        return 1
+    asyncio.run(_serve(cfg, models, send))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

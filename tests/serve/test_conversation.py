@@ -1,0 +1,167 @@
+"""The visitor's conversation engine without a browser: frames paired with their audio on one
+timeline, the rest pose re-sent while idle, barge-in cutting an answer."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from huma_rt.serve.conversation import (
+    Conversation,
+    ConversationConfig,
+    _AnswerBuffer,
+    _Timeline,
+    _Turn,
+)
+from huma_rt.speech.responder import ScriptedResponder
+
+pytest.importorskip("sherpa_onnx")
+
+
+class _SpeechTTS:
+    """A stand-in TTS that 'speaks' every chunk as the same clip of real speech (16 kHz)."""
+
+    def __init__(self, pcm: np.ndarray) -> None:
+        self.pcm = pcm
+
+    def stream_chunks(self, chunks):
+        for chunk in chunks:
+            yield self.pcm, chunk
+
+
+class _Frames:
+    def __init__(self) -> None:
+        self.index, self.audio, self.rgb = [], [], {}
+        self.lock = threading.Lock()
+
+    def __call__(self, index, pts, rgb, audio) -> None:
+        with self.lock:
+            self.index.append(index)
+            self.audio.append(audio.copy())
+            if index % 5 == 0:
+                self.rgb[index] = rgb.copy()
+
+
+def _wait(cond, timeout: float, what: str) -> None:
+    end = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > end:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.05)
+
+
+@pytest.fixture(scope="module")
+def conv_parts(demo_avatar, question_pcm):
+    return demo_avatar, _SpeechTTS(question_pcm[: 16000])  # 1 s of speech per chunk
+
+
+def _conversation(avatar, tts, replies, events):
+    frames = _Frames()
+    conv = Conversation(avatar, tts, ScriptedResponder(replies), None, frames,
+                        lambda ev: events.append(ev), ConversationConfig())  # fmt: skip
+    return conv, frames
+
+
+def test_frames_carry_exactly_the_answer_audio(conv_parts):
+    avatar, tts = conv_parts
+    events: list[dict] = []
+    conv, frames = _conversation(avatar, tts, ["Sure, that is easy."], events)
+    conv.start()
+    try:
+        _wait(lambda: len(frames.index) >= 10, 30, "idle frames")
+        conv.ask("What is two plus two?")
+        _wait(lambda: any(e["type"] == "answer_end" for e in events), 60, "the answer to end")
+        time.sleep(0.2)
+    finally:
+        conv.stop()
+    assert frames.index == list(range(len(frames.index))), "frame indices must be continuous"
+    audio = np.concatenate(frames.audio)
+    start = next(e for e in events if e["type"] == "answer_start")
+    first = round(start["pts"] * 16000)
+    loud = np.flatnonzero(np.abs(audio) > 1e-4)
+    # the answer's audio is the TTS's, sample for sample, starting in the frame the event names
+    assert first <= loud[0] < first + 640
+    n = tts.pcm.size
+    got = audio[loud[0] : loud[0] + n]
+    ref = tts.pcm[np.flatnonzero(np.abs(tts.pcm) > 1e-4)[0] :][: got.size]
+    assert np.array_equal(got[: ref.size], ref)
+    heard = [e for e in events if e["type"] == "heard"]
+    assert heard[0]["text"] == "What is two plus two?" and heard[0]["source"] == "text"
+    assert "".join(e["text"] for e in events if e["type"] == "answer") == "Sure, that is easy."
+
+
+def test_idle_rest_pose_is_the_sessions_own_silence_frame(conv_parts):
+    avatar, tts = conv_parts
+    events: list[dict] = []
+    conv, frames = _conversation(avatar, tts, ["Fine."], events)
+    conv.start()
+    try:
+        _wait(lambda: conv.stats.get("idle_skipped", 0) >= 5, 60, "the idle skip to start")
+    finally:
+        conv.stop()
+    session = avatar.session(live=True)
+    try:
+        ref = None
+        for frame in session.idle_frames(60):  # long past the receptive field: pure silence
+            ref = frame.rgb.copy()
+        last = max(frames.rgb)
+        assert np.array_equal(frames.rgb[last], ref), "the re-sent rest pose must be what the session draws"
+    finally:
+        session.close()
+
+
+def test_barge_in_cuts_the_answer(conv_parts, question_pcm):
+    avatar, tts = conv_parts
+    events: list[dict] = []
+    conv, frames = _conversation(avatar, tts, ["One. Two. Three. Four. Five. Six. Seven. Eight."], events)
+    conv.start()
+    try:
+        conv.ask("Count to eight.")
+        _wait(lambda: any(e["type"] == "answer_start" for e in events), 60, "the answer to start")
+        for i in range(0, question_pcm.size, 320):  # the visitor talks over it, in real time
+            conv.push_mic(question_pcm[i : i + 320])
+            time.sleep(0.02)
+            if any(e["type"] == "barge_in" for e in events):
+                break
+        _wait(lambda: any(e["type"] == "barge_in" for e in events), 10, "barge-in")
+        n_cut = len(frames.index)
+        time.sleep(1.0)
+    finally:
+        conv.stop()
+    end = [e for e in events if e["type"] == "answer_end"]
+    assert end and end[0]["cut"] and end[0]["why"] == "barge-in"
+    after = np.concatenate(frames.audio[n_cut + 1 :])
+    assert np.all(after == 0), "no answer audio may follow the cut"
+    assert conv.stats["barge_ins"] == 1
+
+
+def test_answer_buffer_is_bounded_and_cancellable():
+    buf = _AnswerBuffer(max_samples=1000)
+    turn = _Turn(1, "q", "text", 0.0)
+    buf.put(turn, np.ones(1000, np.float32))
+    t = threading.Thread(target=buf.put, args=(turn, np.ones(10, np.float32)))
+    t.start()
+    time.sleep(0.2)
+    assert t.is_alive(), "put must wait while the buffer is full"
+    turn.cancel.set()
+    t.join(timeout=1.0)
+    assert not t.is_alive(), "a cancelled turn's put returns"
+    out = np.zeros(640, np.float32)
+    assert buf.take(640, out)[0] == 0, "a cancelled turn's audio is dropped"
+
+
+def test_timeline_wraps_and_zeroes():
+    tl = _Timeline(1000)
+    x = np.arange(700, dtype=np.float32)
+    tl.push(x, 700)
+    out = np.zeros(640, np.float32)
+    tl.pop(640, out)
+    assert np.array_equal(out, x[:640])
+    tl.push(x, 700)  # wraps
+    tl.zero_from(tl.popped + 60)
+    out2 = np.zeros(760, np.float32)
+    tl.pop(760, out2)
+    assert np.array_equal(out2[:60], x[640:700]) and not out2[60:].any()
