@@ -27,14 +27,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     src.add_argument("--text-file", type=Path, help="the question as a UTF-8 text file")
     src.add_argument("--audio", "--wav", dest="wav", type=Path, metavar="FILE",
                      help="the question as speech in an audio file: WAV, FLAC, MP3, M4A, OGG, ... "
-                          "(needs --asr-model; --wav is the old name)")  # fmt: skip
+                          "(recognized by the shipped Moonshine tiny-en, or --asr-model; --wav is the old name)")  # fmt: skip
     parser.add_argument("-o", "--output", type=Path, default=Path("answer.mp4"), help="answer video (MP4)")
     parser.add_argument("--bundle", type=Path, help="avatar bundle (default: the demo avatar)")
     parser.add_argument("--wav-out", type=Path, help="also write the answer's audio as WAV")
     parser.add_argument("--json", type=Path, help="write latencies and real-time factors as JSON")
     asr = parser.add_argument_group("speech recognition (for --audio)")
-    asr.add_argument("--asr-model", type=Path, help="sherpa-onnx ASR model directory (docs/speech.md)")
-    asr.add_argument("--asr-kind", default="auto", help="auto|transducer|paraformer|whisper|sense-voice")
+    asr.add_argument("--asr-model", type=Path,
+                     help="a sherpa-onnx ASR model directory (docs/speech.md); default: the shipped "
+                          "Moonshine tiny-en (pip install --no-deps moonshine-voice==0.1.0)")
+    asr.add_argument("--asr-kind", default="auto", help="auto|moonshine|transducer|paraformer|whisper|sense-voice")
     asr.add_argument("--asr-mode", default="auto", help="auto|online|offline")
     asr.add_argument("--no-pace", action="store_true", help="feed the WAV as fast as possible, not in real time")
     resp = parser.add_argument_group("responder")
@@ -59,11 +61,6 @@ def _question(args) -> tuple[str | None, tuple[np.ndarray, int] | None]:
     from huma_rt.speech.pipeline import validate_question
 
     if args.wav is not None:
-        if args.asr_model is None:
-            raise InputError(
-                "--wav needs a speech-recognition model: pass --asr-model DIR (a sherpa-onnx model "
-                "directory, see docs/speech.md), or ask by text with --text"
-            )
         from huma_rt.media.audio_file import load_audio
 
         pcm, _info = load_audio(args.wav, 16000)  # the reader of render and demo, same formats and rates
@@ -124,7 +121,8 @@ def run(args) -> int:
     text, audio = _question(args)
     asr_cfg = None
     if audio is not None:
-        asr_cfg = AsrConfig(str(args.asr_model), kind=args.asr_kind, mode=args.asr_mode)
+        # no --asr-model: the shipped Moonshine tiny-en (MissingDependencyError says how to install it)
+        asr_cfg = AsrConfig(str(args.asr_model) if args.asr_model else "", kind=args.asr_kind, mode=args.asr_mode)
         detect_layout(asr_cfg)  # layout errors before the slow loads
     responder = _responder(args)
 
@@ -132,7 +130,8 @@ def run(args) -> int:
     avatar = _avatar(args.bundle)
     tts = PiperTTS.load(args.voice, num_threads=args.tts_threads, speed=args.speed)
     asr = Recognizer(asr_cfg) if asr_cfg else None
-    print(f"loaded avatar, voice{' and ASR' if asr else ''} in {time.perf_counter() - t0:.2f} s", file=sys.stderr)
+    print(f"loaded avatar, voice{f' and ASR ({asr.description})' if asr else ''} in {time.perf_counter() - t0:.2f} s",
+          file=sys.stderr)
 
     cfg = PipelineConfig(live=not args.no_live, pace_input=not args.no_pace, max_answer_chars=args.max_answer_chars)
     pipe = ChatPipeline(avatar, tts, responder, asr=asr, config=cfg)

@@ -267,7 +267,7 @@ def check_signature(encoder: Path, decoder: Path) -> int:
     if not 1 <= len(ein) <= 2 or ein[0].type != "tensor(float)" or len(ein[0].shape) != 2 or not eout \
             or len(eout[0].shape) != 3:
         raise FormatError(
-            f"Moonshine encoder {encoder.name} has {len(ein)} inputs {[(i.name, i.type) for i in ein[:3]]} and "
+            f"Moonshine encoder {encoder} has {len(ein)} inputs {[(i.name, i.type) for i in ein[:3]]} and "
             f"outputs {[o.name for o in eout[:3]]}; expected float audio [N, S] (+ an optional mask) -> [N, T, D]"
         )
     din, dout = dec.get_inputs(), dec.get_outputs()
@@ -290,6 +290,6 @@ def check_signature(encoder: Path, decoder: Path) -> int:
         if isinstance(d_enc, int) and isinstance(d_dec, int) and d_enc != d_dec:
             problems.append(f"the encoder's width {d_enc} differs from the decoder's {d_dec} (mixed models?)")
     if problems:
-        raise FormatError(f"Moonshine decoder {decoder.name} does not fit sherpa-onnx's Moonshine v2: "
+        raise FormatError(f"Moonshine decoder {decoder} does not fit sherpa-onnx's Moonshine v2: "
                           + "; ".join(problems))
     return int(dout[0].shape[2])

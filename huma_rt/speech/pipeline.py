@@ -151,7 +151,8 @@ class ChatPipeline:
 
     avatar: a loaded ``huma_rt.Avatar`` (``session(live=...)``, ``push_audio``, ``frames``,
     ``finish``). tts: a ``PiperTTS`` (anything with ``stream_chunks``). responder: anything with
-    ``respond(text)``. asr: anything with ``transcribe(pcm) -> AsrResult`` (needed for audio).
+    ``respond(text)``. asr: anything with ``transcribe(pcm) -> AsrResult``; None = the shipped
+    Moonshine tiny-en ``Recognizer()``, loaded by the first ``run_audio``.
     sink: called with every Frame in order (its rgb is valid only during the call).
     """
 
@@ -194,11 +195,13 @@ class ChatPipeline:
         return self._answer(q_text, result, sink)
 
     def run_audio(self, pcm: np.ndarray, sample_rate: int, sink: FrameSink) -> ChatResult:
-        if self.asr is None:
-            raise InputError("answering speech needs an ASR model (AsrConfig.model_dir / --asr-model DIR)")
         x = prepare_input(pcm, sample_rate, name="question audio")
         if x.size == 0:
             raise InputError("question audio is empty")
+        if self.asr is None:  # the shipped Moonshine tiny-en, loaded once (before the audio is paced in)
+            from huma_rt.speech.asr import Recognizer
+
+            self.asr = Recognizer()
         vad = StreamingVad(self.config.vad)  # before any thread: bad VAD settings fail here
         result = ChatResult()
         q_text: queue.Queue = queue.Queue()

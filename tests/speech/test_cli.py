@@ -15,12 +15,45 @@ def _run(capsys, *argv):
     return rc, out.out, out.err
 
 
-def test_wav_without_asr_model_is_a_clear_error(capsys, tmp_path):
+def test_wav_without_the_shipped_asr_says_how_to_install_it(capsys, tmp_path, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "moonshine_voice" else real(name, *a))
     wav = tmp_path / "q.wav"
     write_wav(wav, np.zeros(1600, np.float32), 16000)
     rc, _, err = _run(capsys, "--wav", str(wav), "-o", str(tmp_path / "a.mp4"))
-    assert rc == 1 and "error: --wav needs a speech-recognition model: pass --asr-model DIR" in err
+    assert rc == 1 and "pip install --no-deps moonshine-voice==0.1.0" in err  # before any heavy load
     assert not (tmp_path / "a.mp4").exists()
+
+
+def test_chat_spoken_question_with_the_shipped_asr(capsys, tmp_path, monkeypatch, tts, voice_cache, small_bundle):
+    """`huma-rt chat --wav question.wav` out of the box: Piper speech at 22.05 kHz -> VAD ->
+    Moonshine tiny-en -> echo responder -> TTS -> avatar; the recognised words come back."""
+    import importlib.util
+    import json
+
+    if importlib.util.find_spec("moonshine_voice") is None:
+        pytest.skip("needs moonshine-voice==0.1.0 (pip install --no-deps)")
+    from huma_rt.speech.asr_eval import word_errors
+
+    monkeypatch.setenv("HUMA_RT_CACHE", str(voice_cache))  # the voice prepared by `tts`; ASR tokens beside it
+    question = "Can you tell me a short story about a dragon?"
+    pcm, rate = tts.synthesize(question)
+    wav, out, report = tmp_path / "question.wav", tmp_path / "answer.mp4", tmp_path / "lat.json"
+    write_wav(wav, np.concatenate([np.zeros(rate // 2, np.float32), pcm, np.zeros(rate, np.float32)]), rate)
+    rc, stdout, err = _run(capsys, "--wav", str(wav), "--bundle", str(small_bundle), "-o", str(out),
+                           "--no-live", "--no-pace", "--json", str(report))
+    assert rc == 0, err
+    assert "Moonshine tiny-en" in err  # the shipped ASR was loaded, no --asr-model given
+    data = json.loads(report.read_text())
+    heard = data["question"]
+    errors, n = word_errors(question, heard)
+    assert errors <= 1, heard  # measured: word for word
+    assert data["answer"] == f"You said: {heard}" and f"question: {heard}" in stdout
+    lat = data["latency_ms"]
+    assert 0 < lat["VAD end of speech"] <= lat["ASR final"] <= lat["first video frame"]
+    assert data["rtf"]["asr"] > 0 and data["frames"] > 0 and out.is_file()
 
 
 def test_wav_with_a_non_model_dir(capsys, tmp_path):

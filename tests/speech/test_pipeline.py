@@ -1,6 +1,6 @@
 """The chain with real VAD, real Piper TTS and real responders. The avatar is the labelled
-stand-in of tests/speech/_speech_standin.py until huma_rt.runtime lands; the ASR is a labelled double
-(no ASR model can be obtained on these machines)."""
+stand-in of tests/speech/_speech_standin.py until huma_rt.runtime lands; the ASR is a labelled double,
+the tiny hand-built transducer, or (test_default_asr_is_the_shipped_moonshine) the shipped model."""
 
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ def _check_sync(result, frames: Frames):
 
 
 class _ScriptedAsrDouble:
-    """TEST DOUBLE for a sherpa-onnx ASR model (none can be obtained here)."""
+    """TEST DOUBLE for an ASR model: says a fixed text, records what it was handed."""
 
     def __init__(self, text="what is the weather like"):
         self.text, self.heard = text, []
@@ -150,6 +150,28 @@ def test_speech_question_stereo_any_rate(tts, question_pcm, tiny_asr_dir, rate):
     _check_sync(result, frames)
 
 
+def test_default_asr_is_the_shipped_moonshine(tts, voice_cache, monkeypatch):
+    import importlib.util
+
+    if importlib.util.find_spec("moonshine_voice") is None:
+        pytest.skip("needs moonshine-voice==0.1.0 (pip install --no-deps)")
+    from huma_rt.speech.asr_eval import word_errors
+
+    monkeypatch.setenv("HUMA_RT_CACHE", str(voice_cache))
+    cfg = PipelineConfig(live=False, pace_input=False, vad=VadConfig(min_silence_s=0.3))
+    pipe = ChatPipeline(StandInAvatar(), tts, EchoResponder(), config=cfg)  # no asr given
+    frames = Frames()
+    spoken = "Can you tell me a short story about a dragon?"
+    pcm, rate = tts.synthesize(spoken)  # the Piper voice at 22.05 kHz
+    padded = np.concatenate([np.zeros(rate // 2, np.float32), pcm, np.zeros(rate, np.float32)])
+    result = pipe.run_audio(padded, rate, frames)
+    assert "Moonshine tiny-en" in pipe.asr.description
+    # the VAD's cut of this Piper sentence is measured word for word; 2 slips of 10 allowed
+    assert word_errors(spoken, result.question)[0] <= 2, result.question
+    assert result.answer == f"You said: {result.question}" and "asr" in result.rtf
+    _check_sync(result, frames)
+
+
 def test_vad_hands_only_the_utterance_to_asr(tts, question_pcm):
     asr = _ScriptedAsrDouble()
     cfg = PipelineConfig(live=False, pace_input=True, vad=VadConfig(min_silence_s=0.3))
@@ -170,8 +192,8 @@ def test_speech_bad_inputs(tts):
     bad[100] = np.nan
     with pytest.raises(InputError, match="NaN"):
         pipe.run_audio(bad, 16000, Frames())
-    with pytest.raises(InputError, match="ASR model"):
-        ChatPipeline(StandInAvatar(), tts, EchoResponder()).run_audio(np.zeros(100, np.float32), 16000, Frames())
+    with pytest.raises(InputError, match="question audio is empty"):  # before the default ASR loads
+        ChatPipeline(StandInAvatar(), tts, EchoResponder()).run_audio(np.zeros(0, np.float32), 16000, Frames())
 
 
 def test_tts_failure_mid_answer(tts):
