@@ -32,7 +32,7 @@ $(STAMP): pyproject.toml setup.py Makefile $(wildcard kernels/*.cuh kernels/*.h 
 	@$(call logged,PyTorch 2.13.0 (CPU),$(PIP) install torch==2.13.0)
 	@$(call logged,huma-rt and its extras (compiles the CPU rasterizer),$(PIP) install -e '.[$(EXTRAS)]')
 	@# --no-deps: silero-vad would pull torchaudio; nvidia-pytriton pins numpy<2
-	@$(call logged,silero-vad and nvidia-pytriton,$(PIP) install --no-deps silero-vad==6.2.3 nvidia-pytriton==0.7.0)
+	@$(call logged,silero-vad and nvidia-pytriton,$(PIP) install --no-deps silero-vad==6.2.3 nvidia-pytriton==0.7.0 moonshine-voice==0.1.0)
 	@touch $@
 
 # make demo [TEXT="..." | WAV=speech.wav] [OUT=demo.mp4]
