@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from plyfile import PlyData, PlyElement
 
@@ -46,6 +46,9 @@ def originals(tmp_path_factory) -> dict[str, bytes]:
     return {"binary": binary, "ascii": (d / "a.ply").read_bytes()}
 
 
+_MORE = settings(max_examples=settings.default.max_examples * 4)  # cheap: ~1 ms an example
+
+
 def _check(path: Path) -> None:
     out = succeeds_or_huma_error(lambda: read_ply(path))
     if isinstance(out, Gaussians):
@@ -57,6 +60,7 @@ def _split(data: bytes) -> tuple[list[bytes], bytes]:
     return data[:end].split(b"\n")[:-1], data[end:]
 
 
+@_MORE
 @given(kind=st.sampled_from(["binary", "ascii"]), line=st.integers(0, 60), count=_COUNTS,
        ptype=st.sampled_from(_TYPES), pname=st.sampled_from(["x", "f_rest_3", "f_rest_x", "huma_region", "rot_0", ""]),
        edit=st.sampled_from(["count", "type", "drop", "repeat", "insert", "format"]),
@@ -81,6 +85,7 @@ def test_mutated_header(tmp_path, originals, kind, line, count, ptype, pname, ed
     _check(path)
 
 
+@_MORE
 @given(kind=st.sampled_from(["binary", "ascii"]), cut=st.integers(0, 4000), extra=st.binary(max_size=300),
        flips=st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 255)), max_size=6))  # fmt: skip
 def test_truncated_extended_and_flipped(tmp_path, originals, kind, cut, extra, flips):
@@ -92,6 +97,7 @@ def test_truncated_extended_and_flipped(tmp_path, originals, kind, cut, extra, f
     _check(path)
 
 
+@_MORE
 @given(st.binary(max_size=2000))
 def test_random_bytes_after_the_magic(tmp_path, tail):
     path = tmp_path / "r.ply"
@@ -99,6 +105,7 @@ def test_random_bytes_after_the_magic(tmp_path, tail):
     _check(path)
 
 
+@_MORE
 @given(count=st.integers(0, 2**40), n_props=st.integers(0, 70),
        fmt=st.sampled_from(["ascii", "binary_little_endian", "binary_big_endian"]), body=st.binary(max_size=600))  # fmt: skip
 def test_synthetic_headers_with_any_count(tmp_path, count, n_props, fmt, body):
