@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 MAX_SECONDS = 3600.0  # one hour: far beyond any utterance; bounds memory (1 h at 16 kHz = 230 MB)
 MAX_CHANNELS = 8  # 7.1 surround; more is not a recording a user speaks into
 MIN_RATE, MAX_RATE = 4000, 384000  # huma_rt.runtime.audio_input.check_rate's range
+_READ_VALUES_PER_SECOND = 48000 * 2  # read_audio's own bound: 1 h of 48 kHz stereo is 1.4 GB of float32
 _PUSH = 1 << 16  # samples handed to the resampler at once (its output does not depend on this)
 # FFmpeg demuxer names allowed to open a file (format_whitelist): audio containers only.
 _DEMUXERS = "wav,w64,aiff,flac,mp3,mov,mp4,m4a,3gp,ogg,aac,matroska,webm"
@@ -57,14 +58,24 @@ class AudioFileInfo:
 def read_audio(path: str | os.PathLike, *, max_seconds: float = MAX_SECONDS) -> tuple[np.ndarray, int]:
     """(pcm, sample_rate) at the file's own rate: float32 [S] for mono, [S, C] otherwise, in [-1, 1].
 
+    Holds the whole file at its own rate, so besides ``max_seconds`` it stops at as many values
+    as ``max_seconds`` of 48 kHz stereo (:func:`load_audio` has no such limit: it resamples to
+    16 kHz mono while decoding).
+
     Raises FormatError naming the file for a missing, empty, undecodable or out-of-bounds file;
     MissingDependencyError when PyAV (the ``media`` extra) is not installed.
     """
     parts: list[np.ndarray] = []
     rate = 0
+    values, limit = 0, int(max_seconds * _READ_VALUES_PER_SECOND)
     for block, info in _decode(path, max_seconds):
         parts.append(block)
         rate = info.sample_rate
+        values += block.size
+        if values > limit:  # 1 h of 384 kHz x 8 channels would be 44 GB: read_audio keeps it all
+            raise FormatError(f"{path}: holds more than {max_seconds:g} s of 48 kHz stereo worth of samples "
+                              f"({info.channels} channels at {rate} Hz); read it with load_audio, which "
+                              "resamples while decoding")  # fmt: skip
     if len({p.shape[0] for p in parts}) > 1:
         raise FormatError(f"{path}: the channel count changes inside the stream "
                           f"({sorted({p.shape[0] for p in parts})}); expected one")  # fmt: skip

@@ -180,3 +180,12 @@ def test_load_audio_is_the_runtime_resampler_over_the_whole_clip(tmp_path):
     np.testing.assert_array_equal(got, np.concatenate([r.push(mono), r.flush()]))
     same, _ = load_audio(p, 22050)
     np.testing.assert_array_equal(same, mono)
+
+
+def test_read_audio_bounds_values_kept_at_the_native_rate(tmp_path):
+    x = np.zeros((96000, 4), np.float32)  # 1 s at 96 kHz x 4 channels = 4 s of 48 kHz stereo values
+    p = tmp_path / "wide.flac"
+    soundfile.write(p, x, 96000, subtype="PCM_16")
+    with pytest.raises(FormatError, match="load_audio"):
+        read_audio(p, max_seconds=2)
+    assert load_audio(p, max_seconds=2)[0].size == 16000
