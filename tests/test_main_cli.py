@@ -56,3 +56,18 @@ def test_unknown_command_exits_with_usage():
     with pytest.raises(SystemExit) as exc:
         cli.main(["no-such-command"])
     assert exc.value.code == 2
+
+
+@pytest.mark.parametrize(("command", "dest"), [("render", "audio"), ("demo", "audio"), ("chat", "wav")])
+def test_audio_and_wav_are_one_flag(command, dest):
+    """--audio is the name for any audio file; --wav, the old name, still works (issue 16)."""
+    import argparse
+    import importlib
+
+    module = importlib.import_module(cli.COMMANDS[command][0])
+    parser = argparse.ArgumentParser()
+    module.add_arguments(parser)
+    extra = ["--bundle", "b", "-o", "o.mp4"] if command == "render" else []
+    a = parser.parse_args([*extra, "--audio", "x.mp3"])
+    b = parser.parse_args([*extra, "--wav", "x.mp3"])
+    assert str(getattr(a, dest)) == str(getattr(b, dest)) == "x.mp3"
