@@ -93,11 +93,17 @@ def _check_layout(path: Path, meta, size: int, offset: int) -> None:
         raise FormatError(f"{path}: the vertex element has no properties")
     have = size - offset
     if meta.text:
-        # An ascii row holds one number and one separator per property at least.
+        # An ascii row holds one number and one separator per property at least (plyfile
+        # allocates every element's rows before reading them, the vertices' and the others').
         need = count * 2 * len(vertex.properties)
         if have < need:
             raise FormatError(f"{path}: truncated: the header promises {count} vertices of "
                               f"{len(vertex.properties)} values; the ascii body holds {have} bytes")  # fmt: skip
+        for e in meta.elements[1:]:
+            need += e.count * 2 * max(1, len(e.properties))
+            if have < need:
+                raise FormatError(f"{path}: truncated: element {e.name!r} ({e.count} rows) cannot fit in "
+                                  f"the ascii body's {have} bytes")  # fmt: skip
         return
     need = count * vertex.dtype(meta.byte_order).itemsize
     if have < need:
@@ -188,7 +194,7 @@ def read_ply(path: str | os.PathLike) -> Gaussians:
     if missing:
         raise FormatError(f"{path}: missing vertex properties {missing} (has {names})")
     activation = None
-    for comment in meta.comments:
+    for comment in [*meta.comments, *(c for e in meta.elements for c in e.comments)]:
         m = _ACT_COMMENT.match(comment.strip())
         if m:
             activation = m.group(1)

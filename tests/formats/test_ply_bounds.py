@@ -199,3 +199,16 @@ def test_pack_cli_subprocess_bad_ply(tmp_path):
                           text=True, timeout=120)  # fmt: skip
     assert proc.returncode == 1 and proc.stderr.startswith("error: ") and "Traceback" not in proc.stderr
     assert "vertex 1 is 2.5" in proc.stderr
+
+
+def test_ascii_element_after_the_vertices_with_an_absurd_count(tmp_path):
+    p = _ascii(tmp_path, n=3)
+    _edit(p, b"end_header\n", b"element face 1000000000000\nproperty list uchar int vertex_indices\nend_header\n")
+    tracemalloc.start()
+    try:
+        with pytest.raises(FormatError, match="'face' .1000000000000 rows"):
+            read_ply(p)
+    finally:
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    assert peak < 10 << 20

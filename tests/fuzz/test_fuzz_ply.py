@@ -107,12 +107,17 @@ def test_random_bytes_after_the_magic(tmp_path, tail):
 
 @_MORE
 @given(count=st.integers(0, 2**40), n_props=st.integers(0, 70),
-       fmt=st.sampled_from(["ascii", "binary_little_endian", "binary_big_endian"]), body=st.binary(max_size=600))  # fmt: skip
-def test_synthetic_headers_with_any_count(tmp_path, count, n_props, fmt, body):
+       fmt=st.sampled_from(["ascii", "binary_little_endian", "binary_big_endian"]), body=st.binary(max_size=600),
+       after=st.lists(st.tuples(st.integers(0, 2**40), st.sampled_from(["float w", "list uchar int idx", "uchar c"])),
+                      max_size=2))  # fmt: skip
+def test_synthetic_headers_with_any_count(tmp_path, count, n_props, fmt, body, after):
     names = ["x", "y", "z", "f_dc_0", "f_dc_1", "f_dc_2", "opacity", "scale_0", "scale_1", "scale_2",
              "rot_0", "rot_1", "rot_2", "rot_3"] + [f"f_rest_{i}" for i in range(56)]  # fmt: skip
     header = [b"ply", f"format {fmt} 1.0".encode(), f"element vertex {count}".encode()]
-    header += [f"property float {n}".encode() for n in names[:n_props]] + [b"end_header"]
+    header += [f"property float {n}".encode() for n in names[:n_props]]
+    for i, (rows, prop) in enumerate(after):  # other elements after the vertices, any count
+        header += [f"element extra{i} {rows}".encode(), f"property {prop}".encode()]
+    header += [b"end_header"]
     path = tmp_path / "s.ply"
     path.write_bytes(b"\n".join(header) + b"\n" + body)
     _check(path)
