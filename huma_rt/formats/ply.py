@@ -15,8 +15,10 @@ read from its first ``_MAX_HEADER`` bytes only (plyfile would read a header with
 vertex count is checked against the bytes the file holds (plyfile's ascii and stream readers
 allocate ``count`` records first); a binary body must be exactly the header's records (a body
 longer than them means the header lists the wrong properties, and every record would be read
-shifted); the ``huma_region`` property must hold integers 0..255. Measured on a 200k-Gaussian
-degree-3 file, plyfile's reader is as fast as the hand-written one it replaces (docs/formats.md).
+shifted); the ``huma_region`` property must hold integers 0..255. Why plyfile rather than our
+own parser: the hand-written one it replaces missed these checks; measured on a 200k-Gaussian
+degree-3 file, reading is no slower (2.4x faster, mostly from copying all float columns in one
+pass; docs/formats.md).
 """
 
 from __future__ import annotations
