@@ -189,3 +189,31 @@ def test_read_audio_bounds_values_kept_at_the_native_rate(tmp_path):
     with pytest.raises(FormatError, match="load_audio"):
         read_audio(p, max_seconds=2)
     assert load_audio(p, max_seconds=2)[0].size == 16000
+
+
+def test_pack_ply_then_render_mp3_end_to_end(media_bundle, tmp_path, capsys):
+    """The two readers in the real flow: pack --ply (plyfile) builds a bundle whose Gaussians are
+    the PLY's, and render --audio renders an MP3 through it."""
+    import json
+
+    from _runtime_avatar import shared_export, small_camera, small_gaussians
+
+    from huma_rt.bundle import open_bundle
+    from huma_rt.cli import main
+    from huma_rt.formats import write_ply
+
+    g = small_gaussians()
+    ply = write_ply(tmp_path / "head.ply", g)
+    np.save(tmp_path / "regions.npy", g.region.astype(np.int64))
+    (tmp_path / "camera.json").write_text(json.dumps(small_camera().to_dict()))
+    export = shared_export(tmp_path.parent)  # the export media_bundle was packed from (cached per process)
+    out = tmp_path / "bundle"
+    assert main(["pack", "--ply", str(ply), "--regions", str(tmp_path / "regions.npy"), "--camera",
+                 str(tmp_path / "camera.json"), "--export", str(export), "-o", str(out)]) == 0, capsys.readouterr().err  # fmt: skip
+    b = open_bundle(out)
+    packed = b.gaussians()
+    np.testing.assert_array_equal(packed.means, g.means)
+    np.testing.assert_array_equal(packed.region, g.region)
+    mp3, _ = write_kind(tmp_path, "mp3", seconds=0.4, rate=44100)
+    assert main(["render", "--bundle", str(out), "--audio", str(mp3), "-o", str(tmp_path / "o.mp4"), "--threads", "1"]) == 0
+    assert _audio_stream(tmp_path / "o.mp4")[0] == "aac"
