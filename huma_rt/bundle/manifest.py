@@ -31,7 +31,7 @@ FORMAT = "huma-rt-bundle"
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
 SIGNATURE = "manifest.sig"
-MAX_MANIFEST_BYTES = 1 << 20  # a real manifest is ~10 KB (64 files at most); refuse before reading
+MAX_MANIFEST_BYTES = 256 << 10  # a real manifest is ~5-10 KB (64 files at most); refuse before reading
 
 # attribute -> (file, little-endian dtype); the only arrays and dtypes a bundle may hold
 SPLAT_ARRAYS: dict[str, tuple[str, str]] = {

@@ -19,6 +19,10 @@ from huma_rt.errors import FormatError
 
 SCHEMA_FILE = "manifest.schema.json"
 MAX_DEPTH = 8  # a valid manifest nests 4 deep (camera.world_to_camera rows); 8 leaves room
+# a valid manifest has ~100 objects/arrays and ~500 values (64 files at most): counted on the raw
+# bytes before parsing, these caps bound every Python-level pass (parse hooks, depth, schema)
+MAX_CONTAINERS = 2048
+MAX_SEPARATORS = 16384
 
 
 @functools.cache
@@ -60,17 +64,14 @@ def _inline(node: Any, defs: dict[str, Any]) -> Any:
 def check(instance: Any, pointer: str, what: str) -> None:
     """Validate ``instance`` against the schema at ``pointer`` ("#" or "#/$defs/<name>").
 
-    Raises FormatError: ``"<what>: field $.encoder.mel.hop must be >= 1; got 0"`` (the most
-    relevant error first, with how many others there were).
+    Raises FormatError for the first violation: ``"<what>: field $.encoder.mel.hop must be >= 1;
+    got 0"``. Only the first is looked for: errors are produced lazily in the schema's keyword
+    order, where every size cap (maxItems, maxProperties) comes before the per-item rules, so a
+    hostile manifest never costs more than one pass over a capped container.
     """
-    from jsonschema.exceptions import best_match
-
-    errors = list(_validator(pointer).iter_errors(instance))
-    if not errors:
-        return
-    first = best_match(errors)
-    more = f" (and {len(errors) - 1} more problems)" if len(errors) > 1 else ""
-    raise FormatError(f"{what}: field {first.json_path} {_expected(first)}; got {describe(first.instance)}{more}")
+    first = next(_validator(pointer).iter_errors(instance), None)
+    if first is not None:
+        raise FormatError(f"{what}: field {first.json_path} {_expected(first)}; got {describe(first.instance)}")
 
 
 def _expected(err) -> str:
@@ -146,6 +147,13 @@ def parse_json(data: bytes | str, what: str) -> Any:
             raise FormatError(f"{what} repeats the key {describe(dup)} in one object")
         return d
 
+    raw = data.encode("utf-8", "replace") if isinstance(data, str) else bytes(data)
+    containers, separators = raw.count(b"{") + raw.count(b"["), raw.count(b",")
+    if containers > MAX_CONTAINERS or separators > MAX_SEPARATORS:
+        raise FormatError(
+            f"{what} is too large a JSON document: {containers} '{{'/'[' and {separators} ',' "
+            f"(at most {MAX_CONTAINERS} and {MAX_SEPARATORS}; a manifest has a few hundred)"
+        )
     try:
         value = json.loads(data, parse_constant=no_constant, parse_float=finite_float, object_pairs_hook=unique_keys)
     except RecursionError as exc:
@@ -157,12 +165,16 @@ def parse_json(data: bytes | str, what: str) -> Any:
 
 
 def _check_depth(value: Any, what: str) -> None:
-    stack = [(value, "$", 1)]
+    # iterative (no recursion to exhaust); a path is a linked list of (parent, key) built only on failure
+    stack: list[tuple[Any, int, Any]] = [(value, 1, None)] if isinstance(value, (dict, list)) else []
     while stack:
-        v, path, depth = stack.pop()
+        v, depth, link = stack.pop()
         if depth > MAX_DEPTH:
-            raise FormatError(f"{what} nests too deeply at {path} (limit {MAX_DEPTH} levels)")
-        if isinstance(v, dict):
-            stack.extend((x, f"{path}.{describe(k, 30)}", depth + 1) for k, x in v.items())
-        elif isinstance(v, list):
-            stack.extend((x, f"{path}[{i}]", depth + 1) for i, x in enumerate(v))
+            keys = []
+            while link is not None:
+                link, key = link
+                keys.append(f"[{key}]" if isinstance(key, int) else f".{key[:30]}")
+            raise FormatError(f"{what} nests too deeply at ${''.join(reversed(keys))} (limit {MAX_DEPTH} levels)")
+        for k, x in v.items() if isinstance(v, dict) else enumerate(v):
+            if isinstance(x, (dict, list)):  # scalars cannot nest: only containers go on the stack
+                stack.append((x, depth + 1, (link, k)))

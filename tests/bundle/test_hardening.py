@@ -143,12 +143,29 @@ def test_feature_buffer_cap(bundle_dir):
         parse_manifest(json.dumps(m), str(bundle_dir))
 
 
-def test_deeply_nested_manifest(bundle_dir):
+@pytest.mark.parametrize(("depth", "match"), [(1500, "nests too deeply"), (100_000, "too large a JSON document")])
+def test_deeply_nested_manifest(bundle_dir, depth, match):
     text = (bundle_dir / "manifest.json").read_text()
-    deep = "[" * 100_000 + "]" * 100_000  # old: RecursionError from json
+    deep = "[" * depth + "]" * depth  # old: RecursionError from json
     (bundle_dir / "manifest.json").write_text(text.replace('"name": "tiny-test-avatar"', f'"name": {deep}'))
-    with pytest.raises(FormatError, match="nests too deeply"):
+    with pytest.raises(FormatError, match=match):
         open_bundle(bundle_dir)
+
+
+def test_nesting_past_the_depth_limit(bundle_dir):
+    rewrite_manifest(bundle_dir, _set("name", json.loads("[" * 9 + "]" * 9)))
+    with pytest.raises(FormatError, match=r"nests too deeply at \$\.name\[0\]\[0\]\[0\]\[0\]\[0\]\[0\]\[0\] \(limit 8"):
+        open_bundle(bundle_dir)
+
+
+@pytest.mark.parametrize("edit", [_set("engines", [{}] * 5000), _set("precisions", ["fp16"] * 20000),
+                                  _set("name", {str(i): 0 for i in range(17000)})])  # fmt: skip
+def test_huge_containers_refused_before_parsing(bundle_dir, edit):
+    rewrite_manifest(bundle_dir, edit)
+    t0 = time.perf_counter()
+    with pytest.raises(FormatError, match="too large a JSON document"):
+        open_bundle(bundle_dir)
+    assert time.perf_counter() - t0 < 5.0  # generous: the check is a byte count (~1 ms)
 
 
 def test_moderately_nested_value_is_a_type_error_not_a_crash(bundle_dir):
