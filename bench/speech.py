@@ -3,9 +3,13 @@
 Scenarios (medians and p95 over repeats, after a warm-up turn):
 - ``tts_first_audio``: text -> first 16 kHz audio chunk of the packaged Piper voice.
 - ``text_to_first_frame``: ``ChatPipeline.run_text`` with an instant responder -> first frame.
-- ``full_chain``: real espeak-ng speech fed at real time -> silero VAD -> (ASR: the given
-  --asr-model, else the known transcript, reported as such) -> OpenAI-compatible responder
-  on a local HTTP server streaming at once -> TTS -> first video frame.
+- ``asr_load`` / ``asr_decode`` / ``asr_rtf`` / ``asr_wer``: the shipped ASR (Moonshine tiny-en):
+  load time, decode latency of 1, 3 and 8 s segments of Piper speech on 1 and 2 threads, the
+  real-time factor over the test sentences, and the word error rate on them (Piper voice and
+  espeak-ng, whole clips). Skipped (and said so) without moonshine-voice.
+- ``full_chain``: real espeak-ng speech fed at real time -> silero VAD -> ASR (--asr-model, else
+  the shipped Moonshine tiny-en, else the known transcript, reported as such) ->
+  OpenAI-compatible responder on a local HTTP server streaming at once -> TTS -> first frame.
 The avatar is ``--bundle`` (default: the demo avatar when the demo command provides it). If the
 runtime is not installed, a null avatar that renders nothing is used and the result says so.
 
@@ -15,6 +19,7 @@ runtime is not installed, a null avatar that renders nothing is used and the res
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import logging
 import os
@@ -27,7 +32,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
-from huma_rt.bench.common import stats_ms, write_result
+from huma_rt.bench.common import stats_ms, time_calls, write_result
 
 from huma_rt.speech.asr import AsrResult
 from huma_rt.speech.pipeline import ChatPipeline, PipelineConfig
@@ -156,6 +161,56 @@ def _speech_question() -> np.ndarray:
     return np.concatenate([np.zeros(4000, np.float32), x, np.zeros(16000, np.float32)])
 
 
+def _espeak_clip(text: str) -> np.ndarray:
+    from huma_rt.speech.audio import prepare_input, read_wav
+
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "s.wav"
+        subprocess.run(["espeak-ng", "-v", "en-us", "-w", str(path), text], check=True)
+        pcm, rate = read_wav(path)
+    return prepare_input(pcm, rate)
+
+
+def _asr_scenarios(tts, quick: bool, repeat: int) -> tuple[list[dict], dict]:
+    """The shipped ASR alone: load, decode latency by segment length and threads, RTF, WER."""
+    from huma_rt.speech.asr import SHIPPED, AsrConfig, Recognizer
+    from huma_rt.speech.asr_eval import SENTENCES, word_error_rate
+    from huma_rt.speech.audio import prepare_input
+
+    rows: list[dict] = []
+    loads = []
+    for _ in range(1 if quick else 3):
+        t0 = time.perf_counter()
+        rec = Recognizer(AsrConfig(num_threads=1))  # digest and tokens.txt cached after the first
+        loads.append(time.perf_counter() - t0)
+    rows.append({"scenario": "asr_load", "milestone": "Recognizer()", **stats_ms(loads), "asr": SHIPPED})
+    clips = [(text, prepare_input(*tts.synthesize(text))) for text in SENTENCES]  # Piper, 22.05 -> 16 kHz
+    speech = np.concatenate([c for _, c in clips])
+    summary: dict = {"asr": SHIPPED, "asr_load_p50_ms": rows[0]["p50_ms"]}
+    for threads in (1, 2):
+        rec = Recognizer(AsrConfig(num_threads=threads))
+        for seconds in (1, 3, 8):
+            seg = speech[: seconds * 16000]
+            times = time_calls(lambda seg=seg, rec=rec: rec.transcribe(seg), warmup=1, repeat=max(3, repeat))
+            rows.append({"scenario": "asr_decode", "milestone": f"{seconds} s segment, {threads} thread(s)",
+                         **stats_ms(times), "rtf": float(np.median(times)) / seconds})
+        results = [rec.transcribe(c) for _, c in clips]
+        rtf = sum(r.compute_s for r in results) / sum(r.audio_s for r in results)
+        rows.append({"scenario": "asr_rtf", "milestone": f"{len(clips)} sentences, {threads} thread(s)",
+                     **stats_ms([r.compute_s for r in results]), "rtf": rtf})
+        summary[f"asr_rtf_{threads}_threads"] = rtf
+    piper = [(text, r.text) for (text, _), r in zip(clips, results, strict=True)]
+    summary["asr_wer_piper"] = word_error_rate(piper)
+    rows.append({"scenario": "asr_wer", "milestone": f"Piper voice, {len(clips)} sentences", "wer": summary["asr_wer_piper"]})
+    if shutil.which("espeak-ng"):
+        espeak = [(text, rec.transcribe(_espeak_clip(text)).text) for text in SENTENCES]
+        summary["asr_wer_espeak"] = word_error_rate(espeak)
+        rows.append({"scenario": "asr_wer", "milestone": f"espeak-ng, {len(SENTENCES)} sentences",
+                     "wer": summary["asr_wer_espeak"]})
+    summary["asr_transcripts"] = [h for _, h in piper]
+    return rows, summary
+
+
 def _rows_from(name: str, turns: list, extra: dict) -> list[dict]:
     rows = []
     keys = sorted({k for r in turns for k in r.times} - {"user_end"})
@@ -207,8 +262,13 @@ def run(quick: bool, out_dir: Path, *, bundle: str | None = None, repeat: int | 
                 from huma_rt.speech.asr import AsrConfig, Recognizer
 
                 asr, asr_desc = Recognizer(AsrConfig(asr_model)), asr_model
+            elif importlib.util.find_spec("moonshine_voice") is not None:
+                from huma_rt.speech.asr import Recognizer
+
+                asr = Recognizer()  # the shipped Moonshine tiny-en, as huma-rt chat uses it
+                asr_desc = asr.description
             else:
-                asr, asr_desc = _KnownTranscript(), "known transcript (no ASR model available)"
+                asr, asr_desc = _KnownTranscript(), "known transcript (moonshine-voice not installed)"
             cfg = PipelineConfig(live=True, pace_input=True, vad=VadConfig(min_silence_s=0.25))
             question = _speech_question()
             chain = ChatPipeline(avatar, tts, responder, asr=asr, config=cfg)
@@ -222,6 +282,10 @@ def run(quick: bool, out_dir: Path, *, bundle: str | None = None, repeat: int | 
             server.server_close()
             thread.join(timeout=5)
         rows += _rows_from("full_chain", chain_turns, {"asr": asr_desc})
+        asr_summary: dict = {}
+        if importlib.util.find_spec("moonshine_voice") is not None:
+            asr_rows, asr_summary = _asr_scenarios(tts, quick, repeat)
+            rows += asr_rows
 
         def median_of(name, key):
             return next((r["p50_ms"] for r in rows if r["scenario"] == name and r["milestone"] == key), None)
@@ -234,6 +298,9 @@ def run(quick: bool, out_dir: Path, *, bundle: str | None = None, repeat: int | 
             "targets_ms": {"text_to_first_frame": 300, "full_chain_fast_responder": 500},
             "vad_min_silence_s": 0.25,
             "tts_threads": threads,
+            "full_chain_asr": asr_desc,
+            "full_chain_questions_heard": sorted({t.question for t in chain_turns}),
+            **asr_summary,
             # 2 shared cores: other processes' load inflates every figure; recorded beside them
             "load_average_1_5_15": list(os.getloadavg()),
         }

@@ -53,12 +53,15 @@ class AsrConfig(_JsonConfig):
     model_dir: a sherpa-onnx model directory; '' (the default) = the shipped Moonshine tiny-en.
     kind: 'auto' or one of KINDS. mode: 'auto', 'online' (streaming) or 'offline'.
     language: whisper / sense-voice language ('' = auto; Moonshine tiny-en is English only).
+    num_threads: 1 by default: on the shared 2-core machine Moonshine decoded 2-3x faster on 1
+    thread than on 2 (its token-by-token decoder gains little from a second thread, and
+    onnxruntime's spinning threads lose a lot when the cores are busy; docs/speech.md).
     """
 
     model_dir: str = ""
     kind: str = "auto"
     mode: str = "auto"
-    num_threads: int = 2
+    num_threads: int = 1
     prefer_int8: bool = True
     language: str = ""
     decoding_method: str = "greedy_search"
@@ -101,6 +104,9 @@ def detect_layout(config: AsrConfig) -> AsrLayout:
         raise InputError(f"ASR kind must be 'auto' or one of {list(KINDS)}; got {config.kind!r}")
     if config.mode not in ("auto", "online", "offline"):
         raise InputError(f"ASR mode must be 'auto', 'online' or 'offline'; got {config.mode!r}")
+    if isinstance(config.num_threads, bool) or not isinstance(config.num_threads, int) \
+            or not 1 <= config.num_threads <= 64:
+        raise InputError(f"ASR num_threads must be an integer in 1..64; got {config.num_threads!r}")
     if not config.model_dir:
         if config.kind not in ("auto", "moonshine"):
             raise InputError(f"ASR kind {config.kind!r} needs model_dir (a model directory); "

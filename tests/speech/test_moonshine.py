@@ -118,6 +118,8 @@ def test_shipped_layout_and_its_limits():
         detect_layout(AsrConfig(language="de"))
     with pytest.raises(InputError, match="'whisper' needs model_dir"):
         detect_layout(AsrConfig(kind="whisper"))
+    with pytest.raises(InputError, match="num_threads must be an integer in 1..64; got 0"):
+        detect_layout(AsrConfig(num_threads=0))
 
 
 # -- corrupt files: FormatError before sherpa-onnx sees them (it crashes on some) -----------
