@@ -20,7 +20,6 @@ Timing: frame t owns samples [640 t, 640 t + 640); its window holds mel frames
 from __future__ import annotations
 
 import logging
-import math
 
 import numpy as np
 
@@ -31,13 +30,40 @@ from huma_rt.model_config import EncoderConfig
 log = logging.getLogger(__name__)
 
 
+MAX_AMPLITUDE = 1000.0
+"""Largest |sample| accepted. Audio is [-1, 1]; resampling and mixing overshoot a little, but
+beyond this the input is mis-scaled (int16 PCM as float is up to 32768), and from ~1e17 on
+the log-mel overflows float32 and the networks produce NaN poses."""
+
+
+def check_amplitude(samples: np.ndarray, what: str = "audio") -> None:
+    """InputError unless every sample is finite with |x| <= MAX_AMPLITUDE (any float dtype/shape).
+
+    Two reductions (min, max; NaN propagates through both): no per-call allocation.
+    """
+    if not samples.size:
+        return
+    lo, hi = float(samples.min()), float(samples.max())
+    if -MAX_AMPLITUDE <= lo and hi <= MAX_AMPLITUDE:
+        return
+    flat = samples.reshape(-1)
+    with np.errstate(all="ignore"):
+        bad = np.flatnonzero(~np.isfinite(flat))
+        i = int(bad[0]) if bad.size else int(np.argmax(np.abs(flat)))
+    where = f"sample {i}" if samples.ndim == 1 else f"element {tuple(map(int, np.unravel_index(i, samples.shape)))}"
+    if bad.size:
+        raise InputError(f"{what} must be finite; {where} is {flat[i]}")
+    raise InputError(
+        f"{what} must be samples in [-1, 1] (|x| <= {MAX_AMPLITUDE:g} tolerated); {where} is {flat[i]}"
+        " (integer PCM as float? divide int16 samples by 32768)"
+    )
+
+
 def _check_audio(samples: np.ndarray, what: str = "samples") -> np.ndarray:
     if not isinstance(samples, np.ndarray) or samples.ndim != 1 or samples.dtype.kind != "f":
         desc = f"{samples.dtype} array of shape {samples.shape}" if isinstance(samples, np.ndarray) else type(samples).__name__
         raise InputError(f"{what} must be a 1-D float32 array of 16 kHz mono audio; got {desc}")
-    # one reduction instead of an isfinite mask: no per-call allocation of len(samples) booleans
-    if samples.size and not math.isfinite(float(np.dot(samples, samples))):
-        raise InputError(f"{what} must be finite audio in [-1, 1]; got NaN, Inf or huge values")
+    check_amplitude(samples, what)
     return samples
 
 
@@ -149,9 +175,14 @@ class StreamingFeatures:
 
     def push(self, samples: np.ndarray) -> None:
         """Append audio samples [S] (float32, 16 kHz mono; any S >= 0)."""
+        self.push_checked(_check_audio(samples))
+
+    def push_checked(self, samples: np.ndarray) -> None:
+        """``push`` for samples [S] float32 the caller already checked (Session: its input went
+        through to_mono; resampled audio is bounded by the filter's gain, so it may overshoot
+        MAX_AMPLITUDE a little and must not be refused after its input was accepted)."""
         if self._finished:
             raise InputError("push() after finish(): call reset() to start a new stream")
-        samples = _check_audio(samples)
         self._feed(samples)
         self._pushed += samples.shape[0]
 

@@ -138,14 +138,14 @@ class Session:
                 self._resampler = StreamResampler(sr, self.sample_rate)
             x = self._resampler.push(x)
         self._rate = sr
-        self._features.push(x)
+        self._features.push_checked(x)
 
     def finish(self) -> None:
         """End of audio: pad silence so every frame of the pushed audio becomes ready."""
         if self._finished:
             return
         if self._resampler is not None:
-            self._features.push(self._resampler.flush())
+            self._features.push_checked(self._resampler.flush())
         self._features.finish()
         self._finished = True
 
@@ -217,11 +217,11 @@ class Session:
             # through the resampler, so silence lands after the audio it still holds
             src = -(-self.samples_per_frame * self._resampler.down // self._resampler.up)
             before = self.pushed_samples
-            self._features.push(self._resampler.push(np.zeros(src, np.float32)))
+            self._features.push_checked(self._resampler.push(np.zeros(src, np.float32)))
             self.silence_samples += self.pushed_samples - before
             return
         k = self.samples_per_frame - self.pushed_samples % self.samples_per_frame
-        self._features.push(self._silence[:k])
+        self._features.push_checked(self._silence[:k])
         self.silence_samples += k
 
     def _next_frame(self) -> Frame:
@@ -293,7 +293,7 @@ class _Clock:
     def reset(self) -> None:
         self.pushed_samples, self._next, self._total = 0, 0, None
 
-    def push(self, samples: np.ndarray) -> None:
+    def push_checked(self, samples: np.ndarray) -> None:
         self.pushed_samples += int(samples.shape[0])
 
     def finish(self) -> None:

@@ -170,6 +170,9 @@ def test_stereo_is_downmixed_both_layouts(avatar):
         ([0.0, 0.1], 16000, "list"),
         (np.zeros(100, np.float32), 0, "sample_rate"),
         (np.zeros(100, np.float32), 16000.0, "sample_rate"),
+        (np.full(100, 3e4, np.float32), 16000, "divide int16"),
+        (np.array([[0.0, 1e300]]), 16000, r"element \(0, 1\)"),
+        (np.full(100, 2e17, np.float32), 44100, r"\[-1, 1\]"),
     ],
 )
 def test_bad_input_is_an_input_error(avatar, pcm, rate, match):
@@ -179,6 +182,22 @@ def test_bad_input_is_an_input_error(avatar, pcm, rate, match):
     with pytest.raises(InputError, match=match):
         avatar.render(pcm, rate)
     s.close()
+
+
+def test_loud_audio_accepted_once_is_never_refused_later(avatar):
+    """Resampling overshoots the input's peak (Gibbs ringing): a square wave at the amplitude
+    bound comes out above it, and the session must still take it, at push and at finish."""
+    from huma_rt.audio.features import MAX_AMPLITUDE
+
+    square = np.where(np.arange(4410) % 40 < 20, MAX_AMPLITUDE, -MAX_AMPLITUDE).astype(np.float32)
+    s = avatar.session()
+    for i in range(0, square.size, 1000):
+        s.push_audio(square[i : i + 1000], 44100)
+    s.finish()
+    assert len(collect(s.frames())) == math.ceil(square.size / 44100 * 25)
+    s.close()
+    with pytest.raises(InputError, match="divide int16"):
+        avatar.render(square * 1.01, 44100)
 
 
 def test_protocol_errors(avatar):
