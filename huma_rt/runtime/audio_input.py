@@ -20,6 +20,12 @@ from huma_rt.audio.features import check_amplitude
 from huma_rt.errors import InputError
 
 MIN_RATE, MAX_RATE = 4000, 384000
+# Filter phases kept at most. A ratio up/down in lowest terms needs ``up`` phases (160 for
+# 44.1 kHz, 640 for 11.025 kHz); a rate coprime with 16000 needs 16000, and at 383999 Hz that
+# bank was 98 MB and took 12 s to build. Beyond the cap an output uses the phase below its own,
+# off by < 1/MAX_PHASES of an input sample (timing and sample counts stay exact).
+MAX_PHASES = 1024
+_BLOCK_TAPS = 1 << 20  # output rows x taps per evaluation block: bounds its temporaries (~8 MB each)
 
 
 def check_rate(sample_rate: int) -> int:
@@ -55,11 +61,13 @@ def to_mono(pcm: np.ndarray) -> np.ndarray:
 
 
 def _kaiser_sinc_bank(up: int, down: int, half_width: int, beta: float = 8.0) -> tuple[np.ndarray, int]:
-    """Polyphase bank [up, 2 K] float64 (K taps each side) and K, for rate ratio up/down."""
+    """Polyphase bank [P, 2 K] float64 (P = min(up, MAX_PHASES) phases, K taps each side) and K,
+    for rate ratio up/down; row p is the filter for fractional position p / P."""
     cutoff = min(1.0, up / down) * 0.95  # a little below Nyquist of the slower rate
     k = int(math.ceil(half_width / min(1.0, up / down)))
     offsets = np.arange(-k + 1, k + 1, dtype=np.float64)  # input sample offsets from n_j
-    phases = np.arange(up, dtype=np.float64)[:, None] / up  # fractional position of output
+    p = min(up, MAX_PHASES)
+    phases = np.arange(p, dtype=np.float64)[:, None] / p  # fractional position of output
     t = offsets[None, :] - phases  # input time minus output time, in input samples
     r = np.clip(t / k, -1.0, 1.0)
     h = cutoff * np.sinc(cutoff * t) * np.i0(beta * np.sqrt(1.0 - r * r)) / np.i0(beta)
@@ -76,8 +84,9 @@ class StreamResampler:
         self.src_rate, self.dst_rate = src_rate, dst_rate
         self.up, self.down = dst_rate // g, src_rate // g
         self._bank, self._k = _kaiser_sinc_bank(self.up, self.down, half_width)
+        self._phases = self._bank.shape[0]
         self._offs = np.arange(-self._k + 1, self._k + 1)
-        self._block = block
+        self._block = max(1, min(block, _BLOCK_TAPS // (2 * self._k)))
         # input kept from sample index _start on; samples before 0 are silence
         self._buf = np.zeros(self._k, np.float32)
         self._start = -self._k
@@ -114,7 +123,7 @@ class StreamResampler:
         for b in range(self._next, stop, self._block):
             j = np.arange(b, min(b + self._block, stop), dtype=np.int64)
             n = j * self.down // self.up
-            phase = j * self.down - n * self.up
+            phase = (j * self.down - n * self.up) * self._phases // self.up  # bank row, floor
             x = self._buf[(n - self._start)[:, None] + self._offs[None, :]].astype(np.float64)
             out[b - self._next : b - self._next + j.size] = (x * self._bank[phase]).sum(axis=1)
         self._next = stop
