@@ -3,13 +3,16 @@
 NaN/Inf, huge and subnormal values, empty) and arbitrary sample rates (0, negative, huge, float,
 bool, numpy scalars, strings), on the tiny test avatar (real networks, real CPU renderer).
 
-The verdict: success or a HumaError, never another exception; and on success the frame count is
-ceil(duration * fps), duration being the samples per channel over the sample rate.
+The verdict: success or a HumaError, never another exception (numpy's overflow and invalid-value
+warnings count as exceptions: accepted audio must not drive the features or networks to Inf or
+NaN); and on success the frame count is ceil(duration * fps), duration being the samples per
+channel over the sample rate.
 """
 
 from __future__ import annotations
 
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -96,6 +99,13 @@ def _frames(it) -> int:
         assert f.index == n and f.rgb.dtype == np.uint8
         n += 1
     return n
+
+
+@pytest.fixture(autouse=True)
+def _numeric_warnings_are_errors():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        yield
 
 
 @given(pcm=_audio(), rate=_RATES)
