@@ -30,6 +30,7 @@ SCENARIOS: dict[str, tuple[str, str]] = {
     "reference": ("huma_rt.bench.reference", "whole frame: huma-rt vs a plain PyTorch-eager pipeline"),
     "speech": ("huma_rt.bench.speech", "text -> first video frame; speech-chain stage latency"),
     "triton": ("huma_rt.bench.triton", "Triton gRPC latency and concurrent sessions vs local"),
+    "formats": ("huma_rt.bench.formats", "reading a 200k-Gaussian PLY; decoding a 60 s MP3"),
     "soak": ("huma_rt.bench.soak", "8 sessions streaming in parallel: frames lost, A/V drift, RSS over time"),
 }
 
