@@ -34,6 +34,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--precision", default="auto", choices=("auto", "fp32", "fp16"))
     p.add_argument("--threads", type=int, default=None, help="onnxruntime threads (default: its own)")
     p.add_argument("--strict-rate", action="store_true", help="refuse audio that is not 16 kHz instead of resampling")
+    p.add_argument("--trusted-key", dest="trusted_keys", action="append", type=Path, metavar="KEY.pub",
+                   help="ed25519 public key (repeatable): the bundle must be signed by one of them "
+                        "('huma-rt pack --sign', 'huma-rt keygen')")  # fmt: skip
 
 
 def run(args: argparse.Namespace) -> int:
@@ -48,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
     rate = RATE
     t0 = time.perf_counter()
     avatar = Avatar.load(args.bundle, device=args.device, backend=args.backend, precision=args.precision,
-                         threads=args.threads)  # fmt: skip
+                         threads=args.threads, trusted_keys=args.trusted_keys)  # fmt: skip
     t_load = time.perf_counter() - t0
     w, h = avatar.size
     frames = avatar.render(mono, sample_rate=rate, strict=args.strict_rate)

@@ -160,3 +160,24 @@ def test_missing_cryptography(signed, keys, monkeypatch, caplog):
     with caplog.at_level("WARNING"):
         assert open_bundle(signed).signer is None  # loads; says the signature went unchecked
     assert "signature not checked" in caplog.text
+
+
+def test_cli_render_with_trusted_key(bundle_dir, tmp_path, capsys):
+    """The user's flow end to end: keygen, pack --sign, render --trusted-key; unsigned is refused."""
+    import numpy as np
+
+    from huma_rt.media import write_wav
+
+    key = tmp_path / "k" / "bundle.key"
+    assert main(["keygen", "-o", str(key)]) == 0
+    signed = tmp_path / "signed.tar"
+    assert main(["pack", "--from-bundle", str(bundle_dir), "-o", str(signed), "--archive", "--sign", str(key)]) == 0
+    wav = write_wav(tmp_path / "in.wav", (0.1 * np.sin(np.arange(8000) / 5)).astype(np.float32), 16000)
+    pub = str(key.with_name("bundle.key.pub"))
+    args = ["render", "--audio", str(wav), "--device", "cpu", "--trusted-key", pub, "--png-dir"]
+    assert main([*args[:1], "--bundle", str(signed), *args[1:], str(tmp_path / "png")]) == 0
+    assert len(list((tmp_path / "png").glob("frame_*.png"))) == 13
+    capsys.readouterr()
+    assert main([*args[:1], "--bundle", str(bundle_dir), *args[1:], str(tmp_path / "png2")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and "sign" in err and not (tmp_path / "png2").exists()
