@@ -9,8 +9,8 @@ Bit-exact whatever the chunking: every matrix product has exactly ``mels_per_fra
 video frame's mel frames, aligned to the first window), through huma_rt.audio.mel.MelBlock, the
 routine ``offline_windows`` uses too. BLAS rounds a row differently for products with different
 row counts, so a block size that followed the chunking (as it once did) changed the features by
-up to 2e-4 and the rendered frames by a level or more. The PyTorch front end in export/ agrees to
-float32 rounding.
+up to 2e-4 and a third of the demo avatar's frames by one level. The PyTorch front end in export/
+agrees to float32 rounding.
 
 Timing: frame t owns samples [640 t, 640 t + 640); its window holds mel frames
 [4 (t - past_frames), 4 (t + 1 + lookahead_frames)), mel frame m covering samples
