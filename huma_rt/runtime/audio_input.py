@@ -38,6 +38,10 @@ def to_mono(pcm: np.ndarray) -> np.ndarray:
     """pcm [S] / [S, C] / [C, S] float -> [S] float32 (no copy for contiguous float32 mono)."""
     if not isinstance(pcm, np.ndarray):
         raise InputError(f"audio must be a numpy float32 array; got {type(pcm).__name__}")
+    if type(pcm) is not np.ndarray:  # subclasses: np.matrix indexes as 2-D, masked arrays hide data
+        if isinstance(pcm, np.ma.MaskedArray):
+            raise InputError("audio must be a plain numpy array; got a masked array (use pcm.filled(0.0))")
+        pcm = np.asarray(pcm)
     if pcm.dtype.kind != "f":
         raise InputError(
             f"audio must be float32 samples in [-1, 1]; got dtype {pcm.dtype} (for int16 PCM use pcm.astype(np.float32) / 32768)"

@@ -54,10 +54,12 @@ def _audio(draw) -> np.ndarray:
     special values (NaN, Inf, huge, subnormal) at random places, at a random scale."""
     dtype = np.dtype(draw(st.one_of(st.just(np.float32), st.sampled_from(_FLOATS), st.sampled_from(_OTHERS))))
     n = draw(st.one_of(st.integers(0, 3), st.integers(0, 2600)))
-    layout = draw(st.one_of(st.just("1d"), st.sampled_from(["0d", "S1", "S2", "2S", "1S", "SC", "CS", "3d", "strided"])))
+    layout = draw(st.one_of(st.just("1d"), st.sampled_from(["0d", "S1", "S2", "2S", "1S", "SC", "CS", "3d", "strided",
+                                                            "reversed", "matrix", "masked"])))
     c = draw(st.integers(0, 5))
     shape = {"1d": (n,), "0d": (), "S1": (n, 1), "S2": (n, 2), "2S": (2, n), "1S": (1, n), "SC": (n, c),
-             "CS": (c, n), "3d": (2, max(n // 2, 0), c), "strided": (2 * n,)}[layout]  # fmt: skip
+             "CS": (c, n), "3d": (2, max(n // 2, 0), c), "strided": (2 * n,), "reversed": (n,),
+             "matrix": (n, 2) if c % 2 else (1, n), "masked": (n,)}[layout]  # fmt: skip
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
     scale = draw(st.sampled_from([0.3, 0.3, 0.0, 1e-3, 1.0, 1.5, 300.0, 1e10, 1e20]))
     x = np.asarray(rng.standard_normal(shape) * scale)  # 0-d stays an array
@@ -77,12 +79,21 @@ def _audio(draw) -> np.ndarray:
             arr = x.astype(dtype)
     if layout == "strided":
         arr = arr[::2]
+    elif layout == "reversed":
+        arr = arr[::-1]
+    elif layout == "matrix" and arr.dtype.kind != "U":
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", PendingDeprecationWarning)
+            arr = np.asmatrix(arr)  # indexes as 2-D: arr[0] is still [1, S]
+    elif layout == "masked":
+        arr = np.ma.masked_array(arr, mask=rng.random(arr.shape) < 0.5)
     event(f"{dtype.str} {layout}")
     return arr
 
 
 def _samples_per_channel(pcm: np.ndarray) -> int:
     """The documented layouts: [S], [S, C] with C <= 2, [C, S] with C <= 2 < S or C < S."""
+    pcm = np.asarray(pcm)
     if pcm.ndim == 1:
         return pcm.shape[0]
     s, c = pcm.shape

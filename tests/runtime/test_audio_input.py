@@ -49,3 +49,15 @@ def test_amplitude_bound_and_messages():
         to_mono(np.array([[0.0, 0.0], [np.nan, 0.0]]))
     with pytest.raises(InputError, match="sample 0 is 1e"):
         to_mono(np.array([1e300, 0.0]))  # float64 beyond float32: refused before any cast
+
+
+def test_array_subclasses():
+    """np.matrix indexes as 2-D (its row 0 is still [1, S]): it is read as a plain array; a
+    masked array is refused rather than its hidden samples played."""
+    with pytest.warns(PendingDeprecationWarning):
+        rows, cols = np.asmatrix(np.zeros((1, 50), np.float32)), np.asmatrix(np.zeros((50, 2)))
+    for m in (rows, cols):
+        got = to_mono(m)
+        assert type(got) is np.ndarray and got.shape == (50,) and got.dtype == np.float32
+    with pytest.raises(InputError, match="masked array"):
+        to_mono(np.ma.masked_array(np.zeros(50, np.float32), mask=True))
