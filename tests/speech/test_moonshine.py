@@ -3,10 +3,12 @@
 Speech is made by the project's Piper voice and by espeak-ng saying known sentences
 (huma_rt.speech.asr_eval.SENTENCES); the transcripts are scored by word error rate.
 
-WER bound: measured 0.028 (2 errors in 71 words: "Where's" for "Where is") on the Piper voice
-at 22.05 and 44.1 kHz and 0.042 (3 / 71) on espeak-ng (2026-12-06, 2-core CPU); the bound 0.10
-leaves room for a few more slips (about one word in every other sentence) and still fails at
-once on anything systematic: a wrong tokens.txt, resampling or model decodes most words wrong.
+WER bound: measured (2026-12-06, 2-core CPU) 0.014 (1 error in 71 words: "old man in the sea")
+on the Piper voice at 22.05 kHz with its noise scales at 0 (the `steady_tts` fixture: the same
+audio every run), 0.028 on the first 4 sentences at 44.1 kHz, 0.042 (3 / 71) on espeak-ng; the
+voice's own random noise gave 0.014..0.056 over 6 runs. The bound 0.10 leaves room for a few
+more slips and still fails at once on anything systematic: a wrong tokens.txt, resampling or
+model decodes most words wrong.
 """
 
 from __future__ import annotations
@@ -47,9 +49,9 @@ def rec(asr_cache) -> Recognizer:
 
 
 @pytest.fixture(scope="module")
-def piper_speech(tts) -> list[tuple[str, np.ndarray, int]]:
+def piper_speech(steady_tts) -> list[tuple[str, np.ndarray, int]]:
     """(text, pcm, rate) of every test sentence spoken by the packaged Piper voice (22.05 kHz)."""
-    return [(s, *tts.synthesize(s)) for s in SENTENCES]
+    return [(s, *steady_tts.synthesize(s)) for s in SENTENCES]
 
 
 def _espeak(tmp: Path, text: str) -> tuple[np.ndarray, int]:
