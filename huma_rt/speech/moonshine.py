@@ -218,7 +218,20 @@ def ensure_tokens(tokenizer: Path, cache: Path, vocab: int | None = None) -> Pat
         except OSError:
             pass
         log.warning("regenerating %s (incomplete or unreadable)", out)
-    _atomic_write(out, tokens_txt(tokens).encode("ascii"))
+    text = tokens_txt(tokens).encode("ascii")
+    try:
+        _atomic_write(out, text)
+    except OSError as exc:  # a read-only cache: the system's temp folder instead
+        fallback = Path(tempfile.gettempdir()) / "huma-rt-asr" / out.name
+        log.warning("cannot write %s (%s); using %s", out, exc, fallback)
+        try:
+            if fallback.is_file() and _count_lines(fallback) == len(tokens):
+                return fallback
+            _atomic_write(fallback, text)
+        except OSError as exc2:
+            raise FormatError(f"cannot write Moonshine's tokens.txt to {out} ({exc}) nor {fallback} ({exc2}); "
+                              "set HUMA_RT_CACHE to a writable folder") from exc2
+        out = fallback
     log.info("wrote %s (%d tokens)", out, len(tokens))
     return out
 

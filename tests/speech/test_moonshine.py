@@ -98,6 +98,15 @@ def test_packaged_tokenizer_and_cached_tokens_txt(tmp_path):
         moonshine.ensure_tokens(files.tokenizer, tmp_path, 51865)
 
 
+@needs_model
+def test_unwritable_cache_falls_back_to_the_temp_folder(tmp_path, monkeypatch):
+    blocker = tmp_path / "file"
+    blocker.write_text("")  # a cache "folder" under a file: mkdir fails, as on a read-only disk
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path / "tmp"))
+    out = moonshine.ensure_tokens(moonshine.packaged_model().tokenizer, blocker / "asr")
+    assert out.parent == tmp_path / "tmp" / "huma-rt-asr" and len(out.read_text().splitlines()) == 32768
+
+
 # -- configuration and missing pieces -------------------------------------------------------
 
 
