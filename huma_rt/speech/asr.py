@@ -99,7 +99,8 @@ def _check_onnx(path: Path, role: str) -> dict[str, str]:
 
 
 def detect_layout(config: AsrConfig) -> AsrLayout:
-    """Find and check the model files of ``config.model_dir``; FormatError says what is wrong."""
+    """Find and check the model files of ``config.model_dir`` ('' = the shipped Moonshine);
+    FormatError says what is wrong."""
     if config.kind not in ("auto", *KINDS):
         raise InputError(f"ASR kind must be 'auto' or one of {list(KINDS)}; got {config.kind!r}")
     if config.mode not in ("auto", "online", "offline"):
@@ -151,7 +152,8 @@ def detect_layout(config: AsrConfig) -> AsrLayout:
                 f"{d} is not a sherpa-onnx ASR model directory: found {names[:12]}; expected one of "
                 "encoder/decoder/joiner(.int8).onnx + tokens.txt (transducer), "
                 "encoder/decoder.onnx or model.onnx + tokens.txt (paraformer), "
-                "<name>-encoder/-decoder.onnx + <name>-tokens.txt (whisper), model.onnx + tokens.txt (sense-voice)"
+                "<name>-encoder/-decoder.onnx + <name>-tokens.txt (whisper), model.onnx + tokens.txt (sense-voice), "
+                "encoder_model/decoder_model_merged.ort|onnx + tokenizer.bin (moonshine)"
             )
 
     need: dict[str, Path | None]

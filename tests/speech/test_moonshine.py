@@ -182,6 +182,23 @@ def test_corrupt_moonshine_dir_is_a_format_error(tmp_path, case):
     assert str(d) in str(err.value)  # the message names the bad file
 
 
+@needs_model
+def test_a_moonshine_dir_of_your_own(tmp_path, asr_cache, rec, steady_tts):
+    d = _copy_model(tmp_path / "my-moonshine")
+    lay = detect_layout(AsrConfig(str(d)))
+    assert (lay.kind, lay.packaged, sorted(lay.files)) == ("moonshine", False, ["decoder", "encoder", "tokenizer"])
+    # sherpa-onnx's release layout: tokens.txt instead of tokenizer.bin
+    (d / "tokenizer.bin").unlink()
+    moonshine.ensure_tokens(moonshine.packaged_model().tokenizer, asr_cache).replace(d / "tokens.txt")
+    mine = Recognizer(AsrConfig(str(d)), cache_dir=asr_cache)
+    assert mine.layout.files["tokens"] == d / "tokens.txt" and "moonshine model" in mine.description
+    pcm = prepare_input(*steady_tts.synthesize(SENTENCES[0]))
+    assert mine.transcribe(pcm).text == rec.transcribe(pcm).text
+    (d / "tokens.txt").write_text("PHVuaz4= 0\n")
+    with pytest.raises(FormatError, match="tokens.txt has 1 lines; the decoder's vocabulary has 32768"):
+        Recognizer(AsrConfig(str(d)), cache_dir=asr_cache)
+
+
 # -- real speech ----------------------------------------------------------------------------
 
 
