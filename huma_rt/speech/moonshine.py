@@ -93,6 +93,7 @@ def cache_dir(root: str | Path | None = None) -> Path:
 
 
 def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file's bytes, read in 4 MiB blocks."""
     h = hashlib.sha256()
     with path.open("rb") as f:
         while block := f.read(1 << 22):
@@ -115,6 +116,7 @@ def _digest(path: Path, cache: Path) -> str:
     digest = sha256_file(path)
     index = index if isinstance(index, dict) else {}
     index[stamp] = digest
+    index = dict(list(index.items())[-64:])  # reinstalls add stamps; keep the newest
     try:
         _atomic_write(index_path, json.dumps(index).encode())
     except OSError as exc:  # a read-only cache still works, just slower
