@@ -98,6 +98,35 @@ def _check_onnx(path: Path, role: str) -> dict[str, str]:
     return meta
 
 
+_TOKEN_ID = re.compile(r"[+-]?[0-9]{1,10}")
+_BASE64 = re.compile(r"[A-Za-z0-9+/]*={0,2}")
+_MAX_TOKENS_BYTES = 64 << 20
+
+
+def check_tokens(path: Path, *, base64: bool = False) -> int:
+    """Check a sherpa-onnx ``tokens.txt`` as sherpa-onnx 2.0.1 reads it; return its line count.
+
+    Each line is ``<symbol> <id>`` or ``<id>`` alone (an empty symbol); a third field or an id
+    that is not an integer makes sherpa-onnx end the process (``exit(-1)``), as does a symbol
+    that is not base64 where the model's tokens are base64 (Moonshine).
+    """
+    size = path.stat().st_size
+    if size == 0 or size > _MAX_TOKENS_BYTES:
+        raise FormatError(f"ASR tokens file {path} is {size} bytes; expected 1 B .. 64 MiB")
+    try:
+        lines = path.read_bytes().decode("utf-8").splitlines()
+    except UnicodeDecodeError as exc:
+        raise FormatError(f"ASR tokens file {path} is not UTF-8 text: {exc}") from exc
+    for n, line in enumerate(lines, 1):
+        fields = line.split()
+        bad = len(fields) > 2 or len(fields) == 2 and not _TOKEN_ID.fullmatch(fields[1]) \
+            or base64 and len(fields) == 2 and not _BASE64.fullmatch(fields[0])
+        if bad or len(fields) == 2 and not -2**31 <= int(fields[1]) < 2**31:
+            raise FormatError(f"ASR tokens file {path} line {n} is {line[:60]!r}; expected '<symbol> <integer id>'"
+                              + (" with a base64 symbol" if base64 else ""))
+    return len(lines)
+
+
 def detect_layout(config: AsrConfig) -> AsrLayout:
     """Find and check the model files of ``config.model_dir`` ('' = the shipped Moonshine);
     FormatError says what is wrong."""
@@ -170,8 +199,7 @@ def detect_layout(config: AsrConfig) -> AsrLayout:
         raise FormatError(f"{kind} model in {d} lacks its {', '.join(missing)} file(s); found {names[:12]}")
     files = {role: p for role, p in need.items() if p is not None}
     metas = {role: _check_onnx(p, role) for role, p in files.items() if role != "tokens"}
-    if files["tokens"].stat().st_size == 0:
-        raise FormatError(f"ASR tokens file {files['tokens']} is empty")
+    check_tokens(files["tokens"])
 
     if kind in ("whisper", "sense-voice"):
         can_stream = False
@@ -218,8 +246,8 @@ def _moonshine_layout(config: AsrConfig, d: Path | None) -> AsrLayout:
         moonshine.check_model_file(files[role], role)
     if "tokenizer" in files:
         moonshine.tokenizer_vocab(files["tokenizer"])  # FormatError if malformed
-    elif files["tokens"].stat().st_size == 0:
-        raise FormatError(f"ASR tokens file {files['tokens']} is empty")
+    else:
+        check_tokens(files["tokens"], base64=True)
     return AsrLayout("moonshine", False, {k: v for k, v in files.items() if v is not None})
 
 
@@ -293,8 +321,7 @@ class Recognizer:
             vocab = moonshine.check_signature(f["encoder"], f["decoder"])
         if "tokenizer" in f:
             return moonshine.ensure_tokens(f["tokenizer"], cache, vocab)
-        with f["tokens"].open("rb") as fh:
-            lines = sum(1 for _ in fh)
+        lines = check_tokens(f["tokens"], base64=True)
         if lines != vocab:
             raise FormatError(f"{f['tokens']} has {lines} lines; the decoder's vocabulary has {vocab} tokens")
         return f["tokens"]

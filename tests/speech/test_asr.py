@@ -84,6 +84,19 @@ def test_missing_and_broken_files(tmp_path):
         detect_layout(AsrConfig(str(broken)))
 
 
+@pytest.mark.parametrize(("content", "match"), [
+    (b"<blk> 0\na b 1\n", "line 2 is 'a b 1'"), (b"<blk> 0\na one\n", "line 2"), (b"<blk> 0\na 1x\n", "line 2"),
+    (b"<blk> 0\na 99999999999\n", "line 2"), (b"\xff\xfe 0\n", "not UTF-8")])
+def test_tokens_sherpa_onnx_would_exit_on(tmp_path, content, match):
+    # sherpa-onnx 2.0.1 ends the process (exit(-1)) on each of these lines
+    d = _make(tmp_path / "sherpa-onnx-zipformer-en", ["encoder.onnx", "decoder.onnx", "joiner.onnx", "tokens.txt"])
+    (d / "tokens.txt").write_bytes(content)
+    with pytest.raises(FormatError, match=match):
+        detect_layout(AsrConfig(str(d)))
+    (d / "tokens.txt").write_bytes(b"<blk> 0\n\xe2\x96\x81THE 1\n 2\n\n")  # a lone id = an empty symbol
+    assert detect_layout(AsrConfig(str(d))).kind == "transducer"
+
+
 def test_bad_kind_and_mode(tmp_path):
     with pytest.raises(InputError, match="ASR kind"):
         detect_layout(AsrConfig(str(tmp_path), kind="ctc"))

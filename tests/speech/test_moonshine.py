@@ -197,6 +197,9 @@ def test_a_moonshine_dir_of_your_own(tmp_path, asr_cache, rec, steady_tts):
     (d / "tokens.txt").write_text("PHVuaz4= 0\n")
     with pytest.raises(FormatError, match="tokens.txt has 1 lines; the decoder's vocabulary has 32768"):
         Recognizer(AsrConfig(str(d)), cache_dir=asr_cache)
+    (d / "tokens.txt").write_text("PHVuaz4= 0\n!!!* 1\n")  # not base64: sherpa-onnx would exit(-1)
+    with pytest.raises(FormatError, match="line 2 is '!!!\\* 1'; expected '<symbol> <integer id>' with a base64"):
+        detect_layout(AsrConfig(str(d)))
 
 
 # -- real speech ----------------------------------------------------------------------------
