@@ -154,17 +154,23 @@ class Avatar:
         log.info("%s", report)
         return avatar
 
-    def session(self, live: bool = False, *, dry_run: bool = False) -> Session:
+    def session(self, live: bool = False, *, dry_run: bool = False, frame_budget_s: float | None = None) -> Session:
         """A new stream on this avatar (its own buffers; networks and splats shared).
 
         live: allow ``session.idle_frames(n)``. dry_run: clock and features only (see Session).
+        frame_budget_s: the most one frame's remote network runs may take (Triton; see Session).
         """
         with self._lock:
             spare, self._spare = (self._spare, None) if not dry_run else (None, self._spare)
         if spare is not None:  # the session preload already allocated and warmed up
             spare.live = bool(live)
+            try:
+                spare.frame_budget_s = frame_budget_s
+            except InputError:
+                self._recycle(spare)
+                raise
             return spare
-        return Session(self, live=live, dry_run=dry_run)
+        return Session(self, live=live, dry_run=dry_run, frame_budget_s=frame_budget_s)
 
     def render(self, audio: np.ndarray, sample_rate: int = 16000, *, strict: bool = False) -> Iterator[Frame]:
         """One-shot: all frames of ``audio`` (ceil(duration * fps) of them), lazily.

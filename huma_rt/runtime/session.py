@@ -44,9 +44,14 @@ class Session:
     dry_run: runs the audio clock only (input checks, resampling, frame readiness by the timing
     contract; no features, networks or rendering; ``rgb`` stays black) - for checking timing
     over long streams cheaply.
+    frame_budget_s: with runners that take a frame deadline (Triton), the most one frame's
+    network runs may take together (the encoder and deformer runs of a frame share one deadline,
+    so a slow answer to one leaves less for the other); None: the runners' own ``budget_s``.
+    A frame over it raises BackendError. Local runners need no such bound.
     """
 
-    def __init__(self, avatar: Avatar, *, live: bool = False, dry_run: bool = False, renderer=None) -> None:
+    def __init__(self, avatar: Avatar, *, live: bool = False, dry_run: bool = False, renderer=None,
+                 frame_budget_s: float | None = None) -> None:  # fmt: skip
         sh = avatar._shared
         cfg = avatar.encoder_config
         self.avatar = avatar
@@ -93,9 +98,25 @@ class Session:
             self._renderer = renderer if renderer is not None else sh.make_renderer()
             if self._cuda and hasattr(self._renderer, "use_stream"):
                 self._renderer.use_stream(self._stream)  # networks and kernels on one stream
+        # runners that take a frame deadline (remote ones); empty for local runners
+        self._deadline_runners = tuple(r for r in (self._encoder, self._deformer) if hasattr(r, "deadline"))
+        self.frame_budget_s = frame_budget_s
         self._reset_state()  # the features are fresh: their reset would recompute the silent past
 
     # -- protocol ------------------------------------------------------------------------------
+
+    @property
+    def frame_budget_s(self) -> float | None:
+        """The bound on one frame's network runs (seconds), or None where no runner takes one."""
+        return self._frame_budget_s
+
+    @frame_budget_s.setter
+    def frame_budget_s(self, value: float | None) -> None:
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 3600):
+            raise InputError(f"frame_budget_s must be a number of seconds in (0, 3600) or None; got {value!r}")
+        if value is None and self._deadline_runners:
+            value = max(float(r.budget_s) for r in self._deadline_runners)
+        self._frame_budget_s = None if value is None or not self._deadline_runners else float(value)
 
     @property
     def pushed_samples(self) -> int:
@@ -225,6 +246,10 @@ class Session:
         self.silence_samples += k
 
     def _next_frame(self) -> Frame:
+        if self._deadline_runners:  # one bound for the whole frame, however its runs share it
+            end = time.monotonic() + self._frame_budget_s
+            for r in self._deadline_runners:
+                r.deadline = end
         t0 = time.perf_counter()
         t = self._features.next_window(self._window)
         t1 = time.perf_counter()

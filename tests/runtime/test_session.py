@@ -304,3 +304,12 @@ def test_whole_frame_adapter_matches_the_frame_renderer(avatar, bundle_dir):
     for (fa, a), (fb, b) in zip(collect(avatar.render(audio)), collect(whole.render(audio)), strict=True):
         assert fa.index == fb.index
         assert np.abs(a.astype(int) - b).max() <= 1
+
+
+def test_frame_budget_applies_to_remote_runners_only(avatar):
+    s = avatar.session(frame_budget_s=0.5)  # local onnxruntime runners take no frame deadline
+    assert s.frame_budget_s is None
+    for bad in (0, -1.0, float("nan"), "1", True, 1e9):
+        with pytest.raises(InputError, match="frame_budget_s"):
+            s.frame_budget_s = bad
+    s.close()

@@ -133,3 +133,25 @@ def test_failure_kinds():
     assert _failure_kind(HTTPConnectionClosed("connection closed.")) == "transport"
     assert _failure_kind(Err("unexpected shape for input 'mel'", status="StatusCode.INVALID_ARGUMENT")) == "final"
     assert _failure_kind(Err("[400] unexpected shape", status="400")) == "final"
+
+
+def test_a_session_frame_has_one_bound_over_its_runs(module_server, bundle):
+    """A session's frame sets one deadline on its encoder and deformer runners: a frozen server
+    fails the frame within frame_budget_s (not within each runner's own budget), and the
+    default bound is the runners' budget_s."""
+    from huma_rt.runtime import Avatar
+
+    avatar = Avatar.load(bundle, device="cpu", backend="triton", url=module_server.grpc_url)
+    assert avatar.session().frame_budget_s == DEFAULT_BUDGET_S
+    s = avatar.session(frame_budget_s=0.3)
+    assert s.frame_budget_s == 0.3
+    t = np.arange(16000) / 16000
+    audio = (0.3 * np.sin(2 * np.pi * 220 * t)).astype(np.float32)
+    s.push_audio(audio[:8000])
+    assert len(list(s.frames())) > 0  # answered while the server runs
+    s.push_audio(audio[8000:])
+    with sigstopped(module_server):
+        elapsed, err = _timed_failure(lambda: list(s.frames()))
+    assert elapsed < 0.3 + SLACK_S, (elapsed, str(err))
+    assert "deadline" in str(err) or "budget" in str(err), str(err)
+    s.close()
