@@ -26,6 +26,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, default=8080, help="HTTP port (0: any free port)")
     parser.add_argument("--token", default=os.environ.get("HUMA_SERVE_TOKEN"),
                         help="access token for /offer (env HUMA_SERVE_TOKEN); required off loopback")
+    parser.add_argument("--public-media", action="store_true",
+                        help="offer WebRTC media on every interface even with --host 127.0.0.1 (behind a "
+                             "reverse proxy: HTTP via the proxy, media straight to this host; needs --token)")
     parser.add_argument("--max-visitors", type=int, default=4, help="concurrent visitors (beyond: 'busy')")
     parser.add_argument("--warm", type=int, default=1, help="loaded spare worker processes kept ready")
     parser.add_argument("--idle-timeout", type=float, default=300.0,
@@ -34,8 +37,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="avatar threads per worker (default 1: one visitor per core; measured under load "
                              "66 ms a frame on 1 thread vs 214 ms on 2)")
     asr = parser.add_argument_group("speech recognition")
-    asr.add_argument("--asr-model", type=Path, help="sherpa-onnx ASR model directory (docs/speech.md)")
-    asr.add_argument("--asr-kind", default="auto", help="auto|transducer|paraformer|whisper|sense-voice")
+    asr.add_argument("--asr-model", type=Path,
+                     help="a sherpa-onnx ASR model directory (docs/speech.md); default: the shipped Moonshine tiny-en")
+    asr.add_argument("--asr-kind", default="auto", help="auto|moonshine|transducer|paraformer|whisper|sense-voice")
+    asr.add_argument("--no-asr", action="store_true", help="no speech recognition (questions typed only)")
     asr.add_argument("--asr-mode", default="auto", help="auto|online|offline")
     asr.add_argument("--min-silence", type=float, default=0.3, help="end-of-turn silence in seconds")
     asr.add_argument("--barge-in", type=float, default=0.2,
@@ -70,13 +75,24 @@ def _responder(args) -> tuple[str, dict]:
 
 
 def _asr(args) -> dict | None:
-    """The ASR the chat command would use, as AsrConfig fields (None: no speech recognition)."""
+    """The ASR the chat command uses, as AsrConfig fields: ``--asr-model DIR``, else the shipped
+    Moonshine tiny-en. None (speech detected, not understood) with --no-asr, or when the shipped
+    model is not installed (a warning says how to install it)."""
+    from huma_rt.errors import MissingDependencyError
     from huma_rt.speech.asr import AsrConfig, detect_layout
 
-    if args.asr_model is None:
+    if args.no_asr:
         return None
-    cfg = AsrConfig(str(args.asr_model), kind=args.asr_kind, mode=args.asr_mode)
-    detect_layout(cfg)  # layout errors before anything starts
+    cfg = AsrConfig(str(args.asr_model) if args.asr_model else "", kind=args.asr_kind, mode=args.asr_mode,
+                    num_threads=1)  # fmt: skip
+    try:
+        detect_layout(cfg)  # layout errors before anything starts
+    except MissingDependencyError as exc:
+        if args.asr_model is not None:
+            raise
+        print(f"warning: no speech recognition ({exc}); spoken questions are detected (and cut "
+              "answers) but not understood: type questions in the page", file=sys.stderr)  # fmt: skip
+        return None
     return cfg.to_dict()
 
 
@@ -106,7 +122,7 @@ def worker_config(args):
         voice=str(args.voice) if args.voice else None, speed=args.speed, tts_threads=args.tts_threads,
         threads=args.threads, min_silence_s=args.min_silence, barge_in_s=args.barge_in,
         max_answer_chars=args.max_answer_chars, idle_timeout_s=args.idle_timeout,
-        loopback=is_loopback(args.host), log_level=level)  # fmt: skip
+        loopback=is_loopback(args.host) and not args.public_media, log_level=level)  # fmt: skip
 
 
 def run(args) -> int:
@@ -118,11 +134,9 @@ def run(args) -> int:
     from huma_rt.serve.server import ServerConfig, serve
 
     config = ServerConfig(host=args.host, port=args.port, token=args.token or None,
-                          max_visitors=args.max_visitors, warm=args.warm)  # fmt: skip
+                          max_visitors=args.max_visitors, warm=args.warm,
+                          public_media=args.public_media)  # fmt: skip
     config.validate()  # the token rule before any model is touched
-    if args.asr_model is None:
-        print("no --asr-model: spoken questions are detected (and cut answers) but not understood; "
-              "type questions in the page", file=sys.stderr)  # fmt: skip
     pool = WorkerPool(worker_config(args).to_json(), max_visitors=config.max_visitors, warm=config.warm)
 
     def announce(line: str) -> None:

@@ -184,6 +184,10 @@ class _Timeline:
         out[k:n] = self._buf[: n - k]
         self.popped += n
 
+    def discard(self) -> None:
+        """Forget what is queued (the session was reset and dropped it too)."""
+        self.pushed = self.popped
+
     def zero_from(self, sample: int) -> None:
         """Silence what is queued from timeline sample ``sample`` on (barge-in)."""
         start = max(sample, self.popped)
@@ -401,7 +405,8 @@ class Conversation:
                 self.stats["idle_skipped"] = self.stats.get("idle_skipped", 0) + 1
                 continue
             if rest is not None:  # an answer starts: a fresh stream with the usual silent lead
-                session.reset()
+                session.reset()  # drops the silent lookahead it held: so does the timeline
+                self._timeline.discard()
                 session.push_audio(np.zeros(lead, np.float32))
                 self._timeline.push(None, lead)
                 rest = None

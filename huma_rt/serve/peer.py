@@ -28,6 +28,7 @@ VIDEO_TIME_BASE = fractions.Fraction(1, 90000)
 AUDIO_RATE = 16000
 AUDIO_TIME_BASE = fractions.Fraction(1, AUDIO_RATE)
 AUDIO_FRAME = 320  # 20 ms at 16 kHz: the packet size WebRTC audio is sent in
+MAX_MIC_BACKLOG = 25  # decoded 20 ms microphone frames waiting at most (0.5 s)
 
 
 class MediaClock:
@@ -152,17 +153,28 @@ def _make_track(kind: str, outbox: _Outbox, clock: MediaClock):
     errors = require("aiortc.mediastreams", "huma-rt serve (WebRTC)")
 
     class _PacedTrack(base):
+        """Returns each frame when its time on the clock comes, less the time the encoder
+        takes (measured: from one recv() returning to the next being called): aiortc stamps
+        its sender reports with the wall time a frame's packets left, so video must leave when
+        its audio does, not an encode later."""
+
         def __init__(self) -> None:
             super().__init__()
             self.kind = kind
+            self.encode_s = 0.0  # moving average of the encoder's time per frame
+            self._returned: float | None = None
 
         async def recv(self):
+            if self._returned is not None:
+                took = time.perf_counter() - self._returned
+                self.encode_s = min(0.9 * self.encode_s + 0.1 * took, 0.1)
             item = await outbox.get()
             if item is None:
                 self.stop()
                 raise errors.MediaStreamError
             frame, pts = item
-            await clock.wait(pts)
+            await clock.wait(pts - self.encode_s)
+            self._returned = time.perf_counter()
             return frame
 
     return _PacedTrack()
@@ -177,11 +189,20 @@ async def read_microphone(track, push, on_frame=None) -> None:
     av = require("av", "huma-rt serve (audio)")
     errors = require("aiortc.mediastreams", "huma-rt serve (WebRTC)")
     resampler = av.AudioResampler(format="flt", layout="mono", rate=AUDIO_RATE)
+    # aiortc queues decoded frames without bound; a reader starved of CPU would fall ever
+    # further behind (and keep a vanished visitor looking alive while it drains the backlog)
+    backlog = getattr(track, "_queue", None)
+    dropped = 0
     while True:
         try:
             frame = await track.recv()
         except errors.MediaStreamError:
             return
+        if backlog is not None and backlog.qsize() > MAX_MIC_BACKLOG:
+            while backlog.qsize() > 2:
+                backlog.get_nowait()
+                dropped += 1
+            log.warning("microphone reader fell behind: %d frames dropped so far", dropped)
         arrived = time.perf_counter()
         if on_frame is not None:
             on_frame()

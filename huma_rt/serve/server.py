@@ -33,7 +33,9 @@ class ServerConfig:
     """host/port: where to listen (127.0.0.1 by default). token: required on /offer (as
     ``Authorization: Bearer TOKEN`` or ``?token=``) - mandatory when host is not loopback.
     max_visitors: concurrent visits (beyond it: 503 busy). warm: loaded spare workers kept
-    ready. offer_timeout_s: how long a worker may take to answer an offer."""
+    ready. offer_timeout_s: how long a worker may take to answer an offer. public_media: workers
+    offer WebRTC media on every interface, not only loopback (a reverse-proxy set-up) - which
+    also needs a token, since visitors then come from elsewhere."""
 
     host: str = "127.0.0.1"
     port: int = 8080
@@ -41,6 +43,7 @@ class ServerConfig:
     max_visitors: int = 4
     warm: int = 1
     offer_timeout_s: float = 30.0
+    public_media: bool = False
 
     def validate(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -54,6 +57,9 @@ class ServerConfig:
                 f"binding to {self.host} (not loopback) needs an access token: pass --token TOKEN "
                 "(or set HUMA_SERVE_TOKEN); the page is then opened as http://HOST:PORT/?token=TOKEN"
             )
+        if self.public_media and not self.token:
+            raise InputError("--public-media (visitors from other machines) needs an access token: pass --token "
+                             "TOKEN (or set HUMA_SERVE_TOKEN)")  # fmt: skip
         if self.token is not None and len(self.token) < 16:
             raise InputError(f"the access token must be at least 16 characters; got {len(self.token)}")
 

@@ -34,13 +34,17 @@ class _SpeechTTS:
 
 class _Frames:
     def __init__(self) -> None:
-        self.index, self.audio, self.rgb = [], [], {}
+        self.index, self.audio, self.rgb, self.change = [], [], {}, []
+        self.first = None
         self.lock = threading.Lock()
 
     def __call__(self, index, pts, rgb, audio) -> None:
         with self.lock:
             self.index.append(index)
             self.audio.append(audio.copy())
+            if self.first is None:
+                self.first = rgb.astype(np.int16)
+            self.change.append(float(np.abs(rgb.astype(np.int16) - self.first).mean()))  # 0: the rest pose
             if index % 5 == 0:
                 self.rgb[index] = rgb.copy()
 
@@ -71,8 +75,8 @@ def test_frames_carry_exactly_the_answer_audio(conv_parts):
     conv, frames = _conversation(avatar, tts, ["Sure, that is easy."], events)
     conv.start()
     try:
-        _wait(lambda: len(frames.index) >= 10, 30, "idle frames")
-        conv.ask("What is two plus two?")
+        _wait(lambda: conv.stats.get("idle_skipped", 0) >= 3, 60, "the idle rest pose")
+        conv.ask("What is two plus two?")  # the session is reset from its rest pose
         _wait(lambda: any(e["type"] == "answer_end" for e in events), 60, "the answer to end")
         time.sleep(0.2)
     finally:
@@ -88,6 +92,11 @@ def test_frames_carry_exactly_the_answer_audio(conv_parts):
     got = audio[loud[0] : loud[0] + n]
     ref = tts.pcm[np.flatnonzero(np.abs(tts.pcm) > 1e-4)[0] :][: got.size]
     assert np.array_equal(got[: ref.size], ref)
+    # the picture follows the same timeline: the mouth starts moving with the answer's first
+    # sound (up to the encoder's 2-frame lookahead early), not frames away from it
+    sound_frame = loud[0] // 640
+    moved = next(i for i, c in enumerate(frames.change) if c > 0.05)
+    assert sound_frame - 3 <= moved <= sound_frame + 2, (moved, sound_frame)
     heard = [e for e in events if e["type"] == "heard"]
     assert heard[0]["text"] == "What is two plus two?" and heard[0]["source"] == "text"
     assert "".join(e["text"] for e in events if e["type"] == "answer") == "Sure, that is easy."

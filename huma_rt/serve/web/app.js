@@ -4,7 +4,7 @@
 
 const $ = (id) => document.getElementById(id);
 const LOG_MAX = 6000;          // entries kept per log (a minute of 10 ms audio samples)
-const AUDIO_ON = 0.01;         // RMS above which the avatar's voice counts as playing
+const AUDIO_ON = 0.003;        // RMS above which the avatar's voice counts as playing (idle sends digital silence)
 const MIC_ON = 0.01;           // RMS above which the microphone counts as speech
 const MOTION_ON = 6;           // mean |diff| (0..255) of the most-changed 8x8 block: the mouth moved
 const QUIET_MS = 300;          // quiet this long before an onset counts as a new one

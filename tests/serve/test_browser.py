@@ -1,0 +1,199 @@
+"""huma-rt serve in a real headless Chromium (Playwright, the system chromium).
+
+The page loads from the server, its fake microphone (a WAV of synthesized speech) reaches the
+server, the video shows the avatar (pixels compared with the session's own rest pose), the
+caption shows the recognised question, the mouth moves while the answer's audio plays and not
+before, barge-in cuts the answer, two pages run at once while a third visitor is told "busy",
+and a visitor who vanishes mid-answer frees its worker.
+
+Timing figures are printed (run with -s), never asserted tightly: this machine is shared.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from _live import CHROMIUM, Page, Server, silence, write_wav48
+from conftest import espeak
+
+pytest.importorskip("aiortc")
+pytest.importorskip("aiohttp")
+sync_api = pytest.importorskip("playwright.sync_api")
+if not Path(CHROMIUM).exists():
+    pytest.skip(f"no chromium at {CHROMIUM} (apt-get install chromium)", allow_module_level=True)
+
+REPLY = ("Sure, let me tell you about it. The weather in Paris today is mild and bright, with a "
+         "light wind from the west and a few clouds late in the afternoon.")  # fmt: skip
+QUESTION = "What is the weather like today in Paris?"
+MOVING = 6.0  # the page's motion measure (app.js MOTION_ON): idle frames measure ~0.5
+
+
+@pytest.fixture(scope="module")
+def server():
+    srv = Server("--max-visitors", "2", "--warm", "2", "--responder", "scripted", "--reply", REPLY,
+                 "--idle-timeout", "120", ready_workers=2)  # fmt: skip
+    yield srv
+    srv.close()
+
+
+@pytest.fixture(scope="module")
+def playwright():
+    with sync_api.sync_playwright() as p:
+        yield p
+
+
+@pytest.fixture(scope="module")
+def wavs(tmp_path_factory):
+    d = tmp_path_factory.mktemp("mic")
+    speech = espeak(QUESTION, d / "q16.wav")
+    return {
+        "silence": write_wav48(d / "silence.wav", silence(5.0)),
+        # the question, then 5 s of quiet: the file loops, so the question comes back while
+        # the (long) answer to the previous one is still playing: barge-in
+        "question": write_wav48(d / "question.wav", np.concatenate([silence(0.5), speech, silence(5.0)])),
+    }
+
+
+@pytest.fixture(scope="module")
+def rest_pose(demo_avatar):
+    session = demo_avatar.session(live=True)
+    try:
+        for frame in session.idle_frames(40):
+            rgb = frame.rgb.copy()
+    finally:
+        session.close()
+    return rgb
+
+
+def _shows_avatar(page: Page, rest_pose: np.ndarray) -> float:
+    page.wait("huma.frames.length > 5", 60, "video frames in the page")
+    img = page.frame_png()
+    assert img.shape == rest_pose.shape, f"video is {img.shape}, the avatar renders {rest_pose.shape}"
+    err = float(np.abs(img.astype(np.int16) - rest_pose.astype(np.int16)).mean())
+    assert img.std() > 20, "the frame is flat: no avatar in it"
+    assert err < 8.0, f"the page's frame differs from the avatar's rest pose by {err:.1f} levels on average"
+    return err
+
+
+def _wait_quiet(page: Page, timeout: float = 90.0) -> None:
+    """Until the avatar is idle: every started answer ended, nothing heard for 2 s (the muted
+    microphone's last utterance may still be turned into a question), the picture still."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        quiet = page.js(f"""(() => {{ const now = performance.now();
+            const started = new Set(huma.events.filter(e => e.type === 'answer_start').map(e => e.turn));
+            const ended = new Set(huma.events.filter(e => e.type === 'answer_end').map(e => e.turn));
+            const heard = huma.events.filter(e => e.type === 'heard');
+            return [...started].every(t => ended.has(t)) && (!heard.length || now - heard[heard.length - 1].at > 2000)
+                && heard.every(h => h.turn === null || ended.has(h.turn))
+                && huma.frames.slice(-20).every(f => f[1] <= {MOVING}); }})()""")
+        if quiet:
+            return
+        time.sleep(0.25)
+    raise AssertionError(f"the avatar did not go quiet within {timeout} s")
+
+
+def test_two_pages_at_once_and_a_third_is_busy(server, playwright, wavs, rest_pose):
+    pages = [Page(playwright, server.url, wavs["silence"]) for _ in range(2)]
+    try:
+        for p in pages:
+            p.start()
+        assert len({p.js("huma.worker") for p in pages}) == 2, "each visitor has its own worker process"
+        status, body = server.post("offer", json.dumps({"type": "offer", "sdp": pages[0].js(
+            "pc.localDescription.sdp")}).encode())  # fmt: skip
+        assert status == 503 and body["error"].startswith("busy: 2 of 2 visitors"), (status, body)
+        for p in pages:
+            _shows_avatar(p, rest_pose)
+        for i, p in enumerate(pages):
+            p.js(f"huma.ask('Question number {i + 1}?')")
+        for i, p in enumerate(pages):
+            p.wait("huma.events.some(e => e.type === 'answer_start')", 60, f"page {i + 1}'s answer")
+            heard = p.events("heard")
+            assert heard[0]["text"] == f"Question number {i + 1}?"
+    finally:
+        for p in pages:
+            p.close()
+    server.wait_health(lambda h: h["visitors"] == 0, 30, "both visits to end")
+
+
+def test_talk_caption_mouth_bargein_text_and_vanish(server, playwright, wavs, rest_pose):
+    server.wait_health(lambda h: h["warm"] >= 1, 120, "a warm worker")
+    page = Page(playwright, server.url, wavs["question"])
+    try:
+        page.start()
+        worker = page.js("huma.worker")
+        err = _shows_avatar(page, rest_pose)
+        print(f"\npage frame vs rest pose: {err:.2f} levels mean abs difference")
+
+        # the fake microphone's question is recognised and answered
+        heard = page.wait("huma.events.find(e => e.type === 'heard' && e.source === 'speech' && "
+                          "/weather/i.test(e.text))", 60, "the spoken question's caption")  # fmt: skip
+        print(f"heard: {heard['text']!r}")
+        assert "weather" in page.js("document.getElementById('captions').innerText").lower()
+        # answered (on a loaded machine a turn may be cut by the question's next round before
+        # its first audio: any spoken turn from here on will do)
+        started = page.wait(f"huma.events.find(e => e.type === 'answer_start' && e.turn >= {heard['turn']})", 90,
+                            "an answer to the spoken question")  # fmt: skip
+
+        # the question comes round again (the file loops) while the answer plays: barge-in
+        cut = page.wait(f"huma.events.find(e => e.type === 'barge_in' && e.turn >= {started['turn']})", 60,
+                        "barge-in")  # fmt: skip
+        page.wait(f"huma.events.some(e => e.type === 'answer_end' && e.turn === {cut['turn']} && e.cut)", 10,
+                  "the cut answer's end")  # fmt: skip
+        t_cut = page.js(f"huma.events.find(e => e.type === 'barge_in' && e.turn === {cut['turn']}).at")
+        time.sleep(1.6)
+        levels = np.array(page.js("huma.levels"), dtype=float)
+        near = levels[(levels[:, 0] > t_cut - 3000) & (levels[:, 0] < t_cut + 1600)]
+        onset = near[(near[:, 1] > 0.01) & (near[:, 0] < t_cut)][:, 0].min()  # the visitor starts talking
+        quiet = near[:, 2] < 0.01
+        # the first moment after that from which the avatar's voice stays silent for 300 ms (the
+        # next answer, to the interrupting question, only starts after its end of turn and ASR)
+        silent_from = next((near[i, 0] for i in range(len(near))
+                            if near[i, 0] >= onset and np.all(quiet[i : i + 30]) and i + 30 <= len(near)), None)  # fmt: skip
+        assert silent_from is not None and silent_from < t_cut + 1000, "the avatar's voice went on after barge-in"
+        print(f"barge-in: avatar silent {silent_from - onset:.0f} ms after the visitor started talking over it "
+              f"(the page got the barge-in event {t_cut - onset:.0f} ms after)")
+
+        # typed question, microphone muted: the mouth moves while the answer's audio plays, not before
+        page.js("huma.setMic(false)")
+        _wait_quiet(page)
+        t_ask = page.js("performance.now()")
+        page.page.fill("#question", "And tomorrow?")
+        page.page.click("#send")
+        heard = page.wait("huma.events.find(e => e.type === 'heard' && e.source === 'text')", 30, "typed caption")
+        assert heard["text"] == "And tomorrow?"
+        started = page.wait(f"huma.events.find(e => e.type === 'answer_start' && e.turn === {heard['turn']})", 60,
+                            "the typed question's answer")  # fmt: skip
+        time.sleep(2.5)
+        frames = np.array(page.js("huma.frames"), dtype=float)
+        levels = np.array(page.js("huma.levels"), dtype=float)
+        audio_on = levels[(levels[:, 0] > t_ask) & (levels[:, 2] > 0.01)][:, 0].min()
+        moving = frames[(frames[:, 0] > t_ask) & (frames[:, 1] > MOVING)][:, 0]
+        assert moving.size, "the mouth never moved during the answer"
+        # still until the answer is heard, give or take the model's 80 ms lookahead (the mouth
+        # opens just before a sound) and Chrome's A/V sync, which starts video 20-50 ms early
+        # and corrects slowly (DEPENDENCIES.md); more on a loaded machine
+        still = frames[(frames[:, 0] > t_ask) & (frames[:, 0] < audio_on - 300)]
+        assert still.size == 0 or still[:, 1].max() <= MOVING, (
+            f"the mouth moved {audio_on - moving.min():.0f} ms before the answer's audio was heard")
+        during = frames[(frames[:, 0] >= audio_on) & (frames[:, 0] < audio_on + 2000)]
+        assert (during[:, 1] > MOVING).mean() > 0.3, "the mouth is mostly still while the answer plays"
+        av = moving.min() - audio_on
+        print(f"typed question: first audio {audio_on - t_ask:.0f} ms, first mouth motion "
+              f"{moving.min() - t_ask:.0f} ms after send (video {-av:.0f} ms {'ahead of' if av < 0 else 'behind'} "
+              "the audio as the page sees it)")  # fmt: skip
+        # Not asserted: Chrome lines the two tracks up from RTCP sender reports and corrects
+        # slowly (DEPENDENCIES.md); on this shared, overloaded 2-core machine its audio jitter
+        # buffer swings by hundreds of ms. The server-side pairing is exact (test_conversation).
+
+        # the visitor vanishes mid-answer (browser killed): the worker ends and its slot frees
+        visitors = server.health()["visitors"]
+        assert page.kill(), "found no browser process to kill"
+        h = server.wait_health(lambda h: worker not in h["worker_pids"], 45, "the vanished visitor's worker to exit")
+        assert h["visitors"] == visitors - 1
+    finally:
+        page.close()
