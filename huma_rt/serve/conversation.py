@@ -216,8 +216,8 @@ class Conversation:
         self.spf = int(self._session.samples_per_frame)
         self._answer = _AnswerBuffer(int(self.config.answer_ahead_s * RATE))
         self._timeline = _Timeline(int(avatar.lookahead_samples) + 8 * self.spf)
-        chunk_guess = 960  # 20 ms at 48 kHz resampled to 16 kHz = 320; leave room for bigger ones
-        self._mic: queue.Queue = queue.Queue(maxsize=max(4, int(self.config.mic_queue_s * RATE / chunk_guess)))
+        per_push = 320  # the page's 20 ms packets, resampled to 16 kHz
+        self._mic: queue.Queue = queue.Queue(maxsize=max(4, int(self.config.mic_queue_s * RATE / per_push)))
         self._stop = threading.Event()
         self._lock = threading.Lock()  # guards _turn and _turn_count
         self._tts_lock = threading.Lock()  # the TTS is not thread-safe; turns overlap when cut
@@ -247,7 +247,8 @@ class Conversation:
         self._answer.clear()
         for t in self._threads:
             t.join(timeout=2.0)
-        self._session.close()
+        if not any(t.is_alive() for t in self._threads):  # a stuck thread may still use it
+            self._session.close()
 
     def push_mic(self, pcm: np.ndarray, arrived: float | None = None) -> None:
         """Microphone audio, 16 kHz mono float32, any chunk size; never blocks (drops the oldest)."""
@@ -266,6 +267,11 @@ class Conversation:
         """A typed question: starts a turn now (cutting an answer in progress)."""
         question = validate_question(text)
         self._start_turn(question, "text", time.perf_counter())
+
+    @property
+    def stopped(self) -> bool:
+        """True once the conversation stopped (``stop()``, or the frame clock failed)."""
+        return self._stop.is_set()
 
     @property
     def answering(self) -> bool:
@@ -379,7 +385,9 @@ class Conversation:
         audio = np.zeros(spf, np.float32)
         enc = self.avatar.encoder_config
         settle = int(enc.past_frames) + int(enc.lookahead_frames) + 4
-        lead = -(-(int(self.avatar.lookahead_samples) + spf) // spf) * spf  # silence ahead of frame 0
+        # silence ahead of frame 0 after a reset: what idle_frames keeps pushed in the continuous
+        # stream, so that one push of a frame's audio makes exactly one frame ready
+        lead = -(-int(self.avatar.lookahead_samples) // spf) * spf
         rest = None  # the rest-pose picture, once settled
         quiet = 0  # frames in a row drawn from silence only
         index = 0

@@ -147,13 +147,14 @@ class _Visit:
             self.done.set()
 
     async def answer(self, offer: dict) -> dict:
-        aiortc = __import__("aiortc")
+        from aiortc import RTCPeerConnection, RTCSessionDescription
+
         from huma_rt.serve.conversation import Conversation
         from huma_rt.serve.peer import AvatarMedia, read_microphone
 
         loop = asyncio.get_running_loop()
         self.channel = _Channel(loop)
-        pc = self.pc = aiortc.RTCPeerConnection()
+        pc = self.pc = RTCPeerConnection()
         self.media = AvatarMedia(loop, fps=int(self.models.avatar.fps))
         m = self.models
         self.conversation = Conversation(m.avatar, m.tts, m.responder, m.asr, self.media.push,
@@ -180,7 +181,7 @@ class _Visit:
             if pc.connectionState in ("failed", "closed"):
                 self.end(f"peer connection {pc.connectionState}")
 
-        await pc.setRemoteDescription(aiortc.RTCSessionDescription(sdp=offer["sdp"], type=offer["type"]))
+        await pc.setRemoteDescription(RTCSessionDescription(sdp=offer["sdp"], type=offer["type"]))
         kinds = {t.kind for t in pc.getTransceivers()}
         if "video" not in kinds or "audio" not in kinds:
             raise InputError(f"the offer must have an audio and a video section; got {sorted(kinds)}")
@@ -221,7 +222,7 @@ class _Visit:
                 self.channel.emit({"type": "bye", "reason": f"idle for {cfg.idle_timeout_s:.0f} s"})
                 await asyncio.sleep(0.2)
                 self.end("idle timeout")
-            elif self.conversation._stop.is_set():
+            elif self.conversation.stopped:
                 self.end("the avatar stopped")
 
     async def close(self) -> dict:
