@@ -27,6 +27,8 @@ from huma_rt.errors import HumaError, InputError
 
 log = logging.getLogger(__name__)
 
+CONNECT_GRACE_S = 10.0  # a visit's first media may take this long (ICE, DTLS) before "gone" counts
+
 
 @dataclass
 class WorkerConfig:
@@ -216,7 +218,7 @@ class _Visit:
         while not self.done.is_set():
             await asyncio.sleep(0.5)
             now = time.monotonic()
-            if now - self.last_media > cfg.gone_after_s and now - started > cfg.gone_after_s + 10:
+            if now - self.last_media > cfg.gone_after_s and now - started > cfg.gone_after_s + CONNECT_GRACE_S:
                 self.end(f"no media from the page for {cfg.gone_after_s:.0f} s")
             elif now - self.conversation.last_activity > cfg.idle_timeout_s:
                 self.channel.emit({"type": "bye", "reason": f"idle for {cfg.idle_timeout_s:.0f} s"})

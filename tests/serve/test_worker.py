@@ -1,0 +1,100 @@
+"""A visit's end conditions and the media outboxes, without a browser: the page vanished (its
+media stopped), the idle timeout, and bounded queues toward a slow consumer."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from huma_rt.serve import worker
+from huma_rt.serve.worker import WorkerConfig, _Visit
+
+pytest.importorskip("aiortc")
+
+
+class _Conv:
+    def __init__(self, idle_for: float) -> None:
+        self.last_activity = time.monotonic() - idle_for
+        self.stopped = False
+
+
+class _Channel:
+    def __init__(self) -> None:
+        self.events: list[dict] = []
+
+    def emit(self, event: dict) -> None:
+        self.events.append(event)
+
+
+def _watch(cfg: WorkerConfig, conv: _Conv, media_age: float) -> tuple[str, list[dict]]:
+    async def run():
+        visit = _Visit(cfg, None, lambda msg: None)
+        visit.conversation, visit.channel = conv, _Channel()
+        visit.last_media = time.monotonic() - media_age
+        await asyncio.wait_for(visit._watch(), 10)
+        return visit.reason, visit.channel.events
+
+    return asyncio.run(run())
+
+
+def test_a_vanished_page_ends_the_visit(monkeypatch):
+    monkeypatch.setattr(worker, "CONNECT_GRACE_S", 0.0)
+    reason, _ = _watch(WorkerConfig(bundle="b", gone_after_s=0.2), _Conv(0.0), media_age=1.0)
+    assert reason == "no media from the page for 0 s"
+
+
+def test_idle_timeout_says_bye_and_ends_the_visit():
+    reason, events = _watch(WorkerConfig(bundle="b", idle_timeout_s=1.0), _Conv(idle_for=5.0), media_age=0.0)
+    assert reason == "idle timeout"
+    assert events == [{"type": "bye", "reason": "idle for 1 s"}]
+
+
+def test_a_slow_consumer_loses_frames_not_memory():
+    from huma_rt.serve.peer import AvatarMedia
+
+    async def run():
+        media = AvatarMedia(asyncio.get_running_loop(), fps=25, video_queue=4, audio_queue=50)
+        rgb = np.zeros((64, 64, 3), np.uint8)
+        audio = np.zeros(640, np.float32)
+
+        def produce():  # the frame clock's thread; nobody reads the tracks
+            for i in range(200):
+                media.push(i, i / 25, rgb, audio)
+
+        t = threading.Thread(target=produce)
+        t.start()
+        t.join()
+        await asyncio.sleep(0.1)  # deliveries run on the loop
+        return media
+
+    media = asyncio.run(run())
+    assert len(media._video.items) == 4 and media._video.dropped == 196
+    assert len(media._audio.items) == 50 and media._audio.dropped == 350
+
+
+def test_tracks_leave_on_one_clock():
+    from huma_rt.serve.peer import AvatarMedia
+
+    async def run():
+        media = AvatarMedia(asyncio.get_running_loop(), fps=25)
+        rgb = np.zeros((64, 64, 3), np.uint8)
+        for i in range(3):
+            media.push(i, i / 25, rgb, np.zeros(640, np.float32))
+        await asyncio.sleep(0.01)
+        got = []
+
+        async def pull(track, n, scale):  # as aiortc does: one sender loop per track
+            for _ in range(n):
+                f = await track.recv()
+                got.append((track.kind, f.pts / scale, time.perf_counter() - media.clock.t0))
+
+        await asyncio.gather(pull(media.video, 3, 90000), pull(media.audio, 6, 16000))
+        return got
+
+    for kind, pts, at in asyncio.run(run()):
+        assert at >= pts - 0.002, f"{kind} at pts {pts:.3f} left early ({at:.3f})"
+        assert at < pts + 0.5, f"{kind} at pts {pts:.3f} left late ({at:.3f})"
