@@ -19,6 +19,11 @@ class FormatError(HumaError):
     """A file (bundle, checkpoint, PLY, ONNX, config) is missing, corrupt or inconsistent."""
 
 
+class ConfigError(FormatError, InputError):
+    """A model config breaks its schema, whether it was read from a file or built in code (so it
+    is both a FormatError and an InputError: callers catching either see it)."""
+
+
 class MissingDependencyError(HumaError, ImportError):
     """An optional dependency is not installed; the message names the extra to install."""
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from huma_rt.errors import FormatError
+from huma_rt.errors import ConfigError, FormatError
 
 T = TypeVar("T")
 
@@ -32,7 +32,8 @@ class _JsonConfig:
 
     Every config checks its fields on construction (``_validate``): types, ranges and required
     keys against its definition in huma_rt/bundle/manifest.schema.json (``_SCHEMA``), then the
-    rules between fields (``_check``); any violation is a FormatError naming the field.
+    rules between fields (``_check``); any violation is a ConfigError (a FormatError and an
+    InputError) naming the field.
     """
 
     _SCHEMA = ""  # "#/$defs/<name>" in the manifest schema
@@ -47,18 +48,21 @@ class _JsonConfig:
         """Build from a JSON object; FormatError (prefixed by ``what``) for unknown, missing or bad fields."""
         what = what or cls.__name__
         if not isinstance(d, dict):
-            raise FormatError(f"{what} must be a JSON object; got {type(d).__name__}")
+            raise ConfigError(f"{what} must be a JSON object; got {type(d).__name__}")
         names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
         unknown = set(d) - names
         if unknown:
-            raise FormatError(f"{what} has no fields {sorted(map(str, unknown))}; known: {sorted(names)}")
+            raise ConfigError(f"{what} has no fields {sorted(map(str, unknown))}; known: {sorted(names)}")
         from huma_rt.bundle.schema import check
 
-        check(d, cls._SCHEMA, what)  # type: ignore[attr-defined]
+        try:
+            check(d, cls._SCHEMA, what)  # type: ignore[attr-defined]
+        except FormatError as exc:
+            raise ConfigError(str(exc)) from exc
         try:
             return cls(**d)
         except FormatError as exc:
-            raise FormatError(f"{what}: {exc}") from exc
+            raise ConfigError(f"{what}: {exc}") from exc
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
@@ -90,11 +94,14 @@ class _JsonConfig:
             v = getattr(self, name)
             if isinstance(v, numbers.Real) and not isinstance(v, bool):
                 setattr(self, name, float(v))
-        check(self.to_dict(), self._SCHEMA, type(self).__name__)
+        try:
+            check(self.to_dict(), self._SCHEMA, type(self).__name__)
+        except FormatError as exc:
+            raise ConfigError(str(exc)) from exc
         try:
             self._check()
         except FormatError as exc:
-            raise FormatError(f"{type(self).__name__}: {exc}") from exc
+            raise ConfigError(f"{type(self).__name__}: {exc}") from exc
 
     def _check(self) -> None:
         """Rules between fields (after the schema)."""
@@ -156,7 +163,7 @@ class EncoderConfig(_JsonConfig):
         if isinstance(self.mel, dict):
             self.mel = MelConfig.from_dict(self.mel, what="EncoderConfig field $.mel")
         elif not isinstance(self.mel, MelConfig):
-            raise FormatError(f"EncoderConfig field $.mel must be a MelConfig or a JSON object; got {type(self.mel).__name__}")
+            raise ConfigError(f"EncoderConfig field $.mel must be a MelConfig or a JSON object; got {type(self.mel).__name__}")
         self._validate()
 
     def to_dict(self) -> dict[str, Any]:

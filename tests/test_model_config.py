@@ -92,3 +92,17 @@ def test_numpy_numbers_are_stored_as_python_numbers():
     assert type(d.hidden) is int and all(type(v) is float for v in d.bbox_min)
     assert json.loads(json.dumps(d.to_dict())) == d.to_dict()
     assert EncoderConfig.from_dict(EncoderConfig(fps=np.int32(50)).to_dict()).fps == 50
+
+
+def test_config_errors_are_format_and_input_errors(tmp_path):
+    """A config built in code with bad values is bad input; one read from a file is a bad file:
+    the same ConfigError answers to both (export catches InputError, the bundle FormatError)."""
+    from huma_rt.errors import ConfigError, InputError
+
+    with pytest.raises(ConfigError) as built:
+        DeformerConfig(bbox_min=[0, 0, 2])
+    (tmp_path / "d.json").write_text(json.dumps({**DeformerConfig().to_dict(), "bbox_min": [0, 0, 2]}))
+    with pytest.raises(ConfigError) as loaded:
+        DeformerConfig.load(tmp_path / "d.json")
+    for err in (built.value, loaded.value):
+        assert isinstance(err, FormatError) and isinstance(err, InputError)
