@@ -26,6 +26,7 @@ from huma_rt.runtime.preload import (
     PreloadReport,
     RendererFactory,
     dynamic_rows,
+    io_dims,
     io_names,
     renderer_factory,
     resolve_device,
@@ -129,6 +130,7 @@ class Avatar:
             io_names(runners["encoder"], "encoder", ("mel",), ("code",))
             io_names(runners["spatial"], "spatial", ("means",), ("feat",))
             io_names(runners["deformer"], "deformer", ("feat", "code"), ("dmu", "dquat", "dscale"))
+            io_dims(runners, bundle.encoder, bundle.deformer, f"bundle {bundle.path}")
             report.backends = {n: f"{r.backend}: {r.reason}" for n, r in runners.items()}
         with report.phase("spatial"):
             feat = xp.zeros((rows.size, bundle.deformer.hidden), np.float32)

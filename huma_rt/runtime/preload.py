@@ -121,6 +121,30 @@ def io_names(runner, graph: str, inputs: tuple[str, ...], outputs: tuple[str, ..
         )
 
 
+def io_dims(runners: dict, encoder, deformer, where: str) -> None:
+    """FormatError unless each network's fixed trailing axes equal the bundle's configs.
+
+    Preload allocates the feature, code and delta buffers from the configs; a manifest that
+    claims other widths than its graphs have must be refused before those allocations (a
+    hidden width of 4096 on 46k Gaussians would be 750 MB of features), naming the field.
+    """
+    want = {
+        ("encoder", "inputs", "mel"): (encoder.mel.n_mels, "encoder.mel.n_mels"),
+        ("encoder", "outputs", "code"): (encoder.code_dim, "encoder.code_dim"),
+        ("spatial", "outputs", "feat"): (deformer.hidden, "deformer.hidden"),
+        ("deformer", "inputs", "feat"): (deformer.hidden, "deformer.hidden"),
+        ("deformer", "inputs", "code"): (deformer.code_dim, "deformer.code_dim"),
+    }
+    for (graph, side, name), (size, field_name) in want.items():
+        spec = getattr(runners[graph], side).get(name)
+        last = spec.shape[-1] if spec is not None and spec.shape else -1
+        if last not in (-1, size):  # -1: a dynamic axis, checked when the runner binds its buffer
+            raise FormatError(
+                f"{where}: the manifest's {field_name} is {size}, but the {graph} network's {name!r} "
+                f"has {last} on its last axis (a manifest that does not match its models)"
+            )
+
+
 def dynamic_rows(region: np.ndarray) -> np.ndarray:
     """Indices [Nd] int64 of the dynamic Gaussians (region id != 0)."""
     return np.flatnonzero(np.asarray(region) != 0)

@@ -346,3 +346,22 @@ def test_folder_and_tar_load_the_same_after_hardening(bundle_dir, tmp_path):
     for name, arr in a.arrays.items():
         np.testing.assert_array_equal(arr, b.arrays[name])
     assert a.manifest == b.manifest
+
+
+@pytest.mark.parametrize(("field", "value", "match"), [
+    ("deformer.hidden", 32, r"manifest's deformer\.hidden is 32, but the spatial network's 'feat' has 16"),
+    ("encoder.code_dim", 16, r"manifest's encoder\.code_dim is 16, but the encoder network's 'code' has 8"),
+])  # fmt: skip
+def test_manifest_widths_must_match_the_models_before_allocating(bundle_dir, field, value, match):
+    """A manifest whose configs claim other widths than its graphs is refused at preload, naming
+    the field, before the feature/code buffers sized by those widths are allocated."""
+    from huma_rt.runtime import Avatar
+
+    def edit(m):
+        _set(field, value)(m)
+        if field == "encoder.code_dim":
+            m["deformer"]["code_dim"] = value  # consistent inside the manifest: only the models disagree
+
+    rewrite_manifest(bundle_dir, edit)
+    with pytest.raises(FormatError, match=match):
+        Avatar.load(bundle_dir, device="cpu", renderer="cpu", threads=1)
