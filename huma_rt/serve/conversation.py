@@ -229,6 +229,7 @@ class Conversation:
         self.last_activity = time.monotonic()
         self.stats = {"mic_dropped": 0, "clock_rebases": 0, "frames": 0, "barge_ins": 0, "turns": 0}
         self.on_rebase: Callable[[float], None] | None = None  # told how far the clock slipped
+        self.on_cut: Callable[[], None] | None = None  # an answer was cut: drop what is queued downstream
 
     # -- control ---------------------------------------------------------------------------------
     def start(self) -> None:
@@ -301,6 +302,8 @@ class Conversation:
         self._answer.clear()
         if turn.first_sample is not None:
             self._timeline.zero_from(self._timeline.popped)  # not yet shown: silence it too
+        if self.on_cut is not None:
+            self.on_cut()
         self.emit({"type": "answer_end", "turn": turn.id, "cut": True, "why": why})
         log.info("turn %d cut: %s", turn.id, why)
 

@@ -143,6 +143,15 @@ class AvatarMedia:
         for p in packets:
             self._audio.put(p)
 
+    def silence_queued(self) -> None:
+        """Barge-in: audio packets not yet sent are replaced by silence of the same length and
+        time (dropping them would shift the audio against the video: Opus counts samples)."""
+        for i, (frame, pts) in enumerate(self._audio.items):
+            quiet = self._av.AudioFrame.from_ndarray(np.zeros((1, frame.samples), np.int16), format="s16",
+                                                     layout="mono")  # fmt: skip
+            quiet.sample_rate, quiet.pts, quiet.time_base = frame.sample_rate, frame.pts, frame.time_base
+            self._audio.items[i] = (quiet, pts)
+
     def close(self) -> None:
         self._video.close()
         self._audio.close()

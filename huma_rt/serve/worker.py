@@ -162,6 +162,7 @@ class _Visit:
         self.conversation = Conversation(m.avatar, m.tts, m.responder, m.asr, self.media.push,
                                          self.channel.emit, m.conversation)  # fmt: skip
         self.conversation.on_rebase = lambda dt: loop.call_soon_threadsafe(self.media.clock.slip, dt)
+        self.conversation.on_cut = lambda: loop.call_soon_threadsafe(self.media.silence_queued)
 
         @pc.on("datachannel")
         def _on_dc(dc) -> None:

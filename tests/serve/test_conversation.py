@@ -32,6 +32,23 @@ class _SpeechTTS:
             yield self.pcm, chunk
 
 
+class _StreamingResponder:
+    """Streams a long answer slowly, like an LLM; records whether its stream was closed."""
+
+    def __init__(self) -> None:
+        self.closed = threading.Event()
+        self.words = 0
+
+    def respond(self, text):
+        try:
+            for i in range(200):
+                self.words += 1
+                yield f"Word{i}. " if i % 3 == 2 else f"word{i} "
+                time.sleep(0.05)
+        finally:
+            self.closed.set()
+
+
 class _Frames:
     def __init__(self) -> None:
         self.index, self.audio, self.rgb, self.change = [], [], {}, []
@@ -125,7 +142,8 @@ def test_idle_rest_pose_is_the_sessions_own_silence_frame(conv_parts):
 def test_barge_in_cuts_the_answer(conv_parts, question_pcm):
     avatar, tts = conv_parts
     events: list[dict] = []
-    conv, frames = _conversation(avatar, tts, ["One. Two. Three. Four. Five. Six. Seven. Eight."], events)
+    conv, frames = _conversation(avatar, tts, ["unused"], events)
+    conv.responder = responder = _StreamingResponder()
     conv.start()
     try:
         conv.ask("Count to eight.")
@@ -145,6 +163,8 @@ def test_barge_in_cuts_the_answer(conv_parts, question_pcm):
     after = np.concatenate(frames.audio[n_cut + 1 :])
     assert np.all(after == 0), "no answer audio may follow the cut"
     assert conv.stats["barge_ins"] == 1
+    assert responder.closed.wait(2.0), "the responder's stream must be closed by the cut"
+    assert responder.words < 200
 
 
 def test_answer_buffer_is_bounded_and_cancellable():

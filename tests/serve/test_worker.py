@@ -98,3 +98,22 @@ def test_tracks_leave_on_one_clock():
     for kind, pts, at in asyncio.run(run()):
         assert at >= pts - 0.002, f"{kind} at pts {pts:.3f} left early ({at:.3f})"
         assert at < pts + 0.5, f"{kind} at pts {pts:.3f} left late ({at:.3f})"
+
+
+def test_barge_in_silences_audio_not_yet_sent():
+    from huma_rt.serve.peer import AvatarMedia
+
+    async def run():
+        media = AvatarMedia(asyncio.get_running_loop(), fps=25)
+        loud = np.full(640, 0.5, np.float32)
+        for i in range(3):
+            media.push(i, i / 25, np.zeros((8, 8, 3), np.uint8), loud)
+        await asyncio.sleep(0.01)
+        before = [(f.pts, f.samples) for f, _ in media._audio.items]
+        media.silence_queued()
+        after = list(media._audio.items)
+        return before, after
+
+    before, after = asyncio.run(run())
+    assert [(f.pts, f.samples) for f, _ in after] == before, "same packets, same times"
+    assert all(not f.to_ndarray().any() for f, _ in after)
