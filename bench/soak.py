@@ -111,13 +111,24 @@ def stream_one(session, audio: np.ndarray, offset: int, total: int, seed: int, t
     out.lost += abs(out.expected - want)
 
 
+def python_heap_mib() -> float | None:
+    """Memory held by Python objects now (tracemalloc, when tracing), MiB."""
+    import tracemalloc
+
+    return tracemalloc.get_traced_memory()[0] / 2**20 if tracemalloc.is_tracing() else None
+
+
 def sample_rss(stop: threading.Event, every_s: float, t_start: float, samples: list[tuple[float, float]],
-               logs: list[SessionLog], expected: int, report_s: float) -> None:  # fmt: skip
-    """Append (seconds, RSS MiB) every ``every_s`` until ``stop``; log progress every ``report_s``."""
+               logs: list[SessionLog], expected: int, report_s: float,
+               heap: list[tuple[float, float]] | None = None) -> None:  # fmt: skip
+    """Append (seconds, RSS MiB) every ``every_s`` until ``stop`` (and the Python heap to ``heap``
+    when tracemalloc traces); log progress every ``report_s``."""
     last_report = 0.0
     while True:
         now = time.perf_counter() - t_start
         samples.append((now, rss_mib()))
+        if heap is not None:
+            heap.append((now, python_heap_mib()))
         if now - last_report >= report_s:
             last_report = now
             done = sum(g.frames for g in logs)
@@ -156,8 +167,13 @@ def latency_by_tenth(logs: list[SessionLog], duration: float) -> list[dict]:
 
 
 def run(quick: bool, out_dir: Path, device: str = "cpu", bundle: Path | None = None, sessions: int = 8,
-        seconds: float | None = None, threads: int = 1, sample_s: float | None = None) -> dict:  # fmt: skip
-    """Soak ``sessions`` parallel sessions for ``seconds`` of audio each; write ``soak.json``/``.md``."""
+        seconds: float | None = None, threads: int = 1, sample_s: float | None = None,
+        trace_python: bool = False) -> dict:  # fmt: skip
+    """Soak ``sessions`` parallel sessions for ``seconds`` of audio each; write ``soak.json``/``.md``.
+
+    trace_python: also record the Python heap (tracemalloc, started after preload) beside the
+    RSS, to tell growth of Python objects from growth below them (allocators, native buffers).
+    """
     from huma_rt.runtime import Avatar
     from huma_rt.runtime.preload import resolve_device
 
@@ -176,11 +192,16 @@ def run(quick: bool, out_dir: Path, device: str = "cpu", bundle: Path | None = N
     live = [avatar.session() for _ in range(sessions)]
     logs = [SessionLog() for _ in range(sessions)]
     rss: list[tuple[float, float]] = []
+    heap: list[tuple[float, float]] | None = [] if trace_python else None
+    if trace_python:
+        import tracemalloc
+
+        tracemalloc.start()
     stop = threading.Event()
     t_start = time.perf_counter()
     expected = sessions * math.ceil(total / spf)
-    sampler = threading.Thread(target=sample_rss, args=(stop, sample_s, t_start, rss, logs, expected, 5.0 if quick else 30.0),
-                               daemon=True)  # fmt: skip
+    sampler = threading.Thread(target=sample_rss, args=(stop, sample_s, t_start, rss, logs, expected,
+                                                        5.0 if quick else 30.0, heap), daemon=True)  # fmt: skip
     sampler.start()
     workers = [
         threading.Thread(target=stream_one, args=(live[i], audio, i * 7919, total, i, t_start, logs[i], lookahead, spf, fps))
@@ -208,6 +229,12 @@ def run(quick: bool, out_dir: Path, device: str = "cpu", bundle: Path | None = N
     extra = {"bundle": str(bundle), "bundle_kind": which, "device": device, "threads": threads,
              "size": list(avatar.size), "rss_samples": [[round(t, 2), round(r, 1)] for t, r in rss],
              "latency_by_tenth": latency_by_tenth(logs, duration)}  # fmt: skip
+    if heap is not None:
+        import tracemalloc
+
+        tracemalloc.stop()
+        extra["python_heap_samples"] = [[round(t, 2), round(h, 2)] for t, h in heap]
+        row["python_heap_start_mib"], row["python_heap_end_mib"] = heap[0][1], heap[-1][1]
     record = write_result(out_dir, "soak", [row], extra)
     with open(out_dir / "soak.md", "a") as f:
         f.write("\nFrame time by tenth of the run (all sessions):\n\n" + markdown_table(extra["latency_by_tenth"]))
@@ -245,11 +272,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seconds", type=float, default=None, help="audio each session streams (default 600; quick 15)")
     p.add_argument("--threads", type=int, default=1, help="onnxruntime + renderer threads per session")
     p.add_argument("--sample-s", type=float, default=None, help="RSS sampling period (default 5 s; quick 0.5 s)")
+    p.add_argument("--trace-python", action="store_true", help="also sample the Python heap (tracemalloc)")
     p.add_argument("--quick", action="store_true")
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     run(a.quick, a.out, device=a.device, bundle=a.bundle, sessions=a.sessions, seconds=a.seconds,
-        threads=a.threads, sample_s=a.sample_s)  # fmt: skip
+        threads=a.threads, sample_s=a.sample_s, trace_python=a.trace_python)  # fmt: skip
     print((a.out / "soak.md").read_text())
     return 0
 
