@@ -43,8 +43,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     asr.add_argument("--no-asr", action="store_true", help="no speech recognition (questions typed only)")
     asr.add_argument("--asr-mode", default="auto", help="auto|online|offline")
     asr.add_argument("--min-silence", type=float, default=0.3, help="end-of-turn silence in seconds")
-    asr.add_argument("--barge-in", type=float, default=0.2,
-                     help="seconds of the visitor's speech that cut an answer in progress")
+    asr.add_argument("--barge-in", type=float, default=0.3,
+                     help="seconds of the visitor's speech (from its start; the VAD needs 0.25) that cut an "
+                          "answer in progress")
     resp = parser.add_argument_group("responder")
     resp.add_argument("--responder", default="echo", choices=["echo", "scripted", "openai"])
     resp.add_argument("--reply", action="append", help="scripted reply (repeatable)")

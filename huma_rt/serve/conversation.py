@@ -47,10 +47,12 @@ class ConversationConfig:
     long while the avatar answers cuts the answer. answer_ahead_s: TTS audio buffered ahead of
     playback at most. mic_queue_s: microphone audio waiting for the VAD at most (older audio is
     dropped). max_lag_s: a frame clock later than this re-bases instead of bursting frames.
+    barge_in_s counts from the start of the speech; the VAD reports speech after
+    ``vad.min_speech_s`` (0.25 s), so shorter values act as that.
     max_answer_chars: the answer is cut at a chunk boundary past this length."""
 
     vad: VadConfig = field(default_factory=lambda: VadConfig(min_silence_s=0.3))
-    barge_in_s: float = 0.2
+    barge_in_s: float = 0.3
     answer_ahead_s: float = 8.0
     mic_queue_s: float = 2.0
     max_lag_s: float = 0.2
@@ -380,7 +382,7 @@ class Conversation:
         receptive field (``settle`` frames), every frame it would draw is the same picture (the
         model's rest pose), so the clock re-sends that picture instead of running the networks
         and renderer; when an answer starts, the session is reset (a fresh stream = silence
-        before it) with the same lead of silence the continuous stream had.
+        before it) and fed one frame of silence plus the answer's first ``lead - spf`` samples.
         """
         session, spf = self._session, self.spf
         period = 1.0 / self.fps
@@ -391,6 +393,7 @@ class Conversation:
         # silence ahead of frame 0 after a reset: what idle_frames keeps pushed in the continuous
         # stream, so that one push of a frame's audio makes exactly one frame ready
         lead = -(-int(self.avatar.lookahead_samples) // spf) * spf
+        ahead = np.zeros(max(lead - spf, 0), np.float32)
         rest = None  # the rest-pose picture, once settled
         quiet = 0  # frames in a row drawn from silence only
         index = 0
@@ -415,11 +418,16 @@ class Conversation:
                 self.stats["frames"] += 1
                 self.stats["idle_skipped"] = self.stats.get("idle_skipped", 0) + 1
                 continue
-            if rest is not None:  # an answer starts: a fresh stream with the usual silent lead
+            fast: tuple[int, list] | None = None
+            if rest is not None:  # an answer starts from the rest pose: a fresh stream
                 session.reset()  # drops the silent lookahead it held: so does the timeline
                 self._timeline.discard()
-                session.push_audio(np.zeros(lead, np.float32))
-                self._timeline.push(None, lead)
+                # One frame of silence, then the answer at once: the lookahead the next frames
+                # need is the answer's own audio, which the TTS has already made, so its first
+                # frame comes one tick from now instead of after lead/spf ticks of silence.
+                session.push_audio(np.zeros(spf, np.float32))
+                self._timeline.push(None, spf)
+                fast = self._answer.take(lead - spf, ahead) if got else None
                 rest = None
             at = self._timeline.pushed  # where this push lands on the timeline
             if got:
@@ -427,6 +435,11 @@ class Conversation:
                 session.push_audio(chunk)
                 self._timeline.push(chunk, spf)
                 quiet = 0
+            if fast is not None:  # the rest of the lead, from the answer (silence if it is short)
+                ahead[fast[0]:] = 0.0
+                session.push_audio(ahead)
+                self._timeline.push(ahead, ahead.size)
+                marks = marks + [(t, spf + off, what) for t, off, what in fast[1]]
             for turn, offset, what in marks:
                 if what == "start":
                     turn.first_sample = at + offset
@@ -471,7 +484,9 @@ class Conversation:
         vad, cfg = self._vad, self.config
         speaking = False
         run = 0  # samples of continuous speech
-        barge_samples = int(cfg.barge_in_s * RATE)
+        # the VAD says "speaking" once min_speech_s of speech is in: barge_in_s counts from
+        # the start of the speech, so only the rest of it is waited for here
+        barge_samples = max(0, int((cfg.barge_in_s - cfg.vad.min_speech_s) * RATE))
         while not self._stop.is_set():
             try:
                 pcm, arrived = self._mic.get(timeout=0.1)

@@ -52,7 +52,7 @@ class WorkerConfig:
     tts_threads: int = 1
     threads: int | None = None
     min_silence_s: float = 0.3
-    barge_in_s: float = 0.2
+    barge_in_s: float = 0.3
     max_answer_chars: int = 2000
     idle_timeout_s: float = 300.0
     gone_after_s: float = 5.0
