@@ -7,7 +7,8 @@ microphone loops a WAV: 0.5 s quiet, a question (espeak-ng), 6 s quiet. Per spok
 the end of the question in the microphone (the page's own level meter on its microphone track)
 to the first answer frame presented (requestVideoFrameCallback; the first frame whose pixels
 move) and to the first answer audio (the level of the avatar's voice); then typed questions
-(microphone muted), from the send to the same two. A/V = frame - audio as the page sees it.
+(microphone muted), from the send to the same two. A/V = frame - audio as the page sees it, at
+the first frame (av_ms) and over each answer's first 1.5 s (av_lag_ms, cross-correlation).
 Also the server's stage times (from the last speech sample's arrival). Prints p50/p95 and the
 load average; writes JSON.
 """
@@ -34,6 +35,28 @@ REPLY = "Sure, it is sunny and warm."
 def pct(values, q):
     v = [x for x in values if x is not None]
     return float(np.percentile(v, q)) if v else None
+
+
+def av_lag_ms(frames: np.ndarray, levels: np.ndarray, t0: float, t1: float, max_lag: int = 300) -> float | None:
+    """The lag (ms, > 0: video later) that best lines up the mouth's opening (each frame against
+    the rest pose) with the loudness of the avatar's voice over [t0, t1) of page time: the A/V
+    offset over a whole answer, not just its first frame (which the model draws ahead of the
+    sound: its lookahead)."""
+    grid = np.arange(t0, t1, 10.0)
+    if grid.size < 50 or frames.shape[1] < 6:
+        return None
+    video = np.interp(grid, frames[:, 0], frames[:, 5])
+    audio = np.convolve(np.interp(grid, levels[:, 0], levels[:, 2]), np.ones(4) / 4, mode="same")
+    v, a = video - video.mean(), audio - audio.mean()
+    if v.std() < 1e-6 or a.std() < 1e-6:
+        return None
+    n, best, lag = grid.size, -2.0, None
+    for k in range(-max_lag // 10, max_lag // 10 + 1):
+        x, y = (v[k:], a[: n - k]) if k >= 0 else (v[: n + k], a[-k:])
+        c = float(np.corrcoef(x, y)[0, 1])
+        if c > best:
+            best, lag = c, 10.0 * k
+    return lag
 
 
 def _ms(v) -> str:
@@ -70,6 +93,11 @@ def main() -> int:
                 time.sleep(1.5)
             time.sleep(1.0)
             lat = page.js("huma.latency()")
+            frames = np.array(page.js("huma.frames"), dtype=float)
+            levels = np.array(page.js("huma.levels"), dtype=float)
+            for t in lat:  # over the first 1.5 s of each answer's audio
+                on = t["end"] + t["audio_ms"] if t["audio_ms"] is not None else None
+                t["av_lag_ms"] = av_lag_ms(frames, levels, on - 200, on + 1500) if on is not None else None
             server = {e["turn"]: e["server_ms"] for e in page.events("answer_start")}
             stats = page.js("""(async () => { const r = await pc.getStats(); const o = {};
                 r.forEach(s => { if (s.type === 'inbound-rtp') o[s.kind] = {jitter_buffer_ms:
@@ -83,7 +111,7 @@ def main() -> int:
     typed = [t for t in lat if t["source"] == "text"]
     rows = []
     for name, turns in (("spoken (end of speech ->)", spoken), ("typed (send ->)", typed)):
-        for key in ("frame_ms", "audio_ms", "av_ms"):
+        for key in ("frame_ms", "audio_ms", "av_ms", "av_lag_ms"):
             vals = [t[key] for t in turns]
             rows.append((name, key, len([v for v in vals if v is not None]), pct(vals, 50), pct(vals, 95)))
     stage_keys = ("vad_end", "asr_final", "responder_first", "tts_first", "first_frame")

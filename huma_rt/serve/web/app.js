@@ -3,7 +3,7 @@
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-const LOG_MAX = 6000;          // entries kept per log (a minute of 10 ms audio samples)
+const LOG_MAX = 30000;         // entries kept per log (5 minutes of 10 ms audio levels)
 const AUDIO_ON = 0.003;        // RMS above which the avatar's voice counts as playing (idle sends digital silence)
 const MIC_ON = 0.01;           // RMS above which the microphone counts as speech
 const MOTION_ON = 6;           // mean |diff| (0..255) of the most-changed 8x8 block: the mouth moved
@@ -66,7 +66,7 @@ function watchFrames(video) {
   const N = 128, canvas = document.createElement("canvas");
   canvas.width = canvas.height = N;
   const ctx = canvas.getContext("2d", { willReadFrequently: true });
-  let prev = null, lastMotion = -1e9;
+  let prev = null, lastMotion = -1e9, rest = null, still = 0;
   const onFrame = (now, meta) => {
     ctx.drawImage(video, 0, 0, N, N);
     const px = ctx.getImageData(0, 0, N, N).data;
@@ -76,18 +76,26 @@ function watchFrames(video) {
       const y = 0.299 * px[4 * i] + 0.587 * px[4 * i + 1] + 0.114 * px[4 * i + 2];
       lum[i] = y; sum += y; sum2 += y * y;
     }
-    let motion = 0;
-    if (prev) {
-      for (let by = 0; by < N; by += 8) for (let bx = 0; bx < N; bx += 8) {
-        let d = 0;
-        for (let y = by; y < by + 8; y++) for (let x = bx; x < bx + 8; x++) d += Math.abs(lum[y * N + x] - prev[y * N + x]);
-        motion = Math.max(motion, d / 64);
+    // motion: the most-changed 8x8 block against the previous frame (the mouth moving);
+    // opening: the same against the rest pose (how far the mouth is from closed)
+    let motion = 0, opening = 0;
+    for (let by = 0; by < N; by += 8) for (let bx = 0; bx < N; bx += 8) {
+      let d = 0, o = 0;
+      for (let y = by; y < by + 8; y++) for (let x = bx; x < bx + 8; x++) {
+        const i = y * N + x;
+        if (prev) d += Math.abs(lum[i] - prev[i]);
+        if (rest) o += Math.abs(lum[i] - rest[i]);
       }
+      motion = Math.max(motion, d / 64);
+      opening = Math.max(opening, o / 64);
     }
+    still = prev && motion < 1.5 ? still + 1 : 0;
+    if (!rest && still >= 10) rest = lum;  // the idle avatar, once the picture has settled
     prev = lum;
     const t = meta.expectedDisplayTime || now;
     const mean = sum / (N * N), std = Math.sqrt(Math.max(0, sum2 / (N * N) - mean * mean));
-    push(huma.frames, [Math.round(t), +motion.toFixed(2), +std.toFixed(1), meta.rtpTimestamp || 0, meta.presentedFrames || 0]);
+    push(huma.frames, [Math.round(t), +motion.toFixed(2), +std.toFixed(1), meta.rtpTimestamp || 0,
+                       meta.presentedFrames || 0, +opening.toFixed(2)]);
     if (motion > MOTION_ON) {
       if (t - lastMotion > QUIET_MS) push(huma.motionOnsets, t);
       lastMotion = t;
