@@ -6,9 +6,8 @@ import warnings
 
 import numpy as np
 import onnx
-from onnx import helper, numpy_helper
-
 from huma_rt.export.fp16 import to_fp16
+from onnx import helper, numpy_helper
 
 
 def _matmul_model(w: np.ndarray) -> onnx.ModelProto:
