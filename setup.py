@@ -16,7 +16,7 @@ PACKAGE_ROOTS = {
 }
 # data folders (no __init__.py) are declared as packages too, so setuptools ships their files
 # without warning that an importable folder is missing from `packages`
-DATA_FOLDERS = ("huma_rt/data",)
+DATA_FOLDERS = ("huma_rt/data", "huma_rt/serve/web")
 
 
 def _packages() -> tuple[list[str], dict[str, str]]:
