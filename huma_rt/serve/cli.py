@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from huma_rt.errors import InputError
+from huma_rt.speech.cli import add_responder_arguments, responder_options
 
 log = logging.getLogger(__name__)
 
@@ -46,14 +47,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     asr.add_argument("--barge-in", type=float, default=0.3,
                      help="seconds of the visitor's speech (from its start; the VAD needs 0.25) that cut an "
                           "answer in progress")
-    resp = parser.add_argument_group("responder")
-    resp.add_argument("--responder", default="echo", choices=["echo", "scripted", "openai"])
-    resp.add_argument("--reply", action="append", help="scripted reply (repeatable)")
-    resp.add_argument("--base-url", default=os.environ.get("HUMA_LLM_BASE_URL", "http://127.0.0.1:8000/v1"),
-                      help="OpenAI-compatible endpoint (env HUMA_LLM_BASE_URL)")
-    resp.add_argument("--model", default=os.environ.get("HUMA_LLM_MODEL", "gpt-4o-mini"), help="model name")
-    resp.add_argument("--api-key-env", default="OPENAI_API_KEY", help="environment variable holding the API key")
-    resp.add_argument("--timeout", type=float, default=10.0, help="responder timeout in seconds")
+    resp = add_responder_arguments(parser)
     resp.add_argument("--max-answer-chars", type=int, default=2000)
     tts = parser.add_argument_group("voice")
     tts.add_argument("--voice", type=Path, help="Piper voice .onnx (default: the packaged en_US joe voice)")
@@ -64,15 +58,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _responder(args) -> tuple[str, dict]:
     from huma_rt.speech.responder import make_responder
 
-    if args.responder == "scripted":
-        options = {"replies": args.reply or []}
-    elif args.responder == "openai":
-        options = {"base_url": args.base_url, "model": args.model, "api_key_env": args.api_key_env,
-                   "timeout_s": args.timeout}  # fmt: skip
-    else:
-        options = {}
-    make_responder(args.responder, **options)  # bad options fail here, not in every worker
-    return args.responder, options
+    kind, options = responder_options(args)
+    make_responder(kind, **options)  # bad options fail here, not in every worker
+    return kind, options
 
 
 def _asr(args) -> dict | None:

@@ -40,14 +40,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     asr.add_argument("--asr-mode", default="auto", help="auto|online|offline")
     asr.add_argument("--asr-threads", type=int, default=1, help="ASR threads (1: fastest on a busy 2-core machine)")
     asr.add_argument("--no-pace", action="store_true", help="feed the WAV as fast as possible, not in real time")
-    resp = parser.add_argument_group("responder")
-    resp.add_argument("--responder", default="echo", choices=["echo", "scripted", "openai"])
-    resp.add_argument("--reply", action="append", help="scripted reply (repeatable)")
-    resp.add_argument("--base-url", default=os.environ.get("HUMA_LLM_BASE_URL", "http://127.0.0.1:8000/v1"),
-                      help="OpenAI-compatible endpoint (env HUMA_LLM_BASE_URL)")
-    resp.add_argument("--model", default=os.environ.get("HUMA_LLM_MODEL", "gpt-4o-mini"), help="model name")
-    resp.add_argument("--api-key-env", default="OPENAI_API_KEY", help="environment variable holding the API key")
-    resp.add_argument("--timeout", type=float, default=10.0, help="responder timeout in seconds")
+    add_responder_arguments(parser)
     tts = parser.add_argument_group("voice")
     tts.add_argument("--voice", type=Path, help="Piper voice .onnx (default: the packaged en_US joe voice)")
     tts.add_argument("--speed", type=float, default=1.0, help="speaking speed (> 1 faster)")
@@ -73,15 +66,34 @@ def _question(args) -> tuple[str | None, tuple[np.ndarray, int] | None]:
     return validate_question(args.text), None
 
 
+def add_responder_arguments(parser: argparse.ArgumentParser):
+    """The responder options (``chat`` and ``serve`` share them); returns their argument group."""
+    resp = parser.add_argument_group("responder")
+    resp.add_argument("--responder", default="echo", choices=["echo", "scripted", "openai"])
+    resp.add_argument("--reply", action="append", help="scripted reply (repeatable)")
+    resp.add_argument("--base-url", default=os.environ.get("HUMA_LLM_BASE_URL", "http://127.0.0.1:8000/v1"),
+                      help="OpenAI-compatible endpoint (env HUMA_LLM_BASE_URL)")
+    resp.add_argument("--model", default=os.environ.get("HUMA_LLM_MODEL", "gpt-4o-mini"), help="model name")
+    resp.add_argument("--api-key-env", default="OPENAI_API_KEY", help="environment variable holding the API key")
+    resp.add_argument("--timeout", type=float, default=10.0, help="responder timeout in seconds")
+    return resp
+
+
+def responder_options(args: argparse.Namespace) -> tuple[str, dict]:
+    """(kind, options) for ``make_responder`` from the options ``add_responder_arguments`` added."""
+    if args.responder == "scripted":
+        return "scripted", {"replies": args.reply or []}
+    if args.responder == "openai":
+        return "openai", {"base_url": args.base_url, "model": args.model, "api_key_env": args.api_key_env,
+                          "timeout_s": args.timeout}  # fmt: skip
+    return args.responder, {}
+
+
 def _responder(args):
     from huma_rt.speech.responder import make_responder
 
-    if args.responder == "scripted":
-        return make_responder("scripted", replies=args.reply or [])
-    if args.responder == "openai":
-        return make_responder("openai", base_url=args.base_url, model=args.model,
-                              api_key_env=args.api_key_env, timeout_s=args.timeout)
-    return make_responder("echo")
+    kind, options = responder_options(args)
+    return make_responder(kind, **options)
 
 
 def _avatar(bundle: Path | None):
