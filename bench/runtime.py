@@ -107,6 +107,20 @@ def default_bundle(out_dir: Path) -> tuple[Path, str]:
         return synthetic_bundle(out_dir), "synthetic"
 
 
+def prepare(out_dir: Path, device: str, bundle: Path | None) -> tuple[Path, Path, str]:
+    """A session scenario's start: the device checked (DeviceError before any work: 'cuda'
+    without a GPU is a skip, not a failed child process), ``out_dir`` made, the bundle chosen
+    (given, else the demo avatar, else synthetic). Returns (out_dir, bundle, which)."""
+    from huma_rt.runtime.preload import resolve_device
+
+    resolve_device(device)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if bundle is not None:
+        return out_dir, Path(bundle), "given"
+    return (out_dir, *default_bundle(out_dir))
+
+
 SESSIONS = (1, 2, 4, 8)  # the concurrent-session curve, quick and full
 
 
@@ -178,14 +192,7 @@ def run(quick: bool, out_dir: Path, device: str = "cpu", bundle: Path | None = N
     from huma_rt.bench.suite import peak_rss_mb
 
     from huma_rt.runtime import Avatar
-    from huma_rt.runtime.preload import resolve_device
-
-    resolve_device(device)  # 'cuda' without a GPU: DeviceError here (a skip), not a failed child process
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    which = "given"
-    if bundle is None:
-        bundle, which = default_bundle(out_dir)
+    out_dir, bundle, which = prepare(out_dir, device, bundle)
     seconds = seconds or (3.0 if quick else 20.0)
     # the scaling curve vs concurrent sessions (1..8), in quick mode too, with less audio each
     sessions = sessions or SESSIONS

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 from huma_rt.bench.common import markdown_table, stats_ms, write_result
-from huma_rt.bench.runtime import default_bundle, speech_like
+from huma_rt.bench.runtime import prepare, speech_like
 
 log = logging.getLogger(__name__)
 
@@ -175,14 +175,7 @@ def run(quick: bool, out_dir: Path, device: str = "cpu", bundle: Path | None = N
     RSS, to tell growth of Python objects from growth below them (allocators, native buffers).
     """
     from huma_rt.runtime import Avatar
-    from huma_rt.runtime.preload import resolve_device
-
-    resolve_device(device)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    which = "given"
-    if bundle is None:
-        bundle, which = default_bundle(out_dir)
+    out_dir, bundle, which = prepare(out_dir, device, bundle)
     seconds = seconds or (15.0 if quick else 600.0)
     sample_s = sample_s or (0.5 if quick else 5.0)
     avatar = Avatar.load(bundle, device=device, threads=threads)
