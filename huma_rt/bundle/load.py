@@ -291,23 +291,15 @@ def _open_tar(path: Path, verify: bool, trusted_keys) -> Bundle:
 
 
 def _copy_member(tar: tarfile.TarFile, mem: tarfile.TarInfo, dest: Path | None) -> str:
-    import hashlib
-
-    h = hashlib.sha256()
+    """sha256 of a member, written to ``dest`` (when given) as it is hashed."""
     try:
         with tar.extractfile(mem) as src:
-            out = open(dest, "xb") if dest is not None else None
-            try:
-                for block in iter(lambda: src.read(1 << 22), b""):
-                    h.update(block)
-                    if out is not None:
-                        out.write(block)
-            finally:
-                if out is not None:
-                    out.close()
+            if dest is None:
+                return sha256_bytes_of(src)
+            with open(dest, "xb") as out:
+                return sha256_bytes_of(src, sink=out.write)
     except (tarfile.TarError, EOFError) as exc:
         raise FormatError(f"bundle {tar.name}: member {mem.name!r} cannot be read: {exc}") from exc
-    return h.hexdigest()
 
 
 # -- shared --------------------------------------------------------------------------------------
