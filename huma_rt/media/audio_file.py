@@ -30,11 +30,13 @@ import numpy as np
 from huma_rt._optional import require
 from huma_rt.errors import FormatError, InputError
 
+# the resampler's range (every rate read can be resampled) and the resampler itself
+from huma_rt.runtime.audio_input import MAX_RATE, MIN_RATE, StreamResampler, check_rate
+
 log = logging.getLogger(__name__)
 
 MAX_SECONDS = 3600.0  # one hour: far beyond any utterance; bounds memory (1 h at 16 kHz = 230 MB)
 MAX_CHANNELS = 8  # 7.1 surround; more is not a recording a user speaks into
-MIN_RATE, MAX_RATE = 4000, 384000  # huma_rt.runtime.audio_input.check_rate's range
 _READ_VALUES_PER_SECOND = 48000 * 2  # read_audio's own bound: 1 h of 48 kHz stereo is 1.4 GB of float32
 _PUSH = 1 << 16  # samples handed to the resampler at once (its output does not depend on this)
 # FFmpeg demuxer names allowed to open a file (format_whitelist): audio containers only.
@@ -92,8 +94,6 @@ def load_audio(path: str | os.PathLike, sample_rate: int = 16000, *,
     streaming resampler, the filter ``Avatar.render`` and sessions use), so memory stays at the
     output size whatever the file's rate and channel count.
     """
-    from huma_rt.runtime.audio_input import StreamResampler, check_rate
-
     sample_rate = check_rate(sample_rate)
     out: list[np.ndarray] = []
     pending: list[np.ndarray] = []  # decoded frames are ~1k samples; the resampler prefers blocks
