@@ -7,13 +7,13 @@ TensorRT version and GPU compute capability it was built for.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from huma_rt._files import sha256_file
 from huma_rt.errors import FormatError
 
 log = logging.getLogger(__name__)
@@ -87,14 +87,6 @@ def load_sidecar(plan: str | Path) -> Sidecar:
     if not isinstance(data, dict):
         raise FormatError(f"engine sidecar {p} must hold a JSON object; got {type(data).__name__}")
     return Sidecar.from_dict(data)
-
-
-def sha256_file(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def mismatches(sc: Sidecar, *, trt_version: str, compute_capability: str, gpu_name: str = "") -> list[str]:

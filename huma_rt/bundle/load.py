@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from huma_rt._files import sha256_bytes_of
 from huma_rt.bundle.manifest import (
     GRAPHS,
     MANIFEST,
@@ -34,7 +35,6 @@ from huma_rt.bundle.manifest import (
     SPLAT_ARRAYS,
     check_member_name,
     parse_manifest,
-    sha256_bytes_of,
 )
 from huma_rt.bundle.signing import MAX_SIG_BYTES, KeySource, verify_manifest
 from huma_rt.errors import FormatError, InputError

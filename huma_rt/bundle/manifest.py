@@ -19,7 +19,6 @@ names and dtypes), then the cross-field rules below that a schema cannot state.
 
 from __future__ import annotations
 
-import hashlib
 import math
 from pathlib import PurePosixPath
 from typing import Any
@@ -48,21 +47,6 @@ GRAPHS = ("encoder", "spatial", "deformer")
 PRECISIONS = ("fp32", "fp16")
 MAX_FEATURE_FLOATS = 1 << 30  # dynamic_count * hidden: the preload feature buffer (4 GiB of f32)
 _ITEMSIZE = {"<f4": 4, "|u1": 1}
-
-
-def sha256_bytes_of(fileobj, size_hint: int = 0, progress=None, sink=None) -> str:
-    """sha256 of a binary file object read in 4 MiB blocks; ``progress(done_bytes)`` per block;
-    ``sink(block)`` receives each block (a copy hashed as it is written)."""
-    h = hashlib.sha256()
-    done = 0
-    for block in iter(lambda: fileobj.read(1 << 22), b""):
-        h.update(block)
-        if sink is not None:
-            sink(block)
-        done += len(block)
-        if progress is not None:
-            progress(done)
-    return h.hexdigest()
 
 
 def check_member_name(name: str) -> str:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from huma_rt._files import sha256_bytes_of
 from huma_rt.bundle.manifest import (
     BACKGROUND_FILE,
     FORMAT,
@@ -25,7 +26,6 @@ from huma_rt.bundle.manifest import (
     SIGNATURE,
     SPLAT_ARRAYS,
     check_consistency,
-    sha256_bytes_of,
 )  # fmt: skip
 from huma_rt.bundle.schema import check
 from huma_rt.bundle.signing import KeySource, load_private_key, sign_manifest

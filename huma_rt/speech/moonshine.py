@@ -17,13 +17,12 @@ from __future__ import annotations
 import base64
 import hashlib
 import importlib.util
-import json
 import logging
-import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from huma_rt._files import atomic_write, cached_sha256
 from huma_rt._optional import require
 from huma_rt.errors import FormatError, MissingDependencyError
 
@@ -92,44 +91,12 @@ def cache_dir(root: str | Path | None = None) -> Path:
     return Path(root) / "asr" if root is not None else cache_root() / "asr"
 
 
-def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file's bytes, read in 4 MiB blocks."""
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        while block := f.read(1 << 22):
-            h.update(block)
-    return h.hexdigest()
-
-
-def _digest(path: Path, cache: Path) -> str:
-    """sha256 of ``path``, remembered per (path, size, mtime) in ``cache/digests.json``: the 43 MB
-    of model files cost ~0.1 s to hash on every load otherwise."""
-    st = path.stat()
-    stamp = f"{path.resolve()}:{st.st_size}:{st.st_mtime_ns}"
-    index_path = cache / "digests.json"
-    try:
-        index = json.loads(index_path.read_text())
-    except (OSError, ValueError):
-        index = {}
-    if isinstance(index, dict) and isinstance(index.get(stamp), str):
-        return index[stamp]
-    digest = sha256_file(path)
-    index = index if isinstance(index, dict) else {}
-    index[stamp] = digest
-    index = dict(list(index.items())[-64:])  # reinstalls add stamps; keep the newest
-    try:
-        _atomic_write(index_path, json.dumps(index).encode())
-    except OSError as exc:  # a read-only cache still works, just slower
-        log.debug("cannot record the digest in %s: %s", index_path, exc)
-    return digest
-
-
 def verify_packaged(files: MoonshineFiles, cache: Path) -> None:
     """FormatError unless the packaged files are byte for byte those of the 0.1.0 wheel."""
     for path in (files.encoder, files.decoder, files.tokenizer):
         assert path is not None
         want = PACKAGED_SHA256[path.name]
-        got = _digest(path, cache)
+        got = cached_sha256(cache / "digests.json", path)
         if got != want:
             raise FormatError(
                 f"{path} is not the file moonshine-voice 0.1.0 ships (sha256 {got[:16]}..., expected "
@@ -173,18 +140,6 @@ def tokens_txt(tokens: list[bytes]) -> str:
     return "".join(f"{base64.b64encode(t).decode('ascii')} {i}\n" for i, t in enumerate(tokens))
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)  # readers see the old file or the whole new one, never a part
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _count_lines(path: Path) -> int:
     with path.open("rb") as f:
         return sum(1 for _ in f)
@@ -222,14 +177,14 @@ def ensure_tokens(tokenizer: Path, cache: Path, vocab: int | None = None) -> Pat
         log.warning("regenerating %s (incomplete or unreadable)", out)
     text = tokens_txt(tokens).encode("ascii")
     try:
-        _atomic_write(out, text)
+        atomic_write(out, text)
     except OSError as exc:  # a read-only cache: the system's temp folder instead
         fallback = Path(tempfile.gettempdir()) / "huma-rt-asr" / out.name
         log.warning("cannot write %s (%s); using %s", out, exc, fallback)
         try:
             if fallback.is_file() and _count_lines(fallback) == len(tokens):
                 return fallback
-            _atomic_write(fallback, text)
+            atomic_write(fallback, text)
         except OSError as exc2:
             raise FormatError(f"cannot write Moonshine's tokens.txt to {out} ({exc}) nor {fallback} ({exc2}); "
                               "set HUMA_RT_CACHE to a writable folder") from exc2

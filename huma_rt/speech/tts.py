@@ -9,7 +9,6 @@ of model + config), and text is phonemized with :mod:`huma_rt.speech.espeak` and
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -22,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from huma_rt._files import cached_sha256
 from huma_rt._optional import require
 from huma_rt.errors import FormatError, InputError, MissingDependencyError
 from huma_rt.speech._onnx_meta import encode_metadata, read_metadata
@@ -89,38 +89,6 @@ def _read_piper_config(config_path: Path) -> dict:
     return cfg
 
 
-def _hash_files(*paths: Path) -> str:
-    h = hashlib.sha256()
-    for p in paths:
-        with p.open("rb") as f:
-            while block := f.read(1 << 22):
-                h.update(block)
-    return h.hexdigest()[:16]
-
-
-def _cached_digest(root: Path, *paths: Path) -> str:
-    """Content hash of ``paths``, remembered per (path, size, mtime) in ``root/index.json``:
-    hashing the 63 MB packaged voice costs ~0.17 s per load otherwise."""
-    stamp = "|".join(f"{p.resolve()}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in paths)
-    index_path = root / "index.json"
-    try:
-        index = json.loads(index_path.read_text())
-    except (OSError, ValueError):
-        index = {}
-    if stamp in index:
-        return index[stamp]
-    digest = _hash_files(*paths)
-    index[stamp] = digest
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-        tmp = index_path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(index))
-        tmp.replace(index_path)
-    except OSError as exc:  # a read-only cache still works, just slower
-        log.debug("cannot record the voice hash in %s: %s", index_path, exc)
-    return digest
-
-
 def prepare_voice(model: str | Path | None = None, config: str | Path | None = None,
                   cache_dir: str | Path | None = None) -> PreparedVoice:
     """Prepare a Piper voice for sherpa-onnx once, in ``cache_dir/voices/<name>-<hash>/``.
@@ -139,7 +107,7 @@ def prepare_voice(model: str | Path | None = None, config: str | Path | None = N
         raise FormatError(f"Piper voice model {model_path} does not exist")
     cfg = _read_piper_config(config_path)
     root = (Path(cache_dir) if cache_dir else cache_root()) / "voices"
-    digest = _cached_digest(root, model_path, config_path)
+    digest = cached_sha256(root / "index.json", model_path, config_path)[:16]
     out = root / f"{model_path.stem.removesuffix('.onnx')}-{digest}"
     settings = cfg.get("inference", {})
     voice = PreparedVoice(
