@@ -34,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
+from huma_rt._files import sha256_file
 from huma_rt._optional import require
 from huma_rt.errors import FormatError, InputError
 from huma_rt.model_config import DeformerConfig, EncoderConfig
@@ -173,10 +174,6 @@ def onnx_io(path: Path) -> tuple[list[Tensor], list[Tensor]]:
     return conv(model.graph.input), conv(model.graph.output)
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def _template(name: str) -> str:
     return importlib.resources.files("huma_rt.triton.templates").joinpath(name).read_text()
 
@@ -232,13 +229,13 @@ class _Writer:
         if o.target == "cpu":
             self._python(c, "onnx_model.py")
             shutil.copy2(fp32, version_dir / fp32.name)
-            params.update(onnx_file=fp32.name, threads=str(o.threads), source_sha256=_sha256(fp32))
+            params.update(onnx_file=fp32.name, threads=str(o.threads), source_sha256=sha256_file(fp32))
             self._instances(c, "KIND_CPU", o.instances)
         elif net in o.plans or net in self.src.plans:
             plan = o.plans.get(net) or self.src.plans[net]
             c.platform = "tensorrt_plan"
             shutil.copy2(plan, version_dir / "model.plan")
-            params.update(source_sha256=_sha256(fp32), plan_sha256=_sha256(plan))
+            params.update(source_sha256=sha256_file(fp32), plan_sha256=sha256_file(plan))
             self._instances(c, "KIND_GPU", o.instances)
         else:
             onnx_path = self.src.export_dir / f"{net}.{o.precision}.onnx"
@@ -246,7 +243,7 @@ class _Writer:
                 raise FormatError(f"{onnx_path} is missing; export it or use --precision fp32")
             c.platform = "onnxruntime_onnx"
             shutil.copy2(onnx_path, version_dir / "model.onnx")
-            params.update(source_sha256=_sha256(fp32), onnx_sha256=_sha256(onnx_path))
+            params.update(source_sha256=sha256_file(fp32), onnx_sha256=sha256_file(onnx_path))
             acc = c.optimization.execution_accelerators.gpu_execution_accelerator.add(name="tensorrt")
             acc.parameters["precision_mode"] = "FP16"
             acc.parameters["max_workspace_size_bytes"] = str(1 << 30)
@@ -312,7 +309,7 @@ class _Writer:
                       [Tensor("dmu", "TYPE_FP32", (n, 3)), Tensor("dquat", "TYPE_FP32", (n, 4)), Tensor("dscale", "TYPE_FP32", (n, 3))])  # fmt: skip
         c.dynamic_batching.max_queue_delay_microseconds = QUEUE_DELAY_US
         params = {"huma_rt_format": FORMAT_VERSION, "network": "deformer", "gaussians": str(n),
-                  "source_sha256": _sha256(self.src.export_dir / "deformer.fp32.onnx"),
+                  "source_sha256": sha256_file(self.src.export_dir / "deformer.fp32.onnx"),
                   "feat_sha256": hashlib.sha256(feat.tobytes()).hexdigest(),
                   # lets a client accept its own feat when it differs from ours only in the last bits
                   "feat_column_sums": json.dumps([float(x) for x in feat.astype(np.float64).sum(axis=0)])}  # fmt: skip

@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from huma_rt._files import sha256_file
 from huma_rt._optional import require
 from huma_rt.backends.base import Runner, TensorSpec
 from huma_rt.errors import BackendError, HumaError, InputError
@@ -75,10 +76,6 @@ def _normalise_url(url: str | None, protocol: str) -> str:
     if ":" not in url:
         raise InputError(f"Triton url must be HOST:PORT; got {url!r}")
     return url.rstrip("/")
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 class _Client:
@@ -277,10 +274,11 @@ class TritonRunner(Runner):
             self._refuse_stateful(self.model_name, config)
             params = {k: v.get("string_value", "") for k, v in config.get("parameters", {}).items()}
             if check_source and local is not None and params.get("source_sha256"):
-                if params["source_sha256"] != _sha256(local):
+                ours = sha256_file(local)
+                if params["source_sha256"] != ours:
                     raise BackendError(
                         f"version mismatch: model '{self.model_name}' on {self._c.url} was built from a different "
-                        f"export than {local} (sha256 {params['source_sha256'][:12]}... vs {_sha256(local)[:12]}...); "
+                        f"export than {local} (sha256 {params['source_sha256'][:12]}... vs {ours[:12]}...); "
                         "rewrite the repository with 'huma-rt triton-repo' and reload the server"
                     )
             meta = self._c.metadata(self.model_name, self.model_version)
