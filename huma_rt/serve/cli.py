@@ -15,7 +15,12 @@ import sys
 from pathlib import Path
 
 from huma_rt.errors import InputError
-from huma_rt.speech.cli import add_responder_arguments, responder_options
+from huma_rt.speech.cli import (
+    add_asr_arguments,
+    add_responder_arguments,
+    asr_config,
+    responder_options,
+)
 
 log = logging.getLogger(__name__)
 
@@ -37,12 +42,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=1,
                         help="avatar threads per worker (default 1: one visitor per core; measured under load "
                              "66 ms a frame on 1 thread vs 214 ms on 2)")
-    asr = parser.add_argument_group("speech recognition")
-    asr.add_argument("--asr-model", type=Path,
-                     help="a sherpa-onnx ASR model directory (docs/speech.md); default: the shipped Moonshine tiny-en")
-    asr.add_argument("--asr-kind", default="auto", help="auto|moonshine|transducer|paraformer|whisper|sense-voice")
+    asr = add_asr_arguments(parser, "speech recognition")
     asr.add_argument("--no-asr", action="store_true", help="no speech recognition (questions typed only)")
-    asr.add_argument("--asr-mode", default="auto", help="auto|online|offline")
     asr.add_argument("--min-silence", type=float, default=0.3, help="end-of-turn silence in seconds")
     asr.add_argument("--barge-in", type=float, default=0.3,
                      help="seconds of the visitor's speech (from its start; the VAD needs 0.25) that cut an "
@@ -68,12 +69,11 @@ def _asr(args) -> dict | None:
     Moonshine tiny-en. None (speech detected, not understood) with --no-asr, or when the shipped
     model is not installed (a warning says how to install it)."""
     from huma_rt.errors import MissingDependencyError
-    from huma_rt.speech.asr import AsrConfig, detect_layout
+    from huma_rt.speech.asr import detect_layout
 
     if args.no_asr:
         return None
-    cfg = AsrConfig(str(args.asr_model) if args.asr_model else "", kind=args.asr_kind, mode=args.asr_mode,
-                    num_threads=1)  # fmt: skip
+    cfg = asr_config(args, num_threads=1)
     try:
         detect_layout(cfg)  # layout errors before anything starts
     except MissingDependencyError as exc:

@@ -32,12 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bundle", type=Path, help="avatar bundle (default: the demo avatar)")
     parser.add_argument("--wav-out", type=Path, help="also write the answer's audio as WAV")
     parser.add_argument("--json", type=Path, help="write latencies and real-time factors as JSON")
-    asr = parser.add_argument_group("speech recognition (for --audio)")
-    asr.add_argument("--asr-model", type=Path,
-                     help="a sherpa-onnx ASR model directory (docs/speech.md); default: the shipped "
-                          "Moonshine tiny-en (pip install --no-deps moonshine-voice==0.1.0)")
-    asr.add_argument("--asr-kind", default="auto", help="auto|moonshine|transducer|paraformer|whisper|sense-voice")
-    asr.add_argument("--asr-mode", default="auto", help="auto|online|offline")
+    asr = add_asr_arguments(parser, "speech recognition (for --audio)")
     asr.add_argument("--asr-threads", type=int, default=1, help="ASR threads (1: fastest on a busy 2-core machine)")
     asr.add_argument("--no-pace", action="store_true", help="feed the WAV as fast as possible, not in real time")
     add_responder_arguments(parser)
@@ -64,6 +59,25 @@ def _question(args) -> tuple[str | None, tuple[np.ndarray, int] | None]:
             raise InputError(f"text file {args.text_file} does not exist")
         return validate_question(args.text_file.read_bytes()), None
     return validate_question(args.text), None
+
+
+def add_asr_arguments(parser: argparse.ArgumentParser, title: str):
+    """The ASR model options (``chat`` and ``serve`` share them); returns their argument group."""
+    asr = parser.add_argument_group(title)
+    asr.add_argument("--asr-model", type=Path,
+                     help="a sherpa-onnx ASR model directory (docs/speech.md); default: the shipped "
+                          "Moonshine tiny-en (pip install --no-deps moonshine-voice==0.1.0)")  # fmt: skip
+    asr.add_argument("--asr-kind", default="auto", help="auto|moonshine|transducer|paraformer|whisper|sense-voice")
+    asr.add_argument("--asr-mode", default="auto", help="auto|online|offline")
+    return asr
+
+
+def asr_config(args: argparse.Namespace, num_threads: int = 1):
+    """The AsrConfig of the options ``add_asr_arguments`` added (no --asr-model: the shipped model)."""
+    from huma_rt.speech.asr import AsrConfig
+
+    return AsrConfig(str(args.asr_model) if args.asr_model else "", kind=args.asr_kind, mode=args.asr_mode,
+                     num_threads=num_threads)  # fmt: skip
 
 
 def add_responder_arguments(parser: argparse.ArgumentParser):
@@ -125,7 +139,7 @@ class _Mp4Sink:
 
 
 def run(args) -> int:
-    from huma_rt.speech.asr import AsrConfig, Recognizer, detect_layout
+    from huma_rt.speech.asr import Recognizer, detect_layout
     from huma_rt.speech.pipeline import ChatPipeline, PipelineConfig, PipelineError
     from huma_rt.speech.tts import PiperTTS
 
@@ -135,8 +149,7 @@ def run(args) -> int:
     asr_cfg = None
     if audio is not None:
         # no --asr-model: the shipped Moonshine tiny-en (MissingDependencyError says how to install it)
-        asr_cfg = AsrConfig(str(args.asr_model) if args.asr_model else "", kind=args.asr_kind, mode=args.asr_mode,
-                            num_threads=args.asr_threads)
+        asr_cfg = asr_config(args, num_threads=args.asr_threads)
         detect_layout(asr_cfg)  # layout errors before the slow loads
     responder = _responder(args)
 
