@@ -40,7 +40,7 @@ demo: $(STAMP)
 	$(VENV)/bin/huma-rt demo $(if $(WAV),--wav "$(WAV)",$(if $(TEXT),--text "$(TEXT)")) $(if $(OUT),-o "$(OUT)")
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check huma_rt export engines kernels bench tests
+	$(VENV)/bin/ruff check huma_rt export engines kernels train bench tests
 
 test: $(STAMP) lint triton-env
 	$(PY) -m pytest -q

@@ -6,13 +6,14 @@ from pathlib import Path
 from setuptools import find_namespace_packages, find_packages, setup
 
 HERE = Path(__file__).parent
-# import-package name -> source folder; export/, engines/, kernels/ and bench/ ship in the wheel
+# import-package name -> source folder; export/, engines/, kernels/, train/ and bench/ ship in the wheel
 PACKAGE_ROOTS = {
     "huma_rt": "huma_rt",
     "huma_rt.export": "export",
     "huma_rt.engines": "engines",
     "huma_rt.kernels": "kernels",
     "huma_rt.bench": "bench",
+    "huma_rt.train": "train",
 }
 # data folders (no __init__.py) are declared as packages too, so setuptools ships their files
 # without warning that an importable folder is missing from `packages`
