@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from _live import CHROMIUM, Page, Server, silence, write_wav48
 from conftest import espeak
+from huma_rt.bench._browser import CHROMIUM, Page, Server, silence, write_wav48
 
 pytest.importorskip("aiortc")
 pytest.importorskip("aiohttp")
