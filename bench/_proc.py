@@ -43,9 +43,22 @@ def thread_cpu(pid: int) -> dict[int, float]:
 
 
 def children(pid: int) -> list[int]:
-    """Direct child processes of ``pid``."""
-    try:
-        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
-    except (FileNotFoundError, ProcessLookupError):
-        return []
-    return [int(x) for x in text.split()]
+    """Direct child processes of ``pid`` (forked by any of its threads)."""
+    out = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            out += [int(x) for x in (task / "children").read_text().split()]
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+    return out
+
+
+def descendants(pids: list[int]) -> list[int]:
+    """``pids`` and every process below them (children, grandchildren, ...), each once."""
+    seen, todo = [], list(pids)
+    while todo:
+        pid = todo.pop()
+        if pid not in seen:
+            seen.append(pid)
+            todo.extend(children(pid))
+    return seen
