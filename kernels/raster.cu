@@ -146,11 +146,16 @@ extern "C" __global__ void hr_sort_kernel(int tiles_x, int tx0, int ty0, int tx1
 // the tile's sorted Gaussians in batches of HR_BLOCK into shared memory and every thread
 // blends them front to back (hr_blend_step); the block stops once all its pixels saturate.
 // Writes un-composited colour [H,W,3], alpha [H,W] and, if out_depth, expected depth [H,W].
-extern "C" __global__ void hr_blend_kernel(const HrProjected *proj, const float *rgb, int width,
-                                           int height, int tiles_x, int tx0, int ty0, int tx1,
-                                           const int *tile_offsets,
-                                           const unsigned long long *sorted, float *out_rgb,
-                                           float *out_alpha, float *out_depth) {
+// Save (training): also the final transmittance out_T [H,W] and out_last [H,W], the number of
+// the tile's list entries up to and including the pixel's last contributing Gaussian, which the
+// backward pass starts from.
+template <bool Save>
+__device__ __forceinline__ void hr_blend_tile(const HrProjected *proj, const float *rgb,
+                                              int width, int height, int tiles_x, int tx0,
+                                              int ty0, int tx1, const int *tile_offsets,
+                                              const unsigned long long *sorted, float *out_rgb,
+                                              float *out_alpha, float *out_depth, float *out_T,
+                                              int *out_last) {
     __shared__ HrProjected s_proj[HR_BLOCK];
     __shared__ float s_rgb[HR_BLOCK * 3];
     __shared__ int s_done;
@@ -162,6 +167,7 @@ extern "C" __global__ void hr_blend_kernel(const HrProjected *proj, const float 
     bool done = !inside;
     const float fx = (float)px + 0.5f, fy = (float)py + 0.5f;
     float T = 1.f, cr = 0.f, cg = 0.f, cb = 0.f, cd = 0.f;
+    int last = 0;
     const int start = tile_offsets[t], end = tile_offsets[t + 1];
     if (tid == 0) s_done = 0;
     __syncthreads();
@@ -187,6 +193,7 @@ extern "C" __global__ void hr_blend_kernel(const HrProjected *proj, const float 
             cg += s_rgb[k * 3 + 1] * vis;
             cb += s_rgb[k * 3 + 2] * vis;
             cd += p.depth * vis;
+            if (Save && vis != 0.f) last = base - start + k + 1;
             if (done) atomicAdd(&s_done, 1);
         }
     }
@@ -198,6 +205,111 @@ extern "C" __global__ void hr_blend_kernel(const HrProjected *proj, const float 
     out_rgb[pix * 3 + 2] = cb;
     out_alpha[pix] = a;
     if (out_depth) out_depth[pix] = cd / fmaxf(a, 1e-10f);
+    if (Save) {
+        out_T[pix] = T;
+        out_last[pix] = last;
+    }
+}
+
+extern "C" __global__ void hr_blend_kernel(const HrProjected *proj, const float *rgb, int width,
+                                           int height, int tiles_x, int tx0, int ty0, int tx1,
+                                           const int *tile_offsets,
+                                           const unsigned long long *sorted, float *out_rgb,
+                                           float *out_alpha, float *out_depth) {
+    hr_blend_tile<false>(proj, rgb, width, height, tiles_x, tx0, ty0, tx1, tile_offsets, sorted,
+                         out_rgb, out_alpha, out_depth, nullptr, nullptr);
+}
+
+// hr_blend_kernel that also saves what the backward pass needs (out_T, out_last: see above).
+extern "C" __global__ void hr_blend_save_kernel(const HrProjected *proj, const float *rgb,
+                                                int width, int height, int tiles_x, int tx0,
+                                                int ty0, int tx1, const int *tile_offsets,
+                                                const unsigned long long *sorted, float *out_rgb,
+                                                float *out_alpha, float *out_T, int *out_last) {
+    hr_blend_tile<true>(proj, rgb, width, height, tiles_x, tx0, ty0, tx1, tile_offsets, sorted,
+                        out_rgb, out_alpha, nullptr, out_T, out_last);
+}
+
+// Backward of the blend: one block of 16x16 threads per tile of the rectangle, one thread per
+// pixel, walking the tile's list back to front (hr_blend_step_vjp) from each pixel's last
+// contributing entry, in shared-memory batches from the block's furthest one. v_rgb [H,W,3]:
+// dL/d(un-composited colour); v_T [H,W]: dL/d(final transmittance). Each pair's gradients
+// are added to its Gaussian's row of v2d [N, HR_V2D] (zeroed by the host) with atomicAdd.
+extern "C" __global__ void hr_blend_backward_kernel(
+    const HrProjected *proj, const float *rgb, int width, int height, int tiles_x, int tx0,
+    int ty0, int tx1, const int *tile_offsets, const unsigned long long *sorted,
+    const float *final_T, const int *last_entry, const float *v_rgb, const float *v_T,
+    float *v2d) {
+    __shared__ HrProjected s_proj[HR_BLOCK];
+    __shared__ float s_rgb[HR_BLOCK * 3];
+    __shared__ int s_id[HR_BLOCK];
+    __shared__ int s_max[HR_BLOCK];
+    const int t = hr_rect_tile(blockIdx.x, tiles_x, tx0, ty0, tx1);
+    const int px = (t % tiles_x) * HR_TILE + threadIdx.x;
+    const int py = (t / tiles_x) * HR_TILE + threadIdx.y;
+    const int tid = threadIdx.y * blockDim.x + threadIdx.x;
+    const bool inside = px < width && py < height;
+    const int pix = inside ? py * width + px : 0;
+    const float fx = (float)px + 0.5f, fy = (float)py + 0.5f;
+    const int last = inside ? last_entry[pix] : 0;
+    const float T_final = inside ? final_T[pix] : 1.f;
+    float T = T_final, S[3] = {0.f, 0.f, 0.f}, vC[3] = {0.f, 0.f, 0.f};
+    const float vT = inside ? v_T[pix] : 0.f;
+    if (inside)
+        for (int c = 0; c < 3; ++c) vC[c] = v_rgb[pix * 3 + c];
+    // the block's furthest last entry (tree reduction in shared memory)
+    s_max[tid] = last;
+    __syncthreads();
+    for (int s = HR_BLOCK / 2; s > 0; s >>= 1) {
+        if (tid < s) s_max[tid] = max(s_max[tid], s_max[tid + s]);
+        __syncthreads();
+    }
+    const int start = tile_offsets[t];
+    const int stop = start + s_max[0];
+    for (int end = stop; end > start; end -= HR_BLOCK) {
+        const int base = max(start, end - HR_BLOCK);
+        __syncthreads();  // the previous batch is read by everyone
+        const int i = base + tid;
+        if (i < end) {
+            const int g = (int)(sorted[i] & 0xffffffffull);
+            s_id[tid] = g;
+            s_proj[tid] = proj[g];
+            s_rgb[tid * 3 + 0] = rgb[g * 3 + 0];
+            s_rgb[tid * 3 + 1] = rgb[g * 3 + 1];
+            s_rgb[tid * 3 + 2] = rgb[g * 3 + 2];
+        }
+        __syncthreads();
+        for (int k = end - base - 1; k >= 0; --k) {
+            if (base - start + k >= last) continue;  // behind this pixel's last contributor
+            float v[HR_V2D];
+            if (!hr_blend_step_vjp(s_proj[k], &s_rgb[k * 3], fx, fy, vC, vT, T_final, T, S, v))
+                continue;
+            float *dst = v2d + (long long)s_id[k] * HR_V2D;
+            for (int c = 0; c < HR_V2D; ++c) atomicAdd(&dst[c], v[c]);
+        }
+    }
+}
+
+// Backward of the projection, one thread per Gaussian: its blend gradients v2d [N, HR_V2D] ->
+// rows of v_means [N,3], v_quats [N,4], v_log_scales [N,3], v_opacity_logits [N],
+// v_sh [N,(d+1)^2,3] (written). Densification statistics (nullable): grad_norm_sum [N] +=
+// |dL/d 2D mean|, visible_count [N] += 1 where the Gaussian is visible.
+extern "C" __global__ void hr_project_backward_kernel(
+    int n, const float *means, const float *quats, const float *log_scales,
+    const float *opacity_logits, const float *sh, int sh_degree, int scale_activation,
+    const float *cam_params, const float *v2d, float *v_means, float *v_quats,
+    float *v_log_scales, float *v_opacity_logits, float *v_sh, float *grad_norm_sum,
+    int *visible_count) {
+    const int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= n) return;
+    const HrCamera cam = hr_camera_from_params(cam_params);
+    bool visible;
+    const float norm = hr_project_gaussian_vjp(
+        i, means, quats, log_scales, opacity_logits, sh, sh_degree, scale_activation, cam,
+        v2d + (long long)i * HR_V2D, v_means, v_quats, v_log_scales, v_opacity_logits, v_sh,
+        visible);
+    if (grad_norm_sum) grad_norm_sum[i] += norm;
+    if (visible_count && visible) visible_count[i] += 1;
 }
 
 // One thread per pixel of [x0, x1) x [y0, y1): out = rgb + (1 - alpha) * background (image

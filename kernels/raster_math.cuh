@@ -337,3 +337,328 @@ HR_HD void hr_project_gaussian(long long i, const float *means, const float *qua
     hr_project(cam, m, q, s, op, out);
     hr_sh_color(sh_degree, sh, i, m, cam.campos, rgb);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Backward pass (vector-Jacobian products), beside the forward above. Plain float, one Gaussian
+// (or one pixel-Gaussian pair) a call: the CPU backend, the CUDA kernels and the emulation all
+// call these. Gradients of the discrete decisions (culling, the 1/255 skip, the T stop, the
+// bounding box) are zero, as in gsplat; so is the gradient through the 0.999 alpha clamp and
+// through max(colour, 0).
+
+// Per-Gaussian screen-space gradient record written by the blend backward: dL/d of the 2D
+// mean (x, y), the conic (ca, cb, cc), the activated opacity and the colour (r, g, b).
+#define HR_V2D 9
+
+// hr_sigma's VJP: v_sigma -> v2d[0..1] (mean) and v2d[2..4] (conic), accumulated.
+HR_HD void hr_sigma_vjp(const HrProjected &p, float px, float py, float v_sigma, float v2d[5]) {
+    float dx = p.x - px, dy = p.y - py;
+    v2d[0] += v_sigma * (p.ca * dx + p.cb * dy);
+    v2d[1] += v_sigma * (p.cc * dy + p.cb * dx);
+    v2d[2] += 0.5f * v_sigma * dx * dx;
+    v2d[3] += v_sigma * dx * dy;
+    v2d[4] += 0.5f * v_sigma * dy * dy;
+}
+
+// One back-to-front step of a pixel's blend (the reverse of hr_blend_step over the Gaussians
+// that contributed). State: T, the transmittance after this Gaussian (start: the pixel's final
+// T), becomes the one before it; S[3], the colour of the Gaussians behind it, gains its own.
+// v_C: dL/d(un-composited colour) of the pixel; v_T: dL/d(final T), T_final: the final T.
+// Writes this pair's v2d[HR_V2D] (zeroed here) and returns false when the Gaussian is skipped
+// at this pixel (alpha 0: nothing written).
+HR_HD bool hr_blend_step_vjp(const HrProjected &p, const float rgb[3], float px, float py,
+                             const float v_C[3], float v_T, float T_final, float &T, float S[3],
+                             float v2d[HR_V2D]) {
+    const float sigma = hr_sigma(p, px, py);
+    const float a = hr_alpha(p.opacity, sigma);
+    if (a == 0.f) return false;
+    const float ra = 1.f / (1.f - a);
+    T *= ra;  // transmittance in front of this Gaussian
+    const float w = a * T;
+    // dC/da = c T - S / (1 - a); dT_final/da = -T_final / (1 - a)
+    float v_a = -T_final * ra * v_T;
+    for (int c = 0; c < 3; ++c) {
+        v_a += (rgb[c] * T - S[c] * ra) * v_C[c];
+        v2d[6 + c] = w * v_C[c];
+        S[c] += rgb[c] * w;
+    }
+    for (int k = 0; k < 6; ++k) v2d[k] = 0.f;
+    const float e = expf(-sigma);
+    if (p.opacity * e < HR_ALPHA_MAX) {  // alpha = o e^-sigma, not clamped
+        v2d[5] = v_a * e;
+        hr_sigma_vjp(p, px, py, -v_a * a, v2d);
+    }
+    return true;
+}
+
+// Rotation of a quaternion (wxyz, unit) as in hr_quat_scale_to_covar.
+HR_HD void hr_quat_to_rotmat(const float q[4], float R[9]) {
+    const float w = q[0], x = q[1], y = q[2], z = q[3];
+    R[0] = 1.f - 2.f * (y * y + z * z); R[1] = 2.f * (x * y - w * z); R[2] = 2.f * (x * z + w * y);
+    R[3] = 2.f * (x * y + w * z); R[4] = 1.f - 2.f * (x * x + z * z); R[5] = 2.f * (y * z - w * x);
+    R[6] = 2.f * (x * z - w * y); R[7] = 2.f * (y * z + w * x); R[8] = 1.f - 2.f * (x * x + y * y);
+}
+
+// hr_quat_scale_to_covar's VJP: v_cov (symmetric 3x3, dL/d of each entry) -> v_quat (raw
+// quaternion, through its normalisation) and v_scale (activated scales), both written.
+HR_HD void hr_quat_scale_to_covar_vjp(const float quat[4], const float s[3], const float v_cov[9],
+                                      float v_quat[4], float v_scale[3]) {
+    const float qn2 = quat[0] * quat[0] + quat[1] * quat[1] + quat[2] * quat[2] +
+                      quat[3] * quat[3];
+    const float inv = 1.f / sqrtf(qn2);
+    const float q[4] = {quat[0] * inv, quat[1] * inv, quat[2] * inv, quat[3] * inv};
+    float R[9];
+    hr_quat_to_rotmat(q, R);
+    // cov = M M^T with M = R diag(s): v_M = (v_cov + v_cov^T) M
+    float V[9];  // dL/dR
+    for (int c = 0; c < 3; ++c) v_scale[c] = 0.f;
+    for (int r = 0; r < 3; ++r)
+        for (int c = 0; c < 3; ++c) {
+            float vm = 0.f;
+            for (int k = 0; k < 3; ++k)
+                vm += (v_cov[r * 3 + k] + v_cov[k * 3 + r]) * R[k * 3 + c] * s[c];
+            V[r * 3 + c] = vm * s[c];
+            v_scale[c] += vm * R[r * 3 + c];
+        }
+    const float w = q[0], x = q[1], y = q[2], z = q[3];
+    float vn[4];
+    vn[0] = 2.f * (-z * V[1] + y * V[2] + z * V[3] - x * V[5] - y * V[6] + x * V[7]);
+    vn[1] = 2.f * (y * V[1] + z * V[2] + y * V[3] - 2.f * x * V[4] - w * V[5] + z * V[6] +
+                   w * V[7] - 2.f * x * V[8]);
+    vn[2] = 2.f * (-2.f * y * V[0] + x * V[1] + w * V[2] + x * V[3] + z * V[5] - w * V[6] +
+                   z * V[7] - 2.f * y * V[8]);
+    vn[3] = 2.f * (-2.f * z * V[0] - w * V[1] + x * V[2] + w * V[3] - 2.f * z * V[4] +
+                   y * V[5] + x * V[6] + y * V[7]);
+    // through q / |q|: (vn - q (q . vn)) / |q|
+    const float dot = q[0] * vn[0] + q[1] * vn[1] + q[2] * vn[2] + q[3] * vn[3];
+    for (int k = 0; k < 4; ++k) v_quat[k] = (vn[k] - q[k] * dot) * inv;
+}
+
+// hr_persp_proj's VJP: v_cov2d (symmetric 2x2 as [a, b, c], dL/d of each matrix entry: b is
+// dL/d cov2d[0][1] = dL/d cov2d[1][0]) and v_mean2d -> v_m (camera mean, accumulated) and
+// v_C (camera covariance, written). The clamped tangent of the Jacobian passes no gradient to
+// x (or y) where it is clamped, but its dependence on z.
+HR_HD void hr_persp_proj_vjp(const HrCamera &cam, const float m[3], const float C[9],
+                             const float v_cov2d[3], const float v_mean2d[2], float v_m[3],
+                             float v_C[9]) {
+    const float x = m[0], y = m[1], z = m[2];
+    const float tan_fovx = 0.5f * cam.width / cam.fx;
+    const float tan_fovy = 0.5f * cam.height / cam.fy;
+    const float lim_x_pos = (cam.width - cam.cx) / cam.fx + 0.3f * tan_fovx;
+    const float lim_x_neg = cam.cx / cam.fx + 0.3f * tan_fovx;
+    const float lim_y_pos = (cam.height - cam.cy) / cam.fy + 0.3f * tan_fovy;
+    const float lim_y_neg = cam.cy / cam.fy + 0.3f * tan_fovy;
+    const float rz = 1.f / z, rz2 = rz * rz;
+    const float tx = z * hr_min(hr_max(x * rz, -lim_x_neg), lim_x_pos);
+    const float ty = z * hr_min(hr_max(y * rz, -lim_y_neg), lim_y_pos);
+    const float J[6] = {cam.fx * rz, 0.f, -cam.fx * tx * rz2, 0.f, cam.fy * rz, -cam.fy * ty * rz2};
+    const float G[4] = {v_cov2d[0], v_cov2d[1], v_cov2d[1], v_cov2d[2]};
+    // cov2d = J C J^T: v_C = J^T G J, v_J = 2 G J C (G and C symmetric)
+    float GJ[6];
+    for (int r = 0; r < 2; ++r)
+        for (int c = 0; c < 3; ++c) GJ[r * 3 + c] = G[r * 2] * J[c] + G[r * 2 + 1] * J[3 + c];
+    for (int r = 0; r < 3; ++r)
+        for (int c = 0; c < 3; ++c) v_C[r * 3 + c] = J[r] * GJ[c] + J[3 + r] * GJ[3 + c];
+    float vJ[6];
+    for (int r = 0; r < 2; ++r)
+        for (int c = 0; c < 3; ++c)
+            vJ[r * 3 + c] = 2.f * (GJ[r * 3] * C[c] + GJ[r * 3 + 1] * C[3 + c] +
+                                   GJ[r * 3 + 2] * C[6 + c]);
+    const float rz3 = rz2 * rz;
+    // mean2d = (fx x / z + cx, fy y / z + cy)
+    v_m[0] += cam.fx * rz * v_mean2d[0];
+    v_m[1] += cam.fy * rz * v_mean2d[1];
+    float v_z = -cam.fx * x * rz2 * v_mean2d[0] - cam.fy * y * rz2 * v_mean2d[1];
+    v_z += -cam.fx * rz2 * vJ[0] + 2.f * cam.fx * tx * rz3 * vJ[2] - cam.fy * rz2 * vJ[4] +
+           2.f * cam.fy * ty * rz3 * vJ[5];
+    const float v_tx = -cam.fx * rz2 * vJ[2], v_ty = -cam.fy * rz2 * vJ[5];
+    // tx = x inside the limits, z * limit outside
+    if (x * rz > -lim_x_neg && x * rz < lim_x_pos) v_m[0] += v_tx;
+    else v_z += v_tx * tx * rz;
+    if (y * rz > -lim_y_neg && y * rz < lim_y_pos) v_m[1] += v_ty;
+    else v_z += v_ty * ty * rz;
+    v_m[2] += v_z;
+}
+
+// hr_project's VJP for a visible Gaussian (rx > 0 in the forward): v2d[0..5] (2D mean, conic,
+// opacity) -> v_mean (world, accumulated), v_quat (written), v_scale (activated, written),
+// v_opacity (written).
+HR_HD void hr_project_vjp(const HrCamera &cam, const float mean[3], const float quat[4],
+                          const float scale[3], const float v2d[HR_V2D], float v_mean[3],
+                          float v_quat[4], float v_scale[3], float &v_opacity) {
+    float mc[3];
+    hr_world_to_camera(cam, mean, mc);
+    float cw[9];
+    hr_quat_scale_to_covar(quat, scale, cw);
+    float RC[9], cc[9];
+    for (int r = 0; r < 3; ++r)
+        for (int c = 0; c < 3; ++c)
+            RC[r * 3 + c] = cam.R[r * 3 + 0] * cw[0 * 3 + c] + cam.R[r * 3 + 1] * cw[1 * 3 + c] +
+                            cam.R[r * 3 + 2] * cw[2 * 3 + c];
+    for (int r = 0; r < 3; ++r)
+        for (int c = 0; c < 3; ++c)
+            cc[r * 3 + c] = RC[r * 3 + 0] * cam.R[c * 3 + 0] + RC[r * 3 + 1] * cam.R[c * 3 + 1] +
+                            RC[r * 3 + 2] * cam.R[c * 3 + 2];
+    float cov2d[3], m2[2];
+    hr_persp_proj(cam, mc, cc, cov2d, m2);
+    cov2d[0] += HR_EPS2D;
+    cov2d[2] += HR_EPS2D;
+    const float idet = 1.f / (cov2d[0] * cov2d[2] - cov2d[1] * cov2d[1]);
+    // conic Q = inverse of the dilated cov2d: dL/dcov2d = -Q G_Q Q, G_Q the gradient of each
+    // matrix entry (the off-diagonal cb is both entries: half its gradient each)
+    const float Q[4] = {cov2d[2] * idet, -cov2d[1] * idet, -cov2d[1] * idet, cov2d[0] * idet};
+    const float GQ[4] = {v2d[2], 0.5f * v2d[3], 0.5f * v2d[3], v2d[4]};
+    float QG[4], GS[4];
+    for (int r = 0; r < 2; ++r)
+        for (int c = 0; c < 2; ++c) QG[r * 2 + c] = Q[r * 2] * GQ[c] + Q[r * 2 + 1] * GQ[2 + c];
+    for (int r = 0; r < 2; ++r)
+        for (int c = 0; c < 2; ++c)
+            GS[r * 2 + c] = -(QG[r * 2] * Q[c] + QG[r * 2 + 1] * Q[2 + c]);
+    const float v_cov2d[3] = {GS[0], 0.5f * (GS[1] + GS[2]), GS[3]};
+    float v_mc[3] = {0.f, 0.f, 0.f}, v_cc[9];
+    hr_persp_proj_vjp(cam, mc, cc, v_cov2d, v2d, v_mc, v_cc);
+    // cc = Rcam cw Rcam^T: v_cw = Rcam^T v_cc Rcam; mc = Rcam mean + t: v_mean = Rcam^T v_mc
+    float T1[9], v_cw[9];
+    for (int r = 0; r < 3; ++r)
+        for (int c = 0; c < 3; ++c)
+            T1[r * 3 + c] = cam.R[0 * 3 + r] * v_cc[0 * 3 + c] + cam.R[1 * 3 + r] * v_cc[1 * 3 + c] +
+                            cam.R[2 * 3 + r] * v_cc[2 * 3 + c];
+    for (int r = 0; r < 3; ++r)
+        for (int c = 0; c < 3; ++c)
+            v_cw[r * 3 + c] = T1[r * 3 + 0] * cam.R[0 * 3 + c] + T1[r * 3 + 1] * cam.R[1 * 3 + c] +
+                              T1[r * 3 + 2] * cam.R[2 * 3 + c];
+    for (int k = 0; k < 3; ++k)
+        v_mean[k] += cam.R[0 * 3 + k] * v_mc[0] + cam.R[1 * 3 + k] * v_mc[1] +
+                     cam.R[2 * 3 + k] * v_mc[2];
+    hr_quat_scale_to_covar_vjp(quat, scale, v_cw, v_quat, v_scale);
+    v_opacity = v2d[5];
+}
+
+// hr_sh_color's VJP: v_rgb -> v_sh (row `row` of an [N,(d+1)^2,3] array, written) and the
+// view direction's dependence on the mean (v_mean, accumulated). A channel clamped at 0 in the
+// forward passes nothing.
+HR_HD void hr_sh_color_vjp(int degree, const float *sh, long long row, const float mean[3],
+                           const float campos[3], const float v_rgb[3], float *v_sh,
+                           float v_mean[3]) {
+    const int K3 = (degree + 1) * (degree + 1) * 3;
+    const float *coef = sh + row * K3;
+    float *vcoef = v_sh + row * K3;
+    float rgb[3];
+    hr_sh_color(degree, sh, row, mean, campos, rgb);
+    float g[3];  // dL/d(SH sum) per channel
+    for (int c = 0; c < 3; ++c) g[c] = rgb[c] > 0.f ? v_rgb[c] : 0.f;
+    float basis[16], db[16][3];  // basis and d basis / d direction
+    basis[0] = 0.28209479177387814f;
+    int k = 1;
+    float x = 0.f, y = 0.f, z = 0.f, inv = 0.f;
+    if (degree > 0) {
+        x = mean[0] - campos[0]; y = mean[1] - campos[1]; z = mean[2] - campos[2];
+        const float n2 = x * x + y * y + z * z;
+        inv = n2 > 0.f ? 1.f / sqrtf(n2) : 0.f;
+        x *= inv; y *= inv; z *= inv;
+        const float C1 = 0.4886025119029199f;
+        basis[1] = -C1 * y; basis[2] = C1 * z; basis[3] = -C1 * x;
+        const float d1[3][3] = {{0.f, -C1, 0.f}, {0.f, 0.f, C1}, {-C1, 0.f, 0.f}};
+        for (int i = 0; i < 3; ++i)
+            for (int j = 0; j < 3; ++j) db[1 + i][j] = d1[i][j];
+        k = 4;
+        if (degree > 1) {
+            const float C2 = 1.0925484305920792f, C3 = 0.31539156525252005f,
+                        C4 = 0.5462742152960396f;
+            const float xx = x * x, yy = y * y, zz = z * z;
+            basis[4] = C2 * x * y; basis[5] = -C2 * y * z; basis[6] = C3 * (2.f * zz - xx - yy);
+            basis[7] = -C2 * x * z; basis[8] = C4 * (xx - yy);
+            const float d2[5][3] = {{C2 * y, C2 * x, 0.f},
+                                    {0.f, -C2 * z, -C2 * y},
+                                    {-2.f * C3 * x, -2.f * C3 * y, 4.f * C3 * z},
+                                    {-C2 * z, 0.f, -C2 * x},
+                                    {2.f * C4 * x, -2.f * C4 * y, 0.f}};
+            for (int i = 0; i < 5; ++i)
+                for (int j = 0; j < 3; ++j) db[4 + i][j] = d2[i][j];
+            k = 9;
+            if (degree > 2) {
+                const float C5 = 0.5900435899266435f, C6 = 2.890611442640554f,
+                            C7 = 0.4570457994644658f, C8 = 0.3731763325901154f,
+                            C9 = 1.445305721320277f;
+                basis[9] = -C5 * y * (3.f * xx - yy);
+                basis[10] = C6 * x * y * z;
+                basis[11] = -C7 * y * (4.f * zz - xx - yy);
+                basis[12] = C8 * z * (2.f * zz - 3.f * xx - 3.f * yy);
+                basis[13] = -C7 * x * (4.f * zz - xx - yy);
+                basis[14] = C9 * z * (xx - yy);
+                basis[15] = -C5 * x * (xx - 3.f * yy);
+                const float d3[7][3] = {
+                    {-6.f * C5 * x * y, -3.f * C5 * (xx - yy), 0.f},
+                    {C6 * y * z, C6 * x * z, C6 * x * y},
+                    {2.f * C7 * x * y, -C7 * (4.f * zz - xx - 3.f * yy), -8.f * C7 * y * z},
+                    {-6.f * C8 * x * z, -6.f * C8 * y * z, C8 * (6.f * zz - 3.f * xx - 3.f * yy)},
+                    {-C7 * (4.f * zz - 3.f * xx - yy), 2.f * C7 * x * y, -8.f * C7 * x * z},
+                    {2.f * C9 * x * z, -2.f * C9 * y * z, C9 * (xx - yy)},
+                    {-3.f * C5 * (xx - yy), 6.f * C5 * x * y, 0.f}};
+                for (int i = 0; i < 7; ++i)
+                    for (int j = 0; j < 3; ++j) db[9 + i][j] = d3[i][j];
+                k = 16;
+            }
+        }
+    }
+    float v_dir[3] = {0.f, 0.f, 0.f};
+    for (int i = 0; i < k; ++i) {
+        float gi = 0.f;  // dL/d basis[i]
+        for (int c = 0; c < 3; ++c) {
+            vcoef[i * 3 + c] = basis[i] * g[c];
+            gi += coef[i * 3 + c] * g[c];
+        }
+        if (i > 0)
+            for (int j = 0; j < 3; ++j) v_dir[j] += gi * db[i][j];
+    }
+    for (int i = k * 3; i < K3; ++i) vcoef[i] = 0.f;
+    if (degree > 0) {
+        // direction = d / |d|: v_d = (v_dir - dir (dir . v_dir)) / |d|
+        const float dot = x * v_dir[0] + y * v_dir[1] + z * v_dir[2];
+        v_mean[0] += (v_dir[0] - x * dot) * inv;
+        v_mean[1] += (v_dir[1] - y * dot) * inv;
+        v_mean[2] += (v_dir[2] - z * dot) * inv;
+    }
+}
+
+// d activation / d raw for the scale activations of hr_activate_scale.
+HR_HD float hr_activate_scale_grad(float v, int activation) {
+    if (activation == 0) return expf(v);
+    return v > 20.0f ? 1.0f : 1.0f / (1.0f + expf(-v));  // softplus' = sigmoid
+}
+
+// The VJP of hr_project_gaussian for Gaussian i of the raw arrays: v2d[HR_V2D] (its blend
+// gradients) -> rows i of v_means [N,3], v_quats [N,4], v_log_scales [N,3],
+// v_opacity_logits [N], v_sh [N,(d+1)^2,3], all written (zero for a culled Gaussian).
+// Returns the norm of dL/d(2D mean), the statistic 3DGS densification accumulates per view
+// (0 when culled), and sets visible.
+HR_HD float hr_project_gaussian_vjp(long long i, const float *means, const float *quats,
+                                    const float *log_scales, const float *opacity_logits,
+                                    const float *sh, int sh_degree, int scale_activation,
+                                    const HrCamera &cam, const float v2d[HR_V2D],
+                                    float *v_means, float *v_quats, float *v_log_scales,
+                                    float *v_opacity_logits, float *v_sh, bool &visible) {
+    float m[3], q[4], s[3];
+    for (int k = 0; k < 3; ++k) m[k] = means[i * 3 + k];
+    for (int k = 0; k < 4; ++k) q[k] = quats[i * 4 + k];
+    for (int k = 0; k < 3; ++k) s[k] = hr_activate_scale(log_scales[i * 3 + k], scale_activation);
+    const float op = hr_sigmoid(opacity_logits[i]);
+    HrProjected p;
+    hr_project(cam, m, q, s, op, p);
+    visible = p.rx > 0 && p.ry > 0;
+    float vm[3] = {0.f, 0.f, 0.f}, vq[4] = {0.f, 0.f, 0.f, 0.f}, vs[3] = {0.f, 0.f, 0.f};
+    float vo = 0.f;
+    const int K3 = (sh_degree + 1) * (sh_degree + 1) * 3;
+    if (visible) {
+        hr_project_vjp(cam, m, q, s, v2d, vm, vq, vs, vo);
+        hr_sh_color_vjp(sh_degree, sh, i, m, cam.campos, v2d + 6, v_sh, vm);
+    } else {
+        for (int k = 0; k < K3; ++k) v_sh[i * K3 + k] = 0.f;
+    }
+    for (int k = 0; k < 3; ++k) v_means[i * 3 + k] = vm[k];
+    for (int k = 0; k < 4; ++k) v_quats[i * 4 + k] = vq[k];
+    for (int k = 0; k < 3; ++k)
+        v_log_scales[i * 3 + k] = vs[k] * hr_activate_scale_grad(log_scales[i * 3 + k],
+                                                                 scale_activation);
+    v_opacity_logits[i] = vo * op * (1.f - op);
+    return visible ? sqrtf(v2d[0] * v2d[0] + v2d[1] * v2d[1]) : 0.f;
+}

@@ -43,6 +43,21 @@ _SIGNATURES = {
     "hr_cpu_composite": (None, [_P, _P, _P, _P, _I, _I, _I, _I, _I, _P, _P, _I]),
 }
 
+# The training entry points (the backward pass); bound apart from _SIGNATURES so that a build
+# of an older revision without them (bench/raster_ab.py) still opens.
+_BACKWARD_SIGNATURES = {
+    "hr_cpu_blend_save": (None, [_P, _I, _I, _P, _P, _P, _P, _I64, _P, _P, _P, _P, _I]),
+    "hr_cpu_blend_backward": (None, [_I, _P, _P, _I, _I, _P, _P, _P, _P, _P, _P, _P, _P, _P,
+                                     _I]),
+    "hr_cpu_backward_scratch_bytes": (_I64, [_I, _I]),
+    "hr_cpu_project_backward": (None, [_I, _P, _P, _P, _P, _P, _I, _I, _P, _P, _P, _P, _P, _P,
+                                       _P, _P, _P, _I]),
+}
+
+# Per-Gaussian screen-space gradient row of the blend backward (HR_V2D in raster_math.cuh):
+# dL/d 2D mean (x, y), conic (a, b, c), activated opacity, colour (r, g, b).
+V2D = 9
+
 
 def library_path() -> Path | None:
     """Path of the built extension next to this package, or None when it was not built."""
@@ -52,6 +67,17 @@ def library_path() -> Path | None:
         if cand.exists():
             return cand
     return None
+
+
+@functools.lru_cache(maxsize=1)
+def load_backward() -> ctypes.CDLL:
+    """The CPU rasterizer with its backward-pass entry points bound (training)."""
+    lib = load_library()
+    for name, (res, args) in _BACKWARD_SIGNATURES.items():
+        fn = getattr(lib, name)
+        fn.restype = res
+        fn.argtypes = args
+    return lib
 
 
 @functools.lru_cache(maxsize=1)

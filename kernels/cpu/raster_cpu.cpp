@@ -580,6 +580,7 @@ HR_INLINE v8f vexp_neg(v8f x) {
 struct HalfRow {
     v8f T, Cr, Cg, Cb, D;
     v8i live;  // all bits until the pixel saturates (or 0 outside the image)
+    v8i last;  // Save: list entries up to the last contributing one (hr_blend_save_kernel's)
     v8f centres;
     float y;   // pixel-centre y of the row
 };
@@ -599,8 +600,8 @@ HR_INLINE v8f half_row_falloff(const BlendRecord &q, const v8f centres, float y)
 // One compositing step of Gaussian q (falloff e) over the 8 pixels of h: hr_blend_step per
 // lane, branch-free. A skipped lane (alpha < 1/255, or its pixel saturated) takes alpha 0: it
 // keeps its T and adds nothing; T > HR_T_MIN always holds, so only a blending lane can end.
-template <bool WithDepth>
-HR_INLINE void composite_step(const BlendRecord &q, v8f e, HalfRow &h) {
+template <bool WithDepth, bool Save>
+HR_INLINE void composite_step(const BlendRecord &q, v8f e, HalfRow &h, int entry) {
     const v8f zero = {};
     const v8f amax = zero + HR_ALPHA_MAX;
     const v8f a0 = q.opacity * e;
@@ -617,6 +618,7 @@ HR_INLINE void composite_step(const BlendRecord &q, v8f e, HalfRow &h) {
     if (WithDepth) h.D += q.depth * vis;
     h.T = upd ? nT : h.T;
     h.live &= ~fin;
+    if (Save) h.last = (upd & (a > zero)) ? v8i{} + (entry + 1) : h.last;
 }
 
 // The Gaussians of one 32-bit word x of a half row's bit set (tile list entries list[bit]), in
@@ -624,16 +626,20 @@ HR_INLINE void composite_step(const BlendRecord &q, v8f e, HalfRow &h) {
 // the step before it (the falloffs are independent; the compositing carries only T), so the
 // CPU overlaps consecutive steps; fused into one, each step's ~60-cycle chain from record to
 // T kept only ~3 steps in flight (~35 cycles a step on the benchmark head, now ~22).
-template <bool WithDepth, bool Fma>
-HR_INLINE void blend_word(const BlendRecord *rec, const uint64_t *list, uint32_t x, HalfRow &h) {
+template <bool WithDepth, bool Fma, bool Save>
+HR_INLINE void blend_word(const BlendRecord *rec, const uint64_t *list, uint32_t x, HalfRow &h,
+                          int entry0) {
     v8f falloff[32];
     const BlendRecord *q[32];
+    int entry[32];
     int k = 0;
     for (; x; x &= x - 1, ++k) {
+        if (Save) entry[k] = entry0 + __builtin_ctz(x);
         q[k] = rec + (uint32_t)list[__builtin_ctz(x)];
         falloff[k] = half_row_falloff<Fma>(*q[k], h.centres, h.y);
     }
-    for (int i = 0; i < k; ++i) composite_step<WithDepth>(*q[i], falloff[i], h);
+    for (int i = 0; i < k; ++i)
+        composite_step<WithDepth, Save>(*q[i], falloff[i], h, Save ? entry[i] : 0);
 }
 
 template <bool WithDepth>
@@ -669,10 +675,11 @@ HR_INLINE void store_half_row(const HalfRow &h, int64_t pix0, int w8, float *out
 // half row), then each half row blended over its own Gaussians front to
 // back, which keeps its colour and transmittance in registers and ends it once its pixels
 // saturate.
-template <bool WithDepth, bool Fma>
+template <bool WithDepth, bool Fma, bool Save>
 HR_INLINE void blend_tile(int t, const BlendRecord *rec, int width, int height, int tiles_x,
                           const int *tile_offsets, const uint64_t *keys, uint32_t *scratch,
-                          int64_t cap, float *out_rgb, float *out_alpha, float *out_depth) {
+                          int64_t cap, float *out_rgb, float *out_alpha, float *out_depth,
+                          float *out_T, int *out_last) {
     const int tx0 = (t % tiles_x) * HR_TILE, ty0 = (t / tiles_x) * HR_TILE;
     const int begin = tile_offsets[t], n = tile_offsets[t + 1] - begin;
     const uint64_t *list = keys + begin;  // front to back; low 32 bits: the Gaussian
@@ -698,6 +705,7 @@ HR_INLINE void blend_tile(int t, const BlendRecord *rec, int width, int height, 
         HalfRow hr;
         hr.T = zero + 1.f;
         hr.Cr = hr.Cg = hr.Cb = hr.D = zero;
+        hr.last = v8i{};
         for (int i = 0; i < 8; ++i) hr.live[i] = i < w8 ? -1 : 0;
         hr.centres = lane + (float)col;
         hr.y = (float)row + 0.5f;
@@ -705,9 +713,15 @@ HR_INLINE void blend_tile(int t, const BlendRecord *rec, int width, int height, 
         // front to back over the set bits, 32 at a time; ends after the word in which the half
         // row's last pixel saturates
         for (int64_t wd = 0; wd * 32 < n && any_lane(hr.live); ++wd)
-            blend_word<WithDepth, Fma>(rec, list + wd * 32, mine[wd], hr);
+            blend_word<WithDepth, Fma, Save>(rec, list + wd * 32, mine[wd], hr, (int)wd * 32);
         store_half_row<WithDepth>(hr, (int64_t)row * width + col, w8, out_rgb, out_alpha,
                                   out_depth);
+        if (Save)
+            for (int i = 0; i < w8; ++i) {
+                const int64_t pix = (int64_t)row * width + col + i;
+                out_T[pix] = hr.T[i];
+                out_last[pix] = hr.last[i];
+            }
     }
 }
 
@@ -723,12 +737,18 @@ HR_INLINE void blend_tile(int t, const BlendRecord *rec, int width, int height, 
             omp_get_thread_num() * scratch_bytes(scratch_per_thread));                          \
         _Pragma("omp for schedule(dynamic, 1)") for (int k = 0; k < rw * rh; ++k) {             \
             const int t = (rect[1] + k / rw) * tiles_x + rect[0] + k % rw;                      \
-            if (out_depth)                                                                      \
-                blend_tile<true, FMA>(t, rec, width, height, tiles_x, tile_offsets, keys, mine,  \
-                                      scratch_per_thread, out_rgb, out_alpha, out_depth);       \
+            if (out_T)                                                                          \
+                blend_tile<false, FMA, true>(t, rec, width, height, tiles_x, tile_offsets,      \
+                                             keys, mine, scratch_per_thread, out_rgb,           \
+                                             out_alpha, nullptr, out_T, out_last);              \
+            else if (out_depth)                                                                 \
+                blend_tile<true, FMA, false>(t, rec, width, height, tiles_x, tile_offsets,      \
+                                             keys, mine, scratch_per_thread, out_rgb,           \
+                                             out_alpha, out_depth, nullptr, nullptr);           \
             else                                                                                \
-                blend_tile<false, FMA>(t, rec, width, height, tiles_x, tile_offsets, keys,      \
-                                       mine, scratch_per_thread, out_rgb, out_alpha, nullptr);  \
+                blend_tile<false, FMA, false>(t, rec, width, height, tiles_x, tile_offsets,     \
+                                              keys, mine, scratch_per_thread, out_rgb,          \
+                                              out_alpha, nullptr, nullptr, nullptr);            \
         }                                                                                       \
     }
 
@@ -736,14 +756,14 @@ __attribute__((target("arch=x86-64-v3")))
 void blend_tiles_fma(const BlendRecord *rec, int width, int height, const int *rect,
                      const int *tile_offsets, const uint64_t *keys, void *scratch,
                      int64_t scratch_per_thread, float *out_rgb, float *out_alpha,
-                     float *out_depth, int threads) {
+                     float *out_depth, float *out_T, int *out_last, int threads) {
     HR_BLEND_TILES(true)
 }
 
 void blend_tiles_base(const BlendRecord *rec, int width, int height, const int *rect,
                       const int *tile_offsets, const uint64_t *keys, void *scratch,
                       int64_t scratch_per_thread, float *out_rgb, float *out_alpha,
-                      float *out_depth, int threads) {
+                      float *out_depth, float *out_T, int *out_last, int threads) {
     HR_BLEND_TILES(false)
 }
 
@@ -766,7 +786,25 @@ HR_EXPORT void hr_cpu_blend(const void *records, int width, int height, const in
     (fma ? blend_tiles_fma : blend_tiles_base)(static_cast<const BlendRecord *>(records), width,
                                                height, rect, tile_offsets, keys, scratch,
                                                scratch_per_thread, out_rgb, out_alpha,
-                                               out_depth, threads);
+                                               out_depth, nullptr, nullptr, threads);
+}
+
+// hr_cpu_blend for training: also writes each pixel's final transmittance out_T [H,W] and
+// out_last [H,W], the number of its tile's list entries up to and including its last
+// contributing Gaussian (as hr_blend_save_kernel), which hr_cpu_blend_backward starts from.
+HR_EXPORT void hr_cpu_blend_save(const void *records, int width, int height, const int *rect,
+                                 const int *tile_offsets, const uint64_t *keys, void *scratch,
+                                 int64_t scratch_per_thread, float *out_rgb, float *out_alpha,
+                                 float *out_T, int *out_last, int threads) {
+#ifdef HR_BASELINE_ISA
+    const bool fma = false;
+#else
+    static const bool fma = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#endif
+    (fma ? blend_tiles_fma : blend_tiles_base)(static_cast<const BlendRecord *>(records), width,
+                                               height, rect, tile_offsets, keys, scratch,
+                                               scratch_per_thread, out_rgb, out_alpha, nullptr,
+                                               out_T, out_last, threads);
 }
 
 HR_EXPORT int64_t hr_cpu_blend_scratch_bytes(int64_t per_thread) {
@@ -825,4 +863,101 @@ HR_EXPORT void hr_cpu_composite(const float *rgb, const float *alpha, const floa
                                 float *out_f32, uint8_t *out_u8, int threads) {
     hr_cpu_composite_impl(rgb, alpha, bg_image, bg_color, width, x0, y0, x1, y1, out_f32, out_u8,
                           threads);
+}
+
+namespace {
+
+// The backward pass of one tile: each pixel walks its tile list back to front from its last
+// contributing entry (hr_blend_step_vjp, the same math as hr_blend_backward_kernel) and adds
+// each pair's gradients to its Gaussian's row of acc [N][HR_V2D] (the thread's own, double).
+HR_INLINE void blend_backward_tile(int t, const HrProjected *proj, const float *rgb, int width,
+                                   int height, int tiles_x, const int *tile_offsets,
+                                   const uint64_t *keys, const float *final_T,
+                                   const int *last_entry, const float *v_rgb, const float *v_T,
+                                   double *acc) {
+    const int tx0 = (t % tiles_x) * HR_TILE, ty0 = (t / tiles_x) * HR_TILE;
+    const uint64_t *list = keys + tile_offsets[t];
+    const int x1 = std::min(tx0 + HR_TILE, width), y1 = std::min(ty0 + HR_TILE, height);
+    for (int y = ty0; y < y1; ++y)
+        for (int x = tx0; x < x1; ++x) {
+            const int64_t pix = (int64_t)y * width + x;
+            const float T_final = final_T[pix], vT = v_T[pix];
+            const float vC[3] = {v_rgb[3 * pix], v_rgb[3 * pix + 1], v_rgb[3 * pix + 2]};
+            float T = T_final, S[3] = {0.f, 0.f, 0.f};
+            for (int k = last_entry[pix] - 1; k >= 0; --k) {
+                const uint32_t g = (uint32_t)list[k];
+                float v[HR_V2D];
+                if (!hr_blend_step_vjp(proj[g], rgb + 3 * (int64_t)g, (float)x + 0.5f,
+                                       (float)y + 0.5f, vC, vT, T_final, T, S, v))
+                    continue;
+                double *a = acc + (int64_t)g * HR_V2D;
+                for (int c = 0; c < HR_V2D; ++c) a[c] += v[c];
+            }
+        }
+}
+
+}  // namespace
+
+// Backward of hr_cpu_blend_save over the tiles of rect (the lists of the forward's bin_sort):
+// v_rgb [H,W,3] = dL/d(un-composited colour), v_T [H,W] = dL/d(final transmittance), final_T
+// and last_entry from hr_cpu_blend_save -> v2d [n, HR_V2D] (dL/d 2D mean, conic, opacity,
+// colour per Gaussian; written). Each thread adds into its own rows of scratch
+// (threads x n x HR_V2D doubles, hr_cpu_backward_scratch_bytes) over a static share of the
+// tiles; the shares are summed in thread order, so a run is deterministic for a thread count.
+HR_EXPORT void hr_cpu_blend_backward(int n, const HrProjected *proj, const float *rgb, int width,
+                                     int height, const int *rect, const int *tile_offsets,
+                                     const uint64_t *keys, const float *final_T,
+                                     const int *last_entry, const float *v_rgb,
+                                     const float *v_T, void *scratch, float *v2d, int threads) {
+    const int tiles_x = (width + HR_TILE - 1) / HR_TILE;
+    const int rw = std::max(0, rect[2] - rect[0]), rh = std::max(0, rect[3] - rect[1]);
+    const int nt = pick_threads(threads);
+    const int64_t rows = (int64_t)n * HR_V2D;
+    double *acc_all = static_cast<double *>(scratch);
+#pragma omp parallel num_threads(nt)
+    {
+        const int tid = omp_get_thread_num(), used = omp_get_num_threads();
+        double *acc = acc_all + tid * rows;
+        std::memset(acc, 0, sizeof(double) * rows);
+#pragma omp for schedule(static)
+        for (int k = 0; k < rw * rh; ++k) {
+            const int t = (rect[1] + k / rw) * tiles_x + rect[0] + k % rw;
+            blend_backward_tile(t, proj, rgb, width, height, tiles_x, tile_offsets, keys,
+                                final_T, last_entry, v_rgb, v_T, acc);
+        }
+#pragma omp for schedule(static)
+        for (int64_t j = 0; j < rows; ++j) {
+            double sum = 0.0;
+            for (int u = 0; u < used; ++u) sum += acc_all[u * rows + j];
+            v2d[j] = (float)sum;
+        }
+    }
+}
+
+HR_EXPORT int64_t hr_cpu_backward_scratch_bytes(int n, int threads) {
+    return (int64_t)sizeof(double) * pick_threads(threads) * n * HR_V2D;
+}
+
+// Backward of hr_cpu_project (hr_project_gaussian_vjp per Gaussian): v2d [n, HR_V2D] -> v_means
+// [n,3], v_quats [n,4], v_log_scales [n,3], v_opacity_logits [n], v_sh [n,(d+1)^2,3]
+// (written). Densification statistics (nullable): grad_norm_sum [n] += |dL/d 2D mean|,
+// visible_count [n] += 1 where the Gaussian is visible.
+HR_EXPORT void hr_cpu_project_backward(int n, const float *means, const float *quats,
+                                       const float *log_scales, const float *opacity_logits,
+                                       const float *sh, int sh_degree, int scale_activation,
+                                       const float *cam_params, const float *v2d,
+                                       float *v_means, float *v_quats, float *v_log_scales,
+                                       float *v_opacity_logits, float *v_sh,
+                                       float *grad_norm_sum, int *visible_count, int threads) {
+    const HrCamera cam = hr_camera_from_params(cam_params);
+#pragma omp parallel for num_threads(pick_threads(threads)) schedule(static)
+    for (int i = 0; i < n; ++i) {
+        bool visible;
+        const float norm = hr_project_gaussian_vjp(
+            i, means, quats, log_scales, opacity_logits, sh, sh_degree, scale_activation, cam,
+            v2d + (int64_t)i * HR_V2D, v_means, v_quats, v_log_scales, v_opacity_logits, v_sh,
+            visible);
+        if (grad_norm_sum) grad_norm_sum[i] += norm;
+        if (visible_count && visible) visible_count[i] += 1;
+    }
 }
