@@ -147,3 +147,107 @@ def test_gradients_match_torch_autograd(seed, degree, act):
     for k in NAMES:
         err = grad_error(got[k], want[k])
         assert err < 1e-4, (k, err)
+
+
+def _coords(rng, shape, rows, k):
+    """k random coordinates of a tensor of ``shape`` whose row is one of ``rows``."""
+    return [(int(rng.choice(rows)), *(int(rng.integers(s)) for s in shape[1:])) for _ in range(k)]
+
+
+def test_gradients_match_float64_finite_differences():
+    """Central differences (h = 1e-6) of the float64 reference at coordinates of drawn
+    Gaussians, against the kernels' backward."""
+    g, cam = hard_scene(44, n=60, size=(32, 24), degree=2)
+    bg = (0.2, 0.1, 0.4)
+    wi, wa = _weights(44, cam)
+    got, out = kernel_grads(g, cam, bg, wi, wa)
+    drawn = np.nonzero(out.mean2d_grad["visible"])[0]
+    assert drawn.size > 20
+    rng = np.random.default_rng(0)
+    base = {k: torch.tensor(getattr(g, k), dtype=torch.float64) for k in NAMES}
+
+    def loss(p):
+        image, alpha = reference_render(p, cam, g.scale_activation, bg)
+        return float((image * wi).sum() + (alpha * wa).sum())
+
+    h = 1e-6
+    for k in NAMES:
+        for idx in _coords(rng, base[k].shape, drawn, 4):
+            plus, minus = dict(base), dict(base)
+            plus[k], minus[k] = base[k].clone(), base[k].clone()
+            plus[k][idx] += h
+            minus[k][idx] -= h
+            fd = (loss(plus) - loss(minus)) / (2 * h)
+            scale = float(got[k].abs().max())
+            assert abs(float(got[k][idx]) - fd) <= 1e-3 * scale + 1e-6, (k, idx, fd, got[k][idx])
+
+
+def test_gradients_match_finite_differences_of_the_kernels_own_forward():
+    """Central differences of the float32 kernels themselves on a smooth scene (a few large,
+    translucent Gaussians whose 1/255 cut-off lies outside the image, so no pair switches on or
+    off under the step), every coordinate of every input."""
+    from huma_rt.train.raster_cpu import CpuRasterizer
+
+    rng = np.random.default_rng(7)
+    n = 5
+    w2c = np.eye(4, dtype=np.float32)
+    w2c[2, 3] = 4.0
+    cam = Camera(20, 16, fx=18.0, fy=18.0, cx=10.3, cy=7.6, world_to_camera=w2c)
+    arrays = {
+        "means": rng.uniform(-0.4, 0.4, (n, 3)).astype(np.float32),
+        "quats": rng.normal(size=(n, 4)).astype(np.float32),
+        "log_scales": rng.uniform(0.1, 0.6, (n, 3)).astype(np.float32),
+        "opacity_logits": rng.uniform(-1.5, 0.0, n).astype(np.float32),
+        "sh": (rng.normal(size=(n, 4, 3)) * 0.3).astype(np.float32),
+    }
+    eng = CpuRasterizer(cam, n)
+    wi = rng.normal(size=(16, 20, 3))
+    wt = rng.normal(size=(16, 20))
+
+    def loss(a):
+        rgb, T, _ = eng.forward(*(a[k] for k in NAMES), "exp")
+        return float((rgb.astype(np.float64) * wi).sum() + (T.astype(np.float64) * wt).sum())
+
+    rgb, T, saved = eng.forward(*(arrays[k] for k in NAMES), "exp")
+    assert T.max() < 0.999 and T.min() > 0.05  # every pixel sees every Gaussian, none saturates
+    g = eng.backward(saved, *(arrays[k] for k in NAMES), "exp", wi.astype(np.float32),
+                     wt.astype(np.float32))
+    assert g.visible.all()
+    h = 2e-3
+    for k in NAMES:
+        grad = getattr(g, k)
+        fd = np.zeros_like(grad, dtype=np.float64)
+        for idx in np.ndindex(grad.shape):
+            a = {key: v.copy() for key, v in arrays.items()}
+            a[k][idx] += h
+            up = loss(a)
+            a[k][idx] -= 2 * h
+            fd[idx] = (up - loss(a)) / (2 * h)
+        err = np.abs(grad - fd).max() / np.abs(fd).max()
+        assert err < 3e-3, (k, err)  # measured <= 9e-4
+
+
+def test_a_wrong_gradient_fails_the_checks():
+    """The tolerances catch a gradient that is slightly wrong: one coordinate off by 0.1 % of
+    the largest, or the backward of another scale activation than the forward's."""
+    g, cam = hard_scene(45, n=120, size=(32, 32), degree=1)
+    bg = (0.0, 0.0, 0.0)
+    wi, wa = _weights(45, cam)
+    got, _ = kernel_grads(g, cam, bg, wi, wa)
+    want, _, _ = reference_grads(g, cam, bg, wi, wa)
+    assert grad_error(got["means"], want["means"]) < 1e-4
+    bent = got["means"].clone()
+    i = int(bent.abs().argmax()) // 3
+    bent[i, 1] += 1e-3 * float(bent.abs().max())
+    assert grad_error(bent, want["means"]) > 1e-4
+    from huma_rt.train.raster_cpu import CpuRasterizer
+
+    eng = CpuRasterizer(cam, g.count)
+    arrays = [getattr(g, k) for k in NAMES]
+    _, _, saved = eng.forward(*arrays, "exp")
+    v_rgb = wi.float().numpy()
+    v_T = (-wa).float().numpy()  # alpha = 1 - T; background black
+    wrong = eng.backward(saved, *arrays, "softplus", v_rgb, v_T)
+    right = eng.backward(saved, *arrays, "exp", v_rgb, v_T)
+    assert grad_error(torch.from_numpy(right.log_scales).double(), want["log_scales"]) < 1e-4
+    assert grad_error(torch.from_numpy(wrong.log_scales).double(), want["log_scales"]) > 1e-2
