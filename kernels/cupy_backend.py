@@ -20,7 +20,9 @@ log = logging.getLogger(__name__)
 KERNEL_DIR = Path(__file__).resolve().parent
 SOURCE = KERNEL_DIR / "raster.cu"
 KERNEL_NAMES = ("hr_project_kernel", "hr_count_kernel", "hr_scan_kernel", "hr_emit_kernel",
-                "hr_sort_kernel", "hr_blend_kernel", "hr_composite_kernel")
+                "hr_sort_kernel", "hr_blend_kernel", "hr_composite_kernel",
+                # training: the blend with save_for_backward and the backward pass
+                "hr_blend_save_kernel", "hr_blend_backward_kernel", "hr_project_backward_kernel")
 
 
 def nvrtc_options() -> tuple[str, ...]:
