@@ -8,9 +8,9 @@ shape predictor (Kazemi & Sullivan 2014) shipped as ``shape_predictor_68_face_la
 
 The shape predictor has no confidence output. :func:`landmark_spread` gives one: it reruns the
 predictor from boxes shifted by a fraction of the face size and measures how far the landmarks
-follow the shift. On a face the trees pull the points back to the features (measured on the
-FGNet clips: ratio 0.05-0.55); on a blacked-out or featureless region they follow the box
-exactly (ratio ~1).
+follow the shift. On a face the trees pull the points back to the features ; on a blacked-out or featureless region they follow the box
+exactly (ratio ~1). Measured with a 5 % shift on cap13: faces 0.04-0.16, the same frames with
+the face blacked out 0.8-0.94 (a 10 % shift separates less: 0.37-0.64 against 0.91-0.97).
 """
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ class FaceModel:
         return np.array([(p.x, p.y) for p in shape.parts()], np.float64)
 
     def landmark_spread(self, rgb: np.ndarray, box: np.ndarray, points: np.ndarray,
-                        shift: float = 0.1) -> np.ndarray:  # fmt: skip
+                        shift: float = 0.05) -> np.ndarray:  # fmt: skip
         """How far each landmark follows a shifted box, float64 [68] (0 = not at all, 1 = fully).
 
         ``points`` [68, 2] are the landmarks from ``box``; the box is moved diagonally by ``shift``

@@ -1,0 +1,234 @@
+"""Face tracking of a training video on the CPU: video -> :class:`Tracks` (.npz).
+
+Two passes. The frame pass (tracking_pass.py) reads each frame once: face box, 68 landmarks,
+the checks that need pixels; it is resumable from a checkpoint. The finishing pass works on the
+recorded arrays only: person-relative checks (mouth occlusion against the person's own lip
+contrast), One-Euro smoothing, head pose against the 3D template, articulation relative to the
+person's rest, the matte polygons.
+
+A frame is refused (``valid`` False, ``reason`` says why) when no face is found, more than one
+face is (the requirement is one person), the landmarks are not held by face features (face
+hidden), the mouth is hidden, the landmarks jump (occlusion or a cut), or the head is turned
+more than ``max_yaw_deg``. Progress goes to the module logger every ``log_every`` frames and
+to ``progress(stage, done, total, eta_seconds)`` if given.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from huma_rt.errors import InputError
+
+from .face_articulation import (
+    ARTICULATION,
+    FEATURES,
+    articulation,
+    features,
+    frontal_mm,
+    rest_values,
+)
+from .face_detect import FaceModel
+from .face_filter import one_euro
+from .face_matte import VERTICES, matte_polygon
+from .face_pose import euler_yxz, intrinsics, rodrigues, solve_pnp
+from .face_template import MEAN_FACE, RIGID
+from .tracking_pass import FramePass, PassState, inter_ocular
+from .tracking_tracks import REASONS, Tracks
+from .video import VideoConfig, open_video
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[str, int, int, float], None]
+_MOUTH_OCCLUDED, _TURNED = REASONS.index("mouth_occluded"), REASONS.index("turned")
+
+
+@dataclass(frozen=True)
+class TrackingConfig:
+    """Options of the tracking stage.
+
+    detect_every: frames between full-frame face detections while a face is tracked (12 = 0.5 s at
+        24 fps); detection also runs after every refused frame.
+    upsample: detector image upsampling (0: faces from ~80 px; 1: from ~40 px, ~4x slower).
+    second_face_ratio: another detected face at least this fraction of the largest one's width
+        refuses the frame (smaller ones are faces in the background, posters, ...).
+    spread_shift, max_spread: the landmark-confidence probe (face_detect.landmark_spread): boxes
+        moved by this fraction of the face; refuse above this mean follow ratio (measured with
+        0.05: faces 0.04-0.16, a blacked-out face 0.8-0.94).
+    max_jump: refuse when the rigid landmarks move more than this many inter-ocular distances in
+        one frame.
+    min_lip_contrast: refuse when the lip colour contrast falls below this fraction of the
+        person's median (skipped when the median is under ``grey_contrast``: grey-scale video).
+    max_yaw_deg: refuse a head turned further than this from the camera.
+    focal: camera focal length in pixels, or None for ``focal_scale * max(width, height)``.
+    min_cutoff_hz, beta: One-Euro smoothing of landmarks (beta per inter-ocular distance per s).
+    checkpoint_every, log_every: frames between checkpoints / progress lines.
+    """
+
+    detect_every: int = 12
+    upsample: int = 0
+    second_face_ratio: float = 0.5
+    spread_shift: float = 0.05
+    max_spread: float = 0.5
+    max_jump: float = 0.35
+    min_lip_contrast: float = 0.4
+    grey_contrast: float = 0.015
+    max_yaw_deg: float = 50.0
+    focal: float | None = None
+    focal_scale: float = 1.0
+    min_cutoff_hz: float = 2.0
+    beta: float = 1.0
+    checkpoint_every: int = 250
+    log_every: int = 100
+
+    def __post_init__(self):
+        if self.detect_every < 1 or self.checkpoint_every < 1 or self.log_every < 1:
+            raise InputError(f"detect_every, checkpoint_every and log_every must be >= 1; got "
+                             f"{self.detect_every}, {self.checkpoint_every}, {self.log_every}")  # fmt: skip
+        if not 0 < self.spread_shift < 0.5 or not 0 < self.max_spread:
+            raise InputError(f"spread_shift must be in (0, 0.5) and max_spread > 0; got "
+                             f"{self.spread_shift}, {self.max_spread}")  # fmt: skip
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> TrackingConfig:
+        return cls(**d)
+
+
+def track_video(path: str | os.PathLike, config: TrackingConfig | None = None, *,
+                video_config: VideoConfig | None = None, max_frames: int | None = None,
+                checkpoint: str | os.PathLike | None = None, progress: Progress | None = None,
+                model: FaceModel | None = None) -> Tracks:  # fmt: skip
+    """Track the face in the video at ``path`` (checked by :func:`open_video`).
+
+    ``max_frames`` stops early (tests, previews). ``checkpoint`` (a .npz path) is written every
+    ``checkpoint_every`` frames and resumed from when it matches this video and config; it is
+    deleted when the stage finishes.
+    """
+    reader = open_video(path, video_config)
+    info = reader.info
+    st = os.stat(path)
+    key = hashlib.sha256(json.dumps([str(Path(path).resolve()), st.st_size, st.st_mtime_ns,
+                                     (config or TrackingConfig()).to_dict(), max_frames,
+                                     info.width, info.height]).encode()).hexdigest()  # fmt: skip
+    total = min(info.frames, max_frames) if max_frames else info.frames
+    return _track(reader.frames, info.fps, info.width, info.height, total, config, max_frames, key,
+                  checkpoint, progress, model)  # fmt: skip
+
+
+def track_frames(frames: Iterable[np.ndarray], fps: float, config: TrackingConfig | None = None, *,
+                 progress: Progress | None = None, model: FaceModel | None = None) -> Tracks:  # fmt: skip
+    """Track a sequence of rgb uint8 [H, W, 3] frames of one size shown at ``fps`` (no checkpoint)."""
+    frames = list(frames)
+    if not frames:
+        raise InputError("track_frames needs at least one frame; got none")
+    h, w = frames[0].shape[:2]
+    for i, f in enumerate(frames):
+        if f.dtype != np.uint8 or f.shape != (h, w, 3):
+            raise InputError(f"frame {i} is {f.dtype} {f.shape}; expected uint8 [{h}, {w}, 3] like frame 0")
+
+    def source(start: int = 0):
+        for i in range(start, len(frames)):
+            yield i, i / fps, frames[i]
+
+    return _track(source, fps, w, h, len(frames), config, None, None, None, progress, model)
+
+
+def _track(source, fps, width, height, total, config, max_frames, key, checkpoint, progress, model) -> Tracks:
+    cfg = config or TrackingConfig()
+    ckpt = Path(checkpoint) if checkpoint is not None else None
+    state = PassState.load(ckpt, key) if ckpt is not None and ckpt.exists() else None
+    if state is not None:
+        log.info("tracking: resuming from %s at frame %d", ckpt, state.done)
+    state = state or PassState()
+    fp = FramePass(cfg, state, model)
+    t0, start = time.perf_counter(), state.done
+    for index, t, rgb in source(state.done):
+        if max_frames is not None and index >= max_frames:
+            break
+        fp.push(index, t, rgb)
+        done = state.done
+        if ckpt is not None and done % cfg.checkpoint_every == 0:
+            state.save(ckpt, key)
+        if done % cfg.log_every == 0 or done == total:
+            eta = (time.perf_counter() - t0) / max(done - start, 1) * max(total - done, 0)
+            log.info("tracking: frames %d/%d, %.1f%% kept, ETA %.0f s", done, total,
+                     100 * np.mean(np.asarray(state.reason) == 0), eta)  # fmt: skip
+            if progress is not None:
+                progress("track", done, total, eta)
+    if state.done == 0:
+        raise InputError("the video decoded to no frames")
+    timing = {k: 1e3 * v[0] / max(v[1], 1) for k, v in fp.timing.items()}
+    log.info("tracking: ms per call %s", {k: round(v, 2) for k, v in timing.items()})
+    tracks = finish(state.arrays(), fps, width, height, cfg)
+    tracks.config["_timing_ms"] = timing
+    if progress is not None:
+        progress("finish", state.done, state.done, 0.0)
+    if ckpt is not None:
+        ckpt.unlink(missing_ok=True)
+    return tracks
+
+
+def finish(raw: dict[str, np.ndarray], fps: float, width: int, height: int, cfg: TrackingConfig) -> Tracks:
+    """The finishing pass over the frame pass's arrays -> Tracks (deterministic, no pixels)."""
+    reason = raw["reason"].copy()
+    pts = raw["landmarks_raw"].astype(np.float64)
+    lip = raw["lip_contrast"]
+    ok = reason == 0
+    med = float(np.nanmedian(lip[ok])) if ok.any() else float("nan")
+    if med > cfg.grey_contrast:
+        hidden = ok & ~(lip >= cfg.min_lip_contrast * med)  # NaN contrast counts as hidden
+        reason[hidden] = _MOUTH_OCCLUDED
+    elif ok.any():
+        log.warning("lip colour contrast %.3f: grey-scale or unusual colour; the mouth-occlusion check is off", med)
+    ok = reason == 0
+    iod = float(np.median([inter_ocular(p) for p in pts[ok]])) if ok.any() else 1.0
+    rate = fps
+    smooth = one_euro(pts / iod, rate, cfg.min_cutoff_hz, cfg.beta, valid=ok) * iod
+    k = intrinsics(width, height, cfg.focal, cfg.focal_scale)
+    t_count = len(reason)
+    rot = np.full((t_count, 3), np.nan)
+    trans = np.full((t_count, 3), np.nan)
+    err = np.full(t_count, np.nan)
+    init = None
+    for i in np.flatnonzero(ok):
+        r, t, e = solve_pnp(MEAN_FACE[RIGID], smooth[i, RIGID], k, init)
+        rot[i], trans[i], err[i] = r, t, e
+        init = (r, t)
+    euler = np.full((t_count, 3), np.nan)
+    for i in np.flatnonzero(ok):
+        euler[i] = euler_yxz(rodrigues(rot[i]))
+    reason[ok & (np.abs(euler[:, 1]) > cfg.max_yaw_deg)] = _TURNED
+    ok = reason == 0
+    feats = np.full((t_count, len(FEATURES)), np.nan, np.float32)
+    if ok.any():
+        feats[ok] = features(frontal_mm(smooth[ok], rot[ok], trans[ok], k))
+    rest = rest_values(feats, ok) if ok.any() else {}
+    art = np.full((t_count, len(ARTICULATION)), np.nan, np.float32)
+    if ok.any():
+        art[ok] = articulation(feats[ok], rest)
+    matte = np.full((t_count, VERTICES, 2), np.nan, np.float32)
+    for i in np.flatnonzero(ok):
+        matte[i] = matte_polygon(smooth[i])
+    smooth[~ok] = np.nan
+    for a in (rot, trans, err, euler):
+        a[~ok] = np.nan
+    counts = {REASONS[c]: int(n) for c, n in zip(*np.unique(reason, return_counts=True), strict=True)}
+    log.info("tracking: %d frames, %.1f%% valid, reasons %s", t_count, 100 * ok.mean(), counts)
+    return Tracks(fps=float(fps), width=int(width), height=int(height), times=raw["times"],
+                  boxes=raw["boxes"], faces=raw["faces"], landmarks_raw=raw["landmarks_raw"],
+                  landmarks=smooth.astype(np.float32), spread=raw["spread"], lip_contrast=lip,
+                  valid=ok, reason=reason, rotvec=rot.astype(np.float32),
+                  translation=trans.astype(np.float32), euler=euler.astype(np.float32),
+                  reprojection=err.astype(np.float32), features=feats, articulation=art, matte=matte,
+                  intrinsics=k, rest=rest, config=cfg.to_dict())  # fmt: skip
