@@ -4,7 +4,10 @@ Runs the given pytest targets in a child process with $HUMA_EMU_COVERAGE=1 and a
 $HUMA_EMU_BUILD_DIR (so the emulated kernels are rebuilt with gcov at -O0), then asks gcovr
 for the executed fraction of each .cu file's lines. Usage:
 
-    python -m huma_rt.kernels.emulation.coverage [pytest args...]
+    python -m huma_rt.kernels.emulation.coverage [--fail-under PERCENT] [pytest args...]
+
+The default tests include the backward kernels' (test_emulated_backward_equals_cpu); CI runs
+it with ``--fail-under 100``: every line of every kernel, forward and backward, executed.
 """
 
 from __future__ import annotations
@@ -35,6 +38,8 @@ def cu_coverage(build_dir: Path) -> dict:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--fail-under", type=float, default=0.0,
+                    help="exit 1 when a .cu file's executed lines are below this percentage")
     ap.add_argument("pytest_args", nargs="*", default=DEFAULT_TESTS)
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="huma-emu-cov-") as build:
@@ -47,6 +52,10 @@ def main() -> int:
     if not cov:
         print("no .cu coverage data (did the tests run the emulated backend?)")
         return 1
+    low = [name for name, c in cov.items() if c["percent"] < args.fail_under]
+    if low:
+        print(f"below {args.fail_under} %: {', '.join(sorted(low))}")
+        return rc or 1
     return rc
 
 
