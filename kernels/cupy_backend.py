@@ -20,9 +20,10 @@ log = logging.getLogger(__name__)
 KERNEL_DIR = Path(__file__).resolve().parent
 SOURCE = KERNEL_DIR / "raster.cu"
 KERNEL_NAMES = ("hr_project_kernel", "hr_count_kernel", "hr_scan_kernel", "hr_emit_kernel",
-                "hr_sort_kernel", "hr_blend_kernel", "hr_composite_kernel",
-                # training: the blend with save_for_backward and the backward pass
-                "hr_blend_save_kernel", "hr_blend_backward_kernel", "hr_project_backward_kernel")
+                "hr_sort_kernel", "hr_blend_kernel", "hr_composite_kernel")
+# training (train/raster_device.py): the blend with save_for_backward and the backward pass
+TRAIN_KERNEL_NAMES = ("hr_blend_save_kernel", "hr_blend_backward_kernel",
+                      "hr_project_backward_kernel")
 
 
 def nvrtc_options() -> tuple[str, ...]:
@@ -56,7 +57,8 @@ class CupyLauncher(FrameGraphLauncher):
         self.stream = stream if stream is not None else cupy.cuda.Stream(non_blocking=True)
         self.module = cupy.RawModule(code=SOURCE.read_text(), options=nvrtc_options(),
                                      name_expressions=None)
-        self.kernels = {name: self.module.get_function(name) for name in KERNEL_NAMES}
+        self.kernels = {name: self.module.get_function(name)
+                        for name in (*KERNEL_NAMES, *TRAIN_KERNEL_NAMES)}
         log.debug("compiled %s (%d kernels)", SOURCE.name, len(self.kernels))
 
     def use_stream(self, stream) -> None:
