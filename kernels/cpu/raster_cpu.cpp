@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <cstring>
 #include <omp.h>
+#include <vector>
 
 // 8-lane float/int vectors (GCC vector extensions, so the SIMD form does not depend on the
 // auto-vectoriser): 8 Gaussians of the projection, 8 pixels of a blend half row.
@@ -867,33 +868,72 @@ HR_EXPORT void hr_cpu_composite(const float *rgb, const float *alpha, const floa
 
 namespace {
 
+// A tile-list entry as the backward reads it, gathered once per tile: the projected Gaussian,
+// its colour and tau = ln(255 opacity) + 1e-3, beyond which sigma gives alpha < 1/255 for sure
+// (1e-3 covers the float error of expf and logf), so most skipped pairs cost no expf.
+struct BackwardEntry {
+    HrProjected p;
+    float rgb[3];
+    float tau;
+    uint32_t g;
+};
+
+// Per-thread scratch of the blend backward: the tile's entries and their gradient sums.
+struct BackwardScratch {
+    std::vector<BackwardEntry> entries;
+    std::vector<double> sums;  // [entries][HR_V2D]
+};
+
 // The backward pass of one tile: each pixel walks its tile list back to front from its last
-// contributing entry (hr_blend_step_vjp, the same math as hr_blend_backward_kernel) and adds
-// each pair's gradients to its Gaussian's row of acc [N][HR_V2D] (the thread's own, double).
+// contributing entry (hr_blend_step_vjp, the same math as hr_blend_backward_kernel). Pair
+// gradients are summed per list entry (contiguous, in the thread's scratch), then added to
+// their Gaussians' rows of acc [N][HR_V2D] (the thread's own, double).
 HR_INLINE void blend_backward_tile(int t, const HrProjected *proj, const float *rgb, int width,
                                    int height, int tiles_x, const int *tile_offsets,
                                    const uint64_t *keys, const float *final_T,
                                    const int *last_entry, const float *v_rgb, const float *v_T,
-                                   double *acc) {
+                                   BackwardScratch &scratch, double *acc) {
     const int tx0 = (t % tiles_x) * HR_TILE, ty0 = (t / tiles_x) * HR_TILE;
     const uint64_t *list = keys + tile_offsets[t];
     const int x1 = std::min(tx0 + HR_TILE, width), y1 = std::min(ty0 + HR_TILE, height);
+    int m = 0;
+    for (int y = ty0; y < y1; ++y)
+        for (int x = tx0; x < x1; ++x) m = std::max(m, last_entry[(int64_t)y * width + x]);
+    if (m == 0) return;
+    std::vector<BackwardEntry> &ent = scratch.entries;
+    ent.resize(m);
+    scratch.sums.assign((size_t)m * HR_V2D, 0.0);
+    double *sums = scratch.sums.data();
+    for (int k = 0; k < m; ++k) {
+        const uint32_t g = (uint32_t)list[k];
+        BackwardEntry &e = ent[k];
+        e.p = proj[g];
+        for (int c = 0; c < 3; ++c) e.rgb[c] = rgb[3 * (int64_t)g + c];
+        e.tau = logf(e.p.opacity / HR_ALPHA_MIN) + 1e-3f;
+        e.g = g;
+    }
     for (int y = ty0; y < y1; ++y)
         for (int x = tx0; x < x1; ++x) {
             const int64_t pix = (int64_t)y * width + x;
             const float T_final = final_T[pix], vT = v_T[pix];
             const float vC[3] = {v_rgb[3 * pix], v_rgb[3 * pix + 1], v_rgb[3 * pix + 2]};
+            const float px = (float)x + 0.5f, py = (float)y + 0.5f;
             float T = T_final, S[3] = {0.f, 0.f, 0.f};
             for (int k = last_entry[pix] - 1; k >= 0; --k) {
-                const uint32_t g = (uint32_t)list[k];
+                const BackwardEntry &e = ent[k];
+                const float sigma = hr_sigma(e.p, px, py);
+                if (sigma < 0.f || sigma > e.tau) continue;  // alpha 0 (hr_alpha decides the rest)
                 float v[HR_V2D];
-                if (!hr_blend_step_vjp(proj[g], rgb + 3 * (int64_t)g, (float)x + 0.5f,
-                                       (float)y + 0.5f, vC, vT, T_final, T, S, v))
-                    continue;
-                double *a = acc + (int64_t)g * HR_V2D;
+                if (!hr_blend_step_vjp(e.p, e.rgb, px, py, vC, vT, T_final, T, S, v)) continue;
+                double *a = sums + (int64_t)k * HR_V2D;
                 for (int c = 0; c < HR_V2D; ++c) a[c] += v[c];
             }
         }
+    for (int k = 0; k < m; ++k) {
+        double *a = acc + (int64_t)ent[k].g * HR_V2D;
+        const double *s = sums + (int64_t)k * HR_V2D;
+        for (int c = 0; c < HR_V2D; ++c) a[c] += s[c];
+    }
 }
 
 }  // namespace
@@ -919,11 +959,12 @@ HR_EXPORT void hr_cpu_blend_backward(int n, const HrProjected *proj, const float
         const int tid = omp_get_thread_num(), used = omp_get_num_threads();
         double *acc = acc_all + tid * rows;
         std::memset(acc, 0, sizeof(double) * rows);
+        BackwardScratch mine;
 #pragma omp for schedule(static)
         for (int k = 0; k < rw * rh; ++k) {
             const int t = (rect[1] + k / rw) * tiles_x + rect[0] + k % rw;
             blend_backward_tile(t, proj, rgb, width, height, tiles_x, tile_offsets, keys,
-                                final_T, last_entry, v_rgb, v_T, acc);
+                                final_T, last_entry, v_rgb, v_T, mine, acc);
         }
 #pragma omp for schedule(static)
         for (int64_t j = 0; j < rows; ++j) {
