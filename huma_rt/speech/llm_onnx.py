@@ -73,7 +73,8 @@ class _Graph:
 
     def init(self, hint: str, array: np.ndarray) -> str:
         name = self.name(hint)
-        self.inits.append(self.nh.from_array(np.ascontiguousarray(array), name))
+        array = np.asarray(array)  # not ascontiguousarray: it turns a scalar into shape [1]
+        self.inits.append(self.nh.from_array(array if array.flags.c_contiguous else array.copy(), name))
         return name
 
     def const(self, values, dtype=np.int64) -> str:
