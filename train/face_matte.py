@@ -22,6 +22,8 @@ VERTICES = ARC + 12
 def matte_polygon(points: np.ndarray) -> np.ndarray:
     """Landmarks float [68, 2] -> matte polygon float32 [VERTICES, 2] (pixels, closed implicitly)."""
     p = np.asarray(points, np.float64)
+    centre_all = p.mean(0)
+    p = centre_all + (p - centre_all) * 1.06  # the contour landmarks sit on the skin's edge
     er, el = p[EYE_RIGHT].mean(0), p[EYE_LEFT].mean(0)
     ex = (el - er) / max(np.linalg.norm(el - er), 1e-6)  # image-right along the eye line
     ey = np.array([-ex[1], ex[0]])  # down the face

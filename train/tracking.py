@@ -48,6 +48,7 @@ from .video import VideoConfig, open_video
 log = logging.getLogger(__name__)
 
 Progress = Callable[[str, int, int, float], None]
+_NO_EFFECT = ("checkpoint_every", "log_every")  # options a checkpoint may be resumed under
 _MOUTH_OCCLUDED, _TURNED = REASONS.index("mouth_occluded"), REASONS.index("turned")
 
 
@@ -57,6 +58,8 @@ class TrackingConfig:
 
     detect_every: frames between full-frame face detections while a face is tracked (12 = 0.5 s at
         24 fps); detection also runs after every refused frame.
+    hold_frames: after the face was last kept, look for it where it was for this many frames
+        when the detector finds nothing (its refusal then says hidden rather than absent).
     upsample: detector image upsampling (0: faces from ~80 px; 1: from ~40 px, ~4x slower).
     second_face_ratio: another detected face at least this fraction of the largest one's width
         refuses the frame (smaller ones are faces in the background, posters, ...).
@@ -75,6 +78,7 @@ class TrackingConfig:
 
     detect_every: int = 12
     upsample: int = 0
+    hold_frames: int = 25
     second_face_ratio: float = 0.5
     spread_shift: float = 0.05
     max_spread: float = 0.5
@@ -118,9 +122,9 @@ def track_video(path: str | os.PathLike, config: TrackingConfig | None = None, *
     reader = open_video(path, video_config)
     info = reader.info
     st = os.stat(path)
-    key = hashlib.sha256(json.dumps([str(Path(path).resolve()), st.st_size, st.st_mtime_ns,
-                                     (config or TrackingConfig()).to_dict(), max_frames,
-                                     info.width, info.height]).encode()).hexdigest()  # fmt: skip
+    options = {k: v for k, v in (config or TrackingConfig()).to_dict().items() if k not in _NO_EFFECT}
+    key = hashlib.sha256(json.dumps([str(Path(path).resolve()), st.st_size, st.st_mtime_ns, options,
+                                     max_frames, info.width, info.height]).encode()).hexdigest()  # fmt: skip
     total = min(info.frames, max_frames) if max_frames else info.frames
     return _track(reader.frames, info.fps, info.width, info.height, total, config, max_frames, key,
                   checkpoint, progress, model)  # fmt: skip

@@ -2,7 +2,9 @@
 
 Detection runs on the first frame, every ``detect_every`` frames after it, and on every frame
 while the last one was refused or showed more than one face; in between, the predictor starts
-from a box around the previous frame's landmarks (~1.3 ms instead of ~12 ms). Its state is a few
+from a box around the previous frame's landmarks (~1.3 ms instead of ~12 ms). When detection
+finds nothing within ``hold_frames`` of the last kept frame, the predictor still starts from that
+frame's box, so a face hidden for a moment is refused for the right reason (hidden, not absent). Its state is a few
 numbers and the recorded rows, so it is checkpointed every ``checkpoint_every`` frames and a
 restarted run continues from the checkpoint with the same results as an uninterrupted one.
 """
@@ -54,6 +56,13 @@ class PassState:
         if not self.reason or self.reason[-1] != 0:
             return None
         return self.landmarks[-1].astype(np.float64)
+
+    def recent(self, frames: int) -> np.ndarray | None:
+        """Landmarks of the last kept frame among the last ``frames`` ones, else None."""
+        for k in range(len(self.reason) - 1, max(len(self.reason) - 1 - frames, -1), -1):
+            if self.reason[k] == 0:
+                return self.landmarks[k].astype(np.float64)
+        return None
 
     def arrays(self) -> dict[str, np.ndarray]:
         return {
@@ -122,8 +131,9 @@ class FramePass:
             faces = len(big)
             if faces:
                 box = big[_nearest(big, prev)]
-        if box is None and prev is not None:
-            box = box_from_landmarks(prev)  # the detector misses some turned faces; the checks decide
+        if box is None:  # the detector misses turned and partly hidden faces: the checks decide
+            held = prev if prev is not None else st.recent(cfg.hold_frames)
+            box = box_from_landmarks(held) if held is not None else None
         if box is None:
             self._record(t, np.full(4, np.nan), faces, _NAN68, np.nan, np.nan, NO_FACE)
             st.force_detect = True
