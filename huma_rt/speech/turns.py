@@ -1,0 +1,347 @@
+"""End of turn: when has the person finished speaking?
+
+A fixed silence (the VAD closes a segment after 0.3 s without speech) is the usual answer, and
+it was most of a spoken turn's latency. Here the decision also uses what was said:
+
+- every 32 ms window gets the silero speech probability (:class:`SpeechProbability`, the
+  packaged model in onnxruntime; hysteresis between ``threshold`` and ``off_threshold``);
+- after ``asr_after_s`` of silence (two windows: a one-window dip between words is common and
+  each decode costs ~0.1 s), the utterance so far (with ``pre_roll_s`` of audio before it) is
+  transcribed while the silence goes on (speculative ASR; on its own thread with
+  ``background=True``, so the stream keeps being read);
+- the turn ends after ``question_silence_s`` of silence when that text is a question (ends with
+  "?": the recogniser punctuates), after ``short_silence_s`` when it otherwise looks finished
+  (:func:`looks_finished`), and after ``long_silence_s`` whatever it says;
+- speech that comes back before then continues the utterance (the speculative text is dropped).
+
+``push(pcm)`` returns :class:`TurnEvent`\\ s: ``speech`` (speech confirmed: ``min_speech_s`` of
+it; barge-in counts from here), ``pause`` (the first silent window), ``resume`` (speech again
+before the end) and ``end`` (the turn is over: its audio and text). Without a ``transcribe``
+function every pause waits ``long_silence_s``.
+Measured trade-off (latency against cutting in on a speaker who only paused): bench/turns.py.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from huma_rt._optional import require
+from huma_rt.errors import InputError
+from huma_rt.model_config import _JsonConfig  # to_dict/from_dict/save/load
+from huma_rt.speech.audio import TARGET_RATE, to_mono_float
+from huma_rt.speech.vad import check_silero_model, packaged_model
+
+log = logging.getLogger(__name__)
+
+WINDOW = 512  # samples per silero call at 16 kHz (32 ms)
+_CONTEXT = 64  # silero v5+ sees the last 64 samples of the previous window in front of each one
+
+# A turn whose last word is one of these is not over: the speaker is in the middle of a phrase.
+CONTINUATIONS = frozenset(
+    """a an the and or but so because if when while that which who whose whom than then to of
+    in on at by for from with about into like as is are was were be been am do does did have has
+    had will would can could should shall may might must my your his her its our their this these
+    those some any no not very really just also um uh er erm hmm well i we you he she they it me
+    him them us what where how why whether until unless although though since after before""".split()
+)
+_WORD = re.compile(r"[a-z']+")
+
+
+def looks_finished(text: str) -> bool:
+    """True when ``text`` reads like a finished turn: some words, not ending on a word that
+    leads into more (``and``, ``the``, ``because``, a filler) or on a comma, dash or ellipsis."""
+    t = text.strip()
+    if not t or t.endswith((",", "-", "...", "\u2026", ";", ":")):
+        return False
+    words = _WORD.findall(t.lower())
+    return bool(words) and words[-1].strip("'") not in CONTINUATIONS
+
+
+class SpeechProbability:
+    """The silero VAD model, one 512-sample window at a time -> speech probability in [0, 1].
+
+    Runs the packaged ``silero_vad.onnx`` (or ``model``) in onnxruntime with its recurrent state
+    and the 64-sample context it expects in front of each window; buffers are made once.
+    """
+
+    def __init__(self, model: str | Path | None = None, num_threads: int = 1) -> None:
+        path = check_silero_model(model or packaged_model())
+        ort = require("onnxruntime", "voice activity detection")
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = num_threads
+        opts.inter_op_num_threads = 1
+        self._sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        self._x = np.zeros((1, _CONTEXT + WINDOW), np.float32)
+        self._state = np.zeros((2, 1, 128), np.float32)
+        self._sr = np.array(TARGET_RATE, np.int64)
+
+    def reset(self) -> None:
+        self._x[:] = 0.0
+        self._state[:] = 0.0
+
+    def __call__(self, window: np.ndarray) -> float:
+        """window: [512] f32 at 16 kHz, the next one of the stream."""
+        self._x[0, _CONTEXT:] = window
+        out, state = self._sess.run(None, {"input": self._x, "state": self._state, "sr": self._sr})
+        self._state[...] = state
+        self._x[0, :_CONTEXT] = self._x[0, -_CONTEXT:]
+        return float(out[0, 0])
+
+
+@dataclass
+class TurnConfig(_JsonConfig):
+    """Turn-taking (seconds unless noted).
+
+    threshold / off_threshold: speech probability that starts / keeps up speech (hysteresis).
+    min_speech_s: speech that opens an utterance (shorter blips are ignored).
+    question_silence_s: silence that ends a turn whose text is a finished question.
+    short_silence_s: silence that ends a turn whose text otherwise looks finished.
+    long_silence_s: silence that ends a turn whatever its text (and every turn without ASR).
+    max_speech_s: an utterance this long ends at once. pre_roll_s: audio before the speech
+    handed to the ASR with it (Moonshine drops the first word less often with it).
+    asr_after_s: silence after which the utterance so far is transcribed.
+    model: silero ONNX path; None = the packaged one.
+    """
+
+    threshold: float = 0.5
+    off_threshold: float = 0.35
+    min_speech_s: float = 0.25
+    question_silence_s: float = 0.1
+    short_silence_s: float = 0.25
+    long_silence_s: float = 0.7
+    max_speech_s: float = 20.0
+    pre_roll_s: float = 0.1
+    asr_after_s: float = 0.064
+    model: str | None = None
+    num_threads: int = 1
+
+    def validate(self) -> None:
+        if not 0.0 < self.off_threshold <= self.threshold < 1.0:
+            raise InputError(
+                f"speech thresholds must satisfy 0 < off_threshold <= threshold < 1; got "
+                f"off_threshold={self.off_threshold}, threshold={self.threshold}"
+            )
+        for name in ("min_speech_s", "question_silence_s", "short_silence_s", "long_silence_s", "max_speech_s"):
+            if not getattr(self, name) > 0:
+                raise InputError(f"turn {name} must be > 0 seconds; got {getattr(self, name)}")
+        if not self.question_silence_s <= self.short_silence_s <= self.long_silence_s:
+            raise InputError(
+                f"turn silences must satisfy question_silence_s ({self.question_silence_s}) <= "
+                f"short_silence_s ({self.short_silence_s}) <= long_silence_s ({self.long_silence_s})"
+            )
+        if not 0.0 < self.asr_after_s <= self.question_silence_s:
+            raise InputError(
+                f"asr_after_s must be in (0, question_silence_s={self.question_silence_s}]; got {self.asr_after_s}"
+            )
+        if not 0.0 <= self.pre_roll_s <= 1.0:
+            raise InputError(f"pre_roll_s must be in [0, 1] seconds; got {self.pre_roll_s}")
+
+
+@dataclass(frozen=True)
+class TurnEvent:
+    """kind: 'speech' | 'pause' | 'resume' | 'end'. start / end: stream samples (16 kHz) of the
+    utterance's speech (end: where its last speech window ends). samples and text: for 'pause'
+    (the speculative text) and 'end'. at: time.perf_counter() when it was decided. reason ('end'):
+    'finished' (a short silence after a finished text), 'silence' (long silence) or 'max_speech'."""
+
+    kind: str
+    start: int
+    end: int
+    at: float
+    samples: np.ndarray | None = None
+    text: str | None = None
+    reason: str = ""
+
+
+class TurnDetector:
+    """Streaming end-of-turn detection over 16 kHz mono audio (see the module's docstring).
+
+    transcribe: ``pcm [S] f32 -> text`` (the ASR), run at each pause; None: decide on silence
+    alone. background: run it on a thread of its own (a live stream: the windows behind it keep
+    being read; the decision waits for the text only as long as the silence rules need it);
+    False: inline (deterministic, for files and measurements). ``asr_done_at``: when the last
+    speculative text was ready (time.perf_counter()).
+    """
+
+    def __init__(self, config: TurnConfig | None = None,
+                 transcribe: Callable[[np.ndarray], str] | None = None,
+                 probability: SpeechProbability | None = None, background: bool = False) -> None:  # fmt: skip
+        self.config = config or TurnConfig()
+        self.config.validate()
+        c = self.config
+        self.transcribe = transcribe
+        self.prob = probability or SpeechProbability(c.model, c.num_threads)
+        self._min_speech = int(c.min_speech_s * TARGET_RATE)
+        self._question = int(c.question_silence_s * TARGET_RATE)
+        self._short = int(c.short_silence_s * TARGET_RATE)
+        self._long = int(c.long_silence_s * TARGET_RATE)
+        self._asr_after = max(1, round(c.asr_after_s * TARGET_RATE / WINDOW)) * WINDOW
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="huma-asr") if background and transcribe else None
+        self._max = int(c.max_speech_s * TARGET_RATE)
+        self._pre = -(-int(c.pre_roll_s * TARGET_RATE) // WINDOW)  # windows
+        self._tail = np.zeros(WINDOW, np.float32)
+        self._tail_len = 0
+        self._history: deque = deque(maxlen=self._pre + -(-self._min_speech // WINDOW) + 1)
+        self.busy_s = 0.0  # time in the VAD model and the ASR, for the real-time factor
+        self.asr_runs = 0
+        self.asr_done_at: float | None = None
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the stream (the model's state, any open utterance)."""
+        self.prob.reset()
+        self._pushed = 0  # samples seen, in whole windows
+        self._tail_len = 0
+        self._history.clear()
+        self._candidate = 0  # speech windows in a row before an utterance opens
+        self._open = False
+        self._windows: list[np.ndarray] = []  # the open utterance's audio, window by window
+        self._start = 0  # stream sample where the utterance's speech starts
+        self._speech_end = 0  # stream sample where its last speech window ends
+        self._silence = 0  # samples of silence since then
+        self._text: str | None = None  # speculative text of the audio up to _speech_end
+        self._pending: Future | None = None  # that text, being made on the ASR thread
+
+    @property
+    def speaking(self) -> bool:
+        """True while an utterance is open and its last window was speech."""
+        return self._open and self._silence == 0
+
+    @property
+    def speech_s(self) -> float:
+        """Seconds since the open utterance's speech started (0 when none is open)."""
+        return (self._pushed - self._start) / TARGET_RATE if self._open else 0.0
+
+    @property
+    def utterance_start(self) -> int | None:
+        """Stream sample where the open utterance's speech started (None when none is open)."""
+        return self._start if self._open else None
+
+    @property
+    def pushed_samples(self) -> int:
+        return self._pushed + self._tail_len
+
+    def push(self, pcm: np.ndarray) -> list[TurnEvent]:
+        """Feed 16 kHz mono audio of any length; returns the events it caused, in order."""
+        x = to_mono_float(pcm, name="turn detector input")
+        if x.ndim != 1:
+            raise InputError(f"turn detector input must be mono; got shape {x.shape}")
+        events: list[TurnEvent] = []
+        pos = 0
+        if self._tail_len:
+            take = min(WINDOW - self._tail_len, x.size)
+            self._tail[self._tail_len : self._tail_len + take] = x[:take]
+            self._tail_len += take
+            pos = take
+            if self._tail_len == WINDOW:
+                self._tail_len = 0
+                self._window(self._tail.copy(), events)
+        while x.size - pos >= WINDOW:
+            self._window(x[pos : pos + WINDOW].copy(), events)
+            pos += WINDOW
+        rest = x.size - pos
+        if rest:
+            self._tail[:rest] = x[pos:]
+            self._tail_len = rest
+        if self._open and self._silence and self._pending is not None:  # text ready between windows
+            self._decide(events)
+        return events
+
+    def close(self) -> None:
+        """Stop the ASR thread (a decode in flight finishes on its own)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def flush(self) -> list[TurnEvent]:
+        """End of stream: the open utterance (if any) ends now."""
+        events: list[TurnEvent] = []
+        if self._open:
+            if self._text is None and self._silence == 0:
+                self._speech_end = self._pushed
+            events.append(self._end("silence"))
+        self.reset()
+        return events
+
+    # -- per window ----------------------------------------------------------------------------
+    def _window(self, w: np.ndarray, events: list[TurnEvent]) -> None:
+        c = self.config
+        t0 = time.perf_counter()
+        p = self.prob(w)
+        self.busy_s += time.perf_counter() - t0
+        self._pushed += WINDOW
+        if not self._open:
+            self._history.append(w)
+            if p >= c.threshold or (self._candidate and p >= c.off_threshold):
+                self._candidate += 1
+            else:
+                self._candidate = 0
+            if self._candidate * WINDOW >= self._min_speech:
+                self._open = True
+                self._windows = list(self._history)
+                self._start = self._pushed - self._candidate * WINDOW
+                self._speech_end = self._pushed
+                self._silence, self._text, self._candidate = 0, None, 0
+                self._history.clear()
+                events.append(TurnEvent("speech", self._start, self._speech_end, time.perf_counter()))
+            return
+        self._windows.append(w)
+        if p >= c.off_threshold:
+            if self._silence:
+                events.append(TurnEvent("resume", self._start, self._pushed, time.perf_counter()))
+            self._silence, self._text, self._pending = 0, None, None
+            self._speech_end = self._pushed
+            if self._pushed - self._start >= self._max:
+                events.append(self._end("max_speech"))
+            return
+        self._silence += WINDOW
+        if self._silence == WINDOW:
+            events.append(TurnEvent("pause", self._start, self._speech_end, time.perf_counter()))
+        if self._silence == self._asr_after and self.transcribe is not None:  # what was said so far
+            if self._pool is not None:
+                self._pending = self._pool.submit(self._transcribe, self._audio())
+            else:
+                self._text = self._transcribe(self._audio())
+        self._decide(events)
+
+    def _decide(self, events: list[TurnEvent]) -> None:
+        if self._pending is not None and self._pending.done():
+            self._text, self._pending = self._pending.result(), None
+        need = self._long
+        if self._text is not None and looks_finished(self._text):
+            need = self._question if self._text.rstrip().endswith("?") else self._short
+        if self._silence >= need:
+            events.append(self._end("finished" if need < self._long else "silence"))
+
+    def _transcribe(self, pcm: np.ndarray) -> str:
+        t0 = time.perf_counter()
+        text = self.transcribe(pcm)
+        self.asr_done_at = time.perf_counter()
+        self.busy_s += self.asr_done_at - t0
+        self.asr_runs += 1
+        return text
+
+    def _audio(self) -> np.ndarray:
+        """The utterance up to its last speech window, with the pre-roll in front."""
+        keep = len(self._windows) - self._silence // WINDOW
+        return np.concatenate(self._windows[:keep]) if keep > 0 else np.zeros(0, np.float32)
+
+    def _end(self, reason: str) -> TurnEvent:
+        samples = self._audio()
+        text = self._text
+        if text is None and self._pending is not None:  # the long silence is up: wait for the text
+            text = self._pending.result()
+        elif text is None and self.transcribe is not None:
+            text = self._transcribe(samples)
+        event = TurnEvent("end", self._start, self._speech_end, time.perf_counter(), samples, text, reason)
+        self._open, self._windows, self._silence, self._text, self._pending = False, [], 0, None, None
+        self._history.clear()
+        return event

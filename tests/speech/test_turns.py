@@ -1,0 +1,165 @@
+"""End-of-turn detection on real speech (espeak-ng) with the shipped recogniser: a question ends
+after a short silence, words that lead into more wait for the long one, speech that comes back
+continues the utterance, and the events do not depend on how the audio is chunked."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import numpy as np
+import pytest
+
+from huma_rt.errors import InputError
+from huma_rt.speech.turns import SpeechProbability, TurnConfig, TurnDetector, looks_finished
+
+from conftest import espeak_speech
+
+RATE = 16000
+pytestmark = pytest.mark.skipif(
+    importlib.util.find_spec("moonshine_voice") is None or importlib.util.find_spec("sherpa_onnx") is None,
+    reason="needs moonshine-voice==0.1.0 (pip install --no-deps) and sherpa-onnx",
+)
+
+
+@pytest.fixture(scope="module")
+def asr(tmp_path_factory):
+    from huma_rt.speech.asr import Recognizer
+
+    rec = Recognizer(cache_dir=tmp_path_factory.mktemp("asr-cache"))
+    return lambda pcm: rec.transcribe(pcm).text.strip()
+
+
+@pytest.fixture(scope="module")
+def prob():
+    return SpeechProbability()
+
+
+def _trim(pcm: np.ndarray) -> np.ndarray:
+    """The clip without espeak-ng's leading and trailing silence (so pauses are what a test says)."""
+    loud = np.flatnonzero(np.abs(pcm) > 0.01)
+    return pcm[loud[0] : loud[-1] + 1]
+
+
+@pytest.fixture(scope="module")
+def speech(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("turns")
+    return {
+        "question": _trim(espeak_speech(tmp, "What is the weather like today in Paris?")),
+        "lead": _trim(espeak_speech(tmp, "Tell me about the weather and")),
+        "rest": _trim(espeak_speech(tmp, "the trains in Paris.")),
+    }
+
+
+def _silence(s: float) -> np.ndarray:
+    return np.zeros(int(s * RATE), np.float32)
+
+
+def _stream(det: TurnDetector, pcm: np.ndarray, chunk: int = 320) -> list[tuple[int, object]]:
+    """-> [(stream samples pushed when the event came, event)]."""
+    out = []
+    for i in range(0, pcm.size, chunk):
+        for ev in det.push(pcm[i : i + chunk]):
+            out.append((det.pushed_samples, ev))
+    return out
+
+
+def test_looks_finished():
+    assert looks_finished("What is the weather like today in Paris?")
+    assert looks_finished("Turn off the lights, please.")
+    assert not looks_finished("Tell me about the weather and.")  # the recogniser ends with a period
+    assert not looks_finished("Well, I was wondering whether")
+    assert not looks_finished("So, um")
+    assert not looks_finished("I need,")
+    assert not looks_finished("")
+    assert not looks_finished("  ...  ")
+
+
+def test_question_ends_after_the_short_silence(speech, asr, prob):
+    cfg = TurnConfig()
+    det = TurnDetector(cfg, asr, probability=prob)
+    events = _stream(det, np.concatenate([_silence(0.5), speech["question"], _silence(1.5)]))
+    kinds = [ev.kind for _, ev in events]
+    # a gap between two words may be a pause (then a resume); one turn, one end, at the end
+    assert kinds[0] == "speech" and kinds[-2:] == ["pause", "end"] and kinds.count("end") == 1, kinds
+    at, end = events[-1]
+    assert end.reason == "finished" and "paris" in end.text.lower() and end.text.endswith("?")
+    # decided one question-silence after the first silent window, long before the long silence
+    pause_at = events[-2][0]
+    assert pause_at - end.end <= 3 * 512 + 320
+    assert at - pause_at <= cfg.question_silence_s * RATE + 512 + 320
+    assert at - end.end < cfg.long_silence_s * RATE
+    # the utterance's audio is the speech with its pre-roll, not the trailing silence
+    assert end.samples.size == end.end - end.start + 512 * (-(-int(cfg.pre_roll_s * RATE) // 512)) or \
+        end.samples.size >= end.end - end.start  # fmt: skip
+    assert end.samples.size <= end.end - end.start + int((cfg.pre_roll_s + 0.1) * RATE)
+
+
+def test_unfinished_words_wait_and_the_utterance_continues(speech, asr, prob):
+    cfg = TurnConfig()
+    det = TurnDetector(cfg, asr, probability=prob)
+    pause = 0.45  # longer than the statement silence, shorter than the long one
+    clip = np.concatenate([_silence(0.5), speech["lead"], _silence(pause), speech["rest"], _silence(1.5)])
+    events = _stream(det, clip)
+    kinds = [ev.kind for _, ev in events]
+    assert kinds.count("end") == 1, kinds
+    assert "resume" in kinds, kinds
+    end = events[-1][1]
+    words = end.text.lower()
+    assert "weather" in words and "trains" in words, end.text
+    # the same pause after words that sound finished ends the turn there
+    det2 = TurnDetector(cfg, asr, probability=prob)
+    clip2 = np.concatenate([_silence(0.5), speech["question"], _silence(pause), speech["rest"], _silence(1.5)])
+    ends = [ev for _, ev in _stream(det2, clip2) if ev.kind == "end"]
+    assert len(ends) == 2 and "paris" in ends[0].text.lower()
+
+
+def test_without_asr_every_turn_waits_the_long_silence(speech, prob):
+    cfg = TurnConfig()
+    det = TurnDetector(cfg, None, probability=prob)
+    events = _stream(det, np.concatenate([_silence(0.5), speech["question"], _silence(1.5)]))
+    at, end = events[-1]
+    assert end.kind == "end" and end.reason == "silence" and end.text is None
+    assert cfg.long_silence_s * RATE <= at - end.end <= (cfg.long_silence_s + 0.25) * RATE
+
+
+def test_events_do_not_depend_on_chunking(speech, asr, prob):
+    clip = np.concatenate([_silence(0.3), speech["lead"], _silence(0.45), speech["question"], _silence(1.0)])
+    seen = []
+    for chunk in (320, 777, 4096):
+        det = TurnDetector(TurnConfig(), asr, probability=prob)
+        seen.append([(ev.kind, ev.start, ev.end, ev.text) for _, ev in _stream(det, clip, chunk)])
+    assert seen[0] == seen[1] == seen[2]
+
+
+def test_flush_and_max_speech(speech, prob):
+    det = TurnDetector(TurnConfig(max_speech_s=1.0), None, probability=prob)
+    events = [ev for _, ev in _stream(det, np.concatenate([_silence(0.3), speech["question"]]))]
+    assert [ev.reason for ev in events if ev.kind == "end"][:1] == ["max_speech"]
+    det = TurnDetector(TurnConfig(), None, probability=prob)
+    _stream(det, np.concatenate([_silence(0.3), speech["question"][:16000]]))
+    assert det.speaking
+    (end,) = det.flush()
+    assert end.kind == "end" and end.samples.size > 8000 and not det.speaking
+
+
+@pytest.mark.parametrize(
+    ("fields", "needle"),
+    [
+        ({"threshold": 0.3, "off_threshold": 0.5}, "off_threshold"),
+        ({"short_silence_s": 0.9}, "short_silence_s (0.9)"),
+        ({"question_silence_s": 0.0}, "question_silence_s"),
+        ({"pre_roll_s": 2.0}, "pre_roll_s"),
+    ],
+)
+def test_bad_config_is_refused(fields, needle):
+    with pytest.raises(InputError, match=needle.replace("(", r"\(").replace(")", r"\)")):
+        TurnConfig(**fields).validate()
+
+
+def test_bad_audio_is_refused(prob):
+    det = TurnDetector(TurnConfig(), None, probability=prob)
+    bad = np.zeros(640, np.float32)
+    bad[100] = np.nan
+    with pytest.raises(InputError, match="NaN"):
+        det.push(bad)
+    assert det.pushed_samples == 0, "refused audio is not half-consumed"
