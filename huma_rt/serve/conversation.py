@@ -6,9 +6,11 @@ Three kinds of threads, all owned by :class:`Conversation`:
   into the live session (or, with nothing to say, lets ``session.idle_frames`` push silence) and
   hands exactly one frame to the sink together with the 640 samples that frame shows. Video and
   audio leave paired, from one timeline, so they cannot drift apart.
-- the listener: microphone audio -> VAD; a closed utterance -> ASR -> a new turn; speech while
-  an answer is playing -> barge-in (the answer's queued audio is dropped, its responder stream
-  and TTS are cancelled).
+- the listener: microphone audio -> end-of-turn detection (huma_rt.speech.turns: VAD, the ASR
+  run at each pause, a silence that depends on what was said) -> a new turn; speech while an
+  answer is playing -> barge-in (the answer's queued audio is dropped, its responder stream and
+  TTS are cancelled). A turn decided at a pause after which the visitor goes on is dropped
+  before it is heard, or cut by barge-in, and its words open the next question.
 - per turn: the responder's text deltas -> ChunkAssembler -> TTS -> the answer buffer that the
   frame clock reads, bounded (the TTS waits when it is ``answer_ahead_s`` ahead).
 
@@ -31,7 +33,7 @@ import numpy as np
 from huma_rt.errors import InputError
 from huma_rt.speech.pipeline import validate_question
 from huma_rt.speech.text import ChunkAssembler
-from huma_rt.speech.vad import StreamingVad, VadConfig
+from huma_rt.speech.turns import TurnConfig, TurnDetector, TurnEvent
 
 log = logging.getLogger(__name__)
 
@@ -43,24 +45,26 @@ Emit = Callable[[dict], None]
 
 @dataclass
 class ConversationConfig:
-    """vad: turn-taking (``min_silence_s`` is the end-of-turn delay). barge_in_s: speech this
-    long while the avatar answers cuts the answer. answer_ahead_s: TTS audio buffered ahead of
-    playback at most. mic_queue_s: microphone audio waiting for the VAD at most (older audio is
-    dropped). max_lag_s: a frame clock later than this re-bases instead of bursting frames.
-    barge_in_s counts from the start of the speech; the VAD reports speech after
-    ``vad.min_speech_s`` (0.25 s), so shorter values act as that.
+    """turns: end-of-turn detection (its silences are the end-of-turn delay). barge_in_s: speech
+    this long while the avatar answers cuts the answer. answer_ahead_s: TTS audio buffered ahead
+    of playback at most. mic_queue_s: microphone audio waiting for the VAD at most (older audio
+    is dropped). max_lag_s: a frame clock later than this re-bases instead of bursting frames.
+    barge_in_s counts from the start of the speech; speech is confirmed after
+    ``turns.min_speech_s`` (0.25 s), so shorter values act as that. merge_s: speech that starts
+    this soon after the end of a spoken question whose answer it cuts continues that question.
     max_answer_chars: the answer is cut at a chunk boundary past this length."""
 
-    vad: VadConfig = field(default_factory=lambda: VadConfig(min_silence_s=0.3))
+    turns: TurnConfig = field(default_factory=TurnConfig)
     barge_in_s: float = 0.3
+    merge_s: float = 1.0
     answer_ahead_s: float = 8.0
     mic_queue_s: float = 2.0
     max_lag_s: float = 0.2
     max_answer_chars: int = 2000
 
     def validate(self) -> None:
-        self.vad.validate()
-        for name in ("barge_in_s", "answer_ahead_s", "mic_queue_s", "max_lag_s"):
+        self.turns.validate()
+        for name in ("barge_in_s", "answer_ahead_s", "mic_queue_s", "max_lag_s", "merge_s"):
             if not getattr(self, name) > 0:
                 raise InputError(f"{name} must be > 0 seconds; got {getattr(self, name)}")
         if self.max_answer_chars < 1:
@@ -77,6 +81,7 @@ class _Turn:
         self.first_sample: int | None = None  # timeline sample where its audio starts
         self.last_sample: int | None = None  # ... and ends (set once the TTS is done)
         self.started = self.ended = False
+        self.speech_end: int | None = None  # microphone sample where a spoken question ended
 
 
 class _AnswerBuffer:
@@ -212,7 +217,8 @@ class Conversation:
         self.sink, self.emit = sink, emit
         self.config = config or ConversationConfig()
         self.config.validate()
-        self._vad = StreamingVad(self.config.vad)
+        transcribe = None if asr is None else (lambda pcm: asr.transcribe(pcm).text.strip())
+        self._turns = TurnDetector(self.config.turns, transcribe, background=True)
         self._session = avatar.session(live=True)
         self.fps = int(self._session.fps)
         self.spf = int(self._session.samples_per_frame)
@@ -228,6 +234,7 @@ class Conversation:
         self._threads: list[threading.Thread] = []
         self._mic_samples = 0  # microphone samples handed to the VAD
         self._mic_marks: deque = deque(maxlen=256)  # (mic sample count, arrival time)
+        self._carry: tuple[str, int] | None = None  # (question, its speech end) the visitor went on from
         self.last_activity = time.monotonic()
         self.stats = {"mic_dropped": 0, "clock_rebases": 0, "frames": 0, "barge_ins": 0, "turns": 0}
         self.on_rebase: Callable[[float], None] | None = None  # told how far the clock slipped
@@ -252,6 +259,7 @@ class Conversation:
             t.join(timeout=2.0)
         if not any(t.is_alive() for t in self._threads):  # a stuck thread may still use it
             self._session.close()
+        self._turns.close()
 
     def push_mic(self, pcm: np.ndarray, arrived: float | None = None) -> None:
         """Microphone audio, 16 kHz mono float32, any chunk size; never blocks (drops the oldest)."""
@@ -282,7 +290,8 @@ class Conversation:
         return turn is not None and not turn.cancel.is_set() and not turn.ended
 
     # -- turns -----------------------------------------------------------------------------------
-    def _start_turn(self, question: str, source: str, user_end: float, extra: dict | None = None) -> None:
+    def _start_turn(self, question: str, source: str, user_end: float, extra: dict | None = None,
+                    speech_end: int | None = None) -> None:  # fmt: skip
         self.last_activity = time.monotonic()
         with self._lock:
             old = self._turn
@@ -290,6 +299,7 @@ class Conversation:
                 self._cut(old, "new question")
             self._turn_count += 1
             turn = _Turn(self._turn_count, question, source, user_end)
+            turn.speech_end = speech_end
             if extra:
                 turn.times.update(extra)
             self._turn = turn
@@ -481,35 +491,50 @@ class Conversation:
             self.emit({"type": "error", "message": f"listening failed: {exc}"})
 
     def _listen(self) -> None:
-        vad, cfg = self._vad, self.config
+        det, cfg = self._turns, self.config
         speaking = False
-        run = 0  # samples of continuous speech
-        # the VAD says "speaking" once min_speech_s of speech is in: barge_in_s counts from
-        # the start of the speech, so only the rest of it is waited for here
-        barge_samples = max(0, int((cfg.barge_in_s - cfg.vad.min_speech_s) * RATE))
         while not self._stop.is_set():
             try:
                 pcm, arrived = self._mic.get(timeout=0.1)
             except queue.Empty:
                 continue
-            segments = vad.push(pcm)
             self._mic_samples += pcm.size
             self._mic_marks.append((self._mic_samples, arrived))
-            now_speaking = vad.speaking()
-            if now_speaking != speaking:
-                speaking = now_speaking
+            events = det.push(pcm)
+            if det.speaking != speaking:
+                speaking = det.speaking
                 self.emit({"type": "user_speaking", "on": speaking})
                 if speaking:
                     self.last_activity = time.monotonic()
-            run = run + pcm.size if speaking else 0
+            for ev in events:
+                if ev.kind == "speech":
+                    self._speech_started(ev)
+                elif ev.kind == "end":
+                    self._utterance(ev)
             turn = self._turn
-            if speaking and run >= barge_samples and turn is not None and turn.started and not turn.ended \
-                    and not turn.cancel.is_set():  # fmt: skip
+            if speaking and det.speech_s >= cfg.barge_in_s and turn is not None and turn.started \
+                    and not turn.ended and not turn.cancel.is_set():  # fmt: skip
                 self.stats["barge_ins"] += 1
                 self.emit({"type": "barge_in", "turn": turn.id})
+                self._keep_if_continued(turn, det)
                 self._cut(turn, "barge-in")
-            for seg in segments:
-                self._utterance(seg)
+
+    def _speech_started(self, ev: TurnEvent) -> None:
+        """Confirmed speech: a spoken answer decided but not yet heard is dropped (the visitor
+        went on after a pause that looked like the end); its question opens the next one."""
+        self.last_activity = time.monotonic()
+        turn = self._turn
+        if turn is not None and turn.source == "speech" and not turn.started and not turn.ended \
+                and not turn.cancel.is_set():  # fmt: skip
+            self._keep_if_continued(turn, self._turns)
+            self.stats["continued"] = self.stats.get("continued", 0) + 1
+            self._cut(turn, "the visitor went on")
+
+    def _keep_if_continued(self, turn: _Turn, det: TurnDetector) -> None:
+        start = det.utterance_start
+        if turn.source == "speech" and turn.speech_end is not None and start is not None \
+                and start - turn.speech_end <= self.config.merge_s * RATE:  # fmt: skip
+            self._carry = (turn.question, turn.speech_end)
 
     def _arrival(self, sample: int) -> float:
         """Wall time at which microphone sample ``sample`` arrived (closest chunk end at or after it)."""
@@ -518,20 +543,23 @@ class Conversation:
                 return t
         return time.perf_counter()
 
-    def _utterance(self, seg) -> None:
+    def _utterance(self, ev: TurnEvent) -> None:
         self.last_activity = time.monotonic()
-        user_end = self._arrival(seg.end)
-        extra = {"vad_end": seg.detected_at}
+        user_end = self._arrival(ev.end)
+        extra = {"end_of_turn": ev.at}
+        if self._turns.asr_done_at is not None:
+            extra["asr_final"] = self._turns.asr_done_at
+        carry, self._carry = self._carry, None
         if self.asr is None:
             self.emit({"type": "heard", "turn": None, "text": "", "source": "speech",
                        "note": "speech heard, but no speech recogniser is configured (--asr-model DIR)"})  # fmt: skip
             return
-        result = self.asr.transcribe(seg.samples)
-        extra["asr_final"] = time.perf_counter()
-        text = result.text.strip()
-        log.info("heard %r (%.2f s of speech)", text, seg.samples.size / RATE)
+        text = (ev.text or "").strip()
+        log.info("heard %r (%.2f s of speech, %s)", text, (ev.end - ev.start) / RATE, ev.reason)
+        if carry is not None:  # this speech went on from a question cut before it was answered
+            text = f"{carry[0]} {text}".strip()
         if not text:
             self.emit({"type": "heard", "turn": None, "text": "", "source": "speech",
                        "note": "nothing recognisable"})  # fmt: skip
             return
-        self._start_turn(text, "speech", user_end, extra)
+        self._start_turn(text, "speech", user_end, extra, speech_end=ev.end)

@@ -37,7 +37,8 @@ class WorkerConfig:
     bundle: avatar bundle path. responder: 'echo' | 'scripted' | 'openai' with
     responder_options for make_responder. asr: AsrConfig fields, or None (no speech
     recognition). voice/speed/tts_threads: the Piper voice. threads: avatar threads (None:
-    defaults). min_silence_s: end-of-turn silence. barge_in_s: speech that cuts an answer.
+    defaults). turns: TurnConfig fields (end of turn; {} = its defaults). barge_in_s: speech
+    that cuts an answer.
     idle_timeout_s: a visit with no speech and no text this long ends. gone_after_s: a visit
     whose microphone packets stop this long ends (the page vanished). loopback: offer only
     127.0.0.1 ICE candidates (the server is bound to loopback).
@@ -51,7 +52,7 @@ class WorkerConfig:
     speed: float = 1.0
     tts_threads: int = 1
     threads: int | None = None
-    min_silence_s: float = 0.3
+    turns: dict = field(default_factory=dict)
     barge_in_s: float = 0.3
     max_answer_chars: int = 2000
     idle_timeout_s: float = 300.0
@@ -67,10 +68,12 @@ class _Models:
     """Everything a visit needs, loaded before the visitor arrives."""
 
     def __init__(self, cfg: WorkerConfig) -> None:
+        import numpy as np
+
         from huma_rt.runtime import Avatar
         from huma_rt.speech.responder import make_responder
         from huma_rt.speech.tts import PiperTTS
-        from huma_rt.speech.vad import VadConfig
+        from huma_rt.speech.turns import SpeechProbability, TurnConfig
 
         self.responder = make_responder(cfg.responder, **cfg.responder_options)
         self.avatar = Avatar.load(cfg.bundle, threads=cfg.threads)
@@ -83,12 +86,12 @@ class _Models:
         from huma_rt.serve.conversation import ConversationConfig
 
         self.conversation = ConversationConfig(
-            vad=VadConfig(min_silence_s=cfg.min_silence_s), barge_in_s=cfg.barge_in_s,
+            turns=TurnConfig(**cfg.turns), barge_in_s=cfg.barge_in_s,
             max_answer_chars=cfg.max_answer_chars)  # fmt: skip
         self.conversation.validate()
-        from huma_rt.speech.vad import StreamingVad
-
-        StreamingVad(self.conversation.vad)  # the VAD model loads (and is checked) now
+        SpeechProbability(self.conversation.turns.model)  # the VAD model loads (and is checked) now
+        if self.asr is not None:  # the first decode of a process is slow (allocations): not on a visitor's turn
+            self.asr.transcribe(np.zeros(8000, np.float32))
 
 
 class _Channel:

@@ -3,6 +3,7 @@ timeline, the rest pose re-sent while idle, barge-in cutting an answer."""
 
 from __future__ import annotations
 
+import importlib.util
 import threading
 import time
 
@@ -194,3 +195,74 @@ def test_timeline_wraps_and_zeroes():
     out2 = np.zeros(760, np.float32)
     tl.pop(760, out2)
     assert np.array_equal(out2[:60], x[640:700]) and not out2[60:].any()
+
+
+@pytest.fixture(scope="module")
+def recognizer(tmp_path_factory):
+    if importlib.util.find_spec("moonshine_voice") is None:
+        pytest.skip("needs moonshine-voice==0.1.0 (pip install --no-deps)")
+    from huma_rt.speech.asr import Recognizer
+
+    rec = Recognizer(cache_dir=tmp_path_factory.mktemp("asr-cache"))
+    rec.transcribe(np.zeros(8000, np.float32))  # as a worker does at load: the first decode is slow
+    return rec
+
+
+def _trim(pcm: np.ndarray) -> np.ndarray:
+    loud = np.flatnonzero(np.abs(pcm) > 0.01)
+    return pcm[loud[0] : loud[-1] + 1]
+
+
+def _talk(conv, pcm: np.ndarray, until=None) -> None:
+    """The visitor's microphone: ``pcm`` in 20 ms packets, in real time."""
+    t0 = time.perf_counter()
+    for k, i in enumerate(range(0, pcm.size, 320)):
+        conv.push_mic(pcm[i : i + 320])
+        if until is not None and until():
+            return
+        time.sleep(max(0.0, t0 + (k + 1) * 0.02 - time.perf_counter()))
+
+
+def test_spoken_question_is_answered_after_a_short_silence(conv_parts, question_pcm, recognizer):
+    avatar, tts = conv_parts
+    events: list[dict] = []
+    frames = _Frames()
+    conv = Conversation(avatar, tts, ScriptedResponder(["Sure."]), recognizer, frames, events.append)
+    conv.start()
+    try:
+        _talk(conv, np.concatenate([np.zeros(8000, np.float32), _trim(question_pcm), np.zeros(16000, np.float32)]),
+              until=lambda: any(e["type"] == "answer_start" for e in events))  # fmt: skip
+        _wait(lambda: any(e["type"] == "answer_start" for e in events), 30, "the answer to start")
+    finally:
+        conv.stop()
+    heard = [e for e in events if e["type"] == "heard" and e["source"] == "speech"]
+    assert len(heard) == 1 and "paris" in heard[0]["text"].lower(), heard
+    ms = next(e for e in events if e["type"] == "answer_start")["server_ms"]
+    # the question ends with "?": decided ~0.1 s after the first silent window, not 0.7 s
+    assert ms["end_of_turn"] < 1000 * conv.config.turns.long_silence_s, ms
+    assert ms["asr_final"] <= ms["end_of_turn"] <= ms["first_frame"], ms
+
+
+def test_a_visitor_who_goes_on_after_a_pause_is_one_question(conv_parts, recognizer, tmp_path):
+    from conftest import espeak
+
+    avatar, tts = conv_parts
+    first = _trim(espeak("I need some help.", tmp_path / "a.wav"))
+    rest = _trim(espeak("With my homework about trains.", tmp_path / "b.wav"))
+    events: list[dict] = []
+    conv = Conversation(avatar, tts, ScriptedResponder(["Of course."]), recognizer, _Frames(), events.append)
+    conv.start()
+    try:
+        # a finished-sounding sentence, a pause longer than the statement silence, then more words
+        clip = np.concatenate([np.zeros(8000, np.float32), first, np.zeros(int(0.4 * 16000), np.float32), rest,
+                               np.zeros(24000, np.float32)])  # fmt: skip
+        _talk(conv, clip)
+        _wait(lambda: sum(e["type"] == "heard" for e in events) >= 2, 30, "the continued question")
+    finally:
+        conv.stop()
+    heard = [e["text"] for e in events if e["type"] == "heard"]
+    assert len(heard) == 2 and "help" in heard[0].lower(), heard
+    merged = heard[1].lower()
+    assert "help" in merged and "homework" in merged, heard  # the second question carries the first
+    cut = [e for e in events if e["type"] == "answer_end" and e["turn"] == 1]
+    assert cut and cut[0]["cut"] and cut[0]["why"] in ("the visitor went on", "barge-in"), cut
