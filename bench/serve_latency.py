@@ -3,15 +3,17 @@
     python -m huma_rt.bench.serve_latency [--turns 8] [--typed 5] [--out bench-results]
 
 Starts ``huma-rt serve`` (scripted responder, the default ASR) and one headless Chromium whose
-microphone loops a WAV: 0.5 s quiet, a question (espeak-ng), 6 s quiet. Per spoken turn, from
-the end of the question in the microphone (the page's own level meter on its microphone track)
+microphone loops a WAV: 0.5 s quiet, a question (espeak-ng), 9 s quiet (under load an answer
+starts seconds late, and a question that comes back over it cuts it: barge-in). Per spoken
+turn, from the end of the question in the microphone (the page's own level meter on its track)
 to the first answer frame presented (requestVideoFrameCallback; the first frame whose pixels
 move) and to the first answer audio (the level of the avatar's voice); then typed questions
 (microphone muted), from the send to the same two. A/V = frame - audio as the page sees it, at
 the first frame (av_ms) and over each answer's first 1.5 s (av_lag_ms, cross-correlation).
-Beside them the server's stage times (ms from the last speech sample's arrival at the worker),
-the page's receive statistics and the load average. The first spoken turn is dropped (the
-microphone may start mid-question). Writes ``serve_latency.json`` and ``serve_latency.md``.
+Beside them the server's stage times (ms from the last speech sample's arrival at the worker,
+whatever stages the running server reports), the page's receive statistics and the load
+average. The first spoken turn is dropped (the microphone may start mid-question). Writes
+``serve_latency.json`` and ``serve_latency.md``.
 """
 
 from __future__ import annotations
@@ -32,7 +34,12 @@ log = logging.getLogger(__name__)
 
 QUESTION = "What is the weather like today in Paris?"
 REPLY = "Sure, it is sunny and warm."
-STAGES = ("vad_end", "asr_final", "responder_first", "tts_first", "first_frame")
+
+
+def stage_names(server: dict[int, dict]) -> list[str]:
+    """The server's stage names in the order it reports them (they change with the server:
+    e.g. ``vad_end`` became ``end_of_turn``), each once."""
+    return list(dict.fromkeys(k for ms in server.values() for k in ms))
 PAGE_KEYS = ("frame_ms", "audio_ms", "av_ms", "av_lag_ms")
 
 
@@ -65,7 +72,7 @@ def av_lag_ms(frames: np.ndarray, levels: np.ndarray, t0: float, t1: float, max_
     return lag
 
 
-def question_wav(work: Path, quiet_after_s: float = 6.0) -> tuple[Path, float]:
+def question_wav(work: Path, quiet_after_s: float = 9.0) -> tuple[Path, float]:
     """The fake microphone's file: 0.5 s quiet, the question, ``quiet_after_s`` quiet (it loops).
     Returns the 48 kHz WAV and the loop's length in seconds."""
     q = espeak(QUESTION, work / "q16.wav")
@@ -96,7 +103,7 @@ def summary_rows(spoken: list[dict], typed: list[dict], server: dict[int, dict])
             rows.append({"turns": name, "measure": key, "n": len([v for v in vals if v is not None]),
                          "p50_ms": pct(vals, 50), "p95_ms": pct(vals, 95)})  # fmt: skip
     for name, turns in (("spoken: server", spoken), ("typed: server", typed)):
-        for key in STAGES:
+        for key in stage_names(server):
             vals = [server.get(t["turn"], {}).get(key) for t in turns]
             if any(v is not None for v in vals):
                 rows.append({"turns": name, "measure": key, "n": len([v for v in vals if v is not None]),

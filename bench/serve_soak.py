@@ -40,7 +40,7 @@ import numpy as np
 from huma_rt.bench import _proc
 from huma_rt.bench._browser import Page, Server, noise, silence, tree_state, write_wav48
 from huma_rt.bench.common import markdown_table, write_result
-from huma_rt.bench.serve_latency import REPLY, STAGES, page_turns, pct, question_wav
+from huma_rt.bench.serve_latency import REPLY, page_turns, pct, question_wav, stage_names
 
 log = logging.getLogger(__name__)
 
@@ -146,7 +146,7 @@ def run(quick: bool, out_dir: Path, minutes: float | None = None, mic: str = "qu
     row["rss_flat"] = rss_slope is not None and rss_slope < max_slope
     row["pass"] = row["rss_flat"] and row["turns_without_text"] == 0 and row["errors"] == 0 and state == "connected" \
         and (mic != "question" or len(spoken) >= 0.5 * seconds / every)  # fmt: skip
-    stage_p50 = {k: pct([t["server"].get(k) for t in spoken], 50) for k in STAGES}
+    stage_p50 = {k: pct([t["server"].get(k) for t in spoken], 50) for k in stage_names(server)}
     extra = {"max_slope_mib_per_10min": max_slope, "every_s": every, "samples": samples, "receive": receive,
              "turns": spoken, "by_tenth": by_tenth(spoken, seconds), "server_stages_p50": stage_p50,
              "errors_seen": errors[:20], "health_end": health_end, "load_avg": [list(x) for x in load], "tree": tree}  # fmt: skip
