@@ -16,7 +16,7 @@ upper_lip   upper lip nearer the nose than its median (raised)       +-6 mm -> +
 lower_lip   lower lip nearer the chin than its median (dropped)      +-6 mm -> +-1
 blink_left  eye aspect ratio (Soukupova & Cech 2016) below the       EAR 40 % of open
 blink_right person's median open-eye value                            -> 1
-brow_left   brow higher above the eye than its median                +-6 mm -> +-1
+brow_left   brow higher above the eye corners than its median        +-6 mm -> +-1
 brow_right
 =========== ======================================================== ==================
 
@@ -76,8 +76,9 @@ def features(mm: np.ndarray) -> np.ndarray:
     upper = y[:, 51] - y[:, 33]
     lower = y[:, 8] - y[:, 57]
     ear_l, ear_r = _ear(mm[:, 42:48]), _ear(mm[:, 36:42])
-    brow_l = y[:, 42:48].mean(1) - y[:, 22:27].mean(1)
-    brow_r = y[:, 36:42].mean(1) - y[:, 17:22].mean(1)
+    # above the eye corners, which stay put when the lids close (the lids' mean does not)
+    brow_l = (y[:, 42] + y[:, 45]) / 2 - y[:, 22:27].mean(1)
+    brow_r = (y[:, 36] + y[:, 39]) / 2 - y[:, 17:22].mean(1)
     return np.stack([gap, width, thick, upper, lower, ear_l, ear_r, brow_l, brow_r], 1).astype(np.float32)
 
 

@@ -8,9 +8,15 @@ shape predictor (Kazemi & Sullivan 2014) shipped as ``shape_predictor_68_face_la
 
 The shape predictor has no confidence output. :func:`landmark_spread` gives one: it reruns the
 predictor from boxes shifted by a fraction of the face size and measures how far the landmarks
-follow the shift. On a face the trees pull the points back to the features ; on a blacked-out or featureless region they follow the box
-exactly (ratio ~1). Measured with a 5 % shift on cap13: faces 0.04-0.16, the same frames with
-the face blacked out 0.8-0.94 (a 10 % shift separates less: 0.37-0.64 against 0.91-0.97).
+follow the shift. On a face the trees pull the points back to the features; on a blacked-out
+or featureless region they follow the box exactly (ratio ~1). Measured with a 5 % shift on
+cap13: faces 0.04-0.16, the same frames with the face blacked out 0.8-0.94 (a 10 % shift
+separates less: 0.37-0.64 against 0.91-0.97).
+
+Licence note: dlib is Boost-licensed, but the 68-point model was trained on the iBUG 300-W
+images, whose terms exclude commercial use (dlib's model notes say so); a product that ships
+avatars made with it should swap in a model with other terms (MediaPipe's face landmarker is
+Apache-2.0; docs in /work/shared/DEPENDENCIES.md "Faces and video").
 """
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ from huma_rt.train.tracking import TrackingConfig, track_frames, track_video  # 
 from huma_rt.train.tracking_tracks import REASONS, Tracks  # noqa: E402
 from huma_rt.train.video import open_video  # noqa: E402
 
-FRAMES = 150  # 6 s of cap13: speech, a long eye closure at ~4 s
+FRAMES = 125  # 5 s of cap13: speech, an eye closure at ~4 s
 
 
 @pytest.fixture(scope="module")
