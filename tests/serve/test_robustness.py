@@ -92,7 +92,9 @@ def test_silent_then_noisy_microphone_then_the_page_closed_mid_answer(server, tm
             t_close = time.monotonic()
             page.page.close()
             h = server.wait_health(lambda h: worker not in h["worker_pids"], 30, "the worker of the closed page to exit")
-            print(f"page closed mid-answer: its worker gone from /health after {time.monotonic() - t_close:.1f} s")
+            ended = [ln.split(": ", 1)[-1] for ln in server.tail(400).splitlines() if f"worker {worker}: visit ended" in ln]
+            print(f"page closed mid-answer: its worker gone from /health after {time.monotonic() - t_close:.1f} s "
+                  f"(server log: {ended[-1] if ended else 'no visit-ended line'})")  # fmt: skip
             assert h["visitors"] == 0
             assert _proc.rss_mib(worker) is None, "the worker process is still there"
         finally:
