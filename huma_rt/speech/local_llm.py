@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -32,7 +33,9 @@ from huma_rt.speech.llm_tokenizer import BpeTokenizer
 
 log = logging.getLogger(__name__)
 
-BUILD_VERSION = 1  # bump when the ONNX graph or the tokenizer file changes: old caches are ignored
+_PENALTY_WINDOW = 64
+_SENTENCE_END = re.compile(r"([.!?…][\"')\]]*)\s")
+BUILD_VERSION = 2  # bump when the ONNX graph or the tokenizer file changes: old caches are ignored
 DEFAULT_SYSTEM = ("You are a friendly talking avatar. Answer in one or two short, simple spoken sentences. "
                   "No lists, no markdown.")  # fmt: skip
 
@@ -43,8 +46,11 @@ class LocalLLMConfig(_JsonConfig):
 
     gguf: a Llama GGUF (Q4_1/Q8_0 weights, byte-level BPE); empty = the packaged SmolLM2-135M.
     system_prompt: the chat's system turn (a voice avatar: short spoken answers).
-    max_tokens: answer length limit. temperature: 0 = greedy (deterministic); > 0 samples from
-    the ``top_k`` most likely tokens with a generator seeded by ``seed``.
+    max_tokens: answer length limit. max_sentences: the answer ends after this many sentences
+    (0: no limit; a small model rambles, and the avatar should not). repeat_penalty: llama.cpp's
+    penalty on tokens already in the answer's last 64 (1.0: none; greedy decoding of a 135M model
+    loops without it). temperature: 0 = greedy (deterministic); > 0 samples from the ``top_k``
+    most likely tokens with a generator seeded by ``seed``.
     num_threads: onnxruntime intra-op threads (1: the TTS and ASR share the cores).
     accuracy_level: MatMulNBits' activation precision: 4 = int8 (fast; as llama.cpp does),
     0 = float32 (exact; ~3x slower). max_context: prompt + answer tokens.
@@ -54,6 +60,8 @@ class LocalLLMConfig(_JsonConfig):
     gguf: str = ""
     system_prompt: str = DEFAULT_SYSTEM
     max_tokens: int = 80
+    max_sentences: int = 3
+    repeat_penalty: float = 1.1
     temperature: float = 0.0
     top_k: int = 40
     seed: int = 0
@@ -63,12 +71,14 @@ class LocalLLMConfig(_JsonConfig):
     cache_dir: str = ""
 
     def __post_init__(self) -> None:
-        for name, low in (("max_tokens", 1), ("top_k", 1), ("num_threads", 1), ("max_context", 16)):
+        for name, low in (("max_tokens", 1), ("max_sentences", 0), ("top_k", 1), ("num_threads", 1), ("max_context", 16)):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < low:
                 raise InputError(f"local LLM {name} must be an integer >= {low}; got {value!r}")
         if self.accuracy_level not in (0, 1, 2, 3, 4):
             raise InputError(f"local LLM accuracy_level must be 0..4; got {self.accuracy_level!r}")
+        if not isinstance(self.repeat_penalty, (int, float)) or not 1.0 <= self.repeat_penalty <= 2.0:
+            raise InputError(f"local LLM repeat_penalty must be in [1, 2]; got {self.repeat_penalty!r}")
         if not isinstance(self.temperature, (int, float)) or not 0.0 <= self.temperature <= 5.0:
             raise InputError(f"local LLM temperature must be in [0, 5]; got {self.temperature!r}")
 
@@ -185,8 +195,12 @@ class LocalLLMResponder:
         out = self.session.run(None, feed)
         return out[0], list(zip(out[1::2], out[2::2], strict=True))
 
-    def _pick(self, logits: np.ndarray) -> int:
+    def _pick(self, logits: np.ndarray, recent: list[int]) -> int:
         c = self.config
+        if c.repeat_penalty > 1.0 and recent:
+            seen = np.unique(np.array(recent[-_PENALTY_WINDOW:]))
+            x = logits[seen]
+            logits[seen] = np.where(x > 0, x / c.repeat_penalty, x * c.repeat_penalty)
         if c.temperature <= 0:
             return int(np.argmax(logits))
         top = np.argpartition(logits, -c.top_k)[-c.top_k:]
@@ -204,16 +218,24 @@ class LocalLLMResponder:
             raise InputError(f"the question is {len(ids)} tokens; the local LLM's context ({self.config.max_context}) "
                              f"leaves no room to answer")  # fmt: skip
         logits, past = self._step(np.array(ids, np.int64), self._system_kv)
+        answer: list[int] = []
         for n in range(min(self.config.max_tokens, budget)):
-            token = self._pick(logits)
+            token = self._pick(logits, answer)
             if token in self.end_ids:
                 return
+            answer.append(token)
             yield token
             if n + 1 < min(self.config.max_tokens, budget):
                 logits, past = self._step(np.array([token], np.int64), past)
 
     def respond(self, text: str) -> Iterator[str]:
         """Text deltas of the answer to ``text``; closing the iterator stops the decoder."""
+        deltas = self._deltas(text)
+        if self.config.max_sentences:
+            deltas = cut_after_sentences(deltas, self.config.max_sentences)
+        return deltas
+
+    def _deltas(self, text: str) -> Iterator[str]:
         stream = self.tokenizer.stream_decoder()
         for token in self.generate(text):
             delta = stream.push(token)
@@ -222,3 +244,28 @@ class LocalLLMResponder:
         tail = stream.flush()
         if tail:
             yield tail
+
+
+def cut_after_sentences(deltas: Iterator[str], limit: int) -> Iterator[str]:
+    """The deltas up to the end of the ``limit``-th sentence; then ``deltas`` is closed (the
+    decoder stops). A sentence is over once whitespace follows its final punctuation: it is
+    counted when that whitespace arrives (the search starts a little back, for punctuation and
+    closing quotes that came in earlier deltas)."""
+    said, ends = "", 0
+    try:
+        for delta in deltas:
+            full = said + delta
+            for m in _SENTENCE_END.finditer(full, max(0, len(said) - 8)):
+                if m.end() <= len(said):
+                    continue  # counted with an earlier delta
+                ends += 1
+                if ends == limit:
+                    if m.end(1) > len(said):
+                        yield full[len(said) : m.end(1)]
+                    return
+            said = full
+            yield delta
+    finally:
+        close = getattr(deltas, "close", None)
+        if close is not None:
+            close()

@@ -43,7 +43,8 @@ def tokenizer(model):
 def responder(gguf_path, tmp_path_factory):
     from huma_rt.speech.responder import make_responder
 
-    return make_responder("local", cache_dir=str(tmp_path_factory.mktemp("llm-cache")), max_tokens=40)
+    # max_sentences=0: answers are the whole decode, so deltas can be compared with the tokens
+    return make_responder("local", cache_dir=str(tmp_path_factory.mktemp("llm-cache")), max_tokens=40, max_sentences=0)
 
 
 # --- numpy reference (float64), written from the ggml block layouts and the Llama equations ----
@@ -234,6 +235,29 @@ def test_closing_early_stops_the_decoder(responder, monkeypatch):
     with pytest.raises(StopIteration):
         next(stream)
     assert len(steps) == n
+
+
+def _source(deltas, closed):
+    try:
+        yield from deltas
+    finally:
+        closed.append(True)
+
+
+@pytest.mark.parametrize(("deltas", "limit", "want"), [
+    (["Hello", " there.", " How", " are you?", " Fine."], 1, "Hello there."),
+    (["Hello", " there.", " How", " are you?", " Fine."], 2, "Hello there. How are you?"),
+    (["Hello", " there.", " How", " are you?", " Fine."], 9, "Hello there. How are you? Fine."),
+    (['He said "hi', '."', " Then", " more."], 1, 'He said "hi."'),
+    (["Pi is 3.", "14 and e", " is 2.7", "1.\n\nNext", " one!"], 1, "Pi is 3.14 and e is 2.71."),
+    (["Wait!", "\n", "No"], 1, "Wait!"),
+])  # fmt: skip
+def test_cut_after_sentences(deltas, limit, want):
+    from huma_rt.speech.local_llm import cut_after_sentences
+
+    closed = []
+    assert "".join(cut_after_sentences(_source(deltas, closed), limit)) == want
+    assert closed  # the decoder behind the deltas is closed, whether cut or finished
 
 
 def test_max_tokens_and_empty_question(responder):
