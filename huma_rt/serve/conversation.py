@@ -392,7 +392,7 @@ class Conversation:
         receptive field (``settle`` frames), every frame it would draw is the same picture (the
         model's rest pose), so the clock re-sends that picture instead of running the networks
         and renderer; when an answer starts, the session is reset (a fresh stream = silence
-        before it) and fed one frame of silence plus the answer's first ``lead - spf`` samples.
+        before it) and fed the answer's first frame and the ``lead`` samples after it at once.
         """
         session, spf = self._session, self.spf
         period = 1.0 / self.fps
@@ -403,7 +403,7 @@ class Conversation:
         # silence ahead of frame 0 after a reset: what idle_frames keeps pushed in the continuous
         # stream, so that one push of a frame's audio makes exactly one frame ready
         lead = -(-int(self.avatar.lookahead_samples) // spf) * spf
-        ahead = np.zeros(max(lead - spf, 0), np.float32)
+        ahead = np.zeros(lead, np.float32)
         rest = None  # the rest-pose picture, once settled
         quiet = 0  # frames in a row drawn from silence only
         index = 0
@@ -432,12 +432,10 @@ class Conversation:
             if rest is not None:  # an answer starts from the rest pose: a fresh stream
                 session.reset()  # drops the silent lookahead it held: so does the timeline
                 self._timeline.discard()
-                # One frame of silence, then the answer at once: the lookahead the next frames
-                # need is the answer's own audio, which the TTS has already made, so its first
-                # frame comes one tick from now instead of after lead/spf ticks of silence.
-                session.push_audio(np.zeros(spf, np.float32))
-                self._timeline.push(None, spf)
-                fast = self._answer.take(lead - spf, ahead) if got else None
+                # The answer's first frame and its lookahead at once (the TTS has made them):
+                # that frame is drawn in this tick instead of after lead/spf ticks (a fresh
+                # stream is silence before it, as the rest pose was).
+                fast = self._answer.take(lead, ahead) if got else None
                 rest = None
             at = self._timeline.pushed  # where this push lands on the timeline
             if got:

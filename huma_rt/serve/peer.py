@@ -219,3 +219,30 @@ async def read_microphone(track, push, on_frame=None) -> None:
             pcm = out.to_ndarray().reshape(-1).astype(np.float32, copy=False)
             if pcm.size:
                 push(pcm, arrived)
+
+
+def quicken_microphone(pc) -> bool:
+    """Hand the microphone's packets on as they arrive instead of four behind.
+
+    aiortc's audio receiver keeps a jitter buffer that releases a 20 ms packet only once four
+    more are queued (``prefetch=4``): 80 ms added to every spoken turn before the VAD hears its
+    end (measured 63-94 ms from the page's microphone to the server). A prefetch of one keeps
+    the reordering it needs (a packet is released when the next one arrives) and gives back
+    60 ms. aiortc has no option for it, so its receiver's buffer is replaced; returns False
+    (and logs) when this aiortc has no such buffer to replace.
+    """
+    from aiortc.jitterbuffer import JitterBuffer
+
+    done = False
+    for transceiver in pc.getTransceivers():
+        receiver = transceiver.receiver
+        if transceiver.kind != "audio" or receiver is None:
+            continue
+        old = getattr(receiver, "_RTCRtpReceiver__jitter_buffer", None)
+        if not isinstance(old, JitterBuffer):
+            log.warning("this aiortc's audio receiver has no jitter buffer to replace; the microphone "
+                        "stays 80 ms behind")  # fmt: skip
+            return False
+        receiver._RTCRtpReceiver__jitter_buffer = JitterBuffer(capacity=old.capacity, prefetch=1)
+        done = True
+    return done

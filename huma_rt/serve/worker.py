@@ -155,7 +155,7 @@ class _Visit:
         from aiortc import RTCPeerConnection, RTCSessionDescription
 
         from huma_rt.serve.conversation import Conversation
-        from huma_rt.serve.peer import AvatarMedia, read_microphone
+        from huma_rt.serve.peer import AvatarMedia, quicken_microphone, read_microphone
 
         loop = asyncio.get_running_loop()
         self.channel = _Channel(loop)
@@ -191,6 +191,7 @@ class _Visit:
         kinds = {t.kind for t in pc.getTransceivers()}
         if "video" not in kinds or "audio" not in kinds:
             raise InputError(f"the offer must have an audio and a video section; got {sorted(kinds)}")
+        quicken_microphone(pc)
         pc.addTrack(self.media.audio)  # attaches to the offer's audio section (the microphone's)
         pc.addTrack(self.media.video)
         await pc.setLocalDescription(await pc.createAnswer())

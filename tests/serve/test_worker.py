@@ -117,3 +117,31 @@ def test_barge_in_silences_audio_not_yet_sent():
     before, after = asyncio.run(run())
     assert [(f.pts, f.samples) for f, _ in after] == before, "same packets, same times"
     assert all(not f.to_ndarray().any() for f, _ in after)
+
+
+def test_microphone_packets_are_handed_on_one_behind_not_four():
+    from aiortc import RTCPeerConnection
+    from aiortc.rtp import RtpPacket
+
+    from huma_rt.serve.peer import quicken_microphone
+
+    async def run():
+        pc = RTCPeerConnection()
+        try:
+            pc.addTransceiver("audio")
+            pc.addTransceiver("video")
+            assert quicken_microphone(pc)
+            audio = next(t for t in pc.getTransceivers() if t.kind == "audio")
+            buf = audio.receiver._RTCRtpReceiver__jitter_buffer
+            released = []
+            for seq in range(6):  # 20 ms Opus packets, one frame each
+                packet = RtpPacket(sequence_number=seq, timestamp=960 * seq, payload=b"x")
+                packet._data = b"x"  # what the receiver sets (the depacketized payload)
+                _, frame = buf.add(packet)
+                released.append(None if frame is None else frame.timestamp // 960)
+            # packet n leaves when packet n+1 arrives (aiortc's own buffer held four)
+            assert released == [None, 0, 1, 2, 3, 4]
+        finally:
+            await pc.close()
+
+    asyncio.run(run())
