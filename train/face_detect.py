@@ -16,7 +16,7 @@ separates less: 0.37-0.64 against 0.91-0.97).
 Licence note: dlib is Boost-licensed, but the 68-point model was trained on the iBUG 300-W
 images, whose terms exclude commercial use (dlib's model notes say so); a product that ships
 avatars made with it should swap in a model with other terms (MediaPipe's face landmarker is
-Apache-2.0; docs in /work/shared/DEPENDENCIES.md "Faces and video").
+Apache-2.0).
 """
 
 from __future__ import annotations
