@@ -357,3 +357,16 @@ def test_bad_calls_are_refused(tmp_path):
         make_synthetic({"duration_s": 1}, tmp_path)
     with pytest.raises(InputError, match="not a synthetic clip folder"):
         ClipTruth(tmp_path)
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--duration", "0"], "duration_s"), (["--background", "0.5,0.5"], "background"),
+    (["--gap", "1", "0.2"], "gap_s"), (["--rotation-deg", "45"], "rotation_deg"),
+])  # fmt: skip
+def test_cli_reports_bad_values_without_a_traceback(tmp_path, capsys, args, words):
+    from huma_rt.train.synthetic_cli import main
+
+    assert main(["-o", str(tmp_path / "out"), *args]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and words in err and "Traceback" not in err
+    assert not (tmp_path / "out").exists()
