@@ -5,6 +5,9 @@ AVI, MPEG-TS, FLV, OGG) with any codec FFmpeg decodes, between :attr:`VideoConfi
 and :attr:`VideoConfig.max_seconds` long. The speech track, if any, is read with the runtime's
 audio reader (16 kHz mono float32, the model contract).
 
+Phone videos are often stored sideways with a display rotation: frames are turned upright
+(multiples of 90 degrees) as players show them, and the reported size is the upright one.
+
 Frames are yielded one at a time (a 10-minute 1080p video is ~90 GB of RGB), optionally
 shrunk so the longer side is at most :attr:`VideoConfig.max_side`: tracking needs ~100-200
 pixels across a face, not 4K. Every refusal is a :class:`VideoError` naming the file and the
@@ -81,6 +84,7 @@ class VideoInfo:
     frames: int
     codec: str
     has_audio: bool
+    rotation: int = 0  # degrees counter-clockwise applied to the stored frames (0, 90, 180, 270)
 
 
 class VideoReader:
@@ -111,10 +115,13 @@ class VideoReader:
                         raise VideoError(f"{self.path}: runs past {cfg.max_seconds:g} s while decoding; "
                                          f"at most {cfg.max_seconds:g} s is accepted")  # fmt: skip
                     if index >= start:
-                        if (frame.width, frame.height) != (info.width, info.height):
-                            frame = frame.reformat(width=info.width, height=info.height,
-                                                   interpolation="AREA")  # fmt: skip
-                        yield index, t, frame.to_ndarray(format="rgb24")
+                        w, h = (info.height, info.width) if info.rotation in (90, 270) else (info.width, info.height)
+                        if (frame.width, frame.height) != (w, h):
+                            frame = frame.reformat(width=w, height=h, interpolation="AREA")
+                        rgb = frame.to_ndarray(format="rgb24")
+                        if info.rotation:
+                            rgb = np.ascontiguousarray(np.rot90(rgb, info.rotation // 90))
+                        yield index, t, rgb
                     index += 1
             except (av.FFmpegError, *_AV_ERRORS_BASE) as exc:
                 raise VideoError(f"{self.path}: undecodable video after frame {index}: {exc}") from None
@@ -166,22 +173,41 @@ def _probe(path: Path, cfg: VideoConfig) -> VideoInfo:
         fps = float(rate) if rate else 0.0
         if not 1.0 <= fps <= 240.0:
             raise VideoError(f"{path}: frame rate {fps:g} fps; expected 1..240")
+        rotation = _rotation(av, container, stream, path)
         seconds = _seconds(container, stream)
         if seconds is None:  # a stream without a declared length (raw, some WebM): count frames
             seconds = _count(av, container, stream, cfg.max_seconds, path) / fps
         has_audio = bool(container.streams.audio)
         frames = int(stream.frames) if stream.frames else int(round(seconds * fps))
         w, h = _shrunk(stream.width, stream.height, cfg.max_side)
-        info = VideoInfo(str(path), w, h, stream.width, stream.height, fps, seconds, frames, ctx.name, has_audio)
+        nw, nh = stream.width, stream.height
+        if rotation in (90, 270):
+            w, h, nw, nh = h, w, nh, nw
+        info = VideoInfo(str(path), w, h, nw, nh, fps, seconds, frames, ctx.name, has_audio, rotation)
     if seconds < cfg.min_seconds:
         raise VideoError(f"{path}: lasts {seconds:.1f} s; a training video must be at least "
                          f"{cfg.min_seconds:g} s long")  # fmt: skip
     if seconds > cfg.max_seconds:
         raise VideoError(f"{path}: lasts {seconds:.1f} s; a training video must be at most "
                          f"{cfg.max_seconds:g} s ({cfg.max_seconds / 60:g} min) long")  # fmt: skip
-    log.info("video %s: %dx%d (native %dx%d) %.3g fps, %.1f s, ~%d frames, %s, audio: %s", path.name,
-             w, h, stream.width, stream.height, fps, seconds, frames, info.codec, has_audio)  # fmt: skip
+    log.info("video %s: %dx%d (native %dx%d, turned %d) %.3g fps, %.1f s, ~%d frames, %s, audio: %s",
+             path.name, w, h, nw, nh, rotation, fps, seconds, frames, info.codec, has_audio)  # fmt: skip
     return info
+
+
+def _rotation(av, container, stream, path: Path) -> int:
+    """The display rotation of the first frame, rounded to 0/90/180/270 degrees counter-clockwise."""
+    try:
+        frame = next(container.decode(stream), None)
+    except (av.FFmpegError, *_AV_ERRORS_BASE) as exc:
+        raise VideoError(f"{path}: undecodable video: {exc}") from None
+    if frame is None:
+        raise VideoError(f"{path}: its video stream holds no frames")
+    try:
+        container.seek(0)  # _count may demux the stream next
+    except (av.FFmpegError, *_AV_ERRORS_BASE) as exc:
+        log.debug("%s: cannot seek back after the first frame: %s", path, exc)
+    return int(round(float(getattr(frame, "rotation", 0) or 0) / 90.0)) % 4 * 90
 
 
 def _seconds(container, stream) -> float | None:

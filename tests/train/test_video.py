@@ -13,12 +13,14 @@ from huma_rt.train.video import VideoConfig, VideoError, open_video  # noqa: E40
 
 
 def _write(path, seconds: float, *, video: bool = True, audio: bool = False, size=(64, 48), fps: int = 25,
-           tone_hz: float = 440.0, rate: int = 44100):  # fmt: skip
+           tone_hz: float = 440.0, rate: int = 44100, rotation: int = 0):  # fmt: skip
     """An MP4 (H.264 + AAC) or, without video, an M4A of ``seconds``: moving gradient, sine tone."""
     with av.open(str(path), "w") as out:
         vs = out.add_stream("libx264", rate=fps) if video else None
         if vs is not None:
             vs.width, vs.height, vs.pix_fmt = size[0], size[1], "yuv420p"
+            if rotation:
+                vs.set_display_rotation(rotation)
         aus = out.add_stream("aac", rate=rate) if audio else None
         if aus is not None:
             aus.layout = "mono"
@@ -26,6 +28,7 @@ def _write(path, seconds: float, *, video: bool = True, audio: bool = False, siz
             for i in range(int(seconds * fps)):
                 img = np.zeros((size[1], size[0], 3), np.uint8)
                 img[..., 0] = (np.arange(size[0]) * 4 + i * 3) % 256
+                img[:8, :16] = 255  # a white mark in the stored frame's top-left corner
                 for p in vs.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
                     out.mux(p)
             for p in vs.encode():
@@ -74,6 +77,16 @@ def test_speech_track_is_16k_mono(tmp_path):
     assert len(pcm) == pytest.approx(10.5 * 16000, rel=0.01)
     spectrum = np.abs(np.fft.rfft(pcm[16000:32000]))
     assert np.argmax(spectrum) == pytest.approx(440, abs=2)  # 1 s at 16 kHz: bins are 1 Hz
+
+
+def test_phone_rotation_is_applied(tmp_path):
+    path = _write(tmp_path / "phone.mp4", 10.2, size=(64, 48), rotation=90)
+    r = open_video(path)
+    assert (r.info.width, r.info.height, r.info.rotation) == (48, 64, 90)
+    _, _, f = next(r.frames())
+    assert f.shape == (64, 48, 3)
+    # stored top-left, turned 90 degrees counter-clockwise: bottom-left
+    assert f[-6:, :6].min() > 200 and f[:6, :6, 1].max() < 60
 
 
 def test_too_short_names_the_duration(tmp_path):
