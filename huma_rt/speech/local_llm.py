@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 
 _PENALTY_WINDOW = 64
 _SENTENCE_END = re.compile(r"([.!?…][\"')\]]*)\s")
-BUILD_VERSION = 2  # bump when the ONNX graph or the tokenizer file changes: old caches are ignored
+BUILD_VERSION = 3  # bump when the ONNX graph or the tokenizer file changes: old caches are ignored
 DEFAULT_SYSTEM = ("You are a friendly talking avatar. Answer in one or two short, simple spoken sentences. "
                   "No lists, no markdown.")  # fmt: skip
 
