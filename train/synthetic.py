@@ -178,51 +178,64 @@ def make_synthetic(config: SyntheticConfig, out_dir: str | Path, *, keep: Sequen
     keep: frame indices whose rgb to return in ``result.kept``. speak: text -> 16 kHz float32
     (default: the packaged Piper voice).
     """
-    from huma_rt.export.demo.articulation import PARAMS
-    from huma_rt.export.demo.codes import codes_to_params
-
-    from huma_rt.audio.features import StreamingFeatures
-    from huma_rt.commands.demo import contact_sheet, sheet_indices
-    from huma_rt.media import Mp4Writer, write_png, write_wav
+    from huma_rt.commands.demo import sheet_indices
 
     if not isinstance(config, SyntheticConfig):
         raise InputError(f"config must be a SyntheticConfig; got {type(config).__name__}")
     config.validate()
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     seconds: dict[str, float] = {}
     t0 = time.perf_counter()
-    avatar = PosedAvatar(resolve_bundle(config.bundle), None, threads=config.threads, rotate_sh=config.rotate_sh)
-    cfg = avatar.encoder_config
-    fps, spf = cfg.fps, cfg.samples_per_frame
-    w, h = avatar.size
-    frames = max(1, int(round(config.duration_s * fps)))
-    keep = sorted({int(k) for k in keep if 0 <= int(k) < frames})
-    avatar.background = background = make_background(config.background, avatar.bundle.background, w, h, config.seed)
-    seconds["load"] = time.perf_counter() - t0
-
-    t0 = time.perf_counter()
-    speech = build_speech(frames * spf, config.seed, config.text, config.lead_s, config.gap_s, speak)
-    pcm = speech.pcm
-    seconds["speech"] = time.perf_counter() - t0
-
-    world_q, world_t = head_motion(frames, fps, config.seed, config.rotation_deg, config.translation, config.motion_hz)
-    w2c = avatar.camera.world_to_camera
-    head_q, head_t = world_to_camera_pose(world_q, world_t, w2c)
     emb = demo_embedding()
-    if emb.shape[0] != cfg.code_dim:
-        raise InputError(f"the bundle's code_dim is {cfg.code_dim}, but the demo embedding has {emb.shape[0]} rows: "
-                         "the articulation truth needs the demo avatar (config.bundle=None)")  # fmt: skip
-    codes = np.zeros((frames, cfg.code_dim), np.float32)
+    avatar = PosedAvatar(resolve_bundle(config.bundle), None, threads=config.threads, rotate_sh=config.rotate_sh)
     alpha_tmp = out / ".alpha.tmp.npy"
-    alpha = np.lib.format.open_memmap(alpha_tmp, mode="w+", dtype=np.uint8, shape=(frames, h, w))
-    picks = set(sheet_indices(frames, 6, SHEET_FRAMES // 6))
-    sheet: dict[int, np.ndarray] = {}
-    kept: dict[int, np.ndarray] = {}
+    try:
+        cfg = avatar.encoder_config
+        if emb.shape[0] != cfg.code_dim:
+            raise InputError(f"the bundle's code_dim is {cfg.code_dim}, but the demo embedding has {emb.shape[0]} "
+                             "rows: the articulation truth needs the demo avatar (config.bundle=None)")  # fmt: skip
+        w, h = avatar.size
+        frames = max(1, int(round(config.duration_s * cfg.fps)))
+        avatar.background = make_background(config.background, avatar.bundle.background, w, h, config.seed)
+        seconds["load"] = time.perf_counter() - t0
+
+        t0 = time.perf_counter()
+        speech = build_speech(frames * cfg.samples_per_frame, config.seed, config.text, config.lead_s, config.gap_s,
+                              speak)  # fmt: skip
+        seconds["speech"] = time.perf_counter() - t0
+
+        poses = head_motion(frames, cfg.fps, config.seed, config.rotation_deg, config.translation, config.motion_hz)
+        out.mkdir(parents=True, exist_ok=True)
+        alpha = np.lib.format.open_memmap(alpha_tmp, mode="w+", dtype=np.uint8, shape=(frames, h, w))
+        picks = set(sheet_indices(frames, 6, SHEET_FRAMES // 6)) | {int(k) for k in keep}
+        codes, shown, times = _render(avatar, speech.pcm, poses, out / "video.mp4", config.crf, alpha, picks)
+        seconds.update(times)
+
+        t0 = time.perf_counter()
+        _save(out, config, avatar, speech, poses, codes, emb, alpha, shown)
+        seconds["save"] = time.perf_counter() - t0
+    finally:
+        avatar.close()
+        alpha_tmp.unlink(missing_ok=True)  # a map still open stays readable until dropped
+    log.info("synthetic clip %s: %d frames, %s", out, frames, {k: round(v, 2) for k, v in seconds.items()})
+    return SyntheticResult(out, frames, seconds, {k: v for k, v in shown.items() if k in set(keep)})
+
+
+def _render(avatar: PosedAvatar, pcm: np.ndarray, poses: tuple[np.ndarray, np.ndarray], video: Path, crf: int,
+            alpha: np.ndarray, picks: set[int]) -> tuple[np.ndarray, dict[int, np.ndarray], dict[str, float]]:  # fmt: skip
+    """Stream ``pcm`` through the avatar at world ``poses`` ([T,4], [T,3]) into ``video`` and
+    ``alpha`` [T,H,W] uint8 -> (codes [T, code_dim], copies of the ``picks`` frames, seconds)."""
+    from huma_rt.audio.features import StreamingFeatures
+    from huma_rt.media import Mp4Writer
+
+    cfg = avatar.encoder_config
+    world_q, world_t = poses
+    codes = np.zeros((world_q.shape[0], cfg.code_dim), np.float32)
+    shown: dict[int, np.ndarray] = {}
+    times = {"render": 0.0, "encode": 0.0}
     features = StreamingFeatures(cfg)
     window = np.zeros(features.window_shape, np.float32)
-    writer = Mp4Writer(out / "video.mp4", fps, (w, h), sample_rate=RATE, crf=config.crf)
-    timing = {"render": 0.0, "encode": 0.0}
+    writer = Mp4Writer(video, cfg.fps, avatar.size, sample_rate=RATE, crf=crf)
 
     def drain() -> None:
         while features.ready_frames():
@@ -233,12 +246,10 @@ def make_synthetic(config: SyntheticConfig, out_dir: str | Path, *, keep: Sequen
             alpha[t] = np.floor(a * 255.0 + 0.5)
             t2 = time.perf_counter()
             writer.write(rgb)
-            timing["encode"] += time.perf_counter() - t2
-            timing["render"] += t2 - t1
+            times["encode"] += time.perf_counter() - t2
+            times["render"] += t2 - t1
             if t in picks:
-                sheet[t] = rgb.copy()
-            if t in keep:
-                kept[t] = rgb.copy()
+                shown[t] = rgb.copy()
 
     try:
         for start in range(0, pcm.size, RATE):  # one second at a time: a bounded mel ring
@@ -248,34 +259,44 @@ def make_synthetic(config: SyntheticConfig, out_dir: str | Path, *, keep: Sequen
         drain()
         t2 = time.perf_counter()
         writer.close(pcm)
-        timing["encode"] += time.perf_counter() - t2
+        times["encode"] += time.perf_counter() - t2
     finally:
-        avatar.close()
         writer.close()  # no-op after a normal close; on an error, ends the file
-    seconds.update(timing)
+    return codes, shown, times
 
-    t0 = time.perf_counter()
-    write_wav(out / "speech.wav", pcm, RATE)
+
+def _save(out: Path, config: SyntheticConfig, avatar: PosedAvatar, speech, poses, codes: np.ndarray,
+          emb: np.ndarray, alpha: np.ndarray, shown: dict[int, np.ndarray]) -> None:  # fmt: skip
+    """speech.wav, truth.npz, config.json and sheet.png (the module docstring lists the keys)."""
+    from huma_rt.export.demo.articulation import PARAMS
+    from huma_rt.export.demo.codes import codes_to_params
+
+    from huma_rt.commands.demo import contact_sheet, sheet_indices
+    from huma_rt.media import write_png, write_wav
+
+    cfg = avatar.encoder_config
+    fps, spf = cfg.fps, cfg.samples_per_frame
+    frames = codes.shape[0]
+    write_wav(out / "speech.wav", speech.pcm, RATE)
     index = np.arange(frames, dtype=np.int64)
-    span = np.stack([index * spf, (index + 1) * spf], -1)
     speaking = np.zeros(frames, bool)
     for s, e in speech.spans:
         speaking[s // spf : -(-e // spf)] = True
+    world_q, world_t = poses
+    w2c = avatar.camera.world_to_camera
+    head_q, head_t = world_to_camera_pose(world_q, world_t, w2c)
     alpha.flush()
     np.savez_compressed(
-        out / "truth.npz", frame_index=index, pts=index / fps, sample_span=span, speaking=speaking,
-        head_quat=head_q, head_trans=head_t, world_quat=world_q, world_trans=world_t,
+        out / "truth.npz", frame_index=index, pts=index / fps, sample_span=np.stack([index * spf, (index + 1) * spf], -1),
+        speaking=speaking, head_quat=head_q, head_trans=head_t, world_quat=world_q, world_trans=world_t,
         pivot=np.asarray(DEMO_PIVOT, np.float64), code=codes, articulation=codes_to_params(codes, emb),
-        articulation_names=np.asarray(PARAMS), alpha=alpha, background=background,
+        articulation_names=np.asarray(PARAMS), alpha=alpha, background=avatar.background,
         camera_K=avatar.camera.intrinsics, world_to_camera=w2c, fps=np.int64(fps), sample_rate=np.int64(RATE),
         speech_spans=speech.spans, speech_texts=np.asarray(speech.texts, dtype=str).reshape(-1),
     )  # fmt: skip
-    alpha_tmp.unlink()  # the map stays readable until it is dropped
     (out / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
-    write_png(out / "sheet.png", contact_sheet(sheet, pcm, fps, cols=6, scale=2))
-    seconds["save"] = time.perf_counter() - t0
-    log.info("synthetic clip %s: %d frames, %s", out, frames, {k: round(v, 2) for k, v in seconds.items()})
-    return SyntheticResult(out, frames, seconds, kept)
+    sheet = {i: shown[i] for i in sheet_indices(frames, 6, SHEET_FRAMES // 6)}
+    write_png(out / "sheet.png", contact_sheet(sheet, speech.pcm, fps, cols=6, scale=2))
 
 
 class ClipTruth:
