@@ -42,7 +42,7 @@ from .face_matte import VERTICES, matte_polygon
 from .face_pose import euler_yxz, intrinsics, rodrigues, solve_pnp
 from .face_template import MEAN_FACE, RIGID
 from .tracking_pass import FramePass, PassState, inter_ocular
-from .tracking_tracks import REASONS, Tracks
+from .tracking_tracks import REASON_TEXT, REASONS, Tracks
 from .video import VideoConfig, open_video
 
 log = logging.getLogger(__name__)
@@ -181,6 +181,22 @@ def _track(source, fps, width, height, total, config, max_frames, key, checkpoin
     if ckpt is not None:
         ckpt.unlink(missing_ok=True)
     return tracks
+
+
+class TrackingError(InputError):
+    """A video whose face cannot be tracked well enough to make an avatar from it."""
+
+
+def check_tracks(tracks: Tracks, min_valid: float = 0.5) -> Tracks:
+    """Return ``tracks`` if at least ``min_valid`` of the frames are valid, else TrackingError
+    naming the share and the commonest refusals (the requirement: one face, visible, frontal)."""
+    share = float(tracks.valid.mean()) if len(tracks) else 0.0
+    if share >= min_valid:
+        return tracks
+    names, counts = np.unique(np.asarray(tracks.reasons())[~tracks.valid], return_counts=True)
+    top = ", ".join(f"{REASON_TEXT[n]}: {c} frames" for c, n in sorted(zip(counts, names, strict=True), reverse=True)[:3])
+    raise TrackingError(f"the face is tracked in {100 * share:.0f} % of {len(tracks)} frames; at least "
+                        f"{100 * min_valid:.0f} % is needed ({top})")  # fmt: skip
 
 
 def finish(raw: dict[str, np.ndarray], fps: float, width: int, height: int, cfg: TrackingConfig) -> Tracks:

@@ -16,7 +16,13 @@ from huma_rt.train.face_filter import one_euro  # noqa: E402
 from huma_rt.train.face_matte import rasterize  # noqa: E402
 from huma_rt.train.face_pose import intrinsics, project, solve_pnp  # noqa: E402
 from huma_rt.train.face_template import MEAN_FACE, RIGID  # noqa: E402
-from huma_rt.train.tracking import TrackingConfig, track_frames, track_video  # noqa: E402
+from huma_rt.train.tracking import (  # noqa: E402
+    TrackingConfig,
+    TrackingError,
+    check_tracks,
+    track_frames,
+    track_video,
+)
 from huma_rt.train.tracking_tracks import REASONS, Tracks  # noqa: E402
 from huma_rt.train.video import open_video  # noqa: E402
 
@@ -282,6 +288,15 @@ def test_one_euro_removes_jitter_and_keeps_a_step():
     assert restart[61] == x[61]  # a gap restarts the filter
     with pytest.raises(InputError):
         one_euro(x, 0.0, 2.0, 1.0)
+
+
+def test_a_video_without_a_face_is_refused(cap13_tracks):
+    assert check_tracks(cap13_tracks) is cap13_tracks
+    wall = [np.full((120, 160, 3), 128 + 10 * (i % 3), np.uint8) for i in range(12)]
+    t = track_frames(wall, 25.0)
+    assert t.reasons() == ["no_face"] * 12 and np.isnan(t.landmarks).all()
+    with pytest.raises(TrackingError, match=r"tracked in 0 % of 12 frames.*no face found: 12 frames"):
+        check_tracks(t)
 
 
 def test_reasons_are_documented():
