@@ -23,7 +23,8 @@ backdrop (synthetic_background). Written into the output folder:
   blink): the code projected on the demo's code embedding (export/demo/codes.py,
   ``codes_to_params``; the demo's encoder emits blink = 0); ``alpha`` [T,H,W] uint8: the
   avatar's matte (round(255 * alpha)); ``background`` [H,W,3] float32; ``camera_K`` [3,3],
-  ``world_to_camera`` [4,4], ``fps``, ``sample_rate``; ``speech_spans`` [K,2], ``speech_texts``.
+  ``world_to_camera`` [4,4], ``fps``, ``sample_rate``; ``speech_spans`` [K,2], ``speech_texts``;
+  ``bundle_id``: sha256 of the avatar bundle's manifest (ClipTruth warns when it renders with another).
 - ``config.json`` (the SyntheticConfig) and ``sheet.png`` (a contact sheet of 12 frames).
 """
 
@@ -293,6 +294,7 @@ def _save(out: Path, config: SyntheticConfig, avatar: PosedAvatar, speech, poses
         articulation_names=np.asarray(PARAMS), alpha=alpha, background=avatar.background,
         camera_K=avatar.camera.intrinsics, world_to_camera=w2c, fps=np.int64(fps), sample_rate=np.int64(RATE),
         speech_spans=speech.spans, speech_texts=np.asarray(speech.texts, dtype=str).reshape(-1),
+        bundle_id=np.asarray(avatar.bundle_id),
     )  # fmt: skip
     (out / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
     sheet = {i: shown[i] for i in sheet_indices(frames, 6, SHEET_FRAMES // 6)}
@@ -319,12 +321,16 @@ class ClipTruth:
         with np.load(self.folder / "truth.npz") as z:
             self.head_quat, self.head_trans = z["head_quat"], z["head_trans"]
             background, self.world_to_camera = z["background"], z["world_to_camera"]
+            made_with = str(z["bundle_id"])
         pcm, rate = read_wav(self.folder / "speech.wav")
         if rate != RATE or pcm.ndim != 1:
             raise InputError(f"{self.folder / 'speech.wav'} must be 16 kHz mono; got {rate} Hz, shape {pcm.shape}")
         self.pcm = np.ascontiguousarray(pcm, np.float32)
         self.avatar = PosedAvatar(resolve_bundle(self.config.bundle), background, threads=threads,
                                   rotate_sh=self.config.rotate_sh)  # fmt: skip
+        if self.avatar.bundle_id != made_with:  # e.g. the demo bundle was rebuilt from other weights
+            log.warning("%s was made with bundle %s…, rendering with %s…: the truth may differ",
+                        self.folder, made_with[:12], self.avatar.bundle_id[:12])  # fmt: skip
 
     @property
     def frames(self) -> int:

@@ -9,6 +9,8 @@ frame equals the Session's frame (tests/train/test_synthetic.py checks it pixel 
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 from pathlib import Path
 
@@ -77,6 +79,12 @@ class PosedAvatar:
         self._rgb_f = np.zeros((h, w, 3), np.float32)
         self.rgb = np.zeros((h, w, 3), np.uint8)
         self.alpha = np.zeros((h, w), np.float32)
+
+    @property
+    def bundle_id(self) -> str:
+        """sha256 of the bundle's manifest (which holds every file's sha256): the avatar's identity."""
+        text = json.dumps(self.bundle.manifest, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()
 
     @property
     def size(self) -> tuple[int, int]:
