@@ -22,7 +22,8 @@ backdrop (synthetic_background). Written into the output folder:
   ``articulation`` [T,5] float32 with ``articulation_names`` [5] (jaw, round, spread, closure,
   blink): the code projected on the demo's code embedding (export/demo/codes.py,
   ``codes_to_params``; the demo's encoder emits blink = 0); ``alpha`` [T,H,W] uint8: the
-  avatar's matte (round(255 * alpha)); ``background`` [H,W,3] float32; ``camera_K`` [3,3],
+  avatar's matte (round(255 * alpha); compressed ~14 MB per 30 s on disk, but reading the key
+  loads all of it: 196 MB per 30 s at 512x512); ``background`` [H,W,3] float32; ``camera_K`` [3,3],
   ``world_to_camera`` [4,4], ``fps``, ``sample_rate``; ``speech_spans`` [K,2], ``speech_texts``;
   ``bundle_id``: sha256 of the avatar bundle's manifest (ClipTruth warns when it renders with another).
 - ``config.json`` (the SyntheticConfig) and ``sheet.png`` (a contact sheet of 12 frames).

@@ -32,7 +32,8 @@ log = logging.getLogger(__name__)
 class PosedAvatar:
     """A bundle's networks and Gaussians, rendering frames at any head pose (CPU, fp32 graphs).
 
-    background: [H,W,3] float32 image or an RGB triple (what ``Renderer`` takes).
+    background: [H,W,3] float32 image, an RGB triple or None (black): what ``Renderer`` takes;
+    the attribute may be replaced between frames.
     threads: onnxruntime and renderer threads (None: their defaults). rotate_sh: see Poser.
     Buffers are allocated once; ``render`` returns views of them, valid until the next call.
     """
