@@ -44,17 +44,18 @@ def rasterize(polygon: np.ndarray, height: int, width: int) -> np.ndarray:
     """Fill ``polygon`` float [P, 2] (even-odd rule, pixel centres) -> uint8 [H, W] of 0/255."""
     out = np.zeros((height, width), np.uint8)
     poly = np.asarray(polygon, np.float64)
-    a, b = poly, np.roll(poly, -1, axis=0)
     y0 = max(int(np.floor(poly[:, 1].min())), 0)
     y1 = min(int(np.ceil(poly[:, 1].max())), height - 1)
-    xs = np.arange(width) + 0.5
-    for y in range(y0, y1 + 1):
-        yc = y + 0.5
-        cross = (a[:, 1] <= yc) != (b[:, 1] <= yc)
-        if not cross.any():
-            continue
-        ca, cb = a[cross], b[cross]
-        x = ca[:, 0] + (yc - ca[:, 1]) * (cb[:, 0] - ca[:, 0]) / (cb[:, 1] - ca[:, 1])
-        inside = (np.searchsorted(np.sort(x), xs) % 2) == 1
-        out[y, inside] = 255
+    x0 = max(int(np.floor(poly[:, 0].min())), 0)
+    x1 = min(int(np.ceil(poly[:, 0].max())), width - 1)
+    if y1 < y0 or x1 < x0:
+        return out
+    a, b = poly, np.roll(poly, -1, axis=0)
+    ys = np.arange(y0, y1 + 1, dtype=np.float64)[:, None] + 0.5  # [R, 1] row centres
+    cross = (a[:, 1] <= ys) != (b[:, 1] <= ys)  # [R, E] edges that straddle the row
+    dy = np.where(b[:, 1] == a[:, 1], 1.0, b[:, 1] - a[:, 1])
+    x = np.where(cross, a[:, 0] + (ys - a[:, 1]) * (b[:, 0] - a[:, 0]) / dy, np.inf)  # [R, E]
+    xs = np.arange(x0, x1 + 1, dtype=np.float64) + 0.5  # [C] pixel centres
+    left = (x[:, :, None] < xs).sum(axis=1)  # [R, C] crossings left of each pixel
+    out[y0 : y1 + 1, x0 : x1 + 1] = np.where(left % 2 == 1, 255, 0).astype(np.uint8)
     return out

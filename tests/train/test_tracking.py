@@ -303,3 +303,16 @@ def test_reasons_are_documented():
     from huma_rt.train.tracking_tracks import REASON_TEXT
 
     assert set(REASON_TEXT) == set(REASONS)
+
+
+def test_rasterize_matches_matplotlib_on_simple_polygons():
+    path_cls = pytest.importorskip("matplotlib.path").Path
+    rng = np.random.default_rng(5)
+    yy, xx = np.mgrid[:60, :70] + 0.5
+    for _ in range(20):  # star-shaped (simple) polygons, partly outside the image
+        n = rng.integers(3, 25)
+        ang = np.sort(rng.uniform(0, 2 * np.pi, n))
+        r = rng.uniform(5, 40, n)
+        poly = np.c_[35 + r * np.cos(ang), 30 + r * np.sin(ang)] + rng.uniform(-0.4, 0.4, (n, 2))
+        want = path_cls(poly).contains_points(np.c_[xx.ravel(), yy.ravel()]).reshape(60, 70)
+        np.testing.assert_array_equal(rasterize(poly, 60, 70) > 0, want)
