@@ -3,7 +3,8 @@
 Each measurement runs in a fresh child process, so load times and peak RSS are its own:
 - ``load``: cold (GGUF read, ONNX decoder built and written to an empty cache, session, system
   prompt) and warm (the cached decoder), seconds, and peak RSS.
-- ``answer``: per prompt and thread count, after one warm-up answer: time to the first token, to
+- ``answer``: per prompt and thread count, after one warm-up answer, through the responder's own
+  path (decoder, streaming text, the ``max_sentences`` cut): time to the first token, to
   the first text delta, to the first *clause* (the first chunk ``ChunkAssembler`` releases:
   what the TTS waits for), decode tokens/s (tokens after the first / their time), whole answer.
   Medians and p95 over prompts x repeats.
@@ -48,7 +49,7 @@ def _rss_mb() -> tuple[float, float]:
 
 
 def _child_answers(cache: str, threads: int, repeat: int, max_tokens: int) -> dict:
-    from huma_rt.speech.local_llm import LocalLLMConfig, LocalLLMResponder
+    from huma_rt.speech.local_llm import LocalLLMConfig, LocalLLMResponder, cut_after_sentences
     from huma_rt.speech.text import ChunkAssembler
 
     t0 = time.perf_counter()
@@ -64,18 +65,23 @@ def _child_answers(cache: str, threads: int, repeat: int, max_tokens: int) -> di
             t, cpu = time.perf_counter(), time.process_time()
             first_tok = first_delta = first_clause = None
             n, text = 0, []
-            for tok in r.generate(prompt):
+
+            def deltas(prompt=prompt, stream=stream):  # LocalLLMResponder.respond, with the tokens counted
+                nonlocal n, first_tok
+                for tok in r.generate(prompt):
+                    n += 1
+                    first_tok = first_tok or time.perf_counter()
+                    delta = stream.push(tok)
+                    if delta:
+                        yield delta
+
+            for delta in cut_after_sentences(deltas(), r.config.max_sentences) if r.config.max_sentences else deltas():
                 now = time.perf_counter()
-                n += 1
-                first_tok = first_tok or now
-                delta = stream.push(tok)
-                if delta:
-                    first_delta = first_delta or now
-                    text.append(delta)
-                    if first_clause is None and asm.feed(delta):
-                        first_clause = now
+                first_delta = first_delta or now
+                text.append(delta)
+                if first_clause is None and asm.feed(delta):
+                    first_clause = now
             end, cpu = time.perf_counter(), time.process_time() - cpu
-            text.append(stream.flush())
             if first_clause is None and asm.close():
                 first_clause = end  # a one-clause answer is released at its end
             runs.append({
