@@ -273,10 +273,16 @@ HR_HD float hr_sigma(const HrProjected &p, float px, float py) {
     return 0.5f * (p.ca * dx * dx + p.cc * dy * dy) + p.cb * dx * dy;
 }
 
+// alpha of one Gaussian at one pixel from its falloff e = expf(-sigma); 0 when it is skipped
+// (sigma < 0 or alpha < 1/255).
+HR_HD float hr_alpha_of(float opacity, float sigma, float e) {
+    float a = fminf(HR_ALPHA_MAX, opacity * e);
+    return (sigma < 0.f || a < HR_ALPHA_MIN) ? 0.f : a;
+}
+
 // alpha of one Gaussian at one pixel; 0 when it is skipped (sigma < 0 or alpha < 1/255).
 HR_HD float hr_alpha(float opacity, float sigma) {
-    float a = fminf(HR_ALPHA_MAX, opacity * expf(-sigma));
-    return (sigma < 0.f || a < HR_ALPHA_MIN) ? 0.f : a;
+    return hr_alpha_of(opacity, sigma, expf(-sigma));
 }
 
 // Sort key within a tile: depth first (positive floats order like their bit patterns), then
@@ -369,7 +375,8 @@ HR_HD bool hr_blend_step_vjp(const HrProjected &p, const float rgb[3], float px,
                              const float v_C[3], float v_T, float T_final, float &T, float S[3],
                              float v2d[HR_V2D]) {
     const float sigma = hr_sigma(p, px, py);
-    const float a = hr_alpha(p.opacity, sigma);
+    const float e = expf(-sigma);
+    const float a = hr_alpha_of(p.opacity, sigma, e);
     if (a == 0.f) return false;
     const float ra = 1.f / (1.f - a);
     T *= ra;  // transmittance in front of this Gaussian
@@ -382,7 +389,6 @@ HR_HD bool hr_blend_step_vjp(const HrProjected &p, const float rgb[3], float px,
         S[c] += rgb[c] * w;
     }
     for (int k = 0; k < 6; ++k) v2d[k] = 0.f;
-    const float e = expf(-sigma);
     if (p.opacity * e < HR_ALPHA_MAX) {  // alpha = o e^-sigma, not clamped
         v2d[5] = v_a * e;
         hr_sigma_vjp(p, px, py, -v_a * a, v2d);
