@@ -63,14 +63,15 @@ def _child_answers(cache: str, threads: int, repeat: int, max_tokens: int) -> di
             stream = r.tokenizer.stream_decoder()
             asm = ChunkAssembler()
             t, cpu = time.perf_counter(), time.process_time()
-            first_tok = first_delta = first_clause = None
+            first_tok = first_delta = first_clause = first_cpu = None
             n, text = 0, []
 
             def deltas(prompt=prompt, stream=stream):  # LocalLLMResponder.respond, with the tokens counted
-                nonlocal n, first_tok
+                nonlocal n, first_tok, first_cpu
                 for tok in r.generate(prompt):
                     n += 1
-                    first_tok = first_tok or time.perf_counter()
+                    if first_tok is None:
+                        first_tok, first_cpu = time.perf_counter(), time.process_time()
                     delta = stream.push(tok)
                     if delta:
                         yield delta
@@ -81,7 +82,7 @@ def _child_answers(cache: str, threads: int, repeat: int, max_tokens: int) -> di
                 text.append(delta)
                 if first_clause is None and asm.feed(delta):
                     first_clause = now
-            end, cpu = time.perf_counter(), time.process_time() - cpu
+            end, cpu_end = time.perf_counter(), time.process_time()
             if first_clause is None and asm.close():
                 first_clause = end  # a one-clause answer is released at its end
             runs.append({
@@ -89,7 +90,9 @@ def _child_answers(cache: str, threads: int, repeat: int, max_tokens: int) -> di
                 "first_token_s": (first_tok or end) - t, "first_delta_s": (first_delta or end) - t,
                 "first_clause_s": (first_clause or end) - t, "total_s": end - t,
                 "tok_per_s": (n - 1) / (end - first_tok) if n > 1 and first_tok else float("nan"),
-                "cpu_ms_per_token": cpu * 1e3 / max(n, 1), "answer": "".join(text),
+                "prompt_cpu_ms": ((first_cpu or cpu_end) - cpu) * 1e3,
+                "cpu_ms_per_token": (cpu_end - first_cpu) * 1e3 / (n - 1) if n > 1 else float("nan"),
+                "answer": "".join(text),
             })  # fmt: skip
     return {"threads": threads, "load_s": load_s, "rss_after_load_mb": rss_load[0], "peak_rss_mb": _rss_mb()[1],
             "system_tokens": len(r._system_ids), "runs": runs}  # fmt: skip
@@ -198,6 +201,8 @@ def main(argv: list[str] | None = None) -> int:
             row[key.replace("_s", "_ms") + "_p50"], row[key.replace("_s", "_ms") + "_p95"] = round(med * 1e3), round(p95 * 1e3)
         row["tok_per_s_p50"] = round(_med(runs, "tok_per_s")[0], 1)
         row["cpu_ms_per_token_p50"] = round(_med(runs, "cpu_ms_per_token")[0], 1)
+        row["prompt_cpu_ms_p50"] = round(_med(runs, "prompt_cpu_ms")[0])
+        row["prompt_tokens_p50"] = _med(runs, "prompt_tokens")[0]
         row["answer_tokens_p50"] = _med(runs, "tokens")[0]
         rows.append(row)
     record = {"scenario": "llm", "machine": machine(), "loadavg_at_end": os.getloadavg(), "load": {"cold": cold, "warm": warm},
@@ -219,11 +224,11 @@ def _markdown(rec: dict) -> str:
         f"{cold['load_s']:.1f} s (build {cold['build_s']:.1f} s), peak RSS {cold['peak_rss_mb']:.0f} MiB",
         f"- warm load (cached ONNX): {warm['load_s']:.1f} s, peak RSS {warm['peak_rss_mb']:.0f} MiB", "",
         "Wall-clock figures depend on what else runs; CPU ms per token (all the process's threads) does much less.", "",
-        "| threads | load s | first token ms p50/p95 | first delta ms | first clause ms p50/p95 | tok/s p50 | CPU ms/token | answer ms p50 | tokens p50 | peak RSS MiB |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| threads | load s | prompt tokens | prompt CPU ms | first token ms p50/p95 | first delta ms | first clause ms p50/p95 | tok/s p50 | decode CPU ms/token | answer ms p50 | tokens p50 | peak RSS MiB |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]  # fmt: skip
     for r in rec["answers"]:
-        lines.append(f"| {r['threads']} | {r['load_s']} | {r['first_token_ms_p50']}/{r['first_token_ms_p95']} | "
+        lines.append(f"| {r['threads']} | {r['load_s']} | {r['prompt_tokens_p50']:.0f} | {r['prompt_cpu_ms_p50']} | {r['first_token_ms_p50']}/{r['first_token_ms_p95']} | "
                      f"{r['first_delta_ms_p50']} | {r['first_clause_ms_p50']}/{r['first_clause_ms_p95']} | "
                      f"{r['tok_per_s_p50']} | {r['cpu_ms_per_token_p50']} | {r['total_ms_p50']} | {r['answer_tokens_p50']:.0f} | {r['peak_rss_mb']} |")  # fmt: skip
     lines += ["", "Graph variants (1 thread, greedy decode after a prompt):", "", "| variant | prefill tokens | prefill ms | decode tok/s | CPU ms/token |",
