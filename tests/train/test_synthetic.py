@@ -139,6 +139,21 @@ def test_truth_arrays_are_consistent(moving):
     assert SyntheticConfig.from_dict(cfg) == SyntheticConfig(**MOVING)
 
 
+def test_speech_is_repeatable_and_laid_out_with_pauses(speak):
+    from huma_rt.train.synthetic_speech import build_speech
+
+    text = "Kick the ball straight. Help the woman get back to her feet."
+    a = build_speech(4 * 16000, 2, text, 0.5, (0.3, 0.3), speak)
+    b = build_speech(4 * 16000, 2, text, 0.5, (0.3, 0.3), speak)
+    np.testing.assert_array_equal(a.pcm, b.pcm)  # no sampling noise: a seed gives one clip
+    assert a.texts == ["Kick the ball straight.", "Help the woman get back to her feet."]
+    (s0, e0), (s1, e1) = a.spans
+    assert s0 == 8000 and s1 == e0 + 4800 and e1 <= a.pcm.size
+    assert not a.pcm[:s0].any() and not a.pcm[e0:s1].any() and not a.pcm[e1:].any()
+    assert np.sqrt(np.mean(a.pcm[s0:e0] ** 2)) > 0.01
+    np.testing.assert_array_equal(np.round(a.pcm * 32768) / 32768, a.pcm)  # on the WAV's 16-bit grid
+
+
 # -- pose truth in the pixels --------------------------------------------------------------------
 
 
@@ -345,7 +360,7 @@ def test_clip_truth_redraws_a_frame_and_follows_a_new_pose(moving, caplog):
     ("rotation_deg", 90, "rotation_deg"), ("translation", -0.01, "translation"), ("motion_hz", 0, "motion_hz"),
     ("background", "plaid", "background"), ("background", (2.0, 0.0, 0.0), "background"),
     ("background", (0.1, 0.2), "background"), ("crf", 99, "crf"), ("threads", 0, "threads"),
-    ("rotate_sh", "yes", "rotate_sh"),
+    ("rotate_sh", "yes", "rotate_sh"), ("tts_noise", 1, "tts_noise"),
 ])  # fmt: skip
 def test_bad_config_values_are_refused_by_name(field, value, words):
     with pytest.raises(InputError, match=words):
