@@ -943,7 +943,8 @@ HR_INLINE void blend_backward_tile(int t, const HrProjected *proj, const float *
 // and last_entry from hr_cpu_blend_save -> v2d [n, HR_V2D] (dL/d 2D mean, conic, opacity,
 // colour per Gaussian; written). Each thread adds into its own rows of scratch
 // (threads x n x HR_V2D doubles, hr_cpu_backward_scratch_bytes) over a static share of the
-// tiles; the shares are summed in thread order, so a run is deterministic for a thread count.
+// tiles (round-robin); the shares are summed in thread order, so a run is deterministic for a
+// thread count.
 HR_EXPORT void hr_cpu_blend_backward(int n, const HrProjected *proj, const float *rgb, int width,
                                      int height, const int *rect, const int *tile_offsets,
                                      const uint64_t *keys, const float *final_T,
@@ -960,7 +961,9 @@ HR_EXPORT void hr_cpu_blend_backward(int n, const HrProjected *proj, const float
         double *acc = acc_all + tid * rows;
         std::memset(acc, 0, sizeof(double) * rows);
         BackwardScratch mine;
-#pragma omp for schedule(static)
+        // tiles dealt round-robin: balanced (a face's tiles cost far more than the
+        // background's) and deterministic, unlike a dynamic schedule
+#pragma omp for schedule(static, 1)
         for (int k = 0; k < rw * rh; ++k) {
             const int t = (rect[1] + k / rw) * tiles_x + rect[0] + k % rw;
             blend_backward_tile(t, proj, rgb, width, height, tiles_x, tile_offsets, keys,
