@@ -1,0 +1,454 @@
+"""Fit the static avatar: canonical Gaussians from video frames and per-frame head poses.
+
+    data = StaticFitData(frames, head_quat, head_trans, K, mattes=alpha, valid=valid)
+    result = fit_static(data, StaticFitConfig(iterations=3000), "run/static", resume=True)
+    result.gaussians   # huma_rt.gaussians.Gaussians in head (canonical) space, exp scales
+
+Each iteration renders one random training frame: the canonical Gaussians are moved by that
+frame's rigid head pose (means R p + t, quaternions q ⊗ q_i, degree-1 SH turned with the head;
+canonical space = head space, the pose is model-to-camera in the camera's OpenCV frame) and
+rasterized by the kernels' own forward and backward (train/raster_autograd) with an identity
+camera of the given intrinsics. Loss: 3DGS's 0.8 L1 + 0.2 D-SSIM on the whole frame, plus
+``matte_weight`` x L1 between the rendered alpha and the matte (it keeps the head opaque where
+the background plate happens to match it).
+
+Background: a static plate estimated once, the per-pixel temporal median of training pixels
+outside the matte (pixels the head covers in every frame take the median of all frames); the
+render is composited over it. A fixed camera sees a fixed backdrop, and a plate measured from
+the pixels costs nothing to learn; a plate cannot follow lighting changes (left for later).
+
+Held-out frames: every ``holdout_every``-th valid frame is never trained on; PSNR/SSIM on them
+(whole frame, and face = matte > 0.5) at the fit's resolution are in ``result.metrics``.
+Checkpoints (``static.ckpt.pt``: parameters, Adam state, densification statistics, random
+states) every ``checkpoint_every`` iterations and at the end; ``resume=True`` continues from it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from huma_rt.errors import FormatError, InputError
+from huma_rt.gaussians import Camera, Gaussians
+
+from .densify import DensifyConfig, densify_and_prune, quat_to_matrix, reset_opacity
+from .gaussian_init import init_gaussians
+from .losses import photometric_loss, psnr, ssim
+from .raster_autograd import DensifyStats, rasterize
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT = "static.ckpt.pt"
+STAGE = "static"
+# gsplat's degree-1 SH basis is (-C1 y, C1 z, -C1 x): colour = C1 (P sh1) . d; a rotated body
+# shows R (P sh1), so its coefficients become P^T R P sh1 (same convention as synthetic_pose)
+_SH1_P = torch.tensor([[0.0, 0.0, -1.0], [-1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+
+
+@dataclass
+class StaticFitConfig:
+    """iterations: optimizer steps (one frame each). downscale: integer factor the frames and
+    intrinsics are reduced by (area average) for speed. seed: frame order, init, splits.
+    holdout_every: every k-th valid frame is held out (0: none). init_count: initial Gaussians.
+    sh_degree: final SH degree (0 or 1: degree-1 is turned with the head; higher degrees would
+    need SH rotation), raised every ``sh_degree_every`` iterations. lr_*: Adam learning rates
+    per parameter group as in 3DGS (means scaled by the scene extent and decayed
+    exponentially to ``lr_means_final``; the higher SH bands at lr_sh / 20). ssim_weight: the
+    D-SSIM share. matte_weight: L1 on alpha vs matte. densify: DensifyConfig.
+    checkpoint_every: iterations between checkpoints (0: only at the end). log_every:
+    iterations between progress reports. torch_threads: torch's intra-op threads during the
+    fit, restored after (None: leave; 1 by default: per-iteration tensors are small and lose
+    more to thread hand-off than they gain, 3x on a loaded 2-core machine; the rasterizer
+    kernels keep their own threads)."""
+
+    iterations: int = 3000
+    downscale: int = 1
+    seed: int = 0
+    holdout_every: int = 8
+    init_count: int = 4000
+    sh_degree: int = 1
+    sh_degree_every: int = 1000
+    lr_means: float = 1.6e-4
+    lr_means_final: float = 1.6e-6
+    lr_sh: float = 2.5e-3
+    lr_opacity: float = 0.05
+    lr_scales: float = 5e-3
+    lr_quats: float = 1e-3
+    ssim_weight: float = 0.2
+    matte_weight: float = 0.1
+    densify: DensifyConfig = field(default_factory=DensifyConfig)
+    checkpoint_every: int = 500
+    log_every: int = 50
+    torch_threads: int | None = 1
+
+    def __post_init__(self) -> None:
+        if isinstance(self.densify, dict):
+            self.densify = DensifyConfig(**self.densify)
+        for name, lo in (("iterations", 1), ("downscale", 1), ("seed", 0), ("holdout_every", 0),
+                         ("init_count", 4), ("sh_degree_every", 1), ("checkpoint_every", 0),
+                         ("log_every", 1)):  # fmt: skip
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < lo:
+                raise InputError(f"{name} must be an integer >= {lo}; got {v!r}")
+        if self.torch_threads is not None and (isinstance(self.torch_threads, bool) or not isinstance(self.torch_threads, int)
+                                               or self.torch_threads < 1):  # fmt: skip
+            raise InputError(f"torch_threads must be None or an integer >= 1; got {self.torch_threads!r}")
+        if self.sh_degree not in (0, 1):
+            raise InputError(f"sh_degree must be 0 or 1 (degree-1 SH turns with the head); got {self.sh_degree!r}")
+        for name in ("lr_means", "lr_means_final", "lr_sh", "lr_opacity", "lr_scales", "lr_quats",
+                     "ssim_weight", "matte_weight"):  # fmt: skip
+            v = getattr(self, name)
+            if not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+                raise InputError(f"{name} must be a non-negative number; got {v!r}")
+        if self.ssim_weight > 1:
+            raise InputError(f"ssim_weight must be in [0, 1]; got {self.ssim_weight}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> StaticFitConfig:
+        return cls(**d)
+
+
+@dataclass
+class StaticFitData:
+    """The training views. frames [T,H,W,3] uint8; head_quat [T,4] wxyz and head_trans [T,3]:
+    model-to-camera pose per frame (x_cam = R p + t, OpenCV axes); intrinsics [3,3] at the
+    frames' size; mattes [T,H,W] (uint8 0..255 or float 0..1; None: no matte, whole frame is
+    the face); valid [T] bool (None: all); anchors [L,3] optional canonical points added to the
+    initial Gaussians (e.g. the mean-face landmarks)."""
+
+    frames: np.ndarray
+    head_quat: np.ndarray
+    head_trans: np.ndarray
+    intrinsics: np.ndarray
+    mattes: np.ndarray | None = None
+    valid: np.ndarray | None = None
+    anchors: np.ndarray | None = None
+
+    def validate(self) -> None:
+        """InputError naming the first bad field."""
+        f = self.frames
+        if not isinstance(f, np.ndarray) or f.ndim != 4 or f.shape[-1] != 3 or f.dtype != np.uint8:
+            raise InputError(f"frames must be a uint8 array [T,H,W,3]; got {getattr(f, 'dtype', type(f).__name__)} "
+                             f"{getattr(f, 'shape', '')}")  # fmt: skip
+        t, h, w = f.shape[:3]
+        if t < 2:
+            raise InputError(f"the static fit needs at least 2 frames; got {t}")
+        for name, a, shape in (("head_quat", self.head_quat, (t, 4)), ("head_trans", self.head_trans, (t, 3)),
+                               ("intrinsics", self.intrinsics, (3, 3))):  # fmt: skip
+            a = np.asarray(a)
+            if a.shape != shape:
+                raise InputError(f"{name} must have shape {shape} (one per frame: {t} frames); got {a.shape}")
+        valid = self.valid_mask()
+        for name in ("head_quat", "head_trans"):
+            a = np.asarray(getattr(self, name), np.float64)[valid]
+            if not np.isfinite(a).all():
+                raise InputError(f"{name} must be finite on valid frames; frame {int(np.flatnonzero(valid)[np.flatnonzero(~np.isfinite(a).all(1))[0]])} is not")
+        if (np.linalg.norm(np.asarray(self.head_quat, np.float64)[valid], axis=1) < 1e-6).any():
+            raise InputError("head_quat must be non-zero on valid frames")
+        k = np.asarray(self.intrinsics, np.float64)
+        if not np.isfinite(k).all() or k[0, 0] <= 0 or k[1, 1] <= 0:
+            raise InputError(f"intrinsics must be finite with fx, fy > 0; got {k.tolist()}")
+        if self.mattes is not None:
+            m = self.mattes
+            if not isinstance(m, np.ndarray) or m.shape != (t, h, w):
+                raise InputError(f"mattes must be an array [T,H,W] = {(t, h, w)}; got {getattr(m, 'shape', type(m).__name__)}")
+            empty = [i for i in np.flatnonzero(valid) if not (m[i] > (127 if m.dtype == np.uint8 else 0.5)).any()]
+            if empty:
+                raise InputError(f"the matte of valid frame {empty[0]} is empty (no face pixel; {len(empty)} such "
+                                 "frames): mark them invalid or fix the matte")  # fmt: skip
+        if valid.sum() < 2:
+            raise InputError(f"the static fit needs at least 2 valid frames; got {int(valid.sum())}")
+        if self.anchors is not None and (np.asarray(self.anchors).ndim != 2 or np.asarray(self.anchors).shape[1] != 3):
+            raise InputError(f"anchors must be [L,3]; got {np.asarray(self.anchors).shape}")
+
+    def valid_mask(self) -> np.ndarray:
+        t = self.frames.shape[0]
+        if self.valid is None:
+            return np.ones(t, bool)
+        v = np.asarray(self.valid)
+        if v.shape != (t,) or v.dtype != np.bool_:
+            raise InputError(f"valid must be a bool array with one entry per frame ({t}); got {v.dtype} {v.shape}")
+        return v
+
+
+@dataclass
+class StaticFitResult:
+    """gaussians: canonical Gaussians (runtime layout, exp scales, region 0). background [h,w,3]
+    float32: the plate at the fit's size. camera: the fit's camera (identity extrinsics).
+    metrics: held-out PSNR/SSIM (whole, face) and per-frame lists. history: progress records."""
+
+    gaussians: Gaussians
+    background: np.ndarray
+    camera: Camera
+    metrics: dict
+    history: list
+    train_frames: np.ndarray
+    held_out: np.ndarray
+    seconds: float
+
+
+class _Views:
+    """The frames, mattes and poses at the fit's size, as torch tensors (frames stay uint8)."""
+
+    def __init__(self, data: StaticFitData, downscale: int) -> None:
+        d = downscale
+        t, h, w = data.frames.shape[:3]
+        h2, w2 = h // d, w // d
+        if h2 < 8 or w2 < 8:
+            raise InputError(f"downscale {d} leaves {w2}x{h2} pixels; at least 8x8 are needed")
+        self.frames = torch.from_numpy(_pool(data.frames, d, np.uint8))
+        m = None if data.mattes is None else data.mattes.astype(np.float32) / (255.0 if data.mattes.dtype == np.uint8 else 1.0)
+        self.mattes = None if m is None else torch.from_numpy(_pool(m, d, np.float32))
+        k = np.asarray(data.intrinsics, np.float64)
+        self.camera = Camera(w2, h2, k[0, 0] / d, k[1, 1] / d, k[0, 2] / d, k[1, 2] / d)
+        self.quat = torch.tensor(np.asarray(data.head_quat, np.float64), dtype=torch.float32)
+        self.trans = torch.tensor(np.asarray(data.head_trans, np.float64), dtype=torch.float32)
+
+    def target(self, i: int) -> torch.Tensor:
+        return self.frames[i].float() / 255.0
+
+    def matte(self, i: int) -> torch.Tensor | None:
+        return None if self.mattes is None else self.mattes[i]
+
+
+def _pool(a: np.ndarray, d: int, dtype) -> np.ndarray:
+    """Area-average [T,H,W,...] by d in H and W (cropping the remainder), per frame."""
+    if d == 1:
+        return np.ascontiguousarray(a, dtype)
+    t, h, w = a.shape[:3]
+    out = np.empty((t, h // d, w // d) + a.shape[3:], dtype)
+    for i in range(t):
+        x = a[i, : h // d * d, : w // d * d].astype(np.float32)
+        x = x.reshape(h // d, d, w // d, d, *a.shape[3:]).mean((1, 3))
+        out[i] = np.rint(x) if dtype == np.uint8 else x
+    return out
+
+
+def background_plate(frames: torch.Tensor, mattes: torch.Tensor | None, index: np.ndarray,
+                     max_frames: int = 64) -> torch.Tensor:
+    """The static backdrop [h,w,3] float32 (see module) from up to ``max_frames`` of ``index``."""
+    pick = index[np.linspace(0, len(index) - 1, min(max_frames, len(index))).round().astype(int)]
+    f = frames[pick].float().numpy() / 255.0
+    if mattes is None:
+        return torch.from_numpy(np.median(f, 0).astype(np.float32))
+    outside = (mattes[pick].numpy() < 0.5)[..., None]
+    masked = np.where(outside, f, np.nan)
+    seen = outside.any(0)
+    with np.errstate(all="ignore"):
+        plate = np.where(seen, np.nanmedian(np.where(seen, masked, 0.0), 0), np.median(f, 0))
+    return torch.from_numpy(plate.astype(np.float32))
+
+
+def quat_multiply(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """a ⊗ b for wxyz quaternions (broadcast over leading dims)."""
+    aw, ax, ay, az = a.unbind(-1)
+    bw, bx, by, bz = b.unbind(-1)
+    return torch.stack([aw * bw - ax * bx - ay * by - az * bz, aw * bx + ax * bw + ay * bz - az * by,
+                        aw * by - ax * bz + ay * bw + az * bx, aw * bz + ax * by - ay * bx + az * bw], -1)  # fmt: skip
+
+
+def pose_gaussians(means: torch.Tensor, quats: torch.Tensor, sh: torch.Tensor, q: torch.Tensor,
+                   t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Canonical means [N,3], quats [N,4], sh [N,K,3] -> camera frame under pose q [4] wxyz,
+    t [3]: (R means + t, q ⊗ quats, sh with the degree-1 band turned by R). Differentiable."""
+    q = q / q.norm()
+    r = quat_to_matrix(q[None])[0]
+    posed_sh = sh
+    if sh.shape[1] >= 4:
+        p = _SH1_P.to(sh.dtype)
+        band1 = torch.einsum("ij,njc->nic", p.T @ r @ p, sh[:, 1:4])
+        posed_sh = torch.cat([sh[:, :1], band1, sh[:, 4:]], 1)
+    return means @ r.T + t, quat_multiply(q, quats), posed_sh
+
+
+def render_view(params: dict[str, torch.Tensor], camera: Camera, q: torch.Tensor, t: torch.Tensor,
+                background: torch.Tensor, sh_degree: int):
+    """Render the canonical Gaussians at a head pose -> RasterOutput (image [h,w,3] over the plate)."""
+    sh = params["sh_dc"]
+    if sh_degree > 0 and "sh_rest" in params:
+        sh = torch.cat([sh, params["sh_rest"][:, : (sh_degree + 1) ** 2 - 1]], 1)
+    means, quats, sh = pose_gaussians(params["means"], params["quats"], sh, q, t)
+    return rasterize(means, quats, params["log_scales"], params["opacity_logits"], sh, camera, background)
+
+
+def split_views(valid: np.ndarray, holdout_every: int) -> tuple[np.ndarray, np.ndarray]:
+    """(train indices, held-out indices): every k-th valid frame is held out."""
+    idx = np.flatnonzero(valid)
+    held = idx[holdout_every - 1 :: holdout_every] if holdout_every > 0 else idx[:0]
+    train = np.setdiff1d(idx, held)
+    if train.size < 1:
+        raise InputError(f"holdout_every {holdout_every} leaves no training frame of {idx.size} valid frames")
+    return train, held
+
+
+def _make_optimizer(params: dict[str, torch.nn.Parameter], cfg: StaticFitConfig, extent: float) -> torch.optim.Adam:
+    lrs = {"means": cfg.lr_means * extent, "log_scales": cfg.lr_scales, "quats": cfg.lr_quats,
+           "opacity_logits": cfg.lr_opacity, "sh_dc": cfg.lr_sh, "sh_rest": cfg.lr_sh / 20.0}  # fmt: skip
+    return torch.optim.Adam([{"params": [p], "lr": lrs[n], "name": n} for n, p in params.items()], eps=1e-15)
+
+
+def _means_lr(cfg: StaticFitConfig, extent: float, it: int) -> float:
+    f = min(it / max(cfg.iterations, 1), 1.0)
+    return extent * math.exp((1 - f) * math.log(cfg.lr_means) + f * math.log(max(cfg.lr_means_final, 1e-30)))
+
+
+def evaluate(params: dict[str, torch.Tensor], views: _Views, index: np.ndarray, background: torch.Tensor,
+             sh_degree: int) -> dict:
+    """PSNR/SSIM of the renders of frames ``index`` against them: whole frame and face (matte)."""
+    rows = []
+    with torch.no_grad():
+        for i in index:
+            img = render_view(params, views.camera, views.quat[i], views.trans[i], background, sh_degree).image
+            img = img.clamp(0, 1)
+            truth, m = views.target(int(i)), views.matte(int(i))
+            row = {"frame": int(i), "psnr": psnr(img, truth), "ssim": ssim(img, truth)}
+            if m is not None:
+                row.update(psnr_face=psnr(img, truth, m), ssim_face=ssim(img, truth, m))
+            rows.append(row)
+    out: dict = {"frames": rows}
+    for key in ("psnr", "ssim", "psnr_face", "ssim_face"):
+        vals = [r[key] for r in rows if key in r]
+        if vals:
+            out[key] = float(np.mean(vals))
+    return out
+
+
+def _save(path: Path, state: dict) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    tmp.replace(path)
+
+
+def _load(path: Path) -> dict:
+    try:
+        return torch.load(path, weights_only=True)
+    except Exception as e:  # a truncated or foreign file
+        raise FormatError(f"{path} is not a readable static-fit checkpoint: {e}") from e
+
+
+def fit_static(data: StaticFitData, config: StaticFitConfig | None = None, out_dir: str | Path | None = None, *,
+               resume: bool = False, progress: Callable[[dict], None] | None = None) -> StaticFitResult:
+    """Fit canonical Gaussians to the views (see module). out_dir: where checkpoints go (None:
+    none). resume: continue from out_dir's checkpoint when there is one. progress: called with
+    {stage, iteration, iterations, loss, count, elapsed_s, eta_s} every ``log_every`` iterations."""
+    cfg = config or StaticFitConfig()
+    data.validate()
+    before = torch.get_num_threads()
+    if cfg.torch_threads is not None:
+        torch.set_num_threads(cfg.torch_threads)
+    try:
+        return _fit(data, cfg, out_dir, resume, progress)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _fit(data: StaticFitData, cfg: StaticFitConfig, out_dir, resume: bool, progress) -> StaticFitResult:
+    views = _Views(data, cfg.downscale)
+    train, held = split_views(data.valid_mask(), cfg.holdout_every)
+    plate = background_plate(views.frames, views.mattes, train)
+    ckpt = None if out_dir is None else Path(out_dir) / CHECKPOINT
+    if ckpt is not None:
+        ckpt.parent.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(cfg.seed)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    state = _load(ckpt) if resume and ckpt is not None and ckpt.is_file() else None
+    if state is not None:
+        if state["config"] != json.dumps(cfg.to_dict(), sort_keys=True):
+            log.warning("%s was written with another config; continuing with the given one", ckpt)
+        params = {k: torch.nn.Parameter(v) for k, v in state["params"].items()}
+        extent = float(state["extent"])
+        opt = _make_optimizer(params, cfg, extent)
+        opt.load_state_dict(state["optimizer"])
+        stats = DensifyStats(params["means"].shape[0])
+        stats.grad_norm_sum, stats.view_count = state["grad_norm_sum"], state["view_count"]
+        rng.bit_generator.state = json.loads(state["rng"])
+        gen.set_state(state["torch_rng"])
+        start, history = int(state["iteration"]), json.loads(state["history"])
+        log.info("static fit: resumed from %s at iteration %d", ckpt, start)
+    else:
+        probes = train[np.linspace(0, train.size - 1, min(8, train.size)).round().astype(int)]
+        m = views.mattes[probes].numpy() if views.mattes is not None else np.ones((len(probes),) + tuple(views.frames.shape[1:3]), np.float32)
+        init, extent = init_gaussians(views.frames[probes].numpy(), m, views.quat[probes].numpy(), views.trans[probes].numpy(),
+                                      views.camera.intrinsics.astype(np.float64), cfg.init_count, 4, cfg.seed, data.anchors)  # fmt: skip
+        params = {k: torch.nn.Parameter(torch.from_numpy(init[k])) for k in ("means", "log_scales", "quats", "opacity_logits")}
+        params["sh_dc"] = torch.nn.Parameter(torch.from_numpy(np.ascontiguousarray(init["sh"][:, :1])))
+        if cfg.sh_degree > 0:
+            params["sh_rest"] = torch.nn.Parameter(torch.from_numpy(np.ascontiguousarray(init["sh"][:, 1:4])))
+        opt = _make_optimizer(params, cfg, extent)
+        stats = DensifyStats(params["means"].shape[0])
+        start, history = 0, []
+
+    def checkpoint(it: int) -> None:
+        if ckpt is None:
+            return
+        _save(ckpt, {"iteration": it, "params": {k: p.detach().clone() for k, p in params.items()},
+                     "optimizer": opt.state_dict(), "extent": extent, "grad_norm_sum": stats.grad_norm_sum,
+                     "view_count": stats.view_count, "rng": json.dumps(rng.bit_generator.state),
+                     "torch_rng": gen.get_state(), "history": json.dumps(history),
+                     "config": json.dumps(cfg.to_dict(), sort_keys=True)})  # fmt: skip
+
+    t0, loss_sum, loss_n = time.perf_counter(), 0.0, 0
+    for it in range(start + 1, cfg.iterations + 1):
+        for g in opt.param_groups:
+            if g["name"] == "means":
+                g["lr"] = _means_lr(cfg, extent, it)
+        i = int(train[rng.integers(train.size)])
+        degree = min(cfg.sh_degree, (it - 1) // cfg.sh_degree_every)
+        out = render_view(params, views.camera, views.quat[i], views.trans[i], plate, degree)
+        loss = photometric_loss(out.image, views.target(i), cfg.ssim_weight)
+        m = views.matte(i)
+        if m is not None and cfg.matte_weight > 0:
+            loss = loss + cfg.matte_weight * (out.alpha - m).abs().mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        stats.add(out)
+        opt.step()
+        loss_sum, loss_n = loss_sum + float(loss.detach()), loss_n + 1
+        if cfg.densify.due(it):
+            counts = densify_and_prune(params, opt, stats.mean(), extent, cfg.densify, gen)
+            stats = DensifyStats(params["means"].shape[0])
+            log.info("static fit: iteration %d densify %s", it, counts)
+        if cfg.densify.reset_due(it):
+            reset_opacity(params, opt)
+        if it % cfg.log_every == 0 or it == cfg.iterations:
+            elapsed = time.perf_counter() - t0
+            rec = {"stage": STAGE, "iteration": it, "iterations": cfg.iterations, "loss": loss_sum / loss_n,
+                   "count": int(params["means"].shape[0]), "elapsed_s": elapsed,
+                   "eta_s": elapsed / (it - start) * (cfg.iterations - it)}  # fmt: skip
+            history.append(rec)
+            loss_sum, loss_n = 0.0, 0
+            log.info("static fit: %d/%d loss %.4f, %d Gaussians, ETA %.0f s", it, cfg.iterations, rec["loss"],
+                     rec["count"], rec["eta_s"])  # fmt: skip
+            if progress is not None:
+                progress(rec)
+        if cfg.checkpoint_every and it % cfg.checkpoint_every == 0 and it != cfg.iterations:
+            checkpoint(it)
+    checkpoint(cfg.iterations)
+    seconds = time.perf_counter() - t0
+    metrics = evaluate(params, views, held, plate, cfg.sh_degree) if held.size else {}
+    log.info("static fit: held-out PSNR %s dB (face %s)", metrics.get("psnr"), metrics.get("psnr_face"))
+    return StaticFitResult(_to_gaussians(params, cfg.sh_degree), plate.numpy(), views.camera, metrics, history,
+                           train, held, seconds)  # fmt: skip
+
+
+def _to_gaussians(params: dict[str, torch.Tensor], sh_degree: int) -> Gaussians:
+    sh = params["sh_dc"].detach()
+    if sh_degree > 0:
+        sh = torch.cat([sh, params["sh_rest"].detach()], 1)
+    f = {k: np.ascontiguousarray(params[k].detach().numpy(), np.float32) for k in ("means", "log_scales", "opacity_logits")}
+    q = params["quats"].detach()
+    return Gaussians(means=f["means"], log_scales=f["log_scales"],
+                     quats=np.ascontiguousarray((q / q.norm(dim=1, keepdim=True)).numpy(), np.float32),
+                     opacity_logits=f["opacity_logits"], sh=np.ascontiguousarray(sh.numpy(), np.float32),
+                     scale_activation="exp")  # fmt: skip
