@@ -1,7 +1,7 @@
 """Face tracking benchmark: cost of each step and of the whole stage on real talking-face video.
 
 Per step (on ``--sample`` frames spread over the video, after ``--warmup`` calls): full-frame
-detection, the 68-point predictor, the landmark-confidence probe (4 more predictor runs), the
+detection, the 68-point predictor, the landmark-confidence probe (2 more predictor runs), the
 lip-contrast check, the PnP pose; then the whole stage (``track_video``: decode, track, finish)
 on every clip, with the share of valid frames and the refusal reasons. Wall and CPU (process)
 time are both recorded: the machines are shared, and CPU time is what a frame costs.

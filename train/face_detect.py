@@ -10,8 +10,8 @@ The shape predictor has no confidence output. :func:`landmark_spread` gives one:
 predictor from boxes shifted by a fraction of the face size and measures how far the landmarks
 follow the shift. On a face the trees pull the points back to the features; on a blacked-out
 or featureless region they follow the box exactly (ratio ~1). Measured with a 5 % shift on
-cap13: faces 0.04-0.16, the same frames with the face blacked out 0.8-0.94 (a 10 % shift
-separates less: 0.37-0.64 against 0.91-0.97).
+cap13 (50 frames): faces 0.04-0.10, the same frames with the face blacked out 0.77-0.93 (a
+10 % shift separates less: 0.37-0.64 against 0.91-0.97, with four shift directions).
 
 Licence note: dlib is Boost-licensed, but the 68-point model was trained on the iBUG 300-W
 images, whose terms exclude commercial use (dlib's model notes say so); a product that ships
@@ -34,7 +34,7 @@ from huma_rt.errors import MissingDependencyError
 log = logging.getLogger(__name__)
 
 _PREDICTOR = "shape_predictor_68_face_landmarks.dat"
-_SHIFTS = ((1, 1), (-1, -1), (1, -1), (-1, 1))
+_SHIFTS = ((1, 1), (-1, -1))  # 4 directions separated no better on cap13 and cost twice
 
 
 def predictor_path() -> Path:
@@ -79,7 +79,7 @@ class FaceModel:
         """How far each landmark follows a shifted box, float64 [68] (0 = not at all, 1 = fully).
 
         ``points`` [68, 2] are the landmarks from ``box``; the box is moved diagonally by ``shift``
-        x its width in four directions.
+        x its width, both ways.
         """
         d = shift * (box[2] - box[0])
         moved = []

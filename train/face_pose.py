@@ -57,9 +57,12 @@ def euler_yxz(rot: np.ndarray) -> np.ndarray:
 
 def project(points: np.ndarray, rotvec: np.ndarray, t: np.ndarray, k: np.ndarray) -> np.ndarray:
     """Template points float [N, 3] -> pixels float64 [N, 2] under pose (rotvec [3], t [3] mm)."""
-    cam = points @ rodrigues(rotvec).T + t
+    return _project(points @ rodrigues(rotvec).T + t, k)
+
+
+def _project(cam: np.ndarray, k: np.ndarray) -> np.ndarray:
     z = np.maximum(cam[:, 2], 1e-6)
-    return np.c_[k[0, 0] * cam[:, 0] / z + k[0, 2], k[1, 1] * cam[:, 1] / z + k[1, 2]]
+    return np.stack([k[0, 0] * cam[:, 0] / z + k[0, 2], k[1, 1] * cam[:, 1] / z + k[1, 2]], axis=1)
 
 
 def initial_pose(model: np.ndarray, image: np.ndarray, k: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -86,25 +89,31 @@ def solve_pnp(model: np.ndarray, image: np.ndarray, k: np.ndarray, init: tuple[n
 
     Returns (rotvec float64 [3], t float64 [3] in the model's units, rms error in pixels).
     ``init`` warm-starts (the previous frame's pose); otherwise the scaled-orthographic guess.
+    Levenberg-Marquardt on a small rotation applied on the left of R (R <- exp([w]x) R), with the
+    analytic Jacobian of the pinhole projection.
     """
     if model.shape[0] != image.shape[0] or model.shape[0] < 4:
         raise InputError(f"solve_pnp needs >= 4 matching points; got {model.shape[0]} and {image.shape[0]}")
     r, t = init if init is not None else initial_pose(model, image, k)
-    r, t = np.asarray(r, np.float64).copy(), np.asarray(t, np.float64).copy()
+    rot, t = rodrigues(np.asarray(r, np.float64)), np.asarray(t, np.float64).copy()
+    image = np.asarray(image, np.float64)
     lam = 1e-3
-    err = image - project(model, r, t, k)
+    cam = model @ rot.T + t
+    err = image - _project(cam, k)
     cost = float((err**2).sum())
     for _ in range(iterations):
-        jac = _jacobian(model, r, t, k)  # [2N, 6]
+        jac = _jacobian(model @ rot.T, cam, k)  # [2N, 6]
         g = jac.T @ err.ravel()
         h = jac.T @ jac
         step = np.linalg.solve(h + lam * np.diag(np.diag(h) + 1e-9), g)
-        r2, t2 = r + step[:3], t + step[3:]
-        err2 = image - project(model, r2, t2, k)
+        rot2 = rodrigues(step[:3]) @ rot
+        t2 = t + step[3:]
+        cam2 = model @ rot2.T + t2
+        err2 = image - _project(cam2, k)
         cost2 = float((err2**2).sum())
         if cost2 < cost:
-            r, t, err, lam = r2, t2, err2, lam * 0.3
-            done = cost - cost2 < 1e-10 * max(cost, 1.0)
+            rot, t, cam, err, lam = rot2, t2, cam2, err2, lam * 0.3
+            done = cost - cost2 < 1e-8 * cost
             cost = cost2
             if done:
                 break
@@ -112,17 +121,23 @@ def solve_pnp(model: np.ndarray, image: np.ndarray, k: np.ndarray, init: tuple[n
             lam *= 10
             if lam > 1e8:
                 break
-    return r, t, float(np.sqrt(cost / len(model)))
+    return matrix_to_rotvec(rot), t, float(np.sqrt(cost / len(model)))
 
 
-def _jacobian(model: np.ndarray, r: np.ndarray, t: np.ndarray, k: np.ndarray) -> np.ndarray:
-    """d(projection)/d(rotvec, t) by central differences ([2N, 6]): 12 projections of ~25 points
-    cost less than writing the analytic derivative of Rodrigues' formula."""
-    cols = []
-    for i in range(6):
-        d = np.zeros(6)
-        d[i] = 1e-6 if i < 3 else 1e-3
-        hi = project(model, r + d[:3], t + d[3:], k)
-        lo = project(model, r - d[:3], t - d[3:], k)
-        cols.append(((hi - lo) / (2 * d[i])).ravel())
-    return np.stack(cols, axis=1)
+def _jacobian(rotated: np.ndarray, cam: np.ndarray, k: np.ndarray) -> np.ndarray:
+    """d(pixels)/d(w, t) [2N, 6] at camera points ``cam`` = ``rotated`` + t, for R <- exp([w]x) R:
+    dX/dw = -[R P]x, dX/dt = I, du/dX = f/Z (1, 0, -X/Z), dv/dX = f/Z (0, 1, -Y/Z)."""
+    x, y, z = cam[:, 0], cam[:, 1], np.maximum(cam[:, 2], 1e-6)
+    n = len(cam)
+    du = np.zeros((n, 3))
+    dv = np.zeros((n, 3))
+    du[:, 0], du[:, 2] = k[0, 0] / z, -k[0, 0] * x / z**2
+    dv[:, 1], dv[:, 2] = k[1, 1] / z, -k[1, 1] * y / z**2
+    px, py, pz = rotated[:, 0], rotated[:, 1], rotated[:, 2]
+    # -[p]x = [[0, pz, -py], [-pz, 0, px], [py, -px, 0]]
+    dxw = np.stack([np.stack([0 * px, pz, -py], 1), np.stack([-pz, 0 * px, px], 1), np.stack([py, -px, 0 * px], 1)], 1)
+    jac = np.empty((n, 2, 6))
+    jac[:, 0, :3] = np.einsum("nj,njk->nk", du, dxw)
+    jac[:, 1, :3] = np.einsum("nj,njk->nk", dv, dxw)
+    jac[:, 0, 3:], jac[:, 1, 3:] = du, dv
+    return jac.reshape(2 * n, 6)

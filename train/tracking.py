@@ -65,7 +65,7 @@ class TrackingConfig:
         refuses the frame (smaller ones are faces in the background, posters, ...).
     spread_shift, max_spread: the landmark-confidence probe (face_detect.landmark_spread): boxes
         moved by this fraction of the face; refuse above this mean follow ratio (measured with
-        0.05: faces 0.04-0.16, a blacked-out face 0.8-0.94).
+        0.05: faces 0.04-0.10, a blacked-out face 0.77-0.93).
     max_jump: refuse when the rigid landmarks move more than this many inter-ocular distances in
         one frame.
     min_lip_contrast: refuse when the lip colour contrast falls below this fraction of the
