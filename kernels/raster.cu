@@ -282,7 +282,8 @@ extern "C" __global__ void hr_blend_backward_kernel(
         for (int k = end - base - 1; k >= 0; --k) {
             if (base - start + k >= last) continue;  // behind this pixel's last contributor
             float v[HR_V2D];
-            if (!hr_blend_step_vjp(s_proj[k], &s_rgb[k * 3], fx, fy, vC, vT, T_final, T, S, v))
+            if (!hr_blend_step_vjp(s_proj[k], &s_rgb[k * 3], fx, fy, vC, vT, T_final, T, S, v,
+                                   true))
                 continue;
             float *dst = v2d + (long long)s_id[k] * HR_V2D;
             for (int c = 0; c < HR_V2D; ++c) atomicAdd(&dst[c], v[c]);

@@ -49,6 +49,7 @@ struct HrProjected {
 HR_HD float hr_select(bool m, float a, float b) { return m ? a : b; }
 HR_HD float hr_sqrt(float v) { return sqrtf(v); }
 HR_HD float hr_log(float v) { return logf(v); }
+HR_HD float hr_exp(float v) { return expf(v); }
 HR_HD float hr_ceil(float v) { return ceilf(v); }
 HR_HD int hr_to_int(float v) { return (int)v; }
 // row `row` of an array with `stride` floats a row (the lanes: rows row .. row + 7)
@@ -355,45 +356,55 @@ HR_HD void hr_project_gaussian(long long i, const float *means, const float *qua
 // mean (x, y), the conic (ca, cb, cc), the activated opacity and the colour (r, g, b).
 #define HR_V2D 9
 
-// hr_sigma's VJP: v_sigma -> v2d[0..1] (mean) and v2d[2..4] (conic), accumulated.
-HR_HD void hr_sigma_vjp(const HrProjected &p, float px, float py, float v_sigma, float v2d[5]) {
-    float dx = p.x - px, dy = p.y - py;
-    v2d[0] += v_sigma * (p.ca * dx + p.cb * dy);
-    v2d[1] += v_sigma * (p.cc * dy + p.cb * dx);
-    v2d[2] += 0.5f * v_sigma * dx * dx;
-    v2d[3] += v_sigma * dx * dy;
-    v2d[4] += 0.5f * v_sigma * dy * dy;
+// hr_sigma at pixel centres (px, py) with px of type F: one pixel (float) or, in the CPU
+// backend, the 8 pixel centres of a half row (the same operations per lane as hr_sigma).
+template <class F>
+HR_HD F hr_sigma_at(const HrProjected &p, F px, float py) {
+    F dx = p.x - px;
+    float dy = p.y - py;
+    return 0.5f * (p.ca * dx * dx + p.cc * dy * dy) + p.cb * dx * dy;
 }
 
 // One back-to-front step of a pixel's blend (the reverse of hr_blend_step over the Gaussians
-// that contributed). State: T, the transmittance after this Gaussian (start: the pixel's final
-// T), becomes the one before it; S[3], the colour of the Gaussians behind it, gains its own.
-// v_C: dL/d(un-composited colour) of the pixel; v_T: dL/d(final T), T_final: the final T.
-// Writes this pair's v2d[HR_V2D] (zeroed here) and returns false when the Gaussian is skipped
-// at this pixel (alpha 0: nothing written).
-HR_HD bool hr_blend_step_vjp(const HrProjected &p, const float rgb[3], float px, float py,
-                             const float v_C[3], float v_T, float T_final, float &T, float S[3],
-                             float v2d[HR_V2D]) {
-    const float sigma = hr_sigma(p, px, py);
-    const float e = expf(-sigma);
-    const float a = hr_alpha_of(p.opacity, sigma, e);
-    if (a == 0.f) return false;
-    const float ra = 1.f / (1.f - a);
-    T *= ra;  // transmittance in front of this Gaussian
-    const float w = a * T;
+// that contributed), for one pixel (F = float) or 8 pixels of a row (F = 8 lanes, selects
+// instead of branches). State: T, the transmittance after this Gaussian (start: the pixel's
+// final T), becomes the one before it; S[3], the colour of the Gaussians behind it, gains its
+// own. v_C: dL/d(un-composited colour) of the pixel; v_T: dL/d(final T), T_final: the final T.
+// active: the pixel's list reaches this entry (at or before its last contributing one).
+// Writes this pair's v2d[HR_V2D] (dL/d 2D mean, conic, opacity, colour; 0 where skipped) and
+// returns the mask of the pixels where the Gaussian contributed (alpha > 0).
+template <class F, class M>
+HR_HD auto hr_blend_step_vjp(const HrProjected &p, const float rgb[3], F px, float py,
+                             const F v_C[3], F v_T, F T_final, F &T, F S[3], F v2d[HR_V2D],
+                             M active) {
+    const F zero = hr_splat<F>(0.f);
+    const F sigma = hr_sigma_at(p, px, py);
+    const F e = hr_exp(-sigma);
+    const F a0 = hr_min(p.opacity * e, HR_ALPHA_MAX);  // hr_alpha_of, its skips as a mask
+    const auto on = active & (sigma >= 0.f) & (a0 >= HR_ALPHA_MIN);
+    const F a = hr_select(on, a0, zero);
+    const F ra = 1.f / (1.f - a);
+    T = T * ra;  // transmittance in front of this Gaussian (unchanged where skipped)
+    const F w = a * T;
     // dC/da = c T - S / (1 - a); dT_final/da = -T_final / (1 - a)
-    float v_a = -T_final * ra * v_T;
+    F v_a = -T_final * ra * v_T;
     for (int c = 0; c < 3; ++c) {
         v_a += (rgb[c] * T - S[c] * ra) * v_C[c];
         v2d[6 + c] = w * v_C[c];
         S[c] += rgb[c] * w;
     }
-    for (int k = 0; k < 6; ++k) v2d[k] = 0.f;
-    if (p.opacity * e < HR_ALPHA_MAX) {  // alpha = o e^-sigma, not clamped
-        v2d[5] = v_a * e;
-        hr_sigma_vjp(p, px, py, -v_a * a, v2d);
-    }
-    return true;
+    // alpha = o e^-sigma where not clamped at 0.999 (no gradient through the clamp)
+    const F g = hr_select(on & (p.opacity * e < HR_ALPHA_MAX), v_a, zero);
+    v2d[5] = g * hr_select(on, e, zero);  // e may be inf where sigma < 0 (skipped)
+    const F v_sigma = -g * a;
+    const F dx = p.x - px;
+    const float dy = p.y - py;
+    v2d[0] = v_sigma * (p.ca * dx + p.cb * dy);
+    v2d[1] = v_sigma * (p.cc * dy + p.cb * dx);
+    v2d[2] = 0.5f * v_sigma * dx * dx;
+    v2d[3] = v_sigma * dx * dy;
+    v2d[4] = 0.5f * v_sigma * dy * dy;
+    return on;
 }
 
 // Rotation of a quaternion (wxyz, unit) as in hr_quat_scale_to_covar.

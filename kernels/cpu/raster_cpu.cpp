@@ -41,6 +41,7 @@ HR_INLINE void hr_load(v8f &out, const float *a, long long row, int stride) {
 }
 #pragma GCC diagnostic pop
 HR_INLINE v8f hr_log(v8f v);
+HR_INLINE v8f hr_exp(v8f v);
 HR_INLINE v8f hr_sigmoid(v8f v);
 HR_INLINE v8f hr_activate_scale(v8f v, int activation);
 
@@ -770,6 +771,10 @@ void blend_tiles_base(const BlendRecord *rec, int width, int height, const int *
 
 }  // namespace
 
+// e^v on 8 lanes for the backward (hr_blend_step_vjp): the blend's own vectorised exp (see
+// vexp_neg; within 2 ulp of expf for v <= 0, the only lanes whose value is used).
+HR_INLINE v8f hr_exp(v8f v) { return vexp_neg<false>(v); }
+
 // Blend every tile of rect front to back. Writes un-composited colour sum(c * alpha * T)
 // [H,W,3], alpha = 1 - T [H,W] and, when out_depth is not null, the expected depth
 // sum(z * alpha * T) / alpha [H,W] for the pixels of rect; pixels outside rect are untouched.
@@ -881,13 +886,17 @@ struct BackwardEntry {
 // Per-thread scratch of the blend backward: the tile's entries and their gradient sums.
 struct BackwardScratch {
     std::vector<BackwardEntry> entries;
-    std::vector<double> sums;  // [entries][HR_V2D]
+    std::vector<float> sums;  // [entries][HR_V2D][8], a lane per pixel column of a half row
 };
 
-// The backward pass of one tile: each pixel walks its tile list back to front from its last
-// contributing entry (hr_blend_step_vjp, the same math as hr_blend_backward_kernel). Pair
-// gradients are summed per list entry (contiguous, in the thread's scratch), then added to
-// their Gaussians' rows of acc [N][HR_V2D] (the thread's own, double).
+// 8 lanes at any float's address (std::vector's storage is not 32-byte aligned)
+typedef float v8f_unaligned __attribute__((vector_size(32), aligned(4)));
+
+// The backward pass of one tile, 8 pixels (a half row) at a time: the half row walks the tile
+// list back to front from its pixels' furthest last contributing entry, each pixel (lane)
+// active up to its own (hr_blend_step_vjp on 8 lanes, the math of hr_blend_backward_kernel).
+// Pair gradients are summed per list entry in lanes, then over lanes (double) into their
+// Gaussians' rows of acc [N][HR_V2D] (the thread's own).
 HR_INLINE void blend_backward_tile(int t, const HrProjected *proj, const float *rgb, int width,
                                    int height, int tiles_x, const int *tile_offsets,
                                    const uint64_t *keys, const float *final_T,
@@ -902,8 +911,8 @@ HR_INLINE void blend_backward_tile(int t, const HrProjected *proj, const float *
     if (m == 0) return;
     std::vector<BackwardEntry> &ent = scratch.entries;
     ent.resize(m);
-    scratch.sums.assign((size_t)m * HR_V2D, 0.0);
-    double *sums = scratch.sums.data();
+    scratch.sums.assign((size_t)m * HR_V2D * 8, 0.f);
+    v8f_unaligned *sums = reinterpret_cast<v8f_unaligned *>(scratch.sums.data());
     for (int k = 0; k < m; ++k) {
         const uint32_t g = (uint32_t)list[k];
         BackwardEntry &e = ent[k];
@@ -912,29 +921,90 @@ HR_INLINE void blend_backward_tile(int t, const HrProjected *proj, const float *
         e.tau = logf(e.p.opacity / HR_ALPHA_MIN) + 1e-3f;
         e.g = g;
     }
+    const v8f lane = {0.5f, 1.5f, 2.5f, 3.5f, 4.5f, 5.5f, 6.5f, 7.5f};
+    const v8f zero = {};
     for (int y = ty0; y < y1; ++y)
-        for (int x = tx0; x < x1; ++x) {
-            const int64_t pix = (int64_t)y * width + x;
-            const float T_final = final_T[pix], vT = v_T[pix];
-            const float vC[3] = {v_rgb[3 * pix], v_rgb[3 * pix + 1], v_rgb[3 * pix + 2]};
-            const float px = (float)x + 0.5f, py = (float)y + 0.5f;
-            float T = T_final, S[3] = {0.f, 0.f, 0.f};
-            for (int k = last_entry[pix] - 1; k >= 0; --k) {
+        for (int x0 = tx0; x0 < x1; x0 += 8) {
+            const int64_t pix0 = (int64_t)y * width + x0;
+            const int w8 = std::min(8, x1 - x0);
+            v8i last = {};
+            v8f T = zero + 1.f, vT = zero, vC[3] = {zero, zero, zero};
+            int top = 0;  // the half row's furthest last entry
+            for (int l = 0; l < w8; ++l) {
+                last[l] = last_entry[pix0 + l];
+                T[l] = final_T[pix0 + l];
+                vT[l] = v_T[pix0 + l];
+                for (int c = 0; c < 3; ++c) vC[c][l] = v_rgb[3 * (pix0 + l) + c];
+                top = std::max(top, last[l]);
+            }
+            const v8f T_final = T, px = lane + (float)x0;
+            const float py = (float)y + 0.5f;
+            v8f S[3] = {zero, zero, zero};
+            for (int k = top - 1; k >= 0; --k) {
                 const BackwardEntry &e = ent[k];
-                const float sigma = hr_sigma(e.p, px, py);
-                if (sigma < 0.f || sigma > e.tau) continue;  // alpha 0 (hr_alpha decides the rest)
-                float v[HR_V2D];
-                if (!hr_blend_step_vjp(e.p, e.rgb, px, py, vC, vT, T_final, T, S, v)) continue;
-                double *a = sums + (int64_t)k * HR_V2D;
+                const v8i active = last > k;
+                // skip the entry when no active pixel is in its footprint (alpha < 1/255
+                // for sure beyond tau): most entries of a tile list, at no exp
+                const v8f sigma = hr_sigma_at(e.p, px, py);
+                if (!lane_bits(active & (sigma >= 0.f) & (sigma <= e.tau))) continue;
+                v8f v[HR_V2D];
+                hr_blend_step_vjp(e.p, e.rgb, px, py, vC, vT, T_final, T, S, v, active);
+                v8f_unaligned *a = sums + (int64_t)k * HR_V2D;
                 for (int c = 0; c < HR_V2D; ++c) a[c] += v[c];
             }
         }
     for (int k = 0; k < m; ++k) {
         double *a = acc + (int64_t)ent[k].g * HR_V2D;
-        const double *s = sums + (int64_t)k * HR_V2D;
-        for (int c = 0; c < HR_V2D; ++c) a[c] += s[c];
+        const v8f_unaligned *s = sums + (int64_t)k * HR_V2D;
+        for (int c = 0; c < HR_V2D; ++c) {
+            double sum = 0.0;
+            for (int l = 0; l < 8; ++l) sum += s[c][l];
+            a[c] += sum;
+        }
     }
 }
+
+}  // namespace
+
+// The blend backward's parallel region, compiled for AVX2 + FMA and for baseline x86-64 (as
+// HR_BLEND_TILES; hr_cpu_blend_backward picks one per CPU).
+#define HR_BLEND_BACKWARD_TILES                                                                 \
+    const int tiles_x = (width + HR_TILE - 1) / HR_TILE;                                        \
+    const int rw = std::max(0, rect[2] - rect[0]), rh = std::max(0, rect[3] - rect[1]);         \
+    const int64_t rows = (int64_t)n * HR_V2D;                                                   \
+    double *acc_all = static_cast<double *>(scratch);                                           \
+    _Pragma("omp parallel num_threads(threads)") {                                              \
+        const int tid = omp_get_thread_num(), used = omp_get_num_threads();                     \
+        double *acc = acc_all + tid * rows;                                                     \
+        std::memset(acc, 0, sizeof(double) * rows);                                             \
+        BackwardScratch mine;                                                                   \
+        /* tiles dealt round-robin: balanced (a face's tiles cost far more than the             \
+           background's) and deterministic, unlike a dynamic schedule */                        \
+        _Pragma("omp for schedule(static, 1)") for (int k = 0; k < rw * rh; ++k) {              \
+            const int t = (rect[1] + k / rw) * tiles_x + rect[0] + k % rw;                      \
+            blend_backward_tile(t, proj, rgb, width, height, tiles_x, tile_offsets, keys,       \
+                                final_T, last_entry, v_rgb, v_T, mine, acc);                    \
+        }                                                                                       \
+        _Pragma("omp for schedule(static)") for (int64_t j = 0; j < rows; ++j) {                \
+            double sum = 0.0;                                                                   \
+            for (int u = 0; u < used; ++u) sum += acc_all[u * rows + j];                        \
+            v2d[j] = (float)sum;                                                                \
+        }                                                                                       \
+    }
+
+namespace {
+
+#define HR_BLEND_BACKWARD_ARGS                                                                  \
+    int n, const HrProjected *proj, const float *rgb, int width, int height, const int *rect,  \
+        const int *tile_offsets, const uint64_t *keys, const float *final_T,                    \
+        const int *last_entry, const float *v_rgb, const float *v_T, void *scratch,             \
+        float *v2d, int threads
+
+__attribute__((target("arch=x86-64-v3"))) void blend_backward_avx2(HR_BLEND_BACKWARD_ARGS) {
+    HR_BLEND_BACKWARD_TILES
+}
+
+void blend_backward_base(HR_BLEND_BACKWARD_ARGS) { HR_BLEND_BACKWARD_TILES }
 
 }  // namespace
 
@@ -945,37 +1015,16 @@ HR_INLINE void blend_backward_tile(int t, const HrProjected *proj, const float *
 // (threads x n x HR_V2D doubles, hr_cpu_backward_scratch_bytes) over a static share of the
 // tiles (round-robin); the shares are summed in thread order, so a run is deterministic for a
 // thread count.
-HR_EXPORT void hr_cpu_blend_backward(int n, const HrProjected *proj, const float *rgb, int width,
-                                     int height, const int *rect, const int *tile_offsets,
-                                     const uint64_t *keys, const float *final_T,
-                                     const int *last_entry, const float *v_rgb,
-                                     const float *v_T, void *scratch, float *v2d, int threads) {
-    const int tiles_x = (width + HR_TILE - 1) / HR_TILE;
-    const int rw = std::max(0, rect[2] - rect[0]), rh = std::max(0, rect[3] - rect[1]);
-    const int nt = pick_threads(threads);
-    const int64_t rows = (int64_t)n * HR_V2D;
-    double *acc_all = static_cast<double *>(scratch);
-#pragma omp parallel num_threads(nt)
-    {
-        const int tid = omp_get_thread_num(), used = omp_get_num_threads();
-        double *acc = acc_all + tid * rows;
-        std::memset(acc, 0, sizeof(double) * rows);
-        BackwardScratch mine;
-        // tiles dealt round-robin: balanced (a face's tiles cost far more than the
-        // background's) and deterministic, unlike a dynamic schedule
-#pragma omp for schedule(static, 1)
-        for (int k = 0; k < rw * rh; ++k) {
-            const int t = (rect[1] + k / rw) * tiles_x + rect[0] + k % rw;
-            blend_backward_tile(t, proj, rgb, width, height, tiles_x, tile_offsets, keys,
-                                final_T, last_entry, v_rgb, v_T, mine, acc);
-        }
-#pragma omp for schedule(static)
-        for (int64_t j = 0; j < rows; ++j) {
-            double sum = 0.0;
-            for (int u = 0; u < used; ++u) sum += acc_all[u * rows + j];
-            v2d[j] = (float)sum;
-        }
-    }
+HR_EXPORT void hr_cpu_blend_backward(HR_BLEND_BACKWARD_ARGS) {
+#ifdef HR_BASELINE_ISA
+    const bool avx2 = false;
+#else
+    static const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#endif
+    threads = pick_threads(threads);
+    (avx2 ? blend_backward_avx2 : blend_backward_base)(n, proj, rgb, width, height, rect,
+                                                       tile_offsets, keys, final_T, last_entry,
+                                                       v_rgb, v_T, scratch, v2d, threads);
 }
 
 HR_EXPORT int64_t hr_cpu_backward_scratch_bytes(int n, int threads) {
