@@ -18,7 +18,7 @@ their seconds), ``framesPerSecond`` at the end; audio concealment (concealed / r
 samples, concealment events, samples inserted to slow playout down). Per process: CPU % of each
 worker, of the server, and of all the Chromium processes together (on this machine the visitors'
 browsers share the server's cores: a deployment does not pay for them). With ``--profile``
-(needs ``py-spy``) one worker is sampled during the typed phase and its time is split by stage
+(needs ``py-spy``) one worker is sampled in the idle and typed phases and its time is split by stage
 (render, VP8 encode, Opus, TTS, ASR, VAD, ...).
 
 Target (the issue): 1 and 4 visitors at 25 fps each with no audio concealment, 2 cores.
@@ -103,9 +103,11 @@ class CpuMeter:
     def start(self) -> None:
         self.t0, self.c0 = time.monotonic(), self._now()
 
-    def stop(self) -> dict[str, float]:
+    def stop(self) -> dict[str, float | None]:
+        """CPU % per group since ``start()``; None for a group whose first process has exited."""
         dt, c1 = time.monotonic() - self.t0, self._now()
-        return {name: round(100.0 * (c1[name] - self.c0[name]) / dt, 1) for name in self.groups}
+        return {name: round(100.0 * (c1[name] - self.c0[name]) / dt, 1) if _proc.rss_mib(pids[0]) is not None
+                else None for name, (pids, _) in self.groups.items()}  # fmt: skip
 
 
 def profile(pid: int, seconds: float, out: Path) -> dict | None:
@@ -124,7 +126,7 @@ def profile(pid: int, seconds: float, out: Path) -> dict | None:
     by_stage, by_leaf, total, waiting = Counter(), Counter(), 0, 0
     for line in raw.read_text().splitlines():
         stack, _, n = line.rpartition(" ")
-        if not n.isdigit():
+        if not n.isdigit() or not stack.strip():
             continue
         if any(k in stack.split(";")[-1] for k in WAITING):
             waiting += int(n)
@@ -194,7 +196,10 @@ def measure(n: int, wav: Path, loop_s: float, idle_s: float, work: Path, do_prof
                     meter.start()
                     prof, answered = None, [None] * n
                     if phase == "idle":
-                        time.sleep(idle_s)
+                        with ThreadPoolExecutor(1) as ex:  # py-spy samples the idle worker
+                            fut = ex.submit(profile, workers[0], min(6.0, idle_s), work) if do_profile else None
+                            time.sleep(idle_s)
+                            prof = fut.result() if fut else None
                     elif phase == "typed":
                         for i, p in enumerate(pages):  # as close together as one evaluate each allows
                             p.js(f"huma.ask('Question number {i + 1}?')")
@@ -213,7 +218,8 @@ def measure(n: int, wav: Path, loop_s: float, idle_s: float, work: Path, do_prof
                     after = [p.receive_stats() for p in pages]
                     for i, (b, a) in enumerate(zip(before, after, strict=True)):
                         lat = [t for t in pages[i].js("huma.latency()") if t["end"] >= b["t"]]
-                        rows.append({"visitors": n, "phase": phase, "page": i + 1, "answered": answered[i], **page_delta(b, a),
+                        rows.append({"visitors": n, "phase": phase, "page": i + 1, "pc": pages[i].js("huma.pcState || pc.connectionState"),
+                                     "answered": answered[i], **page_delta(b, a),
                                      "first_frame_ms": pct([t["frame_ms"] for t in lat], 50),
                                      "first_audio_ms": pct([t["audio_ms"] for t in lat], 50)})  # fmt: skip
                     rows.append({"visitors": n, "phase": phase, "page": "cpu %", **cpu, "load_1min": load0,
@@ -238,7 +244,7 @@ def run(quick: bool, out_dir: Path, visitors: tuple[int, ...] = (1, 4), idle_s: 
     for n in visitors:
         rows += measure(n, wav, loop_s, idle_s, work, do_profile)
         loads.append(os.getloadavg())
-    profiles = {f"{r['visitors']} visitors": r.pop("profile_worker_1") for r in rows if "profile_worker_1" in r}
+    profiles = {f"{r['visitors']} visitors, {r['phase']}": r.pop("profile_worker_1") for r in rows if "profile_worker_1" in r}
     page_rows = [r for r in rows if r["page"] != "cpu %"]
     cpu_rows = [r for r in rows if r["page"] == "cpu %"]
     record = write_result(out_dir, "serve_visitors", page_rows,
@@ -247,7 +253,7 @@ def run(quick: bool, out_dir: Path, visitors: tuple[int, ...] = (1, 4), idle_s: 
     with open(Path(out_dir) / "serve_visitors.md", "a") as f:
         f.write("\nCPU (% of one core; 2 cores = 200 %) per phase:\n\n" + markdown_table(cpu_rows))
         for name, prof in profiles.items():
-            f.write(f"\nWorker 1 profile during the typed phase, {name} (py-spy, share of samples):\n\n"
+            f.write(f"\nWorker 1 profile, {name} phase (py-spy, share of busy samples):\n\n"
                     + markdown_table([{"stage": k, "pct": v} for k, v in prof["stages_pct"].items()])
                     + "\n" + markdown_table([{"leaf": k, "pct": v} for k, v in prof["top_leaves_pct"].items()]))  # fmt: skip
         f.write(f"\nLoad average (1, 5, 15 min) at start and after each count: {loads}\n")
@@ -258,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--visitors", type=int, nargs="+", default=[1, 4])
     ap.add_argument("--idle-s", type=float, default=None, help="idle phase length (default 20 s; quick 10)")
-    ap.add_argument("--profile", action="store_true", help="py-spy one worker during the typed phase")
+    ap.add_argument("--profile", action="store_true", help="py-spy one worker in the idle and typed phases")
     ap.add_argument("--out", type=Path, default=Path("bench-results"))
     ap.add_argument("--quick", action="store_true")
     a = ap.parse_args(argv)
