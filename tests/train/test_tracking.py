@@ -290,6 +290,17 @@ def test_one_euro_removes_jitter_and_keeps_a_step():
         one_euro(x, 0.0, 2.0, 1.0)
 
 
+def test_a_cut_is_refused_and_the_track_recovers(cap13_frames):
+    # from frame 20 the picture jumps 30 px (~0.7 eye distances) sideways: the landmarks started
+    # from the last frame's box no longer sit on features
+    frames = cap13_frames[:20] + [np.roll(f, 30, axis=1) for f in cap13_frames[20:30]]
+    t = track_frames(frames, 25.0)
+    assert t.reasons()[:20] == ["ok"] * 20
+    assert t.reasons()[20] in ("low_confidence", "jump")
+    assert t.reasons()[21:] == ["ok"] * 9  # re-detected at once
+    assert abs(np.nanmean(t.landmarks[25, :, 0] - t.landmarks[15, :, 0]) - 30) < 3
+
+
 def test_a_video_without_a_face_is_refused(cap13_tracks):
     assert check_tracks(cap13_tracks) is cap13_tracks
     wall = [np.full((120, 160, 3), 128 + 10 * (i % 3), np.uint8) for i in range(12)]
