@@ -79,7 +79,8 @@ def by_tenth(turns: list[dict], t_run: float) -> list[dict]:
 
 
 def run(quick: bool, out_dir: Path, minutes: float | None = None, mic: str = "question", every: float = 12.0,
-        noise_kind: str = "babble", noise_rms: float = 0.05, sample_s: float = 5.0, max_slope: float = 1.0) -> dict:  # fmt: skip
+        noise_kind: str = "babble", noise_rms: float = 0.05, sample_s: float = 5.0, max_slope: float = 1.0,
+        arena_max: int | None = None) -> dict:  # fmt: skip
     """Soak one visit for ``minutes`` (quick: 1) with the microphone ``mic``; see the module doc."""
     from playwright.sync_api import sync_playwright
 
@@ -89,7 +90,8 @@ def run(quick: bool, out_dir: Path, minutes: float | None = None, mic: str = "qu
     wav = mic_wav(work, mic, every, noise_kind, noise_rms)
     load, tree = [os.getloadavg()], tree_state()
     srv = Server("--max-visitors", "1", "--warm", "1", "--responder", "scripted", "--reply", REPLY,
-                 "--idle-timeout", str(seconds + 300))  # fmt: skip
+                 "--idle-timeout", str(seconds + 300),
+                 env={"MALLOC_ARENA_MAX": str(arena_max)} if arena_max else None)  # fmt: skip
     samples, receive, health_end = [], [], None
     try:
         with sync_playwright() as p:
@@ -149,8 +151,9 @@ def run(quick: bool, out_dir: Path, minutes: float | None = None, mic: str = "qu
     stage_p50 = {k: pct([t["server"].get(k) for t in spoken], 50) for k in stage_names(server)}
     extra = {"max_slope_mib_per_10min": max_slope, "every_s": every, "samples": samples, "receive": receive,
              "turns": spoken, "by_tenth": by_tenth(spoken, seconds), "server_stages_p50": stage_p50,
-             "errors_seen": errors[:20], "health_end": health_end, "load_avg": [list(x) for x in load], "tree": tree}  # fmt: skip
-    name = "serve_soak" if mic == "question" else f"serve_soak_{mic}"
+             "errors_seen": errors[:20], "health_end": health_end, "load_avg": [list(x) for x in load], "tree": tree,
+             "malloc_arena_max": arena_max}  # fmt: skip
+    name = ("serve_soak" if mic == "question" else f"serve_soak_{mic}") + (f"_arena{arena_max}" if arena_max else "")
     record = write_result(out_dir, name, [row], extra)
     with open(Path(out_dir) / f"{name}.md", "a") as f:
         if extra["by_tenth"]:
@@ -190,12 +193,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--noise-rms", type=float, default=0.05, help="noise level (RMS of full scale 1.0)")
     ap.add_argument("--sample-s", type=float, default=5.0, help="RSS / CPU sampling period")
     ap.add_argument("--max-slope", type=float, default=1.0, help="RSS slope (MiB per 10 min) that fails the run")
+    ap.add_argument("--malloc-arena-max", type=int, default=None,
+                    help="MALLOC_ARENA_MAX for the server and its workers (glibc's per-thread arenas; see bench/README.md)")
     ap.add_argument("--out", type=Path, default=Path("bench-results"))
     ap.add_argument("--quick", action="store_true")
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     record = run(a.quick, a.out, minutes=a.minutes, mic=a.mic, every=a.every, noise_kind=a.noise,
-                 noise_rms=a.noise_rms, sample_s=a.sample_s, max_slope=a.max_slope)  # fmt: skip
+                 noise_rms=a.noise_rms, sample_s=a.sample_s, max_slope=a.max_slope, arena_max=a.malloc_arena_max)  # fmt: skip
     print(markdown_table(record["results"]))
     return 0 if record["results"][0]["pass"] else 1
 
