@@ -41,7 +41,9 @@ class RasterOutput:
 class DensifyStats:
     """3DGS densification statistics over views: grad_norm_sum [N] (the sum over views of
     |dL/d 2D mean| in pixels) and view_count [N] (views in which the Gaussian was drawn).
-    ``add`` a view after its backward; ``mean()`` is what 3DGS thresholds."""
+    ``add`` a view after its backward; ``mean()`` is what 3DGS thresholds. Units: pixels. The
+    INRIA code differentiates w.r.t. NDC (pixel = ((ndc + 1) W - 1) / 2), whose gradient is
+    (W/2, H/2) times this one per axis: scale its threshold (0.0002) accordingly."""
 
     def __init__(self, n: int) -> None:
         self.grad_norm_sum = torch.zeros(n, dtype=torch.float64)
