@@ -35,7 +35,8 @@ RESET_OPACITY = 0.01
 @dataclass
 class DensifyConfig:
     """start/stop/interval: iterations of density control. grad_threshold: mean |dL/d 2D mean|
-    in pixels (per unit of the per-pixel mean loss) above which a Gaussian is cloned or split.
+    over views above which a Gaussian is cloned or split, in 3DGS's NDC units (the pixel
+    gradient x half the image's larger side, so it does not depend on the resolution).
     percent_dense: the scale (fraction of the scene extent) between clone and split.
     min_opacity / max_world_size: prune limits (max_world_size a fraction of the extent).
     opacity_reset_every: iterations between opacity resets (0: never). max_count: no clone or

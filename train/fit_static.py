@@ -416,7 +416,9 @@ def _fit(data: StaticFitData, cfg: StaticFitConfig, out_dir, resume: bool, progr
         opt.step()
         loss_sum, loss_n = loss_sum + float(loss.detach()), loss_n + 1
         if cfg.densify.due(it):
-            counts = densify_and_prune(params, opt, stats.mean(), extent, cfg.densify, gen)
+            # DensifyStats counts pixels; 3DGS's threshold is in NDC units (resolution-free)
+            ndc = stats.mean() * 0.5 * max(views.camera.width, views.camera.height)
+            counts = densify_and_prune(params, opt, ndc, extent, cfg.densify, gen)
             stats = DensifyStats(params["means"].shape[0])
             log.info("static fit: iteration %d densify %s", it, counts)
         if cfg.densify.reset_due(it):
@@ -452,3 +454,19 @@ def _to_gaussians(params: dict[str, torch.Tensor], sh_degree: int) -> Gaussians:
                      quats=np.ascontiguousarray((q / q.norm(dim=1, keepdim=True)).numpy(), np.float32),
                      opacity_logits=f["opacity_logits"], sh=np.ascontiguousarray(sh.numpy(), np.float32),
                      scale_activation="exp")  # fmt: skip
+
+
+def render_fit(result: StaticFitResult, head_quat: np.ndarray, head_trans: np.ndarray) -> np.ndarray:
+    """The fitted avatar at a head pose (quat [4] wxyz, trans [3]; model-to-camera) over the
+    plate, at the fit's size -> rgb [h,w,3] float32 in [0,1] (held-out views, contact sheets)."""
+    g = result.gaussians
+    params = {"means": torch.from_numpy(g.means), "quats": torch.from_numpy(g.quats),
+              "log_scales": torch.from_numpy(g.log_scales), "opacity_logits": torch.from_numpy(g.opacity_logits),
+              "sh_dc": torch.from_numpy(g.sh[:, :1]), "sh_rest": torch.from_numpy(g.sh[:, 1:])}  # fmt: skip
+    q = torch.tensor(np.asarray(head_quat, np.float64), dtype=torch.float32)
+    t = torch.tensor(np.asarray(head_trans, np.float64), dtype=torch.float32)
+    if q.shape != (4,) or t.shape != (3,):
+        raise InputError(f"head pose must be quat [4] and trans [3]; got {tuple(q.shape)}, {tuple(t.shape)}")
+    with torch.no_grad():
+        out = render_view(params, result.camera, q, t, torch.from_numpy(result.background), g.sh_degree)
+    return out.image.clamp(0, 1).numpy()
