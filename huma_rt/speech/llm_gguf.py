@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import math
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -172,7 +173,9 @@ def _parse(path: Path) -> tuple[dict, dict[str, QTensor]]:
             raise FormatError(f"{path}: tensor {name} has {n_dims} dimensions")
         dims = [cur.scalar(10) for _ in range(n_dims)]
         infos.append((name, dims, cur.scalar(4), cur.scalar(10)))
-    align = int(meta.get("general.alignment", 32))
+    align = meta.get("general.alignment", 32)
+    if not isinstance(align, int) or not 1 <= align <= 1 << 16:
+        raise FormatError(f"{path}: general.alignment is {align!r}; expected an integer in 1..65536")
     start = -(-cur.pos // align) * align
     tensors = {}
     for name, dims, qtype, offset in infos:
@@ -180,7 +183,7 @@ def _parse(path: Path) -> tuple[dict, dict[str, QTensor]]:
             tensors[name] = QTensor(name, qtype, np.zeros(0, np.uint8), int(dims[0]))  # refused by the checks
             continue
         per_block, block_bytes = _BLOCKS[qtype]
-        cols, rows = int(dims[0]), int(np.prod(dims[1:], dtype=np.int64)) if len(dims) > 1 else 1
+        cols, rows = int(dims[0]) if dims else 0, math.prod(dims[1:])  # Python ints: no overflow
         if cols % per_block:
             raise FormatError(f"{path}: tensor {name} has {cols} columns, not a multiple of its {per_block}-element blocks")
         row_bytes = cols // per_block * block_bytes
@@ -210,6 +213,13 @@ def read_gguf(path: str | Path) -> GgufModel:
     """
     path = Path(path)
     meta, tensors = _parse(path)
+    try:
+        return _model(path, meta, tensors)
+    except (TypeError, ValueError, AttributeError, ArithmeticError) as exc:  # a key holding the wrong kind of value
+        raise FormatError(f"{path}: malformed Llama metadata ({exc})") from exc
+
+
+def _model(path: Path, meta: dict, tensors: dict[str, QTensor]) -> GgufModel:
     k = lambda key, default=None: _key(meta, key, path, default)  # noqa: E731
     if k("general.architecture") != "llama":
         raise FormatError(f"{path} holds a {k('general.architecture')!r} model; the local responder runs 'llama' GGUF models")
@@ -223,6 +233,11 @@ def read_gguf(path: str | Path) -> GgufModel:
         n_ctx_train=int(k("llama.context_length")), rope_base=float(k("llama.rope.freq_base", 10000.0)),
         rms_eps=float(k("llama.attention.layer_norm_rms_epsilon")),
     )  # fmt: skip
+    types, merges = k("tokenizer.ggml.token_type"), k("tokenizer.ggml.merges")
+    if not (all(isinstance(t, str) for t in tokens) and all(isinstance(m, str) for m in merges)
+            and len(types) == len(tokens)):  # fmt: skip
+        raise FormatError(f"{path}: the tokenizer's tokens/merges are not strings, or its {len(types)} token "
+                          f"types do not match its {len(tokens)} tokens")  # fmt: skip
     _check_tensors(path, spec, tensors)
     return GgufModel(
         path=path, spec=spec, tokens=list(tokens), token_types=[int(t) for t in k("tokenizer.ggml.token_type")],
@@ -232,8 +247,12 @@ def read_gguf(path: str | Path) -> GgufModel:
 
 
 def _check_tensors(path: Path, spec: LlamaSpec, tensors: dict[str, QTensor]) -> None:
-    if spec.n_embd % spec.n_head or spec.n_head % spec.n_head_kv or spec.n_embd % 32 or spec.n_ff % 32:
+    sizes = (spec.n_layer, spec.n_embd, spec.n_ff, spec.n_head, spec.n_head_kv, spec.n_vocab)
+    if (min(sizes) < 1 or spec.n_embd % spec.n_head or spec.n_head % spec.n_head_kv or spec.n_embd % 32
+            or spec.n_ff % 32 or spec.head_dim % 2):  # fmt: skip
         raise FormatError(f"{path}: unsupported shape {spec} (heads must divide the width; widths multiples of 32)")
+    if spec.n_layer * len(_LAYER_TENSORS) + 2 > len(tensors):  # before listing names per layer
+        raise FormatError(f"{path} claims {spec.n_layer} layers but holds {len(tensors)} tensors")
     names = ["token_embd.weight", "output_norm.weight"]
     names += [f"blk.{i}.{t}.weight" for i in range(spec.n_layer) for t in _LAYER_TENSORS]
     missing = [n for n in names if n not in tensors]
@@ -244,6 +263,16 @@ def _check_tensors(path: Path, spec: LlamaSpec, tensors: dict[str, QTensor]) -> 
         allowed = (F32,) if n.endswith("norm.weight") else (Q4_1, Q8_0)
         if t.qtype not in allowed:
             raise FormatError(f"{path}: tensor {n} is ggml type {t.qtype}; the builder maps {allowed} (F32=0, Q4_1=3, Q8_0=8)")
+    kv, e, f = spec.n_head_kv * spec.head_dim, spec.n_embd, spec.n_ff
+    shapes = {"attn_q": (e, e), "attn_k": (kv, e), "attn_v": (kv, e), "attn_output": (e, e), "ffn_gate": (f, e),
+              "ffn_up": (f, e), "ffn_down": (e, f), "attn_norm": (1, e), "ffn_norm": (1, e)}  # fmt: skip
+    want = {"token_embd.weight": (spec.n_vocab, e), "output_norm.weight": (1, e), "output.weight": (spec.n_vocab, e)}
+    want.update({f"blk.{i}.{t}.weight": shape for i in range(spec.n_layer) for t, shape in shapes.items()})
+    for n, (rows, cols) in want.items():
+        t = tensors.get(n)
+        if t is not None and (t.cols, t.raw.shape[0] if t.raw.ndim == 2 else 1) != (cols, rows):
+            raise FormatError(f"{path}: tensor {n} is {t.raw.shape[0] if t.raw.ndim == 2 else 1}x{t.cols}; "
+                              f"the model's sizes make it {rows}x{cols}")  # fmt: skip
     out = tensors.get("output.weight")
     if out is not None and out.qtype not in (Q4_1, Q8_0):
         raise FormatError(f"{path}: output.weight is ggml type {out.qtype}; expected Q4_1 (3) or Q8_0 (8)")

@@ -331,6 +331,67 @@ def _write(path, data: bytes):
     return path
 
 
+def _tiny_gguf(n_embd: int = 32, n_ff: int = 64, vocab: int = 8, dims_of: dict | None = None) -> bytes:
+    """A valid one-layer Llama GGUF with random Q4_1 weights (a fuzzing seed)."""
+    def s(x: str) -> bytes:
+        return struct.pack("<Q", len(x.encode())) + x.encode()
+
+    def kv(key: str, vtype: int, payload: bytes) -> bytes:
+        return s(key) + struct.pack("<I", vtype) + payload
+
+    def strs(key: str, items: list[str]) -> bytes:
+        return kv(key, 9, struct.pack("<IQ", 8, len(items)) + b"".join(s(i) for i in items))
+
+    tokens = [chr(ord("a") + i) for i in range(vocab)]
+    kvs = [kv("general.architecture", 8, s("llama")), kv("tokenizer.ggml.model", 8, s("gpt2")),
+           strs("tokenizer.ggml.tokens", tokens), strs("tokenizer.ggml.merges", ["a b"]),
+           kv("tokenizer.ggml.token_type", 9, struct.pack("<IQ", 5, vocab) + struct.pack(f"<{vocab}i", *[1] * vocab)),
+           kv("tokenizer.ggml.bos_token_id", 4, struct.pack("<I", 1)), kv("tokenizer.ggml.eos_token_id", 4, struct.pack("<I", 2)),
+           kv("llama.block_count", 4, struct.pack("<I", 1)), kv("llama.embedding_length", 4, struct.pack("<I", n_embd)),
+           kv("llama.feed_forward_length", 4, struct.pack("<I", n_ff)), kv("llama.attention.head_count", 4, struct.pack("<I", 2)),
+           kv("llama.attention.head_count_kv", 4, struct.pack("<I", 1)), kv("llama.context_length", 4, struct.pack("<I", 64)),
+           kv("llama.attention.layer_norm_rms_epsilon", 6, struct.pack("<f", 1e-5))]  # fmt: skip
+    hd = n_embd // 2
+    shapes = {"token_embd.weight": (n_embd, vocab, Q4_1), "output_norm.weight": (n_embd, 1, 0)}
+    for name, (cols, rows) in {"attn_q": (n_embd, n_embd), "attn_k": (n_embd, hd), "attn_v": (n_embd, hd),
+                               "attn_output": (n_embd, n_embd), "ffn_gate": (n_embd, n_ff), "ffn_up": (n_embd, n_ff),
+                               "ffn_down": (n_ff, n_embd)}.items():  # fmt: skip
+        shapes[f"blk.0.{name}.weight"] = (cols, rows, Q4_1)
+    shapes["blk.0.attn_norm.weight"] = shapes["blk.0.ffn_norm.weight"] = (n_embd, 1, 0)
+    shapes.update(dims_of or {})
+    rng = np.random.default_rng(0)
+    infos, blobs, offset = b"", b"", 0
+    for name, (cols, rows, qtype) in shapes.items():
+        size = cols * rows * 4 if qtype == 0 else cols // 32 * 20 * rows
+        infos += s(name) + struct.pack("<IQQIQ", 2, cols, rows, qtype, offset)
+        blob = rng.integers(0, 256, size, dtype=np.uint8).tobytes() if qtype else np.ones(size // 4, "<f4").tobytes()
+        blobs += blob + b"\0" * (-len(blob) % 32)
+        offset += len(blob) + (-len(blob) % 32)
+    head = b"GGUF" + struct.pack("<IQQ", 3, len(shapes), len(kvs)) + b"".join(kvs) + infos
+    return head + b"\0" * (-len(head) % 32) + blobs
+
+
+def test_fuzzed_gguf_files_are_refused_cleanly(tmp_path):
+    """A GGUF is user input (--llm-gguf): any corruption is a FormatError, never another error."""
+    import random
+
+    seed = _tiny_gguf()
+    path = _write(tmp_path / "tiny.gguf", seed)
+    assert read_gguf(path).spec.n_layer == 1  # the seed itself is valid
+    with pytest.raises(FormatError, match="tensor blk.0.attn_q.weight is 16x32"):
+        read_gguf(_write(tmp_path / "shape.gguf", _tiny_gguf(dims_of={"blk.0.attn_q.weight": (32, 16, Q4_1)})))
+    rnd = random.Random(7)
+    for _ in range(300):
+        data = bytearray(seed[: rnd.choice([len(seed), rnd.randrange(len(seed))])])
+        for _ in range(rnd.randint(1, 6)):
+            if data:
+                data[rnd.randrange(len(data))] = rnd.randrange(256)
+        try:
+            read_gguf(_write(tmp_path / "f.gguf", bytes(data)))
+        except FormatError:
+            pass
+
+
 def test_cli_options_build_a_local_responder():
     from huma_rt.speech.cli import add_responder_arguments, responder_options
 
