@@ -159,6 +159,10 @@ class LocalLLMResponder:
         self.spec = built.spec
         tok = json.loads(built.tokenizer.read_text())
         self.tokenizer = BpeTokenizer(tok["tokens"], tok["merges"], tok["token_types"])
+        missing = [t for t in ("<|im_start|>", "<|im_end|>") if t not in self.tokenizer.specials]
+        if missing:
+            raise FormatError(f"{tok.get('source', 'the GGUF')} has no {missing} control tokens: the local responder "
+                              f"speaks ChatML (SmolLM2, Qwen) only")  # fmt: skip
         self.eos_id = int(tok["eos_id"])
         self.end_ids = {self.eos_id, *(self.tokenizer.specials.get(s) for s in ("<|im_end|>", "<|endoftext|>"))} - {None}
         opts = ort.SessionOptions()
