@@ -208,8 +208,9 @@ class _Views:
         if h2 < 8 or w2 < 8:
             raise InputError(f"downscale {d} leaves {w2}x{h2} pixels; at least 8x8 are needed")
         self.frames = torch.from_numpy(_pool(data.frames, d, np.uint8))
-        m = None if data.mattes is None else data.mattes.astype(np.float32) / (255.0 if data.mattes.dtype == np.uint8 else 1.0)
-        self.mattes = None if m is None else torch.from_numpy(_pool(m, d, np.float32))
+        m = data.mattes
+        self.mattes = None if m is None else torch.from_numpy(
+            _pool(m, d, np.float32, 1 / 255.0 if m.dtype == np.uint8 else 1.0))
         k = np.asarray(data.intrinsics, np.float64)
         self.camera = Camera(w2, h2, k[0, 0] / d, k[1, 1] / d, k[0, 2] / d, k[1, 2] / d)
         self.quat = torch.tensor(np.asarray(data.head_quat, np.float64), dtype=torch.float32)
@@ -222,15 +223,16 @@ class _Views:
         return None if self.mattes is None else self.mattes[i]
 
 
-def _pool(a: np.ndarray, d: int, dtype) -> np.ndarray:
-    """Area-average [T,H,W,...] by d in H and W (cropping the remainder), per frame."""
-    if d == 1:
-        return np.ascontiguousarray(a, dtype)
+def _pool(a: np.ndarray, d: int, dtype, scale: float = 1.0) -> np.ndarray:
+    """Area-average [T,H,W,...] by d in H and W (cropping the remainder) times ``scale``, frame
+    by frame (a 30 s clip's float copy at full size would be GBs)."""
     t, h, w = a.shape[:3]
     out = np.empty((t, h // d, w // d) + a.shape[3:], dtype)
     for i in range(t):
         x = a[i, : h // d * d, : w // d * d].astype(np.float32)
-        x = x.reshape(h // d, d, w // d, d, *a.shape[3:]).mean((1, 3))
+        if d > 1:
+            x = x.reshape(h // d, d, w // d, d, *a.shape[3:]).mean((1, 3))
+        x = x * scale if scale != 1.0 else x
         out[i] = np.rint(x) if dtype == np.uint8 else x
     return out
 
