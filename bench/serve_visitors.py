@@ -54,7 +54,7 @@ STAGE_RULES = (
     ("opus encode", ("codecs/opus",)),
     ("tts", ("speech/tts", "piper", "espeak")),
     ("asr", ("speech/asr", "moonshine", "transcribe")),
-    ("vad", ("speech/vad", "vad.py")),
+    ("vad / end of turn", ("speech/vad", "vad.py", "speech/turns", "_listen_loop")),
     ("render + networks", ("huma_rt/runtime", "huma_rt/render", "idle_frames", "push_audio")),
     ("rtp/dtls/ice (aiortc)", ("aiortc", "aioice")),
     ("python event loop", ("asyncio",)),
@@ -110,14 +110,14 @@ class CpuMeter:
                 else None for name, (pids, _) in self.groups.items()}  # fmt: skip
 
 
-def profile(pid: int, seconds: float, out: Path) -> dict | None:
+def profile(pid: int, seconds: float, out: Path, tag: str = "") -> dict | None:
     """Sample ``pid`` with py-spy for ``seconds`` (active threads, native frames off) and split the
     samples by STAGE_RULES; None without py-spy. Runs in the caller's thread (blocking)."""
     exe = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     if not Path(exe).exists():
         log.warning("py-spy not installed: no per-stage profile")
         return None
-    raw = out / f"profile-{pid}.txt"
+    raw = out / f"profile-{pid}{tag}.txt"
     subprocess.run([exe, "record", "--pid", str(pid), "--duration", str(int(seconds)), "--rate", "50",
                     "--format", "raw", "--output", str(raw), "--nonblocking"],
                    capture_output=True, timeout=seconds + 60)  # fmt: skip
@@ -197,14 +197,14 @@ def measure(n: int, wav: Path, loop_s: float, idle_s: float, work: Path, do_prof
                     prof, answered = None, [None] * n
                     if phase == "idle":
                         with ThreadPoolExecutor(1) as ex:  # py-spy samples the idle worker
-                            fut = ex.submit(profile, workers[0], min(6.0, idle_s), work) if do_profile else None
+                            fut = ex.submit(profile, workers[0], min(6.0, idle_s), work, f"-{n}-idle") if do_profile else None
                             time.sleep(idle_s)
                             prof = fut.result() if fut else None
                     elif phase == "typed":
                         for i, p in enumerate(pages):  # as close together as one evaluate each allows
                             p.js(f"huma.ask('Question number {i + 1}?')")
                         with ThreadPoolExecutor(1) as ex:  # py-spy samples while the answers play
-                            fut = ex.submit(profile, workers[0], 6.0, work) if do_profile else None
+                            fut = ex.submit(profile, workers[0], 6.0, work, f"-{n}-typed") if do_profile else None
                             answered = _answers_done(pages, counts, 120)
                             prof = fut.result() if fut else None
                     else:
