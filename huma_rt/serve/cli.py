@@ -65,7 +65,12 @@ def _responder(args) -> tuple[str, dict]:
     from huma_rt.speech.responder import make_responder
 
     kind, options = responder_options(args)
-    make_responder(kind, **options)  # bad options fail here, not in every worker
+    if kind == "local":  # checked and its decoder built (once) here; only the workers load it
+        from huma_rt.speech.local_llm import LocalLLMConfig, build_model
+
+        build_model(LocalLLMConfig(**options))
+    else:
+        make_responder(kind, **options)  # bad options fail here, not in every worker
     return kind, options
 
 
