@@ -175,13 +175,18 @@ class Session:
         while self._features.ready_frames():
             yield self._next_frame()
 
-    def idle_frames(self, n: int) -> Iterator[Frame]:
+    def idle_frames(self, n: int, *, draw: bool = True) -> Iterator[Frame]:
         """Live mode: yield exactly ``n`` frames now, pushing silence onto the clock as needed.
 
         The silence pushed (``silence_samples`` in all) is part of the stream's timeline, so
         frames stay in sync with the audio clock: the caller plays it as silence. Idle frames
         are what the model makes of silence (mouth closed); the model has no blink, so none is
         added. Frames of audio pushed before come out first, in order.
+
+        draw=False (a live caller behind its clock): the frames advance the stream without
+        running the networks or the renderer; their ``rgb`` is the last picture drawn. A frame's
+        motion code depends only on its own audio window, so the next drawn frame is exactly
+        what it would have been.
         """
         if not self.live:
             raise InputError("idle_frames() needs a live session: avatar.session(live=True)")
@@ -193,7 +198,7 @@ class Session:
         while done < n:
             if self._features.ready_frames():
                 done += 1
-                yield self._next_frame()
+                yield self._next_frame(draw)
             else:
                 self._push_silence()
 
@@ -245,7 +250,7 @@ class Session:
         self._features.push_checked(self._silence[:k])
         self.silence_samples += k
 
-    def _next_frame(self) -> Frame:
+    def _next_frame(self, draw: bool = True) -> Frame:
         if self._deadline_runners:  # one bound for the whole frame, however its runs share it
             end = time.monotonic() + self._frame_budget_s
             for r in self._deadline_runners:
@@ -253,7 +258,7 @@ class Session:
         t0 = time.perf_counter()
         t = self._features.next_window(self._window)
         t1 = time.perf_counter()
-        if not self.dry_run:
+        if not self.dry_run and draw:
             if self._cuda:
                 self._frame_cuda(t1)
             else:

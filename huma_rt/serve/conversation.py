@@ -38,8 +38,9 @@ from huma_rt.speech.turns import TurnConfig, TurnDetector, TurnEvent
 log = logging.getLogger(__name__)
 
 RATE = 16000
-# frame index, pts seconds, rgb [H, W, 3] uint8 (valid during the call), audio [spf] f32
-FrameSink = Callable[[int, float, np.ndarray, np.ndarray], None]
+# frame index, pts seconds, rgb [H, W, 3] uint8 (valid during the call; None: no new picture, the
+# clock is behind), audio [spf] f32
+FrameSink = Callable[[int, float, np.ndarray | None, np.ndarray], None]
 Emit = Callable[[dict], None]
 
 
@@ -419,11 +420,16 @@ class Conversation:
                     self.on_rebase(-delay)
                 t_next = time.perf_counter()
             t_next += period
+            # More than a frame behind (an overloaded host: several visitors answered at once):
+            # this frame is not drawn and no picture is sent, only its audio, on time; the
+            # browser holds the last picture. Audio that arrives late is concealed, a frame
+            # that is missing is not seen.
+            behind = delay < -period
             got, marks = self._answer.take(spf, chunk)
             if rest is not None and not got and not marks:  # settled and idle: same picture
                 self._timeline.push(None, spf)
                 self._timeline.pop(spf, audio)
-                self.sink(index, index / self.fps, rest, audio)
+                self.sink(index, index / self.fps, None if behind else rest, audio)
                 index += 1
                 self.stats["frames"] += 1
                 self.stats["idle_skipped"] = self.stats.get("idle_skipped", 0) + 1
@@ -454,13 +460,15 @@ class Conversation:
                 else:
                     turn.last_sample = at + offset
             before = session.pushed_samples
-            for frame in session.idle_frames(1):
+            for frame in session.idle_frames(1, draw=not behind):
                 silence = session.pushed_samples - before
                 if silence:
                     self._timeline.push(None, silence)
                 self._timeline.pop(spf, audio)
                 self._on_frame_events(index * spf, (index + 1) * spf, index / self.fps)
-                self.sink(index, index / self.fps, frame.rgb, audio)
+                self.sink(index, index / self.fps, None if behind else frame.rgb, audio)
+                if behind:
+                    self.stats["not_drawn"] = self.stats.get("not_drawn", 0) + 1
                 index += 1
                 self.stats["frames"] += 1
                 quiet = 0 if self._timeline.pending_sound(spf) else quiet + 1

@@ -117,11 +117,14 @@ class AvatarMedia:
         return {"video": self._video.dropped, "audio": self._audio.dropped}
 
     def push(self, index: int, pts: float, rgb: np.ndarray, audio: np.ndarray) -> None:
-        """Called on the frame clock's thread with one frame and the 16 kHz samples it shows."""
+        """Called on the frame clock's thread with one frame and the 16 kHz samples it shows
+        (rgb None: no new picture, the frame clock is behind; only the audio is sent)."""
         av = self._av
-        vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")  # copies
-        vf.pts = round(pts * 90000)
-        vf.time_base = VIDEO_TIME_BASE
+        vf = None
+        if rgb is not None:
+            vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")  # copies
+            vf.pts = round(pts * 90000)
+            vf.time_base = VIDEO_TIME_BASE
         s16 = np.clip(audio * 32767.0, -32768, 32767).astype(np.int16)
         first = round(pts * AUDIO_RATE)
         packets = []
@@ -139,7 +142,8 @@ class AvatarMedia:
 
     def _deliver(self, vf, pts: float, packets) -> None:
         self.clock.start(pts)
-        self._video.put((vf, pts))
+        if vf is not None:
+            self._video.put((vf, pts))
         for p in packets:
             self._audio.put(p)
 

@@ -313,3 +313,31 @@ def test_frame_budget_applies_to_remote_runners_only(avatar):
         with pytest.raises(InputError, match="frame_budget_s"):
             s.frame_budget_s = bad
     s.close()
+
+
+def test_live_frames_not_drawn_leave_the_next_drawn_frame_unchanged(avatar):
+    """A live caller behind its clock advances frames without drawing them; the frames it does
+    draw are exactly those of a session that drew every frame."""
+    speech = speech_like(1.2, seed=3)
+    sessions = [avatar.session(live=True) for _ in range(2)]
+    drawn: list[list[np.ndarray]] = [[], []]
+    for i in range(0, speech.size, 640):
+        for k, s in enumerate(sessions):
+            s.push_audio(speech[i : i + 640])
+            draw = k == 0 or (i // 640) % 3 == 2  # the second one skips two frames in three
+            (frame,) = s.idle_frames(1, draw=draw)
+            drawn[k].append(frame.rgb.copy() if draw else None)
+    moved = 0
+    for full, sparse in zip(drawn[0], drawn[1], strict=True):
+        if sparse is not None:
+            np.testing.assert_array_equal(sparse, full)
+            moved += int(not np.array_equal(full, drawn[0][0]))
+    assert moved >= 3, "the test must compare frames that differ from the rest pose"
+    # a frame not drawn keeps the last picture and costs no network or render time
+    s = sessions[0]
+    s.push_audio(speech[:640])
+    (frame,) = s.idle_frames(1, draw=False)
+    np.testing.assert_array_equal(frame.rgb, drawn[0][-1])
+    assert s.stage_times["encode"] == s.stage_times["render"] == 0.0
+    for s in sessions:
+        s.close()

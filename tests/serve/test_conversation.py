@@ -54,12 +54,17 @@ class _Frames:
     def __init__(self) -> None:
         self.index, self.audio, self.rgb, self.change = [], [], {}, []
         self.first = None
+        self.skipped: list[int] = []
         self.lock = threading.Lock()
 
     def __call__(self, index, pts, rgb, audio) -> None:
         with self.lock:
             self.index.append(index)
             self.audio.append(audio.copy())
+            if rgb is None:  # not drawn (the clock was behind): the page keeps the last picture
+                self.change.append(self.change[-1] if self.change else 0.0)
+                self.skipped.append(index)
+                return
             if self.first is None:
                 self.first = rgb.astype(np.int16)
             self.change.append(float(np.abs(rgb.astype(np.int16) - self.first).mean()))  # 0: the rest pose
@@ -266,3 +271,35 @@ def test_a_visitor_who_goes_on_after_a_pause_is_one_question(conv_parts, recogni
     assert "help" in merged and "homework" in merged, heard  # the second question carries the first
     cut = [e for e in events if e["type"] == "answer_end" and e["turn"] == 1]
     assert cut and cut[0]["cut"] and cut[0]["why"] in ("the visitor went on", "barge-in"), cut
+
+
+def test_a_clock_behind_sends_the_audio_on_time_and_skips_pictures(conv_parts):
+    """Overload (here: a sink that stalls the frame clock 90 ms every fourth frame): frames more
+    than one period late are not drawn and send no picture, but every frame's audio goes out,
+    continuous and exact, and the clock does not slip."""
+    avatar, tts = conv_parts
+    events: list[dict] = []
+    frames = _Frames()
+
+    def slow_sink(index, pts, rgb, audio):
+        frames(index, pts, rgb, audio)
+        if rgb is not None and index % 4 == 0 and any(e["type"] == "answer_start" for e in events):
+            time.sleep(0.09)
+
+    conv = Conversation(avatar, tts, ScriptedResponder(["Sure, that is easy."]), None, slow_sink,
+                        events.append, ConversationConfig())  # fmt: skip
+    conv.start()
+    try:
+        _wait(lambda: conv.stats.get("idle_skipped", 0) >= 3, 60, "the idle rest pose")
+        conv.ask("What is two plus two?")
+        _wait(lambda: any(e["type"] == "answer_end" for e in events), 60, "the answer to end")
+    finally:
+        conv.stop()
+    assert frames.index == list(range(len(frames.index))), "every frame (drawn or not) is sent"
+    assert frames.skipped and conv.stats.get("not_drawn", 0) >= len(frames.skipped) // 2
+    assert conv.stats["clock_rebases"] == 0
+    audio = np.concatenate(frames.audio)
+    loud = np.flatnonzero(np.abs(audio) > 1e-4)
+    ref = tts.pcm[np.flatnonzero(np.abs(tts.pcm) > 1e-4)[0] :]
+    got = audio[loud[0] : loud[0] + ref.size]
+    assert np.array_equal(got, ref), "the answer's audio goes out whole, sample for sample"
