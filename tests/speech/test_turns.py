@@ -8,11 +8,10 @@ import importlib.util
 
 import numpy as np
 import pytest
+from conftest import espeak_speech
 
 from huma_rt.errors import InputError
 from huma_rt.speech.turns import SpeechProbability, TurnConfig, TurnDetector, looks_finished
-
-from conftest import espeak_speech
 
 RATE = 16000
 pytestmark = pytest.mark.skipif(
