@@ -83,7 +83,7 @@ def whole_fit(data: StaticFitData, truth: dict, clip: Path, size: int, iters: in
     cfg = StaticFitConfig(iterations=iters, downscale=d, checkpoint_every=max(iters // 4, 1), log_every=100,
                           densify=DensifyConfig(start=300, stop=int(iters * 0.8), interval=100))  # fmt: skip
     w0, c0 = time.perf_counter(), time.process_time()
-    result = fit_static(data, cfg, out / "checkpoint")
+    result = fit_static(data, cfg, clip / f"fit-checkpoint-{size}px")  # beside the clip, not in results
     wall, cpu = time.perf_counter() - w0, time.process_time() - c0
     ct = ClipTruth(clip)
     rows, sheet = [], []
