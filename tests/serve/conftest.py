@@ -2,27 +2,14 @@
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from _espeak import espeak  # tests/_espeak.py (test_browser imports it from here)
 
 sys.path.insert(0, str(Path(__file__).parent))
-
-from huma_rt.speech.audio import prepare_input, read_wav  # noqa: E402
-
-
-def espeak(text: str, path: Path) -> np.ndarray:
-    """16 kHz mono float32 speech of ``text`` from the espeak-ng program (also left at ``path``)."""
-    exe = shutil.which("espeak-ng")
-    if exe is None:
-        pytest.skip("espeak-ng (Debian package espeak-ng) is not installed")
-    subprocess.run([exe, "-v", "en-us", "-w", str(path), text], check=True, timeout=30)
-    pcm, rate = read_wav(path)
-    return prepare_input(pcm, rate)
 
 
 @pytest.fixture(scope="session")

@@ -9,6 +9,7 @@ import time
 
 import numpy as np
 import pytest
+from _espeak import espeak  # tests/_espeak.py
 
 from huma_rt.serve.conversation import (
     Conversation,
@@ -249,8 +250,6 @@ def test_spoken_question_is_answered_after_a_short_silence(conv_parts, question_
 
 
 def test_a_visitor_who_goes_on_after_a_pause_is_one_question(conv_parts, recognizer, tmp_path):
-    from conftest import espeak
-
     avatar, tts = conv_parts
     first = _trim(espeak("I need some help.", tmp_path / "a.wav"))
     rest = _trim(espeak("With my homework about trains.", tmp_path / "b.wav"))

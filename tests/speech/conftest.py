@@ -2,24 +2,14 @@
 
 from __future__ import annotations
 
-import shutil
-import subprocess
-
 import numpy as np
 import pytest
-
-from huma_rt.speech.audio import prepare_input, read_wav
+from _espeak import espeak  # tests/_espeak.py
 
 
 def espeak_speech(tmp_dir, text: str) -> np.ndarray:
     """16 kHz mono float32 speech of ``text`` from the espeak-ng command-line program."""
-    exe = shutil.which("espeak-ng")
-    if exe is None:
-        pytest.skip("espeak-ng (Debian package espeak-ng) is not installed")
-    path = tmp_dir / f"speech_{abs(hash(text))}.wav"
-    subprocess.run([exe, "-v", "en-us", "-w", str(path), text], check=True, timeout=30)
-    pcm, rate = read_wav(path)
-    return prepare_input(pcm, rate)
+    return espeak(text, tmp_dir / f"speech_{abs(hash(text))}.wav")
 
 
 @pytest.fixture(scope="session")

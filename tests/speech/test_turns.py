@@ -8,7 +8,7 @@ import importlib.util
 
 import numpy as np
 import pytest
-from conftest import espeak_speech
+from _espeak import espeak
 
 from huma_rt.errors import InputError
 from huma_rt.speech.turns import SpeechProbability, TurnConfig, TurnDetector, looks_finished
@@ -43,9 +43,9 @@ def _trim(pcm: np.ndarray) -> np.ndarray:
 def speech(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("turns")
     return {
-        "question": _trim(espeak_speech(tmp, "What is the weather like today in Paris?")),
-        "lead": _trim(espeak_speech(tmp, "Tell me about the weather and")),
-        "rest": _trim(espeak_speech(tmp, "the trains in Paris.")),
+        "question": _trim(espeak("What is the weather like today in Paris?", tmp / "q.wav")),
+        "lead": _trim(espeak("Tell me about the weather and", tmp / "lead.wav")),
+        "rest": _trim(espeak("the trains in Paris.", tmp / "rest.wav")),
     }
 
 
