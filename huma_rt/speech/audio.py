@@ -100,3 +100,45 @@ def write_wav(path: str | Path, pcm: np.ndarray, sample_rate: int) -> None:
     from huma_rt.media.wav import write_wav as _write
 
     _write(path, np.asarray(pcm, np.float32), int(sample_rate))
+
+
+class Windower:
+    """Audio of any chunk size -> consecutive windows of exactly ``size`` samples; what is left
+    over waits for the next push. Models that see fixed windows (silero: 512 samples) give the
+    same results however the stream was chunked."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._tail = np.zeros(size, np.float32)
+        self.held = 0  # samples waiting for a whole window
+
+    def reset(self) -> None:
+        self.held = 0
+
+    def windows(self, x: np.ndarray):
+        """Yield the whole windows that ``x`` [S] f32 completes, in order (each a view, valid
+        until the next one is yielded)."""
+        w, pos = self.size, 0
+        if self.held:
+            take = min(w - self.held, x.size)
+            self._tail[self.held : self.held + take] = x[:take]
+            self.held += take
+            pos = take
+            if self.held == w:
+                self.held = 0
+                yield self._tail
+        while x.size - pos >= w:
+            yield x[pos : pos + w]
+            pos += w
+        rest = x.size - pos
+        if rest:
+            self._tail[:rest] = x[pos:]
+            self.held = rest
+
+    def pad(self) -> np.ndarray | None:
+        """End of stream: the samples held, padded with silence to a window (None if none)."""
+        if not self.held:
+            return None
+        self._tail[self.held :] = 0.0
+        self.held = 0
+        return self._tail

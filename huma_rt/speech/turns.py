@@ -37,7 +37,7 @@ import numpy as np
 from huma_rt._optional import require
 from huma_rt.errors import InputError
 from huma_rt.model_config import _JsonConfig  # to_dict/from_dict/save/load
-from huma_rt.speech.audio import TARGET_RATE, to_mono_float
+from huma_rt.speech.audio import TARGET_RATE, Windower, to_mono_float
 from huma_rt.speech.vad import check_silero_model, packaged_model
 
 log = logging.getLogger(__name__)
@@ -188,8 +188,7 @@ class TurnDetector:
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="huma-asr") if background and transcribe else None
         self._max = int(c.max_speech_s * TARGET_RATE)
         self._pre = -(-int(c.pre_roll_s * TARGET_RATE) // WINDOW)  # windows
-        self._tail = np.zeros(WINDOW, np.float32)
-        self._tail_len = 0
+        self._windower = Windower(WINDOW)
         self._history: deque = deque(maxlen=self._pre + -(-self._min_speech // WINDOW) + 1)
         self.busy_s = 0.0  # time in the VAD model and the ASR, for the real-time factor
         self.asr_runs = 0
@@ -200,7 +199,7 @@ class TurnDetector:
         """Forget the stream (the model's state, any open utterance)."""
         self.prob.reset()
         self._pushed = 0  # samples seen, in whole windows
-        self._tail_len = 0
+        self._windower.reset()
         self._history.clear()
         self._candidate = 0  # speech windows in a row before an utterance opens
         self._open = False
@@ -228,7 +227,7 @@ class TurnDetector:
 
     @property
     def pushed_samples(self) -> int:
-        return self._pushed + self._tail_len
+        return self._pushed + self._windower.held
 
     def push(self, pcm: np.ndarray) -> list[TurnEvent]:
         """Feed 16 kHz mono audio of any length; returns the events it caused, in order."""
@@ -236,22 +235,8 @@ class TurnDetector:
         if x.ndim != 1:
             raise InputError(f"turn detector input must be mono; got shape {x.shape}")
         events: list[TurnEvent] = []
-        pos = 0
-        if self._tail_len:
-            take = min(WINDOW - self._tail_len, x.size)
-            self._tail[self._tail_len : self._tail_len + take] = x[:take]
-            self._tail_len += take
-            pos = take
-            if self._tail_len == WINDOW:
-                self._tail_len = 0
-                self._window(self._tail.copy(), events)
-        while x.size - pos >= WINDOW:
-            self._window(x[pos : pos + WINDOW].copy(), events)
-            pos += WINDOW
-        rest = x.size - pos
-        if rest:
-            self._tail[:rest] = x[pos:]
-            self._tail_len = rest
+        for w in self._windower.windows(x):
+            self._window(w.copy(), events)  # kept: the utterance's audio
         if self._open and self._silence and self._pending is not None:  # text ready between windows
             self._decide(events)
         return events

@@ -21,7 +21,7 @@ import numpy as np
 from huma_rt._optional import require
 from huma_rt.errors import FormatError, InputError, MissingDependencyError
 from huma_rt.model_config import _JsonConfig  # to_dict/from_dict/save/load
-from huma_rt.speech.audio import TARGET_RATE, to_mono_float
+from huma_rt.speech.audio import TARGET_RATE, Windower, to_mono_float
 
 log = logging.getLogger(__name__)
 
@@ -159,8 +159,7 @@ class StreamingVad:
             raise FormatError(f"sherpa-onnx rejected the VAD config {c.to_dict()}")
         self._vad = so.VoiceActivityDetector(vad_cfg, buffer_size_in_seconds=c.buffer_s)
         self._pushed = 0
-        self._tail = np.zeros(c.window, dtype=np.float32)  # partial window carried over
-        self._tail_len = 0
+        self._windower = Windower(c.window)  # sherpa is handed exact windows (see above)
         self.busy_s = 0.0  # compute time spent inside sherpa, for the real-time factor
 
     @property
@@ -173,22 +172,8 @@ class StreamingVad:
         if x.ndim != 1:
             raise InputError(f"VAD input must be mono; got shape {x.shape}")
         t0 = time.perf_counter()
-        w, pos = self.config.window, 0
-        if self._tail_len:
-            take = min(w - self._tail_len, x.size)
-            self._tail[self._tail_len : self._tail_len + take] = x[:take]
-            self._tail_len += take
-            pos = take
-            if self._tail_len == w:
-                self._vad.accept_waveform(self._tail)
-                self._tail_len = 0
-        while x.size - pos >= w:
-            self._vad.accept_waveform(x[pos : pos + w])
-            pos += w
-        rest = x.size - pos
-        if rest:
-            self._tail[:rest] = x[pos:]
-            self._tail_len = rest
+        for w in self._windower.windows(x):
+            self._vad.accept_waveform(w)
         self.busy_s += time.perf_counter() - t0
         self._pushed += x.size
         return list(self._drain())
@@ -200,10 +185,9 @@ class StreamingVad:
     def flush(self) -> list[SpeechSegment]:
         """End of stream: return the segment still open (if any) and reset the detector."""
         t0 = time.perf_counter()
-        if self._tail_len:
-            self._tail[self._tail_len :] = 0.0
-            self._vad.accept_waveform(self._tail)
-            self._tail_len = 0
+        last = self._windower.pad()
+        if last is not None:
+            self._vad.accept_waveform(last)
         self._vad.flush()
         self.busy_s += time.perf_counter() - t0
         segments = list(self._drain())
