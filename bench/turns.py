@@ -60,8 +60,8 @@ CONFIGS = {
     "silence 0.7 s": (_silence(0.7), False),
     "text 0.1 / 0.1 / 0.7 s": (TurnConfig(question_silence_s=0.1, short_silence_s=0.1, long_silence_s=0.7), True),
     "text 0.1 / 0.25 / 0.7 s": (TurnConfig(question_silence_s=0.1, short_silence_s=0.25, long_silence_s=0.7), True),
+    "text 0.1 / 0.3 / 0.7 s": (TurnConfig(question_silence_s=0.1, short_silence_s=0.3, long_silence_s=0.7), True),
     "text 0.1 / 0.4 / 0.7 s": (TurnConfig(question_silence_s=0.1, short_silence_s=0.4, long_silence_s=0.7), True),
-    "text 0.16 / 0.4 / 0.8 s": (TurnConfig(question_silence_s=0.16, short_silence_s=0.4, long_silence_s=0.8), True),
     "text 0.1 / 0.25 / 0.7 s, ASR after 32 ms": (TurnConfig(asr_after_s=0.032), True),
 }
 
