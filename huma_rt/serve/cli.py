@@ -46,7 +46,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     asr.add_argument("--no-asr", action="store_true", help="no speech recognition (questions typed only)")
     asr.add_argument("--question-silence", type=float, default=0.1,
                      help="silence (s) that ends a turn the recogniser heard as a question")
-    asr.add_argument("--statement-silence", type=float, default=0.25,
+    asr.add_argument("--statement-silence", type=float, default=0.3,
                      help="silence (s) that ends a turn whose words otherwise sound finished")
     asr.add_argument("--max-silence", type=float, default=0.7,
                      help="silence (s) that ends any turn (one ending on 'and', 'the', 'um' ...; every turn without ASR)")

@@ -213,6 +213,8 @@ class _Visit:
                 self.conversation.ask(str(msg.get("text", "")))
             except InputError as exc:
                 self.channel.emit({"type": "error", "message": str(exc)})
+        elif isinstance(msg, dict) and msg.get("type") == "leave":  # the page is closing
+            self.end("the page left")
         elif isinstance(msg, dict) and msg.get("type") == "ping":
             self.channel.emit({"type": "pong", "id": msg.get("id"), "server_t": time.time() * 1000})
 

@@ -8,7 +8,7 @@ import subprocess
 import sys
 
 import pytest
-from _live import REPO, Server
+from huma_rt.bench._browser import REPO, Server
 
 from huma_rt.errors import InputError
 from huma_rt.serve.server import ServerConfig, check_offer, is_loopback

@@ -145,3 +145,33 @@ def test_microphone_packets_are_handed_on_one_behind_not_four():
             await pc.close()
 
     asyncio.run(run())
+
+
+def test_a_page_that_leaves_ends_its_visit_at_once():
+    async def run():
+        visit = _Visit(WorkerConfig(bundle="b"), None, lambda msg: None)
+        visit.conversation, visit.channel = _Conv(0.0), _Channel()
+        visit._page_message('{"type": "ping", "id": 1}')
+        assert not visit.done.is_set()
+        visit._page_message('{"type": "leave"}')
+        return visit
+
+    visit = asyncio.run(run())
+    assert visit.done.is_set() and visit.reason == "the page left"
+
+
+def test_frames_behind_the_clock_send_their_audio_without_a_picture():
+    from huma_rt.serve.peer import AvatarMedia
+
+    async def run():
+        media = AvatarMedia(asyncio.get_running_loop(), fps=25, video_queue=8, audio_queue=50)
+        rgb = np.zeros((64, 64, 3), np.uint8)
+        audio = np.zeros(640, np.float32)
+        for i in range(4):
+            media.push(i, i / 25, None if i % 2 else rgb, audio)
+        await asyncio.sleep(0.1)
+        return media
+
+    media = asyncio.run(run())
+    assert [pts for _, pts in media._video.items] == [0.0, 2 / 25]
+    assert len(media._audio.items) == 4 * 2  # two 20 ms packets per frame, none missing

@@ -246,6 +246,11 @@ async function start() {
 }
 
 $("start").onclick = start;
+// A closed tab says so, so its worker ends now instead of after 5 s without microphone packets.
+window.addEventListener("pagehide", () => {
+  send({ type: "leave" });
+  if (pc) pc.close();
+});
 $("mic").onclick = () => huma.setMic(!micTrack.enabled);
 $("ask").onsubmit = (e) => {
   e.preventDefault();
