@@ -5,10 +5,10 @@ it was most of a spoken turn's latency. Here the decision also uses what was sai
 
 - every 32 ms window gets the silero speech probability (:class:`SpeechProbability`, the
   packaged model in onnxruntime; hysteresis between ``threshold`` and ``off_threshold``);
-- after ``asr_after_s`` of silence (two windows: a one-window dip between words is common and
-  each decode costs ~0.1 s), the utterance so far (with ``pre_roll_s`` of audio before it) is
-  transcribed while the silence goes on (speculative ASR; on its own thread with
-  ``background=True``, so the stream keeps being read);
+- at the first silent window (``asr_after_s``), the utterance so far (with ``pre_roll_s`` of
+  audio before it) is transcribed while the silence goes on (speculative ASR; on its own thread
+  with ``background=True``, so the stream keeps being read; a decode not yet started when
+  speech comes back is dropped, so dips between words queue no work);
 - the turn ends after ``question_silence_s`` of silence when that text is a question (ends with
   "?": the recogniser punctuates), after ``short_silence_s`` when it otherwise looks finished
   (:func:`looks_finished`), and after ``long_silence_s`` whatever it says;
@@ -126,7 +126,7 @@ class TurnConfig(_JsonConfig):
     long_silence_s: float = 0.7
     max_speech_s: float = 20.0
     pre_roll_s: float = 0.1
-    asr_after_s: float = 0.064
+    asr_after_s: float = 0.032
     model: str | None = None
     num_threads: int = 1
 
@@ -288,7 +288,8 @@ class TurnDetector:
         if p >= c.off_threshold:
             if self._silence:
                 events.append(TurnEvent("resume", self._start, self._pushed, time.perf_counter()))
-            self._silence, self._text, self._pending = 0, None, None
+            self._drop_pending()
+            self._silence, self._text = 0, None
             self._speech_end = self._pushed
             if self._pushed - self._start >= self._max:
                 events.append(self._end("max_speech"))
@@ -298,10 +299,17 @@ class TurnDetector:
             events.append(TurnEvent("pause", self._start, self._speech_end, time.perf_counter()))
         if self._silence == self._asr_after and self.transcribe is not None:  # what was said so far
             if self._pool is not None:
+                self._drop_pending()
                 self._pending = self._pool.submit(self._transcribe, self._audio())
             else:
                 self._text = self._transcribe(self._audio())
         self._decide(events)
+
+    def _drop_pending(self) -> None:
+        """A speculative text no longer wanted (speech came back): not started, it never runs."""
+        if self._pending is not None:
+            self._pending.cancel()
+            self._pending = None
 
     def _decide(self, events: list[TurnEvent]) -> None:
         if self._pending is not None and self._pending.done():
