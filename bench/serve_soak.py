@@ -41,6 +41,7 @@ from huma_rt.bench import _proc
 from huma_rt.bench._browser import Page, Server, noise, silence, tree_state, write_wav48
 from huma_rt.bench.common import markdown_table, write_result
 from huma_rt.bench.serve_latency import REPLY, page_turns, pct, question_wav, stage_names
+from huma_rt.bench.soak import plot_rss
 
 log = logging.getLogger(__name__)
 
@@ -160,28 +161,9 @@ def run(quick: bool, out_dir: Path, minutes: float | None = None, mic: str = "qu
             f.write("\nSpoken turns by tenth of the run (p50, ms):\n\n" + markdown_table(extra["by_tenth"]))
         f.write(f"\nServer stages p50 (ms after the last speech sample): {stage_p50}\n")
         f.write(f"\nPage receive counters, first and last: {receive[:1] + receive[-1:]}\n")
-    _plot(samples, Path(out_dir) / f"{name}_rss.png", f"huma-rt serve worker, mic {row['mic']}")
+    plot_rss([(s[0], s[1]) for s in samples], Path(out_dir) / f"{name}_rss.png",
+             f"huma-rt serve worker, mic {row['mic']}", ylabel="worker resident memory (MiB)")  # fmt: skip
     return record
-
-
-def _plot(samples: list, path: Path, title: str) -> None:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        log.info("matplotlib missing: no %s", path.name)
-        return
-    fig, ax = plt.subplots(figsize=(6, 3.2), dpi=120)
-    ax.plot([s[0] / 60 for s in samples], [s[1] for s in samples])
-    ax.set_xlabel("minutes")
-    ax.set_ylabel("worker resident memory (MiB)")
-    ax.set_title(title, fontsize=9)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
 
 
 def main(argv: list[str] | None = None) -> int:

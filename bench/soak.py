@@ -231,11 +231,12 @@ def run(quick: bool, out_dir: Path, device: str = "cpu", bundle: Path | None = N
     record = write_result(out_dir, "soak", [row], extra)
     with open(out_dir / "soak.md", "a") as f:
         f.write("\nFrame time by tenth of the run (all sessions):\n\n" + markdown_table(extra["latency_by_tenth"]))
-    _plot_rss(rss, out_dir / "soak_rss.png", f"{sessions} sessions x {seconds:.0f} s, {which} avatar")
+    plot_rss(rss, out_dir / "soak_rss.png", f"{sessions} sessions x {seconds:.0f} s, {which} avatar")
     return record
 
 
-def _plot_rss(rss: list[tuple[float, float]], path: Path, title: str) -> None:
+def plot_rss(rss: list[tuple[float, float]], path: Path, title: str, ylabel: str = "resident memory (MiB)") -> None:
+    """Resident memory (MiB) against minutes, as a PNG (skipped without matplotlib)."""
     try:
         import matplotlib
 
@@ -247,7 +248,7 @@ def _plot_rss(rss: list[tuple[float, float]], path: Path, title: str) -> None:
     fig, ax = plt.subplots(figsize=(6, 3.2), dpi=120)
     ax.plot([t / 60 for t, _ in rss], [r for _, r in rss])
     ax.set_xlabel("minutes")
-    ax.set_ylabel("resident memory (MiB)")
+    ax.set_ylabel(ylabel)
     ax.set_ylim(bottom=0)
     ax.set_title(title, fontsize=9)
     ax.grid(alpha=0.3)

@@ -147,6 +147,21 @@ HR_HD void hr_persp_proj(const HrCamera &cam, const F m[3], const F C[9], F cov2
     mean2d[1] = cam.fy * y * rz + cam.cy;
 }
 
+// The camera-frame covariance R cw R^T of a world covariance cw (row-major 3x3), the same
+// arithmetic for the projection and its VJP (which recomputes the forward).
+template <class F>
+HR_HD void hr_camera_covar(const HrCamera &cam, const F cw[9], F cc[9]) {
+    F RC[9];
+    for (int r = 0; r < 3; ++r)
+        for (int c = 0; c < 3; ++c)
+            RC[r * 3 + c] = cam.R[r * 3 + 0] * cw[0 * 3 + c] + cam.R[r * 3 + 1] * cw[1 * 3 + c] +
+                            cam.R[r * 3 + 2] * cw[2 * 3 + c];
+    for (int r = 0; r < 3; ++r)
+        for (int c = 0; c < 3; ++c)
+            cc[r * 3 + c] = RC[r * 3 + 0] * cam.R[c * 3 + 0] + RC[r * 3 + 1] * cam.R[c * 3 + 1] +
+                            RC[r * 3 + 2] * cam.R[c * 3 + 2];
+}
+
 // Full EWA projection of one Gaussian (scales and opacity already activated) into out, an
 // HrProjected (or its lanes). A culled Gaussian gets rx = ry = 0 (its other fields are
 // undefined): outside the depth range, degenerate, too transparent to reach alpha 1/255, or
@@ -160,16 +175,8 @@ HR_HD void hr_project(const HrCamera &cam, const F mean[3], const F quat[4], con
     auto culled = (mc[2] < cam.near_plane) | (mc[2] > cam.far_plane);
     F cw[9];
     hr_quat_scale_to_covar(quat, scale, cw);
-    // camera covariance R cw R^T
-    F RC[9], cc[9];
-    for (int r = 0; r < 3; ++r)
-        for (int c = 0; c < 3; ++c)
-            RC[r * 3 + c] = cam.R[r * 3 + 0] * cw[0 * 3 + c] + cam.R[r * 3 + 1] * cw[1 * 3 + c] +
-                            cam.R[r * 3 + 2] * cw[2 * 3 + c];
-    for (int r = 0; r < 3; ++r)
-        for (int c = 0; c < 3; ++c)
-            cc[r * 3 + c] = RC[r * 3 + 0] * cam.R[c * 3 + 0] + RC[r * 3 + 1] * cam.R[c * 3 + 1] +
-                            RC[r * 3 + 2] * cam.R[c * 3 + 2];
+    F cc[9];
+    hr_camera_covar(cam, cw, cc);
     F cov2d[3], m2[2];
     hr_persp_proj(cam, mc, cc, cov2d, m2);
     // low-pass dilation (eps2d), then invert
@@ -506,15 +513,8 @@ HR_HD void hr_project_vjp(const HrCamera &cam, const float mean[3], const float 
     hr_world_to_camera(cam, mean, mc);
     float cw[9];
     hr_quat_scale_to_covar(quat, scale, cw);
-    float RC[9], cc[9];
-    for (int r = 0; r < 3; ++r)
-        for (int c = 0; c < 3; ++c)
-            RC[r * 3 + c] = cam.R[r * 3 + 0] * cw[0 * 3 + c] + cam.R[r * 3 + 1] * cw[1 * 3 + c] +
-                            cam.R[r * 3 + 2] * cw[2 * 3 + c];
-    for (int r = 0; r < 3; ++r)
-        for (int c = 0; c < 3; ++c)
-            cc[r * 3 + c] = RC[r * 3 + 0] * cam.R[c * 3 + 0] + RC[r * 3 + 1] * cam.R[c * 3 + 1] +
-                            RC[r * 3 + 2] * cam.R[c * 3 + 2];
+    float cc[9];
+    hr_camera_covar(cam, cw, cc);
     float cov2d[3], m2[2];
     hr_persp_proj(cam, mc, cc, cov2d, m2);
     cov2d[0] += HR_EPS2D;
