@@ -775,6 +775,16 @@ void blend_tiles_base(const BlendRecord *rec, int width, int height, const int *
 // vexp_neg; within 2 ulp of expf for v <= 0, the only lanes whose value is used).
 HR_INLINE v8f hr_exp(v8f v) { return vexp_neg<false>(v); }
 
+// Whether the AVX2+FMA clones may run: asked of the CPU once; never in the baseline-ISA build.
+static bool cpu_has_avx2_fma() {
+#ifdef HR_BASELINE_ISA
+    return false;
+#else
+    static const bool yes = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    return yes;
+#endif
+}
+
 // Blend every tile of rect front to back. Writes un-composited colour sum(c * alpha * T)
 // [H,W,3], alpha = 1 - T [H,W] and, when out_depth is not null, the expected depth
 // sum(z * alpha * T) / alpha [H,W] for the pixels of rect; pixels outside rect are untouched.
@@ -784,11 +794,7 @@ HR_EXPORT void hr_cpu_blend(const void *records, int width, int height, const in
                             const int *tile_offsets, const uint64_t *keys, void *scratch,
                             int64_t scratch_per_thread, float *out_rgb, float *out_alpha,
                             float *out_depth, int threads) {
-#ifdef HR_BASELINE_ISA
-    const bool fma = false;
-#else
-    static const bool fma = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-#endif
+    const bool fma = cpu_has_avx2_fma();
     (fma ? blend_tiles_fma : blend_tiles_base)(static_cast<const BlendRecord *>(records), width,
                                                height, rect, tile_offsets, keys, scratch,
                                                scratch_per_thread, out_rgb, out_alpha,
@@ -802,11 +808,7 @@ HR_EXPORT void hr_cpu_blend_save(const void *records, int width, int height, con
                                  const int *tile_offsets, const uint64_t *keys, void *scratch,
                                  int64_t scratch_per_thread, float *out_rgb, float *out_alpha,
                                  float *out_T, int *out_last, int threads) {
-#ifdef HR_BASELINE_ISA
-    const bool fma = false;
-#else
-    static const bool fma = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-#endif
+    const bool fma = cpu_has_avx2_fma();
     (fma ? blend_tiles_fma : blend_tiles_base)(static_cast<const BlendRecord *>(records), width,
                                                height, rect, tile_offsets, keys, scratch,
                                                scratch_per_thread, out_rgb, out_alpha, nullptr,
@@ -1016,11 +1018,7 @@ void blend_backward_base(HR_BLEND_BACKWARD_ARGS) { HR_BLEND_BACKWARD_TILES }
 // tiles (round-robin); the shares are summed in thread order, so a run is deterministic for a
 // thread count.
 HR_EXPORT void hr_cpu_blend_backward(HR_BLEND_BACKWARD_ARGS) {
-#ifdef HR_BASELINE_ISA
-    const bool avx2 = false;
-#else
-    static const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-#endif
+    const bool avx2 = cpu_has_avx2_fma();
     threads = pick_threads(threads);
     (avx2 ? blend_backward_avx2 : blend_backward_base)(n, proj, rgb, width, height, rect,
                                                        tile_offsets, keys, final_T, last_entry,
