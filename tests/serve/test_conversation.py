@@ -266,8 +266,10 @@ def test_a_visitor_who_goes_on_after_a_pause_is_one_question(conv_parts, recogni
         conv.stop()
     heard = [e["text"] for e in events if e["type"] == "heard"]
     assert len(heard) == 2 and "help" in heard[0].lower(), heard
-    merged = heard[1].lower()
-    assert "help" in merged and "homework" in merged, heard  # the second question carries the first
+    # the second question carries the first, then the words said after the pause (what the ASR
+    # makes of those varies with where the speculative decode cut them: not asserted word by word)
+    first, merged = heard[0].lower().rstrip(".?!"), heard[1].lower()
+    assert merged.startswith(first) and len(merged.split()) >= len(first.split()) + 3, heard
     cut = [e for e in events if e["type"] == "answer_end" and e["turn"] == 1]
     assert cut and cut[0]["cut"] and cut[0]["why"] in ("the visitor went on", "barge-in"), cut
 
