@@ -162,6 +162,20 @@ HR_HD void hr_camera_covar(const HrCamera &cam, const F cw[9], F cc[9]) {
                             RC[r * 3 + 2] * cam.R[c * 3 + 2];
 }
 
+// From a camera-frame mean mc and the activated quat/scale: the camera covariance cc, the 2D
+// mean m2 and the screen covariance cov2d with its low-pass dilation (eps2d). One sequence for
+// the projection and its VJP, which recomputes it.
+template <class F>
+HR_HD void hr_screen_covar(const HrCamera &cam, const F mc[3], const F quat[4], const F scale[3],
+                           F cc[9], F cov2d[3], F m2[2]) {
+    F cw[9];
+    hr_quat_scale_to_covar(quat, scale, cw);
+    hr_camera_covar(cam, cw, cc);
+    hr_persp_proj(cam, mc, cc, cov2d, m2);
+    cov2d[0] += HR_EPS2D;
+    cov2d[2] += HR_EPS2D;
+}
+
 // Full EWA projection of one Gaussian (scales and opacity already activated) into out, an
 // HrProjected (or its lanes). A culled Gaussian gets rx = ry = 0 (its other fields are
 // undefined): outside the depth range, degenerate, too transparent to reach alpha 1/255, or
@@ -173,15 +187,9 @@ HR_HD void hr_project(const HrCamera &cam, const F mean[3], const F quat[4], con
     F mc[3];
     hr_world_to_camera(cam, mean, mc);
     auto culled = (mc[2] < cam.near_plane) | (mc[2] > cam.far_plane);
-    F cw[9];
-    hr_quat_scale_to_covar(quat, scale, cw);
-    F cc[9];
-    hr_camera_covar(cam, cw, cc);
-    F cov2d[3], m2[2];
-    hr_persp_proj(cam, mc, cc, cov2d, m2);
-    // low-pass dilation (eps2d), then invert
-    cov2d[0] += HR_EPS2D;
-    cov2d[2] += HR_EPS2D;
+    F cc[9], cov2d[3], m2[2];
+    hr_screen_covar(cam, mc, quat, scale, cc, cov2d, m2);
+    // invert the dilated cov2d
     F det = cov2d[0] * cov2d[2] - cov2d[1] * cov2d[1];
     culled = culled | !(det > 0.f);
     F idet = 1.f / det;
@@ -511,14 +519,8 @@ HR_HD void hr_project_vjp(const HrCamera &cam, const float mean[3], const float 
                           float v_quat[4], float v_scale[3], float &v_opacity) {
     float mc[3];
     hr_world_to_camera(cam, mean, mc);
-    float cw[9];
-    hr_quat_scale_to_covar(quat, scale, cw);
-    float cc[9];
-    hr_camera_covar(cam, cw, cc);
-    float cov2d[3], m2[2];
-    hr_persp_proj(cam, mc, cc, cov2d, m2);
-    cov2d[0] += HR_EPS2D;
-    cov2d[2] += HR_EPS2D;
+    float cc[9], cov2d[3], m2[2];
+    hr_screen_covar(cam, mc, quat, scale, cc, cov2d, m2);
     const float idet = 1.f / (cov2d[0] * cov2d[2] - cov2d[1] * cov2d[1]);
     // conic Q = inverse of the dilated cov2d: dL/dcov2d = -Q G_Q Q, G_Q the gradient of each
     // matrix entry (the off-diagonal cb is both entries: half its gradient each)
