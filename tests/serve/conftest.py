@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from _espeak import espeak  # tests/_espeak.py (test_browser imports it from here)
+from _espeak import espeak  # tests/_espeak.py
 
 sys.path.insert(0, str(Path(__file__).parent))
 

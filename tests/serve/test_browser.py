@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import espeak
+from _espeak import espeak  # tests/_espeak.py
 from huma_rt.bench._browser import CHROMIUM, Page, Server, silence, write_wav48
 
 pytest.importorskip("aiortc")
