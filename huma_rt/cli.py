@@ -23,6 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "keygen": ("huma_rt.commands.keygen", "make an ed25519 key pair for signing bundles (pack --sign)"),
     "render": ("huma_rt.commands.render", "render a WAV file through a bundle into MP4, PNGs or raw RGB"),
     "demo": ("huma_rt.commands.demo", "render the built-in demo avatar speaking text or a WAV"),
+    "train": ("huma_rt.train.cli", "make a person's avatar bundle from a talking-head video (extra 'train')"),
     "chat": ("huma_rt.speech.cli", "VAD -> ASR -> responder -> TTS -> avatar, with a latency table"),
     "serve": ("huma_rt.serve.cli", "talk to the avatar in a browser (WebRTC, one worker process per visitor)"),
     "triton-repo": ("huma_rt.triton.cli", "write a Triton Inference Server model repository"),
