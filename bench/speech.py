@@ -7,8 +7,9 @@ Scenarios (medians and p95 over repeats, after a warm-up turn):
   load time, decode latency of 1, 3 and 8 s segments of Piper speech on 1 and 2 threads, the
   real-time factor over the test sentences, and the word error rate on them (Piper voice and
   espeak-ng, whole clips). Skipped (and said so) without moonshine-voice.
-- ``full_chain``: real espeak-ng speech fed at real time -> silero VAD -> ASR (--asr-model, else
-  the shipped Moonshine tiny-en, else the known transcript, reported as such) ->
+- ``full_chain``: real espeak-ng speech fed at real time -> end of turn (silero VAD + the ASR's
+  text during the silence, huma_rt.speech.turns; ASR: --asr-model, else the shipped Moonshine
+  tiny-en, else the known transcript, reported as such) ->
   OpenAI-compatible responder on a local HTTP server streaming at once -> TTS -> first frame.
 The avatar is ``--bundle`` (default: the demo avatar when the demo command provides it). If the
 runtime is not installed, a null avatar that renders nothing is used and the result says so.
@@ -37,7 +38,7 @@ from huma_rt.bench.common import stats_ms, write_result
 from huma_rt.speech.asr import AsrResult
 from huma_rt.speech.pipeline import ChatPipeline, PipelineConfig
 from huma_rt.speech.responder import OpenAIConfig, OpenAIResponder, ScriptedResponder
-from huma_rt.speech.vad import VadConfig
+from huma_rt.speech.turns import TurnConfig
 
 log = logging.getLogger(__name__)
 
@@ -259,7 +260,7 @@ def run(quick: bool, out_dir: Path, *, bundle: str | None = None, repeat: int | 
             "rtf_tts": float(np.median([t.rtf.get("tts", np.nan) for t in turns])),
             "rtf_avatar": float(np.median([t.rtf.get("avatar", np.nan) for t in turns]))})
 
-        # 3. full chain: paced speech -> VAD -> ASR -> HTTP responder -> TTS -> first frame.
+        # 3. full chain: paced speech -> end of turn (VAD + ASR) -> HTTP responder -> TTS -> first frame.
         server = ThreadingHTTPServer(("127.0.0.1", 0), _SseHandler)
         server.daemon_threads = True
         thread = threading.Thread(target=server.serve_forever, daemon=True)
@@ -278,7 +279,7 @@ def run(quick: bool, out_dir: Path, *, bundle: str | None = None, repeat: int | 
                 asr_desc = asr.description
             else:
                 asr, asr_desc = _KnownTranscript(), "known transcript (moonshine-voice not installed)"
-            cfg = PipelineConfig(live=True, pace_input=True, vad=VadConfig(min_silence_s=0.25))
+            cfg = PipelineConfig(live=True, pace_input=True, turns=TurnConfig())
             question = _speech_question()
             chain = ChatPipeline(avatar, tts, responder, asr=asr, config=cfg)
             chain.open()
@@ -303,9 +304,9 @@ def run(quick: bool, out_dir: Path, *, bundle: str | None = None, repeat: int | 
             "avatar": avatar_desc,
             "text_to_first_frame_p50_ms": median_of("text_to_first_frame", "first_frame"),
             "full_chain_first_frame_p50_ms": median_of("full_chain", "first_frame"),
-            "full_chain_after_vad_p50_ms": (median_of("full_chain", "first_frame") or 0) - (median_of("full_chain", "vad_end") or 0),
+            "full_chain_after_turn_end_p50_ms": (median_of("full_chain", "first_frame") or 0) - (median_of("full_chain", "turn_end") or 0),
             "targets_ms": {"text_to_first_frame": 300, "full_chain_fast_responder": 500},
-            "vad_min_silence_s": 0.25,
+            "turns": TurnConfig().to_dict(),
             "tts_threads": threads,
             "full_chain_asr": asr_desc,
             "full_chain_questions_heard": sorted({t.question for t in chain_turns}),

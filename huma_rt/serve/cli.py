@@ -20,6 +20,7 @@ from huma_rt.speech.cli import (
     add_responder_arguments,
     asr_config,
     responder_options,
+    turn_config,
 )
 
 log = logging.getLogger(__name__)
@@ -44,12 +45,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "66 ms a frame on 1 thread vs 214 ms on 2)")
     asr = add_asr_arguments(parser, "speech recognition")
     asr.add_argument("--no-asr", action="store_true", help="no speech recognition (questions typed only)")
-    asr.add_argument("--question-silence", type=float, default=0.1,
-                     help="silence (s) that ends a turn the recogniser heard as a question")
-    asr.add_argument("--statement-silence", type=float, default=0.3,
-                     help="silence (s) that ends a turn whose words otherwise sound finished")
-    asr.add_argument("--max-silence", type=float, default=0.7,
-                     help="silence (s) that ends any turn (one ending on 'and', 'the', 'um' ...; every turn without ASR)")
     asr.add_argument("--barge-in", type=float, default=0.3,
                      help="seconds of the visitor's speech (from its start; the VAD needs 0.25) that cut an "
                           "answer in progress")
@@ -120,8 +115,7 @@ def worker_config(args):
         bundle=str(Path(bundle).resolve()), responder=responder, responder_options=options, asr=asr,
         voice=str(args.voice) if args.voice else None, speed=args.speed, tts_threads=args.tts_threads,
         threads=args.threads, barge_in_s=args.barge_in,
-        turns={"question_silence_s": args.question_silence, "short_silence_s": args.statement_silence,
-               "long_silence_s": args.max_silence},
+        turns=turn_config(args).to_dict(),
         max_answer_chars=args.max_answer_chars, idle_timeout_s=args.idle_timeout,
         loopback=is_loopback(args.host) and not args.public_media, log_level=level)  # fmt: skip
 

@@ -69,7 +69,23 @@ def add_asr_arguments(parser: argparse.ArgumentParser, title: str):
                           "Moonshine tiny-en (pip install --no-deps moonshine-voice==0.1.0)")  # fmt: skip
     asr.add_argument("--asr-kind", default="auto", help="auto|moonshine|transducer|paraformer|whisper|sense-voice")
     asr.add_argument("--asr-mode", default="auto", help="auto|online|offline")
+    asr.add_argument("--question-silence", type=float, default=0.1,
+                     help="silence (s) that ends a turn the recogniser heard as a question")
+    asr.add_argument("--statement-silence", type=float, default=0.3,
+                     help="silence (s) that ends a turn whose words otherwise sound finished")
+    asr.add_argument("--max-silence", type=float, default=0.7,
+                     help="silence (s) that ends any turn (one ending on 'and', 'the', 'um' ...; every turn without ASR)")
     return asr
+
+
+def turn_config(args: argparse.Namespace):
+    """The TurnConfig (end-of-turn silences) of the options ``add_asr_arguments`` added."""
+    from huma_rt.speech.turns import TurnConfig
+
+    cfg = TurnConfig(question_silence_s=args.question_silence, short_silence_s=args.statement_silence,
+                     long_silence_s=args.max_silence)  # fmt: skip
+    cfg.validate()
+    return cfg
 
 
 def asr_config(args: argparse.Namespace, num_threads: int = 1):
@@ -155,6 +171,7 @@ def run(args) -> int:
     if args.output.suffix.lower() != ".mp4":
         raise InputError(f"-o must name an .mp4 file; got {args.output}")
     text, audio = _question(args)
+    turns = turn_config(args)
     asr_cfg = None
     if audio is not None:
         # no --asr-model: the shipped Moonshine tiny-en (MissingDependencyError says how to install it)
@@ -169,7 +186,8 @@ def run(args) -> int:
     print(f"loaded avatar, voice{f' and ASR ({asr.description})' if asr else ''} in {time.perf_counter() - t0:.2f} s",
           file=sys.stderr)
 
-    cfg = PipelineConfig(live=not args.no_live, pace_input=not args.no_pace, max_answer_chars=args.max_answer_chars)
+    cfg = PipelineConfig(live=not args.no_live, pace_input=not args.no_pace, max_answer_chars=args.max_answer_chars,
+                         turns=turns)
     pipe = ChatPipeline(avatar, tts, responder, asr=asr, config=cfg)
     pipe.open()  # the session's setup stays out of the answer's latency
     sink = _Mp4Sink(args.output, avatar)

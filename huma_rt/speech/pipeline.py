@@ -1,4 +1,4 @@
-"""The conversation chain: (VAD -> ASR) -> responder -> TTS -> avatar session, stages overlapping.
+"""The conversation chain: (end of turn: VAD + ASR) -> responder -> TTS -> avatar session, stages overlapping.
 
 Each stage runs in its own thread and hands its output on through a queue as soon as a piece
 is ready: the responder streams text deltas, the TTS speaks each chunk as it completes, the
@@ -24,7 +24,7 @@ import numpy as np
 from huma_rt.errors import HumaError, InputError
 from huma_rt.speech.audio import TARGET_RATE, prepare_input
 from huma_rt.speech.text import ChunkAssembler, decode_text, is_speakable
-from huma_rt.speech.vad import StreamingVad, VadConfig
+from huma_rt.speech.turns import TurnConfig, TurnDetector
 
 log = logging.getLogger(__name__)
 
@@ -42,20 +42,21 @@ class PipelineConfig:
     """live: real-time frame clock, gaps filled with silence (False: as fast as possible).
     pace_input: feed input audio at real time, as a microphone would (latencies measured from
     the true end of speech). input_chunk: samples per input push. max_answer_chars: the answer
-    is cut at a chunk boundary past this length."""
+    is cut at a chunk boundary past this length. turns: the end-of-turn decision (silero VAD
+    plus the ASR's text of the utterance so far, as ``huma-rt serve`` decides it)."""
 
     live: bool = True
     pace_input: bool = True
     input_chunk: int = 320
     max_answer_chars: int = 2000
-    vad: VadConfig = field(default_factory=VadConfig)
+    turns: TurnConfig = field(default_factory=TurnConfig)
 
 
 # Latency milestones, in chain order: (attribute, label)
 MILESTONES = (
     ("user_end", "end of user speech / text in"),
-    ("vad_end", "VAD end of speech"),
-    ("asr_final", "ASR final"),
+    ("asr_final", "ASR text (during the silence)"),
+    ("turn_end", "end of turn decided"),
     ("responder_first", "responder first chunk"),
     ("tts_first", "TTS first audio"),
     ("first_frame", "first video frame"),
@@ -202,55 +203,66 @@ class ChatPipeline:
             from huma_rt.speech.asr import Recognizer
 
             self.asr = Recognizer()
-        vad = StreamingVad(self.config.vad)  # before any thread: bad VAD settings fail here
+        heard: list = []  # the AsrResult of each decode (its real-time factor is reported)
+
+        def transcribe(samples: np.ndarray) -> str:
+            heard.append(self.asr.transcribe(samples))
+            return heard[-1].text.strip()
+
+        # before any thread: bad settings fail here. Paced like a microphone, the ASR decodes on a
+        # thread of its own while the silence goes on, as in huma-rt serve; as fast as possible,
+        # inline (the same decisions, deterministic)
+        turns = TurnDetector(self.config.turns, transcribe, background=self.config.pace_input)
         result = ChatResult()
         q_text: queue.Queue = queue.Queue()
-        listener = threading.Thread(target=self._listen, args=(vad, x, q_text, result), daemon=True)
+        listener = threading.Thread(target=self._listen, args=(turns, heard, x, q_text, result), daemon=True)
         listener.start()
         try:
             return self._answer(q_text, result, sink)
         finally:
             listener.join(timeout=5)
+            turns.close()
 
     # -- stages ------------------------------------------------------------------------------
-    def _listen(self, vad: StreamingVad, x: np.ndarray, q_text: queue.Queue, result: ChatResult) -> None:
-        """VAD over the input (paced like a microphone), then ASR on the first utterance."""
+    def _listen(self, turns: TurnDetector, heard: list, x: np.ndarray, q_text: queue.Queue,
+                result: ChatResult) -> None:  # fmt: skip
+        """End-of-turn detection over the input (paced like a microphone); the first turn's text
+        (transcribed by the detector during the silence) is the question."""
         try:
             step = self.config.input_chunk
             pushed_at: list[float] = []
             t_start = time.perf_counter()
-            segment = None
+            turn = None
             for i in range(0, x.size, step):
                 if self.config.pace_input:
                     delay = t_start + i / TARGET_RATE - time.perf_counter()
                     if delay > 0:
                         time.sleep(delay)
                 pushed_at.append(time.perf_counter())
-                done = vad.push(x[i : i + step])
-                if done:
-                    segment = done[0]
+                turn = next((e for e in turns.push(x[i : i + step]) if e.kind == "end"), None)
+                if turn is not None:
                     break
-            if segment is None:
-                done = vad.flush()
-                segment = done[0] if done else None
-            if segment is None:
+            if turn is None:
+                turn = next((e for e in turns.flush() if e.kind == "end"), None)
+            if turn is None:
                 raise InputError(
                     f"no speech found in the question audio ({x.size / TARGET_RATE:.2f} s; silence only?)"
                 )
             if self.config.pace_input:  # the wall time at which the last speech sample was spoken
-                result.times["user_end"] = min(t_start + segment.end / TARGET_RATE, segment.detected_at)
+                result.times["user_end"] = min(t_start + turn.end / TARGET_RATE, turn.at)
             else:  # as fast as possible: when the chunk holding the last speech sample went in
-                result.times["user_end"] = pushed_at[min(max(segment.end - 1, 0) // step, len(pushed_at) - 1)]
-            result.times["vad_end"] = segment.detected_at
-            result.rtf["vad"] = vad.busy_s / max(vad.pushed_samples / TARGET_RATE, 1e-9)
-            asr = self.asr.transcribe(segment.samples)
-            result.times["asr_final"] = time.perf_counter()
-            result.rtf["asr"] = asr.rtf
-            result.question = asr.text
-            log.info("ASR: %r (%.2f s of speech)", asr.text, segment.samples.size / TARGET_RATE)
-            if not asr.text.strip():
+                result.times["user_end"] = pushed_at[min(max(turn.end - 1, 0) // step, len(pushed_at) - 1)]
+            result.times["asr_final"] = turns.asr_done_at if turns.asr_done_at is not None else turn.at
+            result.times["turn_end"] = turn.at
+            result.rtf["turns"] = turns.busy_s / max(turns.pushed_samples / TARGET_RATE, 1e-9)
+            if heard:
+                result.rtf["asr"] = heard[-1].rtf
+            text = (turn.text or "").strip()
+            result.question = text
+            log.info("ASR: %r (%.2f s of speech, turn ended: %s)", text, turn.samples.size / TARGET_RATE, turn.reason)
+            if not text:
                 raise InputError("the ASR model heard nothing it could transcribe in the question audio")
-            q_text.put(asr.text)
+            q_text.put(text)
             q_text.put(_DONE)
         except BaseException as exc:  # handed to the caller through the queue
             q_text.put(_Failed("listening (VAD/ASR)", exc))

@@ -29,8 +29,8 @@ def test_wav_without_the_shipped_asr_says_how_to_install_it(capsys, tmp_path, mo
 
 def test_chat_spoken_question_with_the_shipped_asr(capsys, tmp_path, monkeypatch, steady_tts, voice_cache,
                                                     small_bundle):
-    """`huma-rt chat --wav question.wav` out of the box: Piper speech at 22.05 kHz -> VAD ->
-    Moonshine tiny-en -> echo responder -> TTS -> avatar; the recognised words come back."""
+    """`huma-rt chat --wav question.wav` out of the box: Piper speech at 22.05 kHz -> end of turn
+    (VAD + Moonshine tiny-en) -> echo responder -> TTS -> avatar; the recognised words come back."""
     import importlib.util
     import json
 
@@ -53,7 +53,9 @@ def test_chat_spoken_question_with_the_shipped_asr(capsys, tmp_path, monkeypatch
     assert errors <= 1, heard  # measured: word for word
     assert data["answer"] == f"You said: {heard}" and f"question: {heard}" in stdout
     lat = data["latency_ms"]
-    assert 0 < lat["VAD end of speech"] <= lat["ASR final"] <= lat["first video frame"]
+    # the text is made during the silence; the turn ends once the question's silence is up
+    assert 0 < lat["ASR text (during the silence)"] <= lat["end of turn decided"] <= lat["first video frame"]
+    assert lat["end of turn decided"] >= 100  # a question: 0.1 s of silence
     assert data["rtf"]["asr"] > 0 and data["frames"] > 0 and out.is_file()
 
 

@@ -14,7 +14,7 @@ from huma_rt.errors import InputError
 from huma_rt.speech.asr import AsrResult
 from huma_rt.speech.pipeline import ChatPipeline, PipelineConfig, PipelineError
 from huma_rt.speech.responder import EchoResponder, ResponderError, ScriptedResponder
-from huma_rt.speech.vad import VadConfig
+from huma_rt.speech.turns import TurnConfig
 
 pytest.importorskip("sherpa_onnx")
 
@@ -137,7 +137,7 @@ def test_speech_question_stereo_any_rate(tts, question_pcm, tiny_asr_dir, rate):
     asr = Recognizer(AsrConfig(str(tiny_asr_dir)))  # real sherpa-onnx recognizer, tiny model
     pcm = _question(question_pcm, rate)
     stereo = np.stack([pcm, pcm * 0.5], axis=1)
-    cfg = PipelineConfig(live=False, pace_input=False, vad=VadConfig(min_silence_s=0.3))
+    cfg = PipelineConfig(live=False, pace_input=False, turns=TurnConfig())
     frames = Frames()
     pipe = ChatPipeline(StandInAvatar(), tts, ScriptedResponder(["Sure, it is sunny."]), asr=asr, config=cfg)
     result = pipe.run_audio(stereo, rate, frames)
@@ -145,8 +145,8 @@ def test_speech_question_stereo_any_rate(tts, question_pcm, tiny_asr_dir, rate):
     assert set(result.question) == {"a"} and 50 < len(result.question) < question_pcm.size / 160
     assert result.answer == "Sure, it is sunny."
     t = result.times
-    assert t["user_end"] <= t["vad_end"] <= t["asr_final"] <= t["responder_first"] <= t["first_frame"]
-    assert "vad" in result.rtf and "asr" in result.rtf
+    assert t["user_end"] <= t["asr_final"] <= t["turn_end"] <= t["responder_first"] <= t["first_frame"]
+    assert "turns" in result.rtf and "asr" in result.rtf
     _check_sync(result, frames)
 
 
@@ -158,7 +158,7 @@ def test_default_asr_is_the_shipped_moonshine(tts, steady_tts, voice_cache, monk
     from huma_rt.speech.asr_eval import word_errors
 
     monkeypatch.setenv("HUMA_RT_CACHE", str(voice_cache))
-    cfg = PipelineConfig(live=False, pace_input=False, vad=VadConfig(min_silence_s=0.3))
+    cfg = PipelineConfig(live=False, pace_input=False, turns=TurnConfig())
     pipe = ChatPipeline(StandInAvatar(), tts, EchoResponder(), config=cfg)  # no asr given
     frames = Frames()
     spoken = "Can you tell me a short story about a dragon?"
@@ -172,13 +172,14 @@ def test_default_asr_is_the_shipped_moonshine(tts, steady_tts, voice_cache, monk
     _check_sync(result, frames)
 
 
-def test_vad_hands_only_the_utterance_to_asr(tts, question_pcm):
+def test_turn_detector_hands_only_the_utterance_to_asr(tts, question_pcm):
     asr = _ScriptedAsrDouble()
-    cfg = PipelineConfig(live=False, pace_input=True, vad=VadConfig(min_silence_s=0.3))
+    cfg = PipelineConfig(live=False, pace_input=True, turns=TurnConfig())
     pipe = ChatPipeline(StandInAvatar(), tts, ScriptedResponder(["Okay."]), asr=asr, config=cfg)
     t0 = time.perf_counter()
     result = pipe.run_audio(_question(question_pcm, 16000), 16000, Frames())
-    assert abs(asr.heard[0] - question_pcm.size) < 0.3 * 16000
+    # the last decode (the one whose text ended the turn) is the whole utterance, not the silence
+    assert abs(asr.heard[-1] - question_pcm.size) < 0.3 * 16000
     # Paced like a microphone: the answer cannot start before the question was spoken.
     assert result.times["user_end"] - t0 > 0.9 * (8000 + question_pcm.size) / 16000
 
