@@ -113,3 +113,15 @@ def test_chat_responder_down_leaves_no_mp4(capsys, tmp_path, small_bundle):
                       "--base-url", f"http://127.0.0.1:{port}/v1", "--timeout", "2", "-o", str(out))
     assert rc == 1 and "cannot reach responder" in err
     assert not out.exists()
+
+
+@pytest.mark.parametrize(("args", "match"), [
+    (["--statement-silence", "0"], "short_silence_s must be > 0 seconds; got 0.0"),
+    (["--max-silence", "0.05"], r"long_silence_s \(0.05\)"),
+])
+def test_bad_end_of_turn_silences_are_refused_before_loading(capsys, tmp_path, args, match):
+    import re
+
+    rc, _, err = _run(capsys, "--text", "hi", "-o", str(tmp_path / "a.mp4"), *args)
+    assert rc == 1 and re.search(match, err), err
+    assert "loaded avatar" not in err and not (tmp_path / "a.mp4").exists()
