@@ -3,8 +3,8 @@
 Two passes. The frame pass (tracking_pass.py) reads each frame once: face box, 68 landmarks,
 the checks that need pixels; it is resumable from a checkpoint. The finishing pass works on the
 recorded arrays only: person-relative checks (mouth occlusion against the person's own lip
-contrast), One-Euro smoothing, head pose against the 3D template, articulation relative to the
-person's rest, the matte polygons.
+contrast), One-Euro smoothing run both ways (no lag), head pose against the 3D template,
+articulation relative to the person's rest, the matte polygons.
 
 A frame is refused (``valid`` False, ``reason`` says why) when no face is found, more than one
 face is (the requirement is one person), the landmarks are not held by face features (face
@@ -216,7 +216,12 @@ def finish(raw: dict[str, np.ndarray], fps: float, width: int, height: int, cfg:
     ok = reason == 0
     iod = float(np.median([inter_ocular(p) for p in pts[ok]])) if ok.any() else 1.0
     rate = fps
-    smooth = one_euro(pts / iod, rate, cfg.min_cutoff_hz, cfg.beta, valid=ok) * iod
+    # the causal filter lags a jaw opening by a frame (closed loop: lip gap best matched the
+    # truth one frame late, r 0.82 on time, 0.90 late); the mean of a forward and a backward
+    # pass has no lag (0.905 on time) and the same stillness
+    fwd = one_euro(pts / iod, rate, cfg.min_cutoff_hz, cfg.beta, valid=ok)
+    bwd = one_euro(pts[::-1] / iod, rate, cfg.min_cutoff_hz, cfg.beta, valid=ok[::-1])[::-1]
+    smooth = 0.5 * (fwd + bwd) * iod
     k = intrinsics(width, height, cfg.focal, cfg.focal_scale)
     t_count = len(reason)
     rot = np.full((t_count, 3), np.nan)

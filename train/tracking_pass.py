@@ -140,6 +140,15 @@ class FramePass:
             return
         pts = self._timed("landmarks", self.model.landmarks, rgb, box)
         spread = float(self._timed("checks", self.model.landmark_spread, rgb, box, pts, cfg.spread_shift).mean())
+        if spread > cfg.max_spread and faces >= 1:
+            # the detector's pyramid can give a box a scale step too small for the predictor (the
+            # demo head: 179 px instead of ~225, spread 0.8-1.1); one pass from the box of its own
+            # landmarks recovers a real face (0.13-0.18) and leaves a featureless region refused
+            box2 = box_from_landmarks(pts)
+            pts2 = self._timed("landmarks", self.model.landmarks, rgb, box2)
+            spread2 = float(self._timed("checks", self.model.landmark_spread, rgb, box2, pts2, cfg.spread_shift).mean())
+            if spread2 < spread:
+                box, pts, spread = box2, pts2, spread2
         lip = lip_contrast(rgb, pts)
         reason = 0
         if faces >= 2:
