@@ -40,6 +40,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--warm", type=int, default=1, help="loaded spare worker processes kept ready")
     parser.add_argument("--idle-timeout", type=float, default=300.0,
                         help="end a visit after this many seconds with no speech and no text")
+    parser.add_argument("--media", choices=("packets", "frames"), default="packets",
+                        help="packets: each worker encodes VP8/Opus itself and does not re-encode an "
+                             "unchanged picture (default); frames: aiortc encodes every frame (for A/B)")
     parser.add_argument("--threads", type=int, default=1,
                         help="avatar threads per worker (default 1: one visitor per core; measured under load "
                              "66 ms a frame on 1 thread vs 214 ms on 2)")
@@ -117,7 +120,7 @@ def worker_config(args):
         threads=args.threads, barge_in_s=args.barge_in,
         turns=turn_config(args).to_dict(),
         max_answer_chars=args.max_answer_chars, idle_timeout_s=args.idle_timeout,
-        loopback=is_loopback(args.host) and not args.public_media, log_level=level)  # fmt: skip
+        loopback=is_loopback(args.host) and not args.public_media, media=args.media, log_level=level)  # fmt: skip
 
 
 def run(args) -> int:

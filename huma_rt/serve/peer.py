@@ -21,6 +21,7 @@ from collections import deque
 import numpy as np
 
 from huma_rt._optional import require
+from huma_rt.serve.encode import OpusStream, Vp8Config, Vp8Stream
 
 log = logging.getLogger(__name__)
 
@@ -100,17 +101,41 @@ class AvatarMedia:
     """
 
     def __init__(self, loop: asyncio.AbstractEventLoop, fps: int, clock: MediaClock | None = None,
-                 video_queue: int = 4, audio_queue: int = 50) -> None:  # fmt: skip
+                 video_queue: int = 4, audio_queue: int = 50, encode: bool = True,
+                 vp8: Vp8Config | None = None) -> None:  # fmt: skip
         av = require("av", "huma-rt serve (video frames)")
         self._av = av
         self.loop = loop
         self.fps = fps
         self.clock = clock or MediaClock()
+        # encode: the tracks hand aiortc ready packets (huma_rt.serve.encode: an unchanged
+        # picture is not re-encoded, audio leaves when due); else frames that aiortc encodes
+        self.encode = encode
+        self._vp8 = Vp8Stream(vp8) if encode else None
+        self._opus = OpusStream(frame=AUDIO_FRAME) if encode else None
+        self._silent = _silent_opus() if encode else None
+        self._video_sender = None
         self._video = _Outbox(video_queue)
         self._audio = _Outbox(audio_queue)
-        self.video = _make_track("video", self._video, self.clock)
-        self.audio = _make_track("audio", self._audio, self.clock)
+        self.video = _make_track("video", self._video, self.clock, lead=not encode)
+        self.audio = _make_track("audio", self._audio, self.clock, lead=not encode)
         self.pushed = 0
+
+    def bind(self, video_sender) -> None:
+        """Route the browser's keyframe requests (RTCP PLI/FIR) and bitrate estimates (REMB) to
+        our encoder. aiortc applies both only to frames it encodes itself: for packets it calls
+        ``sender._send_keyframe()`` (replaced here, per instance) and sets ``target_bitrate`` on
+        its own encoder object, which ``push`` reads."""
+        if self._vp8 is None:
+            return
+        self._video_sender = video_sender
+        video_sender._send_keyframe = self._vp8.request_keyframe
+
+    @property
+    def video_stats(self) -> dict[str, int]:
+        """Video frames encoded, resent without encoding (an unchanged picture) and keyframes."""
+        v = self._vp8
+        return {} if v is None else {"encoded": v.encoded, "held": v.held, "keyframes": v.keyframes}
 
     @property
     def dropped(self) -> dict[str, int]:
@@ -121,19 +146,30 @@ class AvatarMedia:
         (rgb None: no new picture, the frame clock is behind; only the audio is sent)."""
         av = self._av
         vf = None
+        s16 = np.clip(audio * 32767.0, -32768, 32767).astype(np.int16)
+        first = round(pts * AUDIO_RATE)
+        packets = []
+        if self.encode:  # encoded here, on the frame clock's thread, inside the clock's slack
+            if rgb is not None:
+                self._follow_bitrate()
+                vf = self._vp8.encode(rgb, pts)
+            for i in range(0, s16.size - AUDIO_FRAME + 1, AUDIO_FRAME):
+                packets.append((self._opus.encode(s16[i : i + AUDIO_FRAME], first + i), (first + i) / AUDIO_RATE))
+            self._deliver_soon(vf, pts, packets)
+            return
         if rgb is not None:
             vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")  # copies
             vf.pts = round(pts * 90000)
             vf.time_base = VIDEO_TIME_BASE
-        s16 = np.clip(audio * 32767.0, -32768, 32767).astype(np.int16)
-        first = round(pts * AUDIO_RATE)
-        packets = []
         for i in range(0, s16.size, AUDIO_FRAME):
             af = av.AudioFrame.from_ndarray(s16[None, i : i + AUDIO_FRAME], format="s16", layout="mono")
             af.sample_rate = AUDIO_RATE
             af.pts = first + i
             af.time_base = AUDIO_TIME_BASE
             packets.append((af, (first + i) / AUDIO_RATE))
+        self._deliver_soon(vf, pts, packets)
+
+    def _deliver_soon(self, vf, pts: float, packets) -> None:
         self.pushed += 1
         try:
             self.loop.call_soon_threadsafe(self._deliver, vf, pts, packets)
@@ -150,18 +186,39 @@ class AvatarMedia:
     def silence_queued(self) -> None:
         """Barge-in: audio packets not yet sent are replaced by silence of the same length and
         time (dropping them would shift the audio against the video: Opus counts samples)."""
+        if self.encode:
+            for i, (packet, pts) in enumerate(self._audio.items):
+                quiet = self._av.Packet(self._silent)
+                quiet.pts, quiet.time_base = packet.pts, packet.time_base
+                self._audio.items[i] = (quiet, pts)
+            return
         for i, (frame, pts) in enumerate(self._audio.items):
             quiet = self._av.AudioFrame.from_ndarray(np.zeros((1, frame.samples), np.int16), format="s16",
                                                      layout="mono")  # fmt: skip
             quiet.sample_rate, quiet.pts, quiet.time_base = frame.sample_rate, frame.pts, frame.time_base
             self._audio.items[i] = (quiet, pts)
 
+    def _follow_bitrate(self) -> None:
+        enc = getattr(self._video_sender, "_RTCRtpSender__encoder", None)  # aiortc's, fed by REMB
+        rate = getattr(enc, "target_bitrate", None)
+        if rate:
+            self._vp8.target_bitrate = rate
+
     def close(self) -> None:
         self._video.close()
         self._audio.close()
 
 
-def _make_track(kind: str, outbox: _Outbox, clock: MediaClock):
+def _silent_opus() -> bytes:
+    """One 20 ms Opus packet of silence (what a barge-in puts in place of queued answer audio)."""
+    enc = OpusStream(frame=AUDIO_FRAME)
+    zeros = np.zeros(AUDIO_FRAME, np.int16)
+    for k in range(3):  # past the encoder's first frames
+        data = bytes(enc.encode(zeros, k * AUDIO_FRAME))
+    return data
+
+
+def _make_track(kind: str, outbox: _Outbox, clock: MediaClock, lead: bool = True):
     base = _track_base()
     errors = require("aiortc.mediastreams", "huma-rt serve (WebRTC)")
 
@@ -169,7 +226,8 @@ def _make_track(kind: str, outbox: _Outbox, clock: MediaClock):
         """Returns each frame when its time on the clock comes, less the time the encoder
         takes (measured: from one recv() returning to the next being called): aiortc stamps
         its sender reports with the wall time a frame's packets left, so video must leave when
-        its audio does, not an encode later."""
+        its audio does, not an encode later. Packets (already encoded, ``lead`` False) are
+        returned when their time comes."""
 
         def __init__(self) -> None:
             super().__init__()
@@ -178,7 +236,7 @@ def _make_track(kind: str, outbox: _Outbox, clock: MediaClock):
             self._returned: float | None = None
 
         async def recv(self):
-            if self._returned is not None:
+            if lead and self._returned is not None:
                 took = time.perf_counter() - self._returned
                 self.encode_s = min(0.9 * self.encode_s + 0.1 * took, 0.1)
             item = await outbox.get()

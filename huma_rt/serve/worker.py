@@ -41,7 +41,11 @@ class WorkerConfig:
     that cuts an answer.
     idle_timeout_s: a visit with no speech and no text this long ends. gone_after_s: a visit
     whose microphone packets stop this long ends (the page vanished). loopback: offer only
-    127.0.0.1 ICE candidates (the server is bound to loopback).
+    127.0.0.1 ICE candidates (the server is bound to loopback). media: 'packets' (the worker
+    encodes VP8 and Opus itself and hands aiortc packets: an unchanged picture is not
+    re-encoded; huma_rt.serve.encode) or 'frames' (aiortc encodes every frame, as before: kept
+    for A/B measurements); 'packets' falls back to 'frames' when the browser's answer codec is
+    not VP8.
     """
 
     bundle: str
@@ -58,6 +62,7 @@ class WorkerConfig:
     idle_timeout_s: float = 300.0
     gone_after_s: float = 5.0
     loopback: bool = True
+    media: str = "packets"
     log_level: int = logging.WARNING
 
     def to_json(self) -> str:
@@ -160,9 +165,9 @@ class _Visit:
         loop = asyncio.get_running_loop()
         self.channel = _Channel(loop)
         pc = self.pc = RTCPeerConnection()
-        self.media = AvatarMedia(loop, fps=int(self.models.avatar.fps))
         m = self.models
-        self.conversation = Conversation(m.avatar, m.tts, m.responder, m.asr, self.media.push,
+        # the media object is made once the codecs are negotiated; the frame clock starts after
+        self.conversation = Conversation(m.avatar, m.tts, m.responder, m.asr, lambda *a: self.media.push(*a),
                                          self.channel.emit, m.conversation)  # fmt: skip
         self.conversation.on_rebase = lambda dt: loop.call_soon_threadsafe(self.media.clock.slip, dt)
         self.conversation.on_cut = lambda: loop.call_soon_threadsafe(self.media.silence_queued)
@@ -192,8 +197,15 @@ class _Visit:
         if "video" not in kinds or "audio" not in kinds:
             raise InputError(f"the offer must have an audio and a video section; got {sorted(kinds)}")
         quicken_microphone(pc)
+        video = next(t for t in pc.getTransceivers() if t.kind == "video")
+        codecs = getattr(video, "_codecs", None) or []  # what setRemoteDescription negotiated
+        encode = self.cfg.media == "packets" and bool(codecs) and codecs[0].mimeType.lower() == "video/vp8"
+        if self.cfg.media == "packets" and not encode:
+            log.warning("the browser's video codec is %s, not VP8: aiortc encodes every frame",
+                        codecs[0].mimeType if codecs else "unknown")  # fmt: skip
+        self.media = AvatarMedia(loop, fps=int(self.models.avatar.fps), encode=encode)
         pc.addTrack(self.media.audio)  # attaches to the offer's audio section (the microphone's)
-        pc.addTrack(self.media.video)
+        self.media.bind(pc.addTrack(self.media.video))
         await pc.setLocalDescription(await pc.createAnswer())
         self.conversation.start()
         self.tasks.append(asyncio.ensure_future(self._watch()))
@@ -242,6 +254,7 @@ class _Visit:
         if self.media is not None:
             self.media.close()
             stats["dropped"] = self.media.dropped
+            stats["video"] = self.media.video_stats
         for t in self.tasks:
             t.cancel()
         if self.pc is not None:

@@ -53,11 +53,12 @@ def test_idle_timeout_says_bye_and_ends_the_visit():
     assert events == [{"type": "bye", "reason": "idle for 1 s"}]
 
 
-def test_a_slow_consumer_loses_frames_not_memory():
+@pytest.mark.parametrize("encode", [True, False], ids=["packets", "frames"])
+def test_a_slow_consumer_loses_frames_not_memory(encode):
     from huma_rt.serve.peer import AvatarMedia
 
     async def run():
-        media = AvatarMedia(asyncio.get_running_loop(), fps=25, video_queue=4, audio_queue=50)
+        media = AvatarMedia(asyncio.get_running_loop(), fps=25, video_queue=4, audio_queue=50, encode=encode)
         rgb = np.zeros((64, 64, 3), np.uint8)
         audio = np.zeros(640, np.float32)
 
@@ -76,11 +77,12 @@ def test_a_slow_consumer_loses_frames_not_memory():
     assert len(media._audio.items) == 50 and media._audio.dropped == 350
 
 
-def test_tracks_leave_on_one_clock():
+@pytest.mark.parametrize("encode", [True, False], ids=["packets", "frames"])
+def test_tracks_leave_on_one_clock(encode):
     from huma_rt.serve.peer import AvatarMedia
 
     async def run():
-        media = AvatarMedia(asyncio.get_running_loop(), fps=25)
+        media = AvatarMedia(asyncio.get_running_loop(), fps=25, encode=encode)
         rgb = np.zeros((64, 64, 3), np.uint8)
         for i in range(3):
             media.push(i, i / 25, rgb, np.zeros(640, np.float32))
@@ -100,23 +102,37 @@ def test_tracks_leave_on_one_clock():
         assert at < pts + 0.5, f"{kind} at pts {pts:.3f} left late ({at:.3f})"
 
 
-def test_barge_in_silences_audio_not_yet_sent():
+def _decoded(items) -> list[np.ndarray]:
+    """The queued audio as the browser would play it: frames as they are, packets through Opus."""
+    import av
+
+    if not items or isinstance(items[0][0], av.AudioFrame):
+        return [f.to_ndarray().reshape(-1) / 32768.0 for f, _ in items]
+    dec = av.CodecContext.create("libopus", "r")  # decodes to 48 kHz stereo s16, as a browser plays it
+    return [np.concatenate([f.to_ndarray().reshape(-1) / 32768.0 for f in dec.decode(p)]) for p, _ in items]
+
+
+@pytest.mark.parametrize("encode", [True, False], ids=["packets", "frames"])
+def test_barge_in_silences_audio_not_yet_sent(encode):
     from huma_rt.serve.peer import AvatarMedia
 
     async def run():
-        media = AvatarMedia(asyncio.get_running_loop(), fps=25)
-        loud = np.full(640, 0.5, np.float32)
+        media = AvatarMedia(asyncio.get_running_loop(), fps=25, encode=encode)
+        t = np.arange(640) / 16000
+        loud = (0.5 * np.sin(2 * np.pi * 300 * t)).astype(np.float32)
         for i in range(3):
             media.push(i, i / 25, np.zeros((8, 8, 3), np.uint8), loud)
         await asyncio.sleep(0.01)
-        before = [(f.pts, f.samples) for f, _ in media._audio.items]
+        before = list(media._audio.items)
+        before_pcm = _decoded(before)
         media.silence_queued()
         after = list(media._audio.items)
-        return before, after
+        return before, before_pcm, after
 
-    before, after = asyncio.run(run())
-    assert [(f.pts, f.samples) for f, _ in after] == before, "same packets, same times"
-    assert all(not f.to_ndarray().any() for f, _ in after)
+    before, before_pcm, after = asyncio.run(run())
+    assert [(f.pts, t) for f, t in after] == [(f.pts, t) for f, t in before], "same packets, same times"
+    assert max(np.abs(x).max() for x in before_pcm[1:]) > 0.3, "the answer was loud before the cut"
+    assert all(np.abs(x).max() < 1e-3 for x in _decoded(after))
 
 
 def test_microphone_packets_are_handed_on_one_behind_not_four():
@@ -160,11 +176,12 @@ def test_a_page_that_leaves_ends_its_visit_at_once():
     assert visit.done.is_set() and visit.reason == "the page left"
 
 
-def test_frames_behind_the_clock_send_their_audio_without_a_picture():
+@pytest.mark.parametrize("encode", [True, False], ids=["packets", "frames"])
+def test_frames_behind_the_clock_send_their_audio_without_a_picture(encode):
     from huma_rt.serve.peer import AvatarMedia
 
     async def run():
-        media = AvatarMedia(asyncio.get_running_loop(), fps=25, video_queue=8, audio_queue=50)
+        media = AvatarMedia(asyncio.get_running_loop(), fps=25, video_queue=8, audio_queue=50, encode=encode)
         rgb = np.zeros((64, 64, 3), np.uint8)
         audio = np.zeros(640, np.float32)
         for i in range(4):

@@ -1,0 +1,292 @@
+"""The avatar's media encoded by the worker itself (VP8 video, Opus audio), handed to aiortc as
+ready packets: an unchanged picture costs no encoding, and audio leaves the moment it is due.
+
+Why not let aiortc encode (its tracks may return ``av.Packet`` instead of frames, and its sender
+then only packetizes them):
+
+- **Idle.** The avatar at rest is the same picture 25 times a second. aiortc re-encodes it every
+  40 ms (~4 ms of CPU on this machine plus the RGB -> YUV conversion). Here, after
+  ``settle_frames`` identical pictures, the picture is encoded once more as a *display-only*
+  frame (libvpx flags: update no reference buffer, no entropy context) and that packet is resent
+  while the picture stays the same. Resending it is exact: a frame that updates nothing leaves
+  the decoder's references and probabilities as they were, so every copy decodes to the same
+  picture, and the encoder (which was not run for the copies) and the browser's decoder still
+  hold the same references when the next picture changes (checked with two decoders in
+  ``tests/serve/test_encode.py``). libvpx takes per-frame flags through FFmpeg's ``vp8-flags``
+  frame metadata, which PyAV can only set through a filter graph (``metadata`` filter).
+- **Audio.** aiortc's Opus encoder resamples to 48 kHz through a resampler that hands out
+  960-sample frames: it holds back one 20 ms packet, so every packet left 20 ms after its time on
+  the media clock (and RTCP stamped it 20 ms late). Opus codes 16 kHz directly; its RTP clock is
+  48 kHz whatever the input rate (aiortc's ``pack`` converts the timestamps).
+"""
+
+from __future__ import annotations
+
+import fractions
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+
+from huma_rt._optional import require
+from huma_rt.errors import InputError
+
+log = logging.getLogger(__name__)
+
+VIDEO_TIME_BASE = fractions.Fraction(1, 90000)
+# libvpx vpx/vp8cx.h per-frame flags
+VP8_EFLAG_NO_UPD_LAST = 1 << 18
+VP8_EFLAG_NO_UPD_ENTROPY = 1 << 20
+VP8_EFLAG_NO_UPD_GF = 1 << 22
+VP8_EFLAG_NO_UPD_ARF = 1 << 23
+DISPLAY_ONLY = VP8_EFLAG_NO_UPD_LAST | VP8_EFLAG_NO_UPD_GF | VP8_EFLAG_NO_UPD_ARF | VP8_EFLAG_NO_UPD_ENTROPY
+
+
+@dataclass
+class Vp8Config:
+    """bitrate: start target, bits/s (aiortc's: 500 kbps; the receiver's REMB moves it within
+    min_bitrate..max_bitrate, aiortc's limits). settle_frames: identical pictures encoded as usual
+    (libvpx refines a still picture over a few frames) before the display-only frame is made and
+    resent. cpu_used, threads: libvpx speed and threads (aiortc's: -6, 1 below 640x480)."""
+
+    bitrate: int = 500_000
+    min_bitrate: int = 250_000
+    max_bitrate: int = 1_500_000
+    settle_frames: int = 8
+    cpu_used: int = -6
+    threads: int = 1
+
+    def validate(self) -> None:
+        if not 0 < self.min_bitrate <= self.bitrate <= self.max_bitrate:
+            raise InputError(f"need 0 < min_bitrate <= bitrate <= max_bitrate; got {self.min_bitrate}, "
+                             f"{self.bitrate}, {self.max_bitrate}")  # fmt: skip
+        if self.settle_frames < 1:
+            raise InputError(f"settle_frames must be >= 1; got {self.settle_frames}")
+        if not -16 <= self.cpu_used <= 16 or self.threads < 1:
+            raise InputError(f"cpu_used must be in -16..16 and threads >= 1; got {self.cpu_used}, {self.threads}")
+
+
+class Vp8Stream:
+    """RGB pictures -> VP8 packets (``av.Packet``, pts in 1/90000 s) for one video track.
+
+    ``encode(rgb, pts)`` runs libvpx unless the picture equals the last one and a display-only
+    frame of it exists; ``request_keyframe()`` (a browser's PLI/FIR, any thread) makes the next
+    packet a keyframe; ``target_bitrate`` may be set from any thread (applied when the picture
+    next changes: a new bitrate restarts the encoder, whose first frame is a keyframe).
+    Counters: ``encoded``, ``held`` (packets resent without encoding), ``keyframes``.
+    """
+
+    def __init__(self, config: Vp8Config | None = None) -> None:
+        self.config = config or Vp8Config()
+        self.config.validate()
+        self._av = require("av", "huma-rt serve (video encoding)")
+        self.target_bitrate = self.config.bitrate
+        self._codec = None
+        self._frames = 0  # pictures given to libvpx (its own contiguous clock: rate control)
+        self._last: np.ndarray | None = None  # the last picture given to libvpx
+        self._same = 0  # how many times in a row it was given the same picture
+        self._held: bytes | None = None  # the display-only frame of _last
+        self._keyframe = False
+        self.encoded = self.held = self.keyframes = 0
+
+    def request_keyframe(self) -> None:
+        self._keyframe = True
+
+    def _open(self, width: int, height: int):
+        av, cfg = self._av, self.config
+        rate = max(cfg.min_bitrate, min(int(self.target_bitrate), cfg.max_bitrate))
+        c = av.CodecContext.create("libvpx", "w")
+        c.width, c.height, c.pix_fmt = width, height, "yuv420p"
+        c.bit_rate = rate
+        c.time_base = fractions.Fraction(1, 25)
+        c.gop_size, c.qmin, c.qmax = 3000, 2, 56
+        c.thread_count = cfg.threads
+        # aiortc's real-time CBR settings (aiortc.codecs.vpx.Vp8Encoder), so that only what is
+        # encoded changes, not how
+        c.options = {"bufsize": str(rate), "cpu-used": str(cfg.cpu_used), "deadline": "realtime",
+                     "lag-in-frames": "0", "minrate": str(rate), "maxrate": str(rate),
+                     "noise-sensitivity": "4", "overshoot-pct": "15", "partitions": "0",
+                     "static-thresh": "1", "undershoot-pct": "100"}  # fmt: skip
+        self._codec = c
+        self._held = None
+        log.debug("VP8 encoder %dx%d at %d bit/s", width, height, rate)
+
+    def _display_only(self, frame):
+        """``frame`` with libvpx's per-frame flags for a frame that updates nothing."""
+        graph = self._av.filter.Graph()
+        src = graph.add_buffer(template=frame)
+        tag = graph.add("metadata", f"mode=add:key=vp8-flags:value={DISPLAY_ONLY}")
+        sink = graph.add("buffersink")
+        src.link_to(tag)
+        tag.link_to(sink)
+        graph.configure()
+        graph.push(frame)
+        return graph.pull()
+
+    def encode(self, rgb: np.ndarray, pts: float):
+        """rgb [H, W, 3] uint8 shown at ``pts`` seconds -> one av.Packet (VP8 frame)."""
+        av = self._av
+        if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+            raise InputError(f"expected an RGB picture [H, W, 3] uint8; got {rgb.shape} {rgb.dtype}")
+        same = self._last is not None and self._last.shape == rgb.shape and np.array_equal(self._last, rgb)
+        keyframe, self._keyframe = self._keyframe, False
+        if same and self._held is not None and not keyframe:
+            self.held += 1
+            return self._packet(self._held, pts)
+        h, w = rgb.shape[:2]
+        c = self._codec
+        if c is None or (c.width, c.height) != (w, h) or \
+                abs(self.target_bitrate - c.bit_rate) > 0.1 * c.bit_rate:  # fmt: skip
+            self._open(w, h)  # a new encoder starts with a keyframe
+            same = False
+        if same:
+            self._same += 1
+        else:
+            self._same = 0
+            if self._last is None or self._last.shape != rgb.shape:
+                self._last = np.empty_like(rgb)
+            np.copyto(self._last, rgb)
+        self._held = None
+        frame = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format="yuv420p")
+        frame.pts, frame.time_base = self._frames, self._codec.time_base
+        self._frames += 1
+        hold = same and self._same >= self.config.settle_frames and not keyframe
+        if keyframe:
+            frame.pict_type = av.video.frame.PictureType.I
+        elif hold:
+            frame = self._display_only(frame)
+        data = b"".join(bytes(p) for p in self._codec.encode(frame))
+        self.encoded += 1
+        if data and not data[0] & 1:
+            self.keyframes += 1
+        if hold:
+            self._held = data
+        return self._packet(data, pts)
+
+    def _packet(self, data: bytes, pts: float):
+        p = self._av.Packet(data)
+        p.pts = round(pts * 90000)
+        p.time_base = VIDEO_TIME_BASE
+        return p
+
+
+class OpusStream:
+    """16 kHz mono s16 -> Opus packets of ``frame`` samples (20 ms), pts in samples (1/16000 s).
+
+    ``encode(s16, pts)`` takes exactly one frame and returns its packet at once (libopus codes
+    each frame as it comes; its 6.5 ms look-ahead is inside the packet, as with any encoder)."""
+
+    RATE = 16000
+
+    def __init__(self, bitrate: int = 32000, frame: int = 320) -> None:
+        av = self._av = require("av", "huma-rt serve (audio encoding)")
+        if frame not in (160, 320, 640, 960):
+            raise InputError(f"Opus frames at 16 kHz are 10, 20, 40 or 60 ms (160..960 samples); got {frame}")
+        self.frame = frame
+        c = av.CodecContext.create("libopus", "w")
+        c.sample_rate, c.layout, c.format = self.RATE, "mono", "s16"
+        c.bit_rate = bitrate
+        c.time_base = fractions.Fraction(1, self.RATE)
+        c.options = {"application": "voip", "frame_duration": str(1000 * frame // self.RATE)}
+        c.open()
+        self._codec = c
+        self._time_base = fractions.Fraction(1, self.RATE)
+
+    def encode(self, s16: np.ndarray, pts: int):
+        """s16 [frame] int16 starting at sample ``pts`` -> one av.Packet."""
+        if s16.shape != (self.frame,) or s16.dtype != np.int16:
+            raise InputError(f"expected {self.frame} int16 samples; got {s16.shape} {s16.dtype}")
+        af = self._av.AudioFrame.from_ndarray(s16[None, :], format="s16", layout="mono")
+        af.sample_rate, af.pts, af.time_base = self.RATE, pts, self._time_base
+        packets = self._codec.encode(af)
+        if len(packets) != 1:
+            raise InputError(f"libopus returned {len(packets)} packets for one frame; expected 1")
+        p = packets[0]
+        p.pts, p.time_base = pts, self._time_base
+        return p
+
+
+def vp8_frame_header(data: bytes) -> dict:
+    """What a VP8 frame (RFC 6386 section 9) does to the decoder: ``key``, ``show``,
+    ``loop_filter_level`` and, for inter frames, ``refresh_golden``, ``refresh_alternate``,
+    ``copy_to_golden``, ``copy_to_alternate``, ``refresh_entropy_probs``, ``refresh_last``.
+    Reads the frame header only (the first partition's opening fields)."""
+    if len(data) < 3:
+        raise InputError(f"a VP8 frame has at least 3 bytes; got {len(data)}")
+    tag = data[0] | data[1] << 8 | data[2] << 16
+    key, show = not tag & 1, bool(tag >> 4 & 1)
+    pos = 10 if key else 3
+    if key and data[3:6] != b"\x9d\x01\x2a":
+        raise InputError(f"a VP8 keyframe has start code 9d 01 2a; got {data[3:6].hex()}")
+    bits = _BoolReader(data[pos:])
+    lit = bits.literal
+
+    def signed(n: int) -> None:
+        if lit(1):
+            lit(n)
+            lit(1)
+
+    if key:
+        lit(2)  # color space, clamping
+    if lit(1):  # segmentation
+        update_map, update_data = lit(1), lit(1)
+        if update_data:
+            lit(1)
+            for n in (7, 7, 7, 7, 6, 6, 6, 6):
+                signed(n)
+        if update_map:
+            for _ in range(3):
+                if lit(1):
+                    lit(8)
+    lit(1)  # filter type
+    out = {"key": key, "show": show, "loop_filter_level": lit(6)}
+    lit(3)  # sharpness
+    if lit(1) and lit(1):  # loop filter deltas enabled and updated
+        for _ in range(8):
+            signed(6)
+    lit(2)  # token partitions
+    lit(7)  # y ac quantizer index
+    for _ in range(5):
+        signed(4)
+    if key:
+        out.update(refresh_golden=1, refresh_alternate=1, refresh_last=1, refresh_entropy_probs=lit(1))
+        return out
+    out["refresh_golden"], out["refresh_alternate"] = lit(1), lit(1)
+    out["copy_to_golden"] = 0 if out["refresh_golden"] else lit(2)
+    out["copy_to_alternate"] = 0 if out["refresh_alternate"] else lit(2)
+    lit(2)  # sign biases
+    out["refresh_entropy_probs"], out["refresh_last"] = lit(1), lit(1)
+    return out
+
+
+class _BoolReader:
+    """RFC 6386 section 7 boolean decoder (enough for the frame header)."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data, self.pos = data, 2
+        self.value = (data[0] << 8 | data[1]) if len(data) >= 2 else 0
+        self.range, self.count = 255, 0
+
+    def bool(self, prob: int) -> int:
+        split = 1 + (((self.range - 1) * prob) >> 8)
+        big = split << 8
+        if self.value >= big:
+            bit, self.range, self.value = 1, self.range - split, self.value - big
+        else:
+            bit, self.range = 0, split
+        while self.range < 128:
+            self.value <<= 1
+            self.range <<= 1
+            self.count += 1
+            if self.count == 8:
+                self.count = 0
+                if self.pos < len(self.data):
+                    self.value |= self.data[self.pos]
+                self.pos += 1
+        return bit
+
+    def literal(self, n: int) -> int:
+        v = 0
+        for _ in range(n):
+            v = v << 1 | self.bool(128)
+        return v

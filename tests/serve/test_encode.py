@@ -1,0 +1,104 @@
+"""The worker's own encoders (huma_rt.serve.encode): an unchanged picture is resent without
+encoding, and doing so leaves a decoder exactly where the encoder thinks it is; Opus packets
+come out for the frame they are given.
+
+Decoded with FFmpeg's VP8 decoder and with libvpx's (the one Chrome uses), both through PyAV."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+av = pytest.importorskip("av")
+
+from huma_rt.errors import InputError  # noqa: E402
+from huma_rt.serve.encode import OpusStream, Vp8Config, Vp8Stream, vp8_frame_header  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def pictures(demo_avatar):
+    """The demo avatar idle (its rest pose, the same picture every frame), then talking."""
+    session = demo_avatar.session(live=True)
+    try:
+        idle = [f.rgb.copy() for f in session.idle_frames(12)]
+        t = np.arange(16000) / 16000
+        voice = (0.3 * np.sin(2 * np.pi * 180 * t) * (np.sin(2 * np.pi * 3 * t) > 0)).astype(np.float32)
+        session.push_audio(voice)
+        talk = [f.rgb.copy() for f in session.idle_frames(12)]
+    finally:
+        session.close()
+    assert np.array_equal(idle[-1], idle[-2]), "the idle avatar is one picture"
+    assert max(np.abs(a.astype(int) - b).max() for a, b in zip(talk, talk[1:], strict=False)) > 0, "the talking one moves"
+    return idle[-1], talk
+
+
+def _decode(packets, decoder: str) -> list[np.ndarray]:
+    ctx = av.CodecContext.create(decoder, "r")
+    out = []
+    for p in packets:
+        out += [f.to_ndarray(format="yuv420p") for f in ctx.decode(av.Packet(bytes(p)))]
+    assert len(out) == len(packets), f"{decoder} decoded {len(out)} of {len(packets)} frames"
+    return out
+
+
+@pytest.mark.parametrize("decoder", ["vp8", "libvpx"])
+def test_an_unchanged_picture_is_resent_and_decodes_exactly_as_encoded(pictures, decoder):
+    rest, talk = pictures
+    enc = Vp8Stream(Vp8Config(settle_frames=4))
+    sent = [enc.encode(rest, i / 25) for i in range(60)]  # 2.4 s at rest
+    n = len(sent)
+    sent += [enc.encode(rgb, (n + i) / 25) for i, rgb in enumerate(talk)]  # an answer starts
+    assert enc.encoded == 5 + len(talk) and enc.held == 55, (enc.encoded, enc.held)
+    assert enc.keyframes == 1 and vp8_frame_header(bytes(sent[0]))["key"]
+    held = bytes(sent[5])
+    assert all(bytes(p) == held for p in sent[6:n]), "the same packet is resent"
+    assert [p.pts for p in sent[:3]] == [0, 3600, 7200], "each copy has its own time (90 kHz)"
+    hdr = vp8_frame_header(held)
+    assert hdr["show"] and not hdr["key"]
+    assert (hdr["refresh_last"], hdr["refresh_golden"], hdr["refresh_alternate"], hdr["copy_to_golden"],
+            hdr["copy_to_alternate"], hdr["refresh_entropy_probs"]) == (0, 0, 0, 0, 0, 0), hdr  # fmt: skip
+    assert vp8_frame_header(bytes(sent[n]))["refresh_last"] == 1, "answer frames are ordinary frames"
+
+    # what the encoder assumed: the held frame decoded once; what the browser gets: 55 times
+    once = _decode(sent[:6] + sent[n:], decoder)
+    often = _decode(sent, decoder)
+    for k in range(5, n):
+        assert np.array_equal(often[k], often[5]), f"copy {k - 5} of the held frame decodes differently"
+    for i in range(len(talk)):
+        assert np.array_equal(often[n + i], once[6 + i]), f"answer frame {i} differs after the held copies"
+    shown = av.VideoFrame.from_ndarray(often[5], format="yuv420p").to_ndarray(format="rgb24")
+    err = np.abs(shown.astype(np.int16) - rest).mean()
+    assert err < 4.0, f"the held frame shows the rest pose {err:.2f} levels off on average"
+
+
+def test_keyframe_request_and_a_new_bitrate_while_holding(pictures):
+    rest, talk = pictures
+    enc = Vp8Stream(Vp8Config(settle_frames=2))
+    for i in range(5):
+        enc.encode(rest, i / 25)
+    assert enc.held == 2
+    enc.request_keyframe()  # a browser's PLI: the held picture is encoded again, as a keyframe
+    assert vp8_frame_header(bytes(enc.encode(rest, 5 / 25)))["key"]
+    p = [enc.encode(rest, (6 + i) / 25) for i in range(4)]  # settled already: a new display-only frame
+    assert vp8_frame_header(bytes(p[0]))["refresh_last"] == 0 and enc.held == 2 + 3
+    assert bytes(p[-1]) == bytes(p[0]), "and it is what is resent"
+    enc.target_bitrate = 1_000_000  # REMB: applied when the picture next changes
+    assert vp8_frame_header(bytes(enc.encode(rest, 10 / 25)))["refresh_last"] == 0
+    assert vp8_frame_header(bytes(enc.encode(talk[0], 11 / 25)))["key"], "a new encoder starts with a keyframe"
+    assert enc.keyframes == 3
+
+
+def test_opus_packet_carries_the_frame_it_was_given():
+    enc = OpusStream(frame=320)
+    t = np.arange(320) / 16000
+    loud = (12000 * np.sin(2 * np.pi * 300 * t)).astype(np.int16)
+    quiet = np.zeros(320, np.int16)
+    packets = [enc.encode(x, 320 * k) for k, x in enumerate([quiet, quiet, loud])]
+    assert [p.pts for p in packets] == [0, 320, 640]
+    dec = av.CodecContext.create("libopus", "r")
+    pcm = [np.concatenate([f.to_ndarray().reshape(-1) for f in dec.decode(p)]) / 32768.0 for p in packets]
+    rms = [float(np.sqrt(np.mean(x**2))) for x in pcm]
+    # the loud frame is in its own packet (less the encoder's 6.5 ms look-ahead), not the next one
+    assert rms[1] < 0.01 and rms[2] > 0.15, rms
+    with pytest.raises(InputError, match="320 int16"):
+        enc.encode(np.zeros(640, np.int16), 960)
