@@ -1,4 +1,5 @@
-"""Streaming == one-shot, bit for bit, on the shipped demo avatar (46k Gaussians), threads 1 and 2.
+"""Streaming == one-shot, bit for bit, on the shipped demo avatar (46k Gaussians) and on a trained
+avatar (tests/_trained_bundle.py, conftest's trained_bundle), threads 1 and 2.
 
 The tiny test avatar hid issue 16: the log-mel multiplied a number of rows that followed the
 chunking, BLAS rounded those rows differently (features off by up to 2e-4), and on the demo
@@ -28,9 +29,9 @@ def _demo_bundle():
     return ensure_bundle()[0]
 
 
-@pytest.fixture(scope="module")
-def demo_bundle():
-    return _demo_bundle()
+@pytest.fixture(scope="module", params=["demo", "trained"])
+def real_bundle(request):
+    return _demo_bundle() if request.param == "demo" else request.getfixturevalue("trained_bundle")
 
 
 def _speech_like(seconds: float, seed: int) -> np.ndarray:
@@ -75,8 +76,8 @@ def _stream(avatar: Avatar, audio: np.ndarray, sizes: list[int]) -> list[tuple[t
 
 
 @pytest.mark.parametrize("threads", [1, 2])
-def test_streaming_is_bit_exact_on_the_demo_avatar(demo_bundle, threads):
-    avatar = Avatar.load(demo_bundle, device="cpu", threads=threads)
+def test_streaming_is_bit_exact_on_the_demo_avatar(real_bundle, threads):
+    avatar = Avatar.load(real_bundle, device="cpu", threads=threads)
     try:
         audio = _speech_like(SECONDS, seed=threads)
         whole = [((f.index, f.sample_start, f.sample_end), f.rgb.tobytes())
