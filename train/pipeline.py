@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
@@ -62,7 +63,7 @@ from .tracking import TrackingConfig, check_tracks, track_video
 from .tracking_tracks import Tracks
 from .video import VideoConfig, open_video
 
-__all__ = ["STAGES", "TrainConfig", "TrainError", "TrainResult", "resample_params", "train_avatar", "work_paths"]
+__all__ = ["STAGES", "TrainConfig", "TrainError", "TrainResult", "train_avatar", "work_paths"]
 
 log = logging.getLogger(__name__)
 
@@ -154,10 +155,12 @@ class TrainConfig:
         cfg.static = StaticFitConfig(iterations=60, init_count=600, holdout_every=8, sh_degree=0,
                                      checkpoint_every=20, log_every=10,
                                      densify=DensifyConfig(start=10**9, stop=10**9, opacity_reset_every=0))  # fmt: skip
-        for name in ("articulated", "audio"):
-            sub = getattr(cfg, name)
-            if sub is not None and hasattr(type(sub), "quick"):
-                setattr(cfg, name, type(sub).quick())
+        if cfg.articulated is not None:
+            cfg.articulated = type(cfg.articulated)(**{
+                **_as_dict(cfg.articulated), "iterations": 60, "region_probes": 8, "plane_resolution": 16,
+                "hidden": 16, "layers": 1, "checkpoint_every": 20, "log_every": 10})  # fmt: skip
+        if cfg.audio is not None:
+            cfg.audio = type(cfg.audio)(**{**_as_dict(cfg.audio), "steps": 20, "eval_every": 5, "batch": 4})
         return cfg
 
 
@@ -347,6 +350,19 @@ class _Run:
             self._cache["data"] = fit_data_from_tracks(frames, tracks)
         return self._cache["data"]
 
+    def _stage_dir(self, name: str) -> tuple[Path, bool]:
+        """(the stage's folder, whether it holds checkpoints of this very stage key to resume
+        from); a folder left by the same stage under other options or inputs is emptied."""
+        folder, key = self.wf.path(name), self.keys[name]
+        stamp = folder / "stage.key"
+        same = stamp.is_file() and stamp.read_text() == key
+        if folder.exists() and not same:
+            log.info("stage %s: its folder holds work under other options; starting it afresh", name)
+            shutil.rmtree(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        stamp.write_text(key)
+        return folder, same
+
     # -- the stages ------------------------------------------------------------------------------
     def _run_video(self) -> dict:
         info = self.reader.info
@@ -393,10 +409,7 @@ class _Run:
     def _run_static(self) -> dict:
         from .fit_static import fit_static
 
-        folder = self.wf.path("static")
-        resume = folder.is_dir()  # checkpoints of this key only: a changed key cleared the folder
-        if not resume:
-            folder.mkdir(parents=True)
+        folder, resume = self._stage_dir("static")
         data = self._fit_data()
         write_npz(self.wf.path("poses.npz"), head_quat=np.asarray(data.head_quat, np.float32),
                   head_trans=np.asarray(data.head_trans, np.float32), valid=data.valid_mask())  # the poses the fits saw (report)
@@ -423,10 +436,7 @@ class _Run:
 
         static = self._cache.get("static") or load_static(self.wf.path("static"))
         codes = np.nan_to_num(read_npz(self.wf.path("codes.npz"))["codes"])  # frames left out: never drawn
-        folder = self.wf.path("articulated")
-        resume = folder.is_dir()
-        if not resume:
-            folder.mkdir(parents=True)
+        folder, resume = self._stage_dir("articulated")
         result = fit_articulated(self._fit_data(), static, codes, self._fit_config("articulated"), folder,
                                  resume=resume, progress=self.report.fit("articulated"))  # fmt: skip
         save_articulated(result, folder)
@@ -434,21 +444,20 @@ class _Run:
         return _fit_summary(result)
 
     def _run_audio(self) -> dict:
-        from .audio_adapt import adapt_encoder, load_demo_encoder
+        from .audio_adapt import adapt_encoder, load_demo_encoder, resample_params
 
-        folder = self.wf.path("audio")
-        folder.mkdir(parents=True, exist_ok=True)
+        folder, _ = self._stage_dir("audio")
         encoder = load_demo_encoder()
         pcm = self._speech()
         if pcm is None:
-            metrics = {"adapted": False, "why": "no speech track: the shipped person-independent audio path"}
+            metrics = {"adapted": False, "reason": "no speech track: the shipped person-independent audio path"}
         else:
             z = read_npz(self.wf.path("codes.npz"))
             frames = -(-pcm.size // int(RATE / CODE_FPS))
-            params = resample_params(z["params"], z["times"], CODE_FPS, frames)
+            params = resample_params(z["params"], z["times"], frames, CODE_FPS)
             result = adapt_encoder(encoder, pcm, params, self.cfg.audio)
             encoder = result.encoder
-            metrics = {"adapted": True, **result.metrics}
+            metrics = {**result.metrics, "adapted": bool(result.adapted)}
         save_encoder(encoder, metrics, folder)
         return {k: v for k, v in metrics.items() if isinstance(v, (bool, str, int, float))}
 
@@ -485,24 +494,3 @@ def _fit_summary(result) -> dict:
     out["gaussians"] = int(result.gaussians.count)
     out["fit_seconds"] = round(float(result.seconds), 1)
     return out
-
-
-def resample_params(params: np.ndarray, times: np.ndarray, fps: float, frames: int) -> np.ndarray:
-    """Articulation per video frame (params [T,P] at ``times`` [T] seconds, NaN = unknown) ->
-    [frames, P] float32 at ``fps`` (frame f at f / fps s, the audio encoder's timeline): linear
-    between the two video frames around each instant, NaN when either is unknown or the instant
-    lies outside the video."""
-    params = np.asarray(params, np.float64)
-    times = np.asarray(times, np.float64)
-    if params.ndim != 2 or times.shape != (params.shape[0],):
-        raise InputError(f"params must be [T,P] with times [T]; got {params.shape} and {times.shape}")
-    t = np.arange(frames) / fps + (times[0] if times.size else 0.0)
-    j = np.clip(np.searchsorted(times, t, side="right") - 1, 0, max(times.size - 2, 0))
-    out = np.full((frames, params.shape[1]), np.nan)
-    if times.size < 2:
-        return out.astype(np.float32)
-    t0, t1 = times[j], times[j + 1]
-    w = ((t - t0) / np.maximum(t1 - t0, 1e-9))[:, None]
-    inside = (t >= times[0]) & (t <= times[-1])
-    out[inside] = ((1 - w) * params[j] + w * params[j + 1])[inside]
-    return out.astype(np.float32)

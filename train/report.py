@@ -179,7 +179,8 @@ def _markdown(rep: dict) -> str:
             lines.append(f"| {n} | {' | '.join(cells)} | {m['gaussians']} |")
     if "audio" in rep:
         a = rep["audio"]
-        lines += ["", "Audio path: " + ("adapted on the speech track" if a.get("adapted") else a.get("why", "shipped")) + "."]
+        lines += ["", f"Audio path: {'adapted on the speech track' if a.get('adapted') else 'the shipped one'} "
+                  f"({a.get('reason', '')})."]  # fmt: skip
     if rep["files"]:
         lines += ["", "Files: " + ", ".join(rep["files"]) + "."]
     return "\n".join(lines) + "\n"
