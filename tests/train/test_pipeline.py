@@ -1,0 +1,263 @@
+"""``huma-rt train`` (train/pipeline.py, cli.py, report.py, progress.py): the whole chain on a
+closed-loop clip of the demo avatar (video -> bundle -> rendered speech), resume after an
+interruption, changed options, and the videos that must be refused with one clear line."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("dlib")
+pytest.importorskip("matplotlib")
+
+from huma_rt.train.pipeline import STAGES, TrainConfig, TrainError, train_avatar, work_paths  # noqa: E402
+from huma_rt.train.pipeline_work import WorkFolder  # noqa: E402
+from huma_rt.train.progress import StageProgress, TerminalBar  # noqa: E402
+from huma_rt.train.tracking import TrackingError  # noqa: E402
+from huma_rt.train.video import VideoError  # noqa: E402
+
+from huma_rt.errors import HumaError  # noqa: E402
+
+CLIP_S = 10.4  # the reader's minimum is 10 s
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory):
+    """A 10.4 s talking clip of the demo avatar (video with speech, speech.wav, truth)."""
+    from huma_rt.train.synthetic import SyntheticConfig, make_synthetic
+
+    out = tmp_path_factory.mktemp("clip")
+    make_synthetic(SyntheticConfig(duration_s=CLIP_S, seed=3, threads=1), out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def silent_clip(clip, tmp_path_factory):
+    """The same video stream without its audio track (packets copied: the same frames)."""
+    import av
+
+    out = tmp_path_factory.mktemp("silent") / "silent.mp4"
+    with av.open(str(clip / "video.mp4")) as src, av.open(str(out), "w") as dst:
+        s = src.streams.video[0]
+        d = dst.add_stream_from_template(s)
+        for packet in src.demux(s):
+            if packet.dts is None:
+                continue
+            packet.stream = d
+            dst.mux(packet)
+    return out
+
+
+@pytest.fixture(scope="module")
+def trained(clip, tmp_path_factory):
+    """``huma-rt train video.mp4 -o me.bundle --preset quick`` through the CLI, uninterrupted."""
+    from huma_rt.train.cli import main
+
+    out = tmp_path_factory.mktemp("run") / "me.bundle"
+    rc = main([str(clip / "video.mp4"), "-o", str(out), "--preset", "quick", "--no-progress"])
+    assert rc == 0
+    return out
+
+
+def _events(sink: list):
+    return lambda rec: sink.append(rec)
+
+
+@pytest.mark.slow
+def test_cli_trains_a_bundle_that_speaks(trained, clip, tmp_path):
+    work, report = work_paths(trained)
+    assert trained.is_dir() and work.is_dir() and report.is_dir()
+    state = json.loads((work / "stages.json").read_text())
+    assert list(state["stages"]) == list(STAGES)
+    # the bundle loads in the runtime and renders new speech with a moving mouth
+    from matplotlib.pyplot import imread
+
+    from huma_rt.cli import main as huma_rt
+    from huma_rt.runtime import Avatar
+
+    avatar = Avatar.load(trained, device="cpu")
+    assert avatar.fps == 25
+    pngs = tmp_path / "frames"
+    assert huma_rt(["render", "--bundle", str(trained), "--wav", str(clip / "speech.wav"), "--png-dir", str(pngs),
+                    "--threads", "1"]) == 0  # fmt: skip
+    frames = sorted(pngs.glob("frame_*.png"))
+    assert len(frames) == round(CLIP_S * 25)
+    imgs = np.stack([imread(p)[..., :3] * 255.0 for p in frames[::10]])
+    assert imgs.std(0).mean() > 0.5, "every rendered frame is the same: the audio path moves nothing"
+    # the report: every stage's time, the frames left out and why, held-out numbers, the images
+    rep = json.loads((report / "report.json").read_text())
+    assert set(rep["stages"]) == set(STAGES) and all(s["seconds"] > 0 for s in rep["stages"].values())
+    assert rep["frames"]["total"] == len(np.load(clip / "truth.npz")["pts"])
+    assert rep["frames"]["valid"] + sum(v["frames"] for v in rep["frames"]["left_out"].values()) == rep["frames"]["total"]
+    for fit in ("static", "articulated"):
+        assert rep[fit]["psnr"] > 20 and 0 < rep[fit]["ssim"] <= 1 and rep[fit]["gaussians"] > 100
+    assert rep["audio"]["adapted"] in (True, False) and rep["audio"]["reason"]
+    for name in ("heldout.png", "losses.png", "tracking/overlay.png", "report.md"):
+        assert (report / name).stat().st_size > 1000, name
+    sheet = imread(report / "heldout.png")
+    assert sheet.shape[0] > 200 and sheet.std() > 0.05
+
+
+@pytest.mark.slow
+def test_interrupted_run_resumes_to_the_same_avatar(trained, silent_clip, tmp_path, caplog):
+    """Ctrl-C inside the static fit, then --resume: finished stages are not redone, the fit
+    continues from its checkpoint and ends where the uninterrupted run ended (the silent copy
+    of the clip has the same frames); a silent video still gets the shipped audio path."""
+    out = tmp_path / "me.bundle"
+    cfg = TrainConfig.quick()
+    seen: list[StageProgress] = []
+
+    def interrupt(rec: StageProgress) -> None:
+        seen.append(rec)
+        if rec.stage == "static" and rec.event == "update" and rec.done >= 30:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_avatar(silent_clip, out, cfg, progress=interrupt)
+    work = work_paths(out)[0]
+    assert (work / "static" / "static.ckpt.pt").is_file() and not out.exists()
+    assert [r.stage for r in seen if r.event == "end"] == ["video", "track"]
+    updates = [r for r in seen if r.event == "update"]
+    assert any(r.stage == "track" and r.unit == "frames" for r in updates)
+    assert any(r.stage == "static" and r.loss is not None and r.eta_s is not None for r in updates)
+
+    with pytest.raises(TrainError, match="--resume"):
+        train_avatar(silent_clip, out, cfg)  # a run to continue is never discarded silently
+    events: list[StageProgress] = []
+    with caplog.at_level(logging.INFO):
+        result = train_avatar(silent_clip, out, cfg, resume=True, progress=_events(events))
+    assert [r.stage for r in events if r.event == "skip"] == ["video", "track"]
+    assert "resumed from" in caplog.text and "at iteration 20" in caplog.text
+    assert result.bundle == out and out.is_dir()
+    assert result.metrics["audio"]["adapted"] is False and "no speech" in result.metrics["audio"]["reason"]
+    a = np.load(work / "static" / "result.npz")
+    b = np.load(work_paths(trained)[0] / "static" / "result.npz")
+    np.testing.assert_array_equal(a["g_means"], b["g_means"])
+    np.testing.assert_array_equal(a["g_sh"], b["g_sh"])
+
+    # a changed option redoes its stage and the ones after it, and says what changed
+    caplog.clear()
+    cfg.static.iterations = 40
+    events.clear()
+    with caplog.at_level(logging.WARNING):
+        train_avatar(silent_clip, out, cfg, resume=True, until="codes", progress=_events(events))
+    assert "static.iterations: 60 -> 40" in caplog.text
+    assert [r.stage for r in events if r.event == "skip"] == ["video", "track", "codes"]
+    assert [r.stage for r in events if r.event == "end"] == ["static"]
+
+
+def test_a_work_folder_of_another_video_is_refused(tmp_path):
+    video = tmp_path / "a.mp4"
+    video.write_bytes(b"x")
+    wf = WorkFolder.open(tmp_path / "me.train", video, "a" * 64, resume=False, overwrite=False)
+    wf.finish("video", "k", {}, 1.0)
+    with pytest.raises(TrainError, match="another video"):
+        WorkFolder.open(tmp_path / "me.train", video, "b" * 64, resume=True, overwrite=False)
+    with pytest.raises(TrainError, match="--resume .* --overwrite"):
+        WorkFolder.open(tmp_path / "me.train", video, "a" * 64, resume=False, overwrite=False)
+    again = WorkFolder.open(tmp_path / "me.train", video, "b" * 64, resume=False, overwrite=True)
+    assert again.stages == {}
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep")
+    with pytest.raises(TrainError, match="not a work folder"):
+        WorkFolder.open(tmp_path / "mine", video, "a" * 64, resume=False, overwrite=True)
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "keep"
+
+
+def _write_video(path, frames, fps=25):
+    from huma_rt.media import Mp4Writer
+
+    h, w = frames[0].shape[:2]
+    with Mp4Writer(path, fps, (w, h)) as mp4:
+        for f in frames:
+            mp4.write(f)
+    return path
+
+
+def _cli(capsys, *args):
+    from huma_rt.train.cli import main
+
+    rc = main([*map(str, args), "--preset", "quick", "--no-progress"])
+    err = capsys.readouterr().err.strip().splitlines()
+    return rc, err
+
+
+def test_short_and_unreadable_videos_are_refused_in_one_line(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    short = _write_video(tmp_path / "short.mp4", [rng.integers(0, 255, (64, 64, 3), np.uint8)] * 75)
+    rc, err = _cli(capsys, short, "-o", tmp_path / "a.bundle")
+    assert rc == 1 and len(err) == 1 and "3.0 s" in err[0] and "at least 10 s" in err[0]
+    junk = tmp_path / "junk.mp4"
+    junk.write_bytes(b"not a video at all" * 100)
+    rc, err = _cli(capsys, junk, "-o", tmp_path / "b.bundle")
+    assert rc == 1 and len(err) == 1 and "not a video file" in err[0]
+    with pytest.raises(VideoError):
+        train_avatar(junk, tmp_path / "c.bundle", TrainConfig.quick())
+    assert not work_paths(tmp_path / "c.bundle")[0].exists()  # nothing is written for a bad file
+
+
+def test_a_video_without_a_face_is_refused_and_its_tracking_kept(tmp_path, capsys):
+    rng = np.random.default_rng(1)
+    frames = [np.full((96, 128, 3), 90, np.uint8) + rng.integers(0, 40, (96, 128, 3), np.uint8) for _ in range(260)]
+    video = _write_video(tmp_path / "wall.mp4", frames)
+    out = tmp_path / "w.bundle"
+    rc, err = _cli(capsys, video, "-o", out)
+    assert rc == 1 and len(err) == 1
+    assert "tracked in 0 % of 260 frames" in err[0] and "no face found: 260 frames" in err[0] and "--resume" in err[0]
+    work, report = work_paths(out)
+    assert (work / "tracks.npz").is_file() and (report / "tracking" / "overlay.png").is_file()
+    with pytest.raises(TrackingError, match="no face found"):  # re-checked from the kept tracks
+        train_avatar(video, out, TrainConfig.quick(), resume=True)
+
+
+@pytest.mark.slow
+def test_two_faces_are_refused(clip, tmp_path, capsys):
+    from huma_rt.train.video import open_video
+
+    frames = [np.concatenate([f, f], 1) for _, _, f in open_video(clip / "video.mp4").frames()]
+    video = _write_video(tmp_path / "two.mp4", frames)
+    rc, err = _cli(capsys, video, "-o", tmp_path / "t.bundle")
+    assert rc == 1 and len(err) == 1 and "more than one face" in err[0]
+
+
+def test_config_round_trips_and_refuses_bad_values(tmp_path):
+    cfg = TrainConfig.quick()
+    again = TrainConfig.from_dict(json.loads(json.dumps(cfg.to_dict())))
+    assert again.to_dict() == cfg.to_dict()
+    assert TrainConfig.from_dict({"static": {"iterations": 7}}).static.iterations == 7
+    with pytest.raises(HumaError, match="unknown TrainConfig fields"):
+        TrainConfig.from_dict({"statik": {}})
+    with pytest.raises(HumaError, match="min_valid"):
+        TrainConfig(min_valid=0)
+    with pytest.raises(HumaError, match="until"):
+        train_avatar(tmp_path / "x.mp4", tmp_path / "x.bundle", until="everything")
+
+
+def test_terminal_bar_writes_a_line_per_tenth_off_a_terminal():
+    import io
+
+    s = io.StringIO()
+    bar = TerminalBar(s)
+    bar(StageProgress("static", "start"))
+    for i in range(1, 101):
+        bar(StageProgress("static", "update", i, 100, "iterations", 100.0 - i, 0.5 / i))
+    bar(StageProgress("static", "end", seconds=75.0))
+    lines = s.getvalue().splitlines()
+    assert len(lines) == 12 and lines[-1].endswith("done in 1:15")  # tenths 0..10, then the end
+    assert "100/100 iterations" in lines[-2] and "loss 0.0050" in lines[-2] and "ETA 0:00" in lines[-2]
+
+
+def test_work_paths_sit_beside_the_bundle(tmp_path):
+    assert work_paths(tmp_path / "me.bundle") == (tmp_path / "me.train", tmp_path / "me.report")
+    assert work_paths(tmp_path / "me") == (tmp_path / "me.train", tmp_path / "me.report")
+
+
+@pytest.fixture(autouse=True)
+def _no_big_leftovers(tmp_path):
+    yield
+    shutil.rmtree(tmp_path, ignore_errors=True)
