@@ -248,10 +248,17 @@ def test_bad_inputs_are_refused_by_name(tmp_path):
     static = dataclasses.replace(g, region=np.zeros(g.count, np.uint8))
     enc16 = _models(code_dim=16, g=g)[0]
     other_spatial = SpatialEncoder(DeformerConfig(code_dim=8, plane_resolution=8, hidden=16, layers=1))
+    cut = dataclasses.replace(g)
+    cut.region = cut.region[:-1]  # changed after construction: pack_avatar validates again
+    nan = dataclasses.replace(g, means=g.means.copy())
+    nan.means[7, 1] = np.nan
     moved = Camera(W, H, 70.0, 70.0, 32.0, 24.0, world_to_camera=rest_camera(cam, *REST).world_to_camera)
     cases = [
         (dict(gaussians=static), "no dynamic region"),
         (dict(gaussians=g.means), "gaussians must be huma_rt.gaussians.Gaussians"),
+        (dict(gaussians=cut), r"region must have shape \(60,\)"),
+        (dict(gaussians=nan), "means must be finite; Gaussian 7"),
+        (dict(spatial=None), "spatial must be a huma_rt.export.models.SpatialEncoder"),
         (dict(encoder=enc16), "encoder code_dim 16 must equal deformer code_dim 8"),
         (dict(spatial=other_spatial), "spatial encoder and deformer must share one DeformerConfig"),
         (dict(deformer=spatial), "deformer must be a huma_rt.export.models.Deformer"),
