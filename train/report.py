@@ -160,7 +160,7 @@ def _markdown(rep: dict) -> str:
     info = rep.get("video_info", {}).get("info")
     if info:
         lines.append(f"Video: {info['width']}x{info['height']}, {info['fps']:.3g} fps, {info['seconds']:.1f} s, "
-                     f"{info['frames']} frames; speech: {rep['video_info'].get('speech') or 'none'}.")  # fmt: skip
+                     f"{info['frames']} frames; speech: {rep.get('audio', {}).get('speech', '-')}.")  # fmt: skip
     fr = rep.get("frames")
     if fr:
         left = "; ".join(f"{v['frames']} {v['why']}" for v in fr["left_out"].values()) or "none"
