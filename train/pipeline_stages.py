@@ -101,8 +101,7 @@ class StageRunner:
         for name, sub in (("static", "static/result.json"), ("articulated", "articulated/result.json")):
             p = self.wf.path(sub)
             if name in self.done and p.is_file():
-                m = read_json(p)["metrics"]
-                out[name] = {k: v for k, v in m.items() if k != "frames"}
+                out[name] = _no_frames(read_json(p)["metrics"])
         p = self.wf.path("audio/encoder.json")
         if "audio" in self.done and p.is_file():
             out["audio"] = read_json(p)["metrics"]
@@ -296,3 +295,8 @@ def _fit_summary(result) -> dict:
     out["gaussians"] = int(result.gaussians.count)
     out["fit_seconds"] = round(float(result.seconds), 1)
     return out
+
+
+def _no_frames(m: dict) -> dict:
+    """Metrics without their per-frame lists (kept in the work folder and the report)."""
+    return {k: _no_frames(v) if isinstance(v, dict) else v for k, v in m.items() if k != "frames"}
