@@ -56,10 +56,10 @@ def silent_clip(clip, tmp_path_factory):
 @pytest.fixture(scope="module")
 def trained(clip, tmp_path_factory):
     """``huma-rt train video.mp4 -o me.bundle --preset quick`` through the CLI, uninterrupted."""
-    from huma_rt.train.cli import main
+    from huma_rt.cli import main
 
     out = tmp_path_factory.mktemp("run") / "me.bundle"
-    rc = main([str(clip / "video.mp4"), "-o", str(out), "--preset", "quick", "--no-progress"])
+    rc = main(["train", str(clip / "video.mp4"), "-o", str(out), "--preset", "quick", "--no-progress"])
     assert rc == 0
     return out
 
@@ -195,9 +195,9 @@ def _write_video(path, frames, fps=25):
 
 
 def _cli(capsys, *args):
-    from huma_rt.train.cli import main
+    from huma_rt.cli import main
 
-    rc = main([*map(str, args), "--preset", "quick", "--no-progress"])
+    rc = main(["train", *map(str, args), "--preset", "quick", "--no-progress"])
     err = capsys.readouterr().err.strip().splitlines()
     return rc, err
 
