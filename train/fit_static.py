@@ -13,12 +13,14 @@ camera of the given intrinsics. Loss: 3DGS's 0.8 L1 + 0.2 D-SSIM on the whole fr
 the background plate happens to match it).
 
 Background: a static plate estimated once, the per-pixel temporal median of training pixels
-outside the matte (pixels the head covers in every frame take the median of all frames); the
-render is composited over it. A fixed camera sees a fixed backdrop, and a plate measured from
-the pixels costs nothing to learn; a plate cannot follow lighting changes (left for later).
+outside the matte (pixels the head covers in every frame take the nearest such pixel's value,
+not the median of the head there: see fit_views._fill_unseen); the render is composited over
+it. A fixed camera sees a fixed backdrop, and a plate measured from the pixels costs nothing to
+learn; a plate cannot follow lighting changes (left for later).
 
 Held-out frames: every ``holdout_every``-th valid frame is never trained on; PSNR/SSIM on them
-(whole frame, and face = matte > 0.5) at the fit's resolution are in ``result.metrics``.
+(whole frame, and face = the data's face_mattes, else its mattes, > 0.5) at the fit's
+resolution are in ``result.metrics``.
 Checkpoints (``static.ckpt.pt``: parameters, Adam state, densification statistics, random
 states) every ``checkpoint_every`` iterations and at the end; ``resume=True`` continues from it.
 """
@@ -151,7 +153,7 @@ def evaluate(params: dict[str, torch.Tensor], views: Views, index: np.ndarray, b
         for i in index:
             img = render_view(params, views.camera, views.quat[i], views.trans[i], background, sh_degree).image
             img = img.clamp(0, 1)
-            truth, m = views.target(int(i)), views.matte(int(i))
+            truth, m = views.target(int(i)), views.face_matte(int(i))
             row = {"frame": int(i), "psnr": psnr(img, truth), "ssim": ssim(img, truth)}
             if m is not None:
                 row.update(psnr_face=psnr(img, truth, m), ssim_face=ssim(img, truth, m))

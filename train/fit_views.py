@@ -18,7 +18,8 @@ class StaticFitData:
     model-to-camera pose per frame (x_cam = R p + t, OpenCV axes); intrinsics [3,3] at the
     frames' size; mattes [T,H,W] (uint8 0..255 or float 0..1; None: no matte, whole frame is
     the face); valid [T] bool (None: all); anchors [L,3] optional canonical points added to the
-    initial Gaussians (e.g. the mean-face landmarks)."""
+    initial Gaussians (e.g. the mean-face landmarks); face_mattes [T,H,W] like mattes: the
+    region the held-out face metrics are measured on (None: the mattes)."""
 
     frames: np.ndarray
     head_quat: np.ndarray
@@ -27,6 +28,7 @@ class StaticFitData:
     mattes: np.ndarray | None = None
     valid: np.ndarray | None = None
     anchors: np.ndarray | None = None
+    face_mattes: np.ndarray | None = None
 
     def validate(self) -> None:
         """InputError naming the first bad field."""
@@ -60,6 +62,9 @@ class StaticFitData:
             if empty:
                 raise InputError(f"the matte of valid frame {empty[0]} is empty (no face pixel; {len(empty)} such "
                                  "frames): mark them invalid or fix the matte")  # fmt: skip
+        fm = self.face_mattes
+        if fm is not None and (not isinstance(fm, np.ndarray) or fm.shape != (t, h, w)):
+            raise InputError(f"face_mattes must be an array [T,H,W] = {(t, h, w)}; got {getattr(fm, 'shape', type(fm).__name__)}")
         if valid.sum() < 2:
             raise InputError(f"the static fit needs at least 2 valid frames; got {int(valid.sum())}")
         if self.anchors is not None and (np.asarray(self.anchors).ndim != 2 or np.asarray(self.anchors).shape[1] != 3):
@@ -87,6 +92,9 @@ class Views:
         m = data.mattes
         self.mattes = None if m is None else torch.from_numpy(
             _pool(m, d, np.float32, 1 / 255.0 if m.dtype == np.uint8 else 1.0))
+        fm = data.face_mattes
+        self.face_mattes = self.mattes if fm is None or fm is m else torch.from_numpy(
+            _pool(fm, d, np.float32, 1 / 255.0 if fm.dtype == np.uint8 else 1.0))
         k = np.asarray(data.intrinsics, np.float64)
         self.camera = Camera(w2, h2, k[0, 0] / d, k[1, 1] / d, k[0, 2] / d, k[1, 2] / d)
         self.quat = torch.tensor(np.asarray(data.head_quat, np.float64), dtype=torch.float32)
@@ -97,6 +105,10 @@ class Views:
 
     def matte(self, i: int) -> torch.Tensor | None:
         return None if self.mattes is None else self.mattes[i]
+
+    def face_matte(self, i: int) -> torch.Tensor | None:
+        """The region of the face metrics [h,w] (the matte unless face_mattes were given)."""
+        return None if self.face_mattes is None else self.face_mattes[i]
 
 
 def _pool(a: np.ndarray, d: int, dtype, scale: float = 1.0) -> np.ndarray:
@@ -125,7 +137,20 @@ def background_plate(frames: torch.Tensor, mattes: torch.Tensor | None, index: n
     seen = outside.any(0)
     with np.errstate(all="ignore"):
         plate = np.where(seen, np.nanmedian(np.where(seen, masked, 0.0), 0), np.median(f, 0))
+    if seen.any() and not seen.all():
+        plate = _fill_unseen(plate, seen[..., 0])
     return torch.from_numpy(plate.astype(np.float32))
+
+
+def _fill_unseen(plate: np.ndarray, seen: np.ndarray) -> np.ndarray:
+    """Pixels [h,w] the head covers in every frame take the nearest seen backdrop colour: the
+    median of the frames there is a blurred face, and a plate that already shows the face lets
+    the head's Gaussians stay half transparent (a ghost of the plate shows through them on
+    every other pose)."""
+    from scipy.ndimage import distance_transform_edt
+
+    _, (iy, ix) = distance_transform_edt(~seen, return_indices=True)
+    return plate[iy, ix]
 
 def split_views(valid: np.ndarray, holdout_every: int) -> tuple[np.ndarray, np.ndarray]:
     """(train indices, held-out indices): every k-th valid frame is held out."""
