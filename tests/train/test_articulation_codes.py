@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from huma_rt.errors import InputError
+from huma_rt.errors import InputError, MissingDependencyError
 
 pytest.importorskip("dlib")
 pytest.importorskip("torch")
@@ -33,6 +33,15 @@ from huma_rt.train.tracking import track_video  # noqa: E402
 from huma_rt.train.video import VideoConfig  # noqa: E402
 
 SECONDS = 8.0
+
+
+def _needs_espeak() -> None:
+    from huma_rt.speech import espeak
+
+    try:
+        espeak.sample_rate()
+    except MissingDependencyError as exc:
+        pytest.skip(f"libespeak-ng is not available: {exc}")
 
 
 @pytest.fixture(scope="module")
@@ -119,6 +128,7 @@ def test_committed_reference_is_the_shipped_encoders():
 
     if not is_checkpoint(DEMO_CHECKPOINT_DIR):
         pytest.skip("no shipped demo weights")
+    _needs_espeak()
     ref = np.asarray(reference_quantiles())
     np.testing.assert_allclose(ref, REFERENCE_Q, atol=0.01)
     assert 0.2 < ref[0] < 0.9  # the demo encoder opens its jaw in speech
@@ -177,13 +187,17 @@ def adapted(clip, calibrated):
 
 
 def test_adaptation_on_the_clip_never_gets_worse(adapted):
-    demo, result, _, _ = adapted
+    from huma_rt.train.audio_adapt import encoder_params
+
+    demo, result, pcm, target = adapted
     m = result.metrics
     assert set(m["r_before"]) == {"jaw", "round", "spread", "closure"} and m["held_out_frames"] >= 25
-    # the demo encoder already follows the tracked jaw on held-out speech (it made the clip)
-    assert m["r_before"]["jaw"] >= 0.8
+    # the demo encoder follows the tracked jaw of the clip (it made the clip): audio -> the
+    # person's own articulation is already close before any adaptation
+    known = np.isfinite(target[:, 0])
+    assert _r(encoder_params(demo, pcm)[known, 0], target[known, 0]) >= 0.85
     if result.adapted:
-        assert m["score_after"] >= m["score_before"] + result.metrics["config"]["min_improvement"]
+        assert m["score_after"] >= m["score_before"] + m["config"]["min_improvement"] and m["gain_p05"] > 0
         assert result.encoder is not demo
     else:
         assert result.encoder is demo
@@ -202,6 +216,7 @@ def test_av_lag_within_a_frame_on_new_speech(adapted):
     from huma_rt.train.audio_adapt import encoder_params
 
     demo, result, _, _ = adapted
+    _needs_espeak()
     u = make_utterance("Two blue fish swam in the tank, and a quick brown fox jumped over them.",
                        HELD_OUT_VOICES[0], rate=170, pitch=45)  # fmt: skip
     for encoder in (demo, result.encoder):

