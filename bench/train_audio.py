@@ -103,6 +103,7 @@ def closed_loop(folder: Path, duration: float, seed: int) -> tuple[dict, list[di
             row[f"{label}_vs_truth_r"] = round(_r(pred[sp, PARAMS.index(n)], truth[sp, PARAMS.index(n)]), 3)
     summary = {"frames": len(tracks), "valid_share": round(float(ok.mean()), 4), "speaking_frames": int(sp.sum()),
                "calibration": cal.to_dict(), "adapted": res.adapted, "adapt_reason": m["reason"],
+               **{k: m.get(k) for k in ("score_before", "score_after", "gain_p05", "best_step")},
                "adapt_history": m.get("history"), "held_out_frames": m["held_out_frames"],
                "train_frames": m["train_frames"], "seconds": {k: round(v, 1) for k, v in seconds.items()},
                "_encoders": (demo, res.encoder)}  # fmt: skip
