@@ -110,7 +110,8 @@ STATS_JS = """(async () => { const r = await pc.getStats(); const o = {t: perfor
                packets: s.packetsReceived, packets_lost: s.packetsLost};
     if (s.kind === 'video') Object.assign(k, {frames_decoded: s.framesDecoded, frames_dropped: s.framesDropped,
       frames_received: s.framesReceived, fps: s.framesPerSecond, freezes: s.freezeCount,
-      freeze_s: s.totalFreezesDuration, pauses: s.pauseCount});
+      freeze_s: s.totalFreezesDuration, pauses: s.pauseCount, key_frames: s.keyFramesDecoded, pli: s.pliCount,
+      nack: s.nackCount});
     else Object.assign(k, {samples: s.totalSamplesReceived, concealed: s.concealedSamples,
       silent_concealed: s.silentConcealedSamples, concealment_events: s.concealmentEvents,
       inserted_decel: s.insertedSamplesForDeceleration, removed_accel: s.removedSamplesForAcceleration});
@@ -229,7 +230,9 @@ class Page:
         """The page's WebRTC receive counters now (``RTCPeerConnection.getStats()``, inbound-rtp),
         per kind: video frames decoded/dropped/received, fps, freezes, pauses; audio samples
         received and concealed, concealment events, samples inserted/removed to slow down/speed up
-        playout; both jitter buffers (ms a sample or frame waited on average)."""
+        playout; both jitter buffers (ms a sample or frame waited on average); video keyframes
+        decoded and the keyframe requests (PLI) and retransmission requests (NACK) the page sent
+        (a decoder that lost its reference asks for a keyframe)."""
         return self.js(STATS_JS)
 
     def frame_png(self) -> np.ndarray:

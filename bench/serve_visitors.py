@@ -165,13 +165,15 @@ def _answers_done(pages: list[Page], counts: list[int], timeout: float) -> list[
     return done
 
 
-def measure(n: int, wav: Path, loop_s: float, idle_s: float, work: Path, do_profile: bool) -> list[dict]:
-    """The three phases with ``n`` visitors; one row per (phase, page) plus one per phase for CPU."""
+def measure(n: int, wav: Path, loop_s: float, idle_s: float, work: Path, do_profile: bool,
+            serve_args: tuple[str, ...] = (), phases: tuple[str, ...] = ("idle", "typed", "spoken")) -> list[dict]:  # fmt: skip
+    """The ``phases`` with ``n`` visitors; one row per (phase, page) plus one per phase for CPU
+    (with the worker's process CPU seconds per frame sent, ``cpu_ms_per_frame``)."""
     from playwright.sync_api import sync_playwright
 
     rows = []
     srv = Server("--max-visitors", str(n), "--warm", str(n), "--responder", "scripted", "--reply", REPLY,
-                 "--idle-timeout", "600", ready_workers=n, timeout=300)  # fmt: skip
+                 "--idle-timeout", "600", *serve_args, ready_workers=n, timeout=300)  # fmt: skip
     try:
         with sync_playwright() as pw:
             pages: list[Page] = []
@@ -189,7 +191,7 @@ def measure(n: int, wav: Path, loop_s: float, idle_s: float, work: Path, do_prof
                 groups["server"] = ([srv.proc.pid], False)
                 groups["chromium (all pages)"] = ([pid for p in pages for pid in p.browser_pids()], True)
                 meter = CpuMeter(groups)
-                for phase in ("idle", "typed", "spoken"):
+                for phase in phases:
                     before = [p.receive_stats() for p in pages]
                     counts = [len(p.events("answer_end")) for p in pages]
                     load0 = os.getloadavg()[0]
@@ -214,15 +216,20 @@ def measure(n: int, wav: Path, loop_s: float, idle_s: float, work: Path, do_prof
                         for p in pages:
                             p.js("huma.setMic(false)")
                         answered = _answers_done(pages, counts, 120)
+                    seconds = time.monotonic() - meter.t0
                     cpu = meter.stop()
                     after = [p.receive_stats() for p in pages]
+                    fps = 25.0  # the worker sends one frame per 40 ms: CPU per frame = CPU % / 100 / fps
+                    per_frame = {f"{k} ms/frame": round(10.0 * v / fps, 2) for k, v in cpu.items()
+                                 if k.startswith("worker") and v is not None}  # fmt: skip
                     for i, (b, a) in enumerate(zip(before, after, strict=True)):
                         lat = [t for t in pages[i].js("huma.latency()") if t["end"] >= b["t"]]
                         rows.append({"visitors": n, "phase": phase, "page": i + 1, "pc": pages[i].js("huma.pcState || pc.connectionState"),
                                      "answered": answered[i], **page_delta(b, a),
                                      "first_frame_ms": pct([t["frame_ms"] for t in lat], 50),
                                      "first_audio_ms": pct([t["audio_ms"] for t in lat], 50)})  # fmt: skip
-                    rows.append({"visitors": n, "phase": phase, "page": "cpu %", **cpu, "load_1min": load0,
+                    rows.append({"visitors": n, "phase": phase, "page": "cpu %", **cpu, **per_frame,
+                                 "seconds": round(seconds, 1), "load_1min": load0,
                                  **({"profile_worker_1": prof} if prof else {})})  # fmt: skip
             finally:
                 for p in pages:
@@ -233,7 +240,7 @@ def measure(n: int, wav: Path, loop_s: float, idle_s: float, work: Path, do_prof
 
 
 def run(quick: bool, out_dir: Path, visitors: tuple[int, ...] = (1, 4), idle_s: float | None = None,
-        do_profile: bool = False) -> dict:  # fmt: skip
+        do_profile: bool = False, serve_args: tuple[str, ...] = ()) -> dict:  # fmt: skip
     """Measure each visitor count in ``visitors`` (quick: 10 s idle)."""
     idle_s = idle_s if idle_s is not None else (10.0 if quick else 20.0)
     work = Path(tempfile.mkdtemp(prefix="huma-serve-visitors-"))
@@ -242,14 +249,14 @@ def run(quick: bool, out_dir: Path, visitors: tuple[int, ...] = (1, 4), idle_s: 
     wav, loop_s = write_wav48(work / "mic.wav", pcm), pcm.size / 16000
     tree, rows, loads = tree_state(), [], [os.getloadavg()]
     for n in visitors:
-        rows += measure(n, wav, loop_s, idle_s, work, do_profile)
+        rows += measure(n, wav, loop_s, idle_s, work, do_profile, serve_args)
         loads.append(os.getloadavg())
     profiles = {f"{r['visitors']} visitors, {r['phase']}": r.pop("profile_worker_1") for r in rows if "profile_worker_1" in r}
     page_rows = [r for r in rows if r["page"] != "cpu %"]
     cpu_rows = [r for r in rows if r["page"] == "cpu %"]
     record = write_result(out_dir, "serve_visitors", page_rows,
                           {"cpu": cpu_rows, "profiles": profiles, "load_avg": [list(x) for x in loads], "tree": tree,
-                           "idle_s": idle_s, "question": QUESTION, "reply": REPLY})  # fmt: skip
+                           "idle_s": idle_s, "question": QUESTION, "reply": REPLY, "serve_args": list(serve_args)})  # fmt: skip
     with open(Path(out_dir) / "serve_visitors.md", "a") as f:
         f.write("\nCPU (% of one core; 2 cores = 200 %) per phase:\n\n" + markdown_table(cpu_rows))
         for name, prof in profiles.items():
@@ -267,9 +274,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--profile", action="store_true", help="py-spy one worker in the idle and typed phases")
     ap.add_argument("--out", type=Path, default=Path("bench-results"))
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("serve_args", nargs="*", help="extra huma-rt serve options (after --), e.g. -- --media frames")
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    record = run(a.quick, a.out, visitors=tuple(a.visitors), idle_s=a.idle_s, do_profile=a.profile)
+    record = run(a.quick, a.out, visitors=tuple(a.visitors), idle_s=a.idle_s, do_profile=a.profile,
+                 serve_args=tuple(a.serve_args))  # fmt: skip
     print(markdown_table(record["results"]))
     print(markdown_table(record["cpu"]))
     return 0

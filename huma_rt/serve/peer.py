@@ -17,6 +17,7 @@ import fractions
 import logging
 import time
 from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -35,22 +36,31 @@ MAX_MIC_BACKLOG = 25  # decoded 20 ms microphone frames waiting at most (0.5 s)
 class MediaClock:
     """The wall time at which stream time 0 plays (``t0``, time.perf_counter() seconds).
 
-    Set by the first frame (``start``): ``delay_s`` later than the frame was made, which is the
-    margin a late frame has before it shows as a stall. ``slip(dt)`` moves it when the frame
-    clock falls behind (an overloaded host), so both tracks slow down together.
+    Set by the first frame (``start``): ``delay_s`` later than the frame was made (before it is
+    encoded), which is the margin a late frame has before it shows as a stall. ``slip(dt)`` (the frame clock fell
+    ``dt`` behind: an overloaded host) re-anchors it at the next frame, ``delay_s`` after that
+    frame is made, and never earlier than it was, so both tracks slow down together. Re-anchoring
+    rather than adding ``dt``: a clock first set by a frame that was itself late (the first
+    frame, whose encoder opens) already holds that lateness, and adding it again made every
+    later frame wait ``dt`` too long in a 4-frame queue that then dropped frames.
     """
 
     def __init__(self, delay_s: float = 0.06) -> None:
         self.delay_s = delay_s
         self.t0: float | None = None
+        self._reanchor = False
 
-    def start(self, pts: float) -> None:
-        if self.t0 is None:
-            self.t0 = time.perf_counter() + self.delay_s - pts
+    def start(self, pts: float, made: float | None = None) -> None:
+        """Called with each frame (made at ``made``, perf_counter s; default now): sets t0 on
+        the first, or after ``slip``."""
+        if self.t0 is None or self._reanchor:
+            t0 = (time.perf_counter() if made is None else made) + self.delay_s - pts
+            self.t0 = t0 if self.t0 is None else max(self.t0, t0)
+            self._reanchor = False
 
     def slip(self, dt: float) -> None:
-        if self.t0 is not None:
-            self.t0 += dt
+        if self.t0 is not None and dt > 0:
+            self._reanchor = True
 
     async def wait(self, pts: float) -> None:
         """Sleep until stream time ``pts`` is due (returns at once when late)."""
@@ -71,10 +81,21 @@ class _Outbox:
         self.closed = False
 
     def put(self, item) -> None:  # on the event loop
+        """Append, dropping the oldest when full."""
         if len(self.items) == self.items.maxlen:
             self.dropped += 1
         self.items.append(item)
         self.ready.set()
+
+    def offer(self, item) -> bool:  # on the event loop
+        """Append unless full (-> False: the item was dropped). For encoded video: dropping a
+        queued frame would break the chain of frames that the next ones are predicted from."""
+        if len(self.items) == self.items.maxlen:
+            self.dropped += 1
+            return False
+        self.items.append(item)
+        self.ready.set()
+        return True
 
     async def get(self):
         while not self.items:
@@ -98,6 +119,10 @@ class AvatarMedia:
 
     video_queue: frames waiting for the encoder at most (4 = 160 ms at 25 fps); audio_queue:
     20 ms packets at most (50 = 1 s). ``push`` copies the frame (the session overwrites it).
+    With ``encode``, Opus is encoded in ``push`` and VP8 on a thread of its own (``huma-encode``,
+    in order), so that the next frame is drawn while this one is encoded, as aiortc does it; a
+    frame that would overfill the queue is dropped before it is encoded, never after (the next
+    frames are predicted from it).
     """
 
     def __init__(self, loop: asyncio.AbstractEventLoop, fps: int, clock: MediaClock | None = None,
@@ -115,6 +140,9 @@ class AvatarMedia:
         self._opus = OpusStream(frame=AUDIO_FRAME) if encode else None
         self._silent = _silent_opus() if encode else None
         self._video_sender = None
+        self._handed = self._delivered = 0  # video frames given to the encoder / queued by the loop
+        self._encoder = ThreadPoolExecutor(1, thread_name_prefix="huma-encode") if encode else None
+        self._ring: list[np.ndarray] = []  # copies of the pictures being encoded (video_queue + 2)
         self._video = _Outbox(video_queue)
         self._audio = _Outbox(audio_queue)
         self.video = _make_track("video", self._video, self.clock, lead=not encode)
@@ -133,9 +161,11 @@ class AvatarMedia:
 
     @property
     def video_stats(self) -> dict[str, int]:
-        """Video frames encoded, resent without encoding (an unchanged picture) and keyframes."""
+        """Video frames encoded, resent without encoding (an unchanged picture), keyframes, the
+        browser's keyframe requests and encoder restarts (a new bitrate)."""
         v = self._vp8
-        return {} if v is None else {"encoded": v.encoded, "held": v.held, "keyframes": v.keyframes}
+        return {} if v is None else {"encoded": v.encoded, "held": v.held, "keyframes": v.keyframes,
+                                     "keyframe_requests": v.requests, "restarts": v.restarts}  # fmt: skip
 
     @property
     def dropped(self) -> dict[str, int]:
@@ -145,17 +175,24 @@ class AvatarMedia:
         """Called on the frame clock's thread with one frame and the 16 kHz samples it shows
         (rgb None: no new picture, the frame clock is behind; only the audio is sent)."""
         av = self._av
+        made = time.perf_counter()
         vf = None
         s16 = np.clip(audio * 32767.0, -32768, 32767).astype(np.int16)
         first = round(pts * AUDIO_RATE)
         packets = []
-        if self.encode:  # encoded here, on the frame clock's thread, inside the clock's slack
-            if rgb is not None:
-                self._follow_bitrate()
-                vf = self._vp8.encode(rgb, pts)
+        if self.encode:
+            if rgb is not None and len(self._video.items) + self._handed - self._delivered >= self._video.items.maxlen:
+                self._video.dropped += 1  # the sender is behind: not encoded (the chain stays whole)
+            elif rgb is not None:
+                if not self._ring or self._ring[0].shape != rgb.shape:
+                    self._ring = [np.empty_like(rgb) for _ in range(self._video.items.maxlen + 2)]
+                slot = self._ring[self._handed % len(self._ring)]
+                np.copyto(slot, rgb)
+                self._handed += 1
+                self._encoder.submit(self._encode_video, slot, pts, made)
             for i in range(0, s16.size - AUDIO_FRAME + 1, AUDIO_FRAME):
                 packets.append((self._opus.encode(s16[i : i + AUDIO_FRAME], first + i), (first + i) / AUDIO_RATE))
-            self._deliver_soon(vf, pts, packets)
+            self._deliver_soon(vf, pts, packets, made)
             return
         if rgb is not None:
             vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")  # copies
@@ -167,21 +204,41 @@ class AvatarMedia:
             af.pts = first + i
             af.time_base = AUDIO_TIME_BASE
             packets.append((af, (first + i) / AUDIO_RATE))
-        self._deliver_soon(vf, pts, packets)
+        self._deliver_soon(vf, pts, packets, made)
 
-    def _deliver_soon(self, vf, pts: float, packets) -> None:
-        self.pushed += 1
+    def _encode_video(self, rgb: np.ndarray, pts: float, made: float) -> None:  # on huma-encode
         try:
-            self.loop.call_soon_threadsafe(self._deliver, vf, pts, packets)
+            self._follow_bitrate()
+            packet = self._vp8.encode(rgb, pts)
+        except Exception:
+            log.exception("VP8 encoding failed")
+            self._vp8.request_keyframe()
+            packet = None  # nothing to send; the loop still counts the frame as delivered
+        try:
+            self.loop.call_soon_threadsafe(self._deliver_video, packet, pts, made)
         except RuntimeError:  # the loop is closed: the visit is over
             pass
 
-    def _deliver(self, vf, pts: float, packets) -> None:
-        self.clock.start(pts)
-        if vf is not None:
+    def _deliver_soon(self, vf, pts: float, packets, made: float) -> None:
+        self.pushed += 1
+        try:
+            self.loop.call_soon_threadsafe(self._deliver, vf, pts, packets, made)
+        except RuntimeError:  # the loop is closed: the visit is over
+            pass
+
+    def _deliver(self, vf, pts: float, packets, made: float) -> None:
+        self.clock.start(pts, made)
+        if vf is not None and not self.encode:
             self._video.put((vf, pts))
         for p in packets:
             self._audio.put(p)
+
+    def _deliver_video(self, packet, pts: float, made: float) -> None:
+        """A packet from the encoder thread (None: its encoding failed) onto the video queue."""
+        self.clock.start(pts, made)
+        self._delivered += 1
+        if packet is not None and not self._video.offer((packet, pts)):  # push counts, so never: restart the chain
+            self._vp8.request_keyframe()
 
     def silence_queued(self) -> None:
         """Barge-in: audio packets not yet sent are replaced by silence of the same length and
@@ -207,6 +264,8 @@ class AvatarMedia:
     def close(self) -> None:
         self._video.close()
         self._audio.close()
+        if self._encoder is not None:
+            self._encoder.shutdown(wait=False, cancel_futures=True)
 
 
 def _silent_opus() -> bytes:

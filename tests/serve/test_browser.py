@@ -111,12 +111,26 @@ def test_two_pages_at_once_and_a_third_is_busy(server, playwright, wavs, rest_po
         assert status == 503 and body["error"].startswith("busy: 2 of 2 visitors"), (status, body)
         for p in pages:
             _shows_avatar(p, rest_pose)
+        time.sleep(3.0)  # idle: after 1 s the worker resends one display-only frame instead of encoding
+        for p in pages:  # the held frame decodes to the same picture every time
+            idle = p.js("huma.frames.slice(-20).map(f => f[1])")
+            assert len(idle) == 20 and max(idle) == 0.0, f"idle frames are not one picture: motion {idle}"
+        before = [p.receive_stats()["video"] for p in pages]
         for i, p in enumerate(pages):
             p.js(f"huma.ask('Question number {i + 1}?')")
         for i, p in enumerate(pages):
-            p.wait("huma.events.some(e => e.type === 'answer_start')", 60, f"page {i + 1}'s answer")
+            start = p.wait("huma.events.find(e => e.type === 'answer_start')", 60, f"page {i + 1}'s answer")
             heard = p.events("heard")
             assert heard[0]["text"] == f"Question number {i + 1}?"
+            # after the held frames the answer's frames decode (no stall, no lost reference)
+            p.wait(f"huma.frames.some(f => f[0] > {start['at']} && f[1] > {MOVING})", 20, f"page {i + 1}'s mouth moving")
+        time.sleep(1.0)
+        for i, (p, b) in enumerate(zip(pages, before, strict=True)):
+            a = p.receive_stats()["video"]
+            print(f"\npage {i + 1}: {a['frames_decoded'] - b['frames_decoded']} frames decoded over the answer's "
+                  f"start, keyframes {a['key_frames']}, PLI {a['pli']}, NACK {a['nack']}, freezes {a['freezes']}")
+            assert a["frames_decoded"] - b["frames_decoded"] >= 25, "the video stalled when the answer started"
+            assert a["pli"] == b["pli"], f"page {i + 1} asked for keyframes: its decoder lost its reference"
     finally:
         for p in pages:
             p.close()
