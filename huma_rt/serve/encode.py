@@ -71,8 +71,8 @@ class Vp8Stream:
 
     ``encode(rgb, pts)`` runs libvpx unless the picture equals the last one and a display-only
     frame of it exists; ``request_keyframe()`` (a browser's PLI/FIR, any thread) makes the next
-    packet a keyframe; ``target_bitrate`` may be set from any thread (applied when the picture
-    next changes: a new bitrate restarts the encoder, whose first frame is a keyframe).
+    packet a keyframe; ``target_bitrate`` may be set from any thread (a change of more than 10 %
+    restarts the encoder at the next frame, whose first frame is a keyframe, as aiortc does).
     Counters: ``encoded``, ``held`` (packets resent without encoding), ``keyframes``,
     ``requests`` (keyframe requests), ``restarts`` (new encoders: size or bitrate changed).
     """
@@ -132,13 +132,15 @@ class Vp8Stream:
             raise InputError(f"expected an RGB picture [H, W, 3] uint8; got {rgb.shape} {rgb.dtype}")
         same = self._last is not None and self._last.shape == rgb.shape and np.array_equal(self._last, rgb)
         keyframe, self._keyframe = self._keyframe, False
-        if same and self._held is not None and not keyframe:
-            self.held += 1
-            return self._packet(self._held, pts)
         h, w = rgb.shape[:2]
         c = self._codec
-        if c is None or (c.width, c.height) != (w, h) or \
-                abs(self.target_bitrate - c.bit_rate) > 0.1 * c.bit_rate:  # fmt: skip
+        # a new size, or a bitrate more than 10 % away (aiortc's rule), needs a new encoder; done
+        # at once, also while holding, so that an answer does not start with its keyframe
+        restart = c is None or (c.width, c.height) != (w, h) or abs(self.target_bitrate - c.bit_rate) > 0.1 * c.bit_rate
+        if same and self._held is not None and not keyframe and not restart:
+            self.held += 1
+            return self._packet(self._held, pts)
+        if restart:
             self.restarts += c is not None
             self._open(w, h)  # a new encoder starts with a keyframe
             same = False
@@ -176,8 +178,11 @@ class Vp8Stream:
 class OpusStream:
     """16 kHz mono s16 -> Opus packets of ``frame`` samples (20 ms), pts in samples (1/16000 s).
 
-    ``encode(s16, pts)`` takes exactly one frame and returns its packet at once (libopus codes
-    each frame as it comes; its 6.5 ms look-ahead is inside the packet, as with any encoder)."""
+    ``encode(s16, pts)`` takes exactly one frame and returns its packet at once. A packet's pts
+    is ``pts - lookahead``: libopus delays what it codes by its look-ahead (104 samples, 6.5 ms),
+    which RTP has no field for (aiortc's encoder stamped packets with their input time, so the
+    voice played 6.5 ms behind its timestamps); FFmpeg stamps the packet with the time its
+    decoded samples show, and that stamp is kept, so the packet also leaves 6.5 ms sooner."""
 
     RATE = 16000
 
@@ -194,6 +199,7 @@ class OpusStream:
         c.open()
         self._codec = c
         self._time_base = fractions.Fraction(1, self.RATE)
+        self.lookahead = 0  # samples, known after the first packet
 
     def encode(self, s16: np.ndarray, pts: int):
         """s16 [frame] int16 starting at sample ``pts`` -> one av.Packet."""
@@ -204,8 +210,9 @@ class OpusStream:
         packets = self._codec.encode(af)
         if len(packets) != 1:
             raise InputError(f"libopus returned {len(packets)} packets for one frame; expected 1")
-        p = packets[0]
-        p.pts, p.time_base = pts, self._time_base
+        p = packets[0]  # FFmpeg's pts: pts - the encoder's look-ahead
+        p.time_base = self._time_base
+        self.lookahead = pts - p.pts
         return p
 
 

@@ -191,7 +191,8 @@ class AvatarMedia:
                 self._handed += 1
                 self._encoder.submit(self._encode_video, slot, pts, made)
             for i in range(0, s16.size - AUDIO_FRAME + 1, AUDIO_FRAME):
-                packets.append((self._opus.encode(s16[i : i + AUDIO_FRAME], first + i), (first + i) / AUDIO_RATE))
+                packet = self._opus.encode(s16[i : i + AUDIO_FRAME], first + i)
+                packets.append((packet, packet.pts / AUDIO_RATE))  # leaves when its sound is due
             self._deliver_soon(vf, pts, packets, made)
             return
         if rgb is not None:

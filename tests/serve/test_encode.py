@@ -82,9 +82,12 @@ def test_keyframe_request_and_a_new_bitrate_while_holding(pictures):
     p = [enc.encode(rest, (6 + i) / 25) for i in range(4)]  # settled already: a new display-only frame
     assert vp8_frame_header(bytes(p[0]))["refresh_last"] == 0 and enc.held == 2 + 3
     assert bytes(p[-1]) == bytes(p[0]), "and it is what is resent"
-    enc.target_bitrate = 1_000_000  # REMB: applied when the picture next changes
-    assert vp8_frame_header(bytes(enc.encode(rest, 10 / 25)))["refresh_last"] == 0
-    assert vp8_frame_header(bytes(enc.encode(talk[0], 11 / 25)))["key"], "a new encoder starts with a keyframe"
+    enc.target_bitrate = 1_000_000  # REMB: a new encoder at once, also while holding ...
+    assert vp8_frame_header(bytes(enc.encode(rest, 10 / 25)))["key"] and enc.restarts == 1
+    for i in range(3):
+        enc.encode(rest, (11 + i) / 25)
+    # ... so that the answer's first frame is not a keyframe
+    assert not vp8_frame_header(bytes(enc.encode(talk[0], 14 / 25)))["key"]
     assert enc.keyframes == 3
 
 
@@ -94,7 +97,8 @@ def test_opus_packet_carries_the_frame_it_was_given():
     loud = (12000 * np.sin(2 * np.pi * 300 * t)).astype(np.int16)
     quiet = np.zeros(320, np.int16)
     packets = [enc.encode(x, 320 * k) for k, x in enumerate([quiet, quiet, loud])]
-    assert [p.pts for p in packets] == [0, 320, 640]
+    assert enc.lookahead == 104, "libopus's 6.5 ms look-ahead at 16 kHz"
+    assert [p.pts for p in packets] == [-104, 216, 536], "stamped with the time their decoded sound shows"
     dec = av.CodecContext.create("libopus", "r")
     pcm = [np.concatenate([f.to_ndarray().reshape(-1) for f in dec.decode(p)]) / 32768.0 for p in packets]
     rms = [float(np.sqrt(np.mean(x**2))) for x in pcm]
