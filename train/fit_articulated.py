@@ -4,8 +4,8 @@
     img = render_articulated(result, head_quat, head_trans, code)
 
 After the static fit (canonical Gaussians, per-frame rigid head pose, background plate) each
-frame's motion code (code = E @ (jaw, round, spread, closure, blink), docs in
-notes/train_interfaces) drives the export/models.py pair the runtime runs: SpatialEncoder
+frame's motion code (code = E @ (jaw, round, spread, closure, blink) with the demo's embedding
+E, export/demo/codes.py; any code_dim works) drives the export/models.py pair the runtime runs: SpatialEncoder
 (tri-plane features at the canonical means, once at preload) and Deformer (feat + code -> dmu,
 dquat, dscale). Deltas follow the runtime's contract exactly (huma_rt/runtime, export/demo/
 articulation.py): means + dmu, quats + dquat (normalised by the kernels), log_scales + dscale,
@@ -13,9 +13,8 @@ on the dynamic Gaussians only (region != 0), in canonical (head) space, then the
 pose; rendered through the kernels' forward and backward (train/fit_pose.render_view).
 
 Decisions:
-- Which Gaussians move: a region, not all. articulated_region.py picks the Gaussians the static
-  avatar cannot explain (high static residual where they project, dilated over the head's
-  surface), so what the codes do not explain (hair, the rigid skull, the backdrop) cannot
+- Which Gaussians move: a region, not all. articulated_region.py picks the Gaussians where the
+  static avatar's residual follows the codes (dilated over the head's surface), so what the codes do not explain (hair, the rigid skull, the backdrop) cannot
   drift, and the runtime deforms a few thousand rows, not the whole head. A small L2 on the
   deltas (``delta_weight``) keeps the rest of the region still where the code says nothing.
 - The canonical Gaussians are refined jointly at a small rate (``canonical_lr_scale`` x the
@@ -111,10 +110,10 @@ class ArticulatedFitConfig:
     motion_scale: float = 0.05
     code_noise: float = 0.05
     articulated_boost: float = 2.0
-    region_ratio: float = 2.5
+    region_ratio: float = 3.0
     region_dilate: float = 0.04
-    region_max_fraction: float = 0.5
-    region_probes: int = 32
+    region_max_fraction: float = 0.3
+    region_probes: int = 64
     region_blur: int = 1
     region_radius: int | None = None
     plane_resolution: int = 64
@@ -167,7 +166,7 @@ class ArticulatedFitResult:
     canonical units: the motion scale is folded in). deformer_config: their DeformerConfig.
     background [h,w,3] float32: the plate at the fit's size. camera: the fit's camera.
     metrics: held-out {psnr, ssim, psnr_face, ssim_face, psnr_region, ssim_region, frames,
-    static: the same for the static avatar}. region: the dynamic selection's statistics.
+    static: the same for the static fit's avatar as it was given}. region: the dynamic selection's statistics.
     history: progress records. train_frames, held_out: frame indices. seconds: fit time."""
 
     gaussians: Gaussians
@@ -236,8 +235,8 @@ def _load(path: Path) -> dict:
         raise FormatError(f"{path} is not a readable articulated-fit checkpoint: {e}") from e
 
 
-def _canonical_params(g: Gaussians) -> dict[str, torch.Tensor]:
-    """Copies of the Gaussians' arrays as the render_view parameter dict."""
+def canonical_params(g: Gaussians) -> dict[str, torch.Tensor]:
+    """Copies of the Gaussians' arrays as fit_pose.render_view's parameter dict (torch float32)."""
     p = {"means": g.means, "log_scales": g.log_scales, "quats": g.quats, "opacity_logits": g.opacity_logits,
          "sh_dc": g.sh[:, :1]}  # fmt: skip
     if g.sh.shape[1] > 1:
@@ -250,7 +249,7 @@ class _Model:
     """The trainable pieces: canonical parameters, the dynamic rows and the two networks."""
 
     def __init__(self, g: Gaussians, dynamic: np.ndarray, dcfg: DeformerConfig, scale: float, seed: int):
-        self.params = _canonical_params(g)
+        self.params = canonical_params(g)
         for k in _CANONICAL:
             if k in self.params:
                 self.params[k] = torch.nn.Parameter(self.params[k])
@@ -267,11 +266,9 @@ class _Model:
         dmu, dquat, dscale = self.deformer(feat, code[None])
         return dmu[0] * self.scale, dquat[0], dscale[0]
 
-    def deformed(self, code: torch.Tensor | None) -> tuple[dict[str, torch.Tensor], tuple | None]:
-        """The canonical parameters with the deltas of ``code`` added (None: the static avatar)."""
+    def deformed(self, code: torch.Tensor) -> tuple[dict[str, torch.Tensor], tuple]:
+        """(the canonical parameters with the deltas of ``code`` [D] added, the deltas)."""
         p = dict(self.params)
-        if code is None:
-            return p, None
         d = self.deltas(code)
         idx = self.dynamic
         for key, delta in zip(("means", "quats", "log_scales"), d, strict=True):
@@ -338,12 +335,13 @@ def _fit(data, static, codes, cfg: ArticulatedFitConfig, out_dir, resume, progre
         dynamic, region = state["dynamic"].numpy(), json.loads(state["region"])
     else:
         probes = train[np.linspace(0, train.size - 1, min(cfg.region_probes, train.size)).round().astype(int)]
-        dynamic, region = dynamic_gaussians(_canonical_params(static.gaussians), views, probes, plate, static.gaussians.sh_degree,
+        dynamic, region = dynamic_gaussians(canonical_params(static.gaussians), views, probes, codes[probes], plate,
+                                            static.gaussians.sh_degree,
                                             ratio=cfg.region_ratio, dilate=cfg.region_dilate,
                                             max_fraction=cfg.region_max_fraction, blur=cfg.region_blur)  # fmt: skip
         if dynamic.size == 0:
-            raise InputError("no Gaussian is dynamic: the static avatar explains every frame (no articulation "
-                             f"above {cfg.region_ratio} x the noise floor); lower region_ratio or skip this stage")
+            raise InputError("no Gaussian is dynamic: no residual of the static avatar follows the codes (none "
+                             f"above {cfg.region_ratio} x the median); lower region_ratio or skip this stage")
     means = static.gaussians.means
     dcfg = deformer_config(means[dynamic], codes.shape[1], cfg)
     scale = cfg.motion_scale * head_size(means)
@@ -423,8 +421,10 @@ def _fit(data, static, codes, cfg: ArticulatedFitConfig, out_dir, resume, progre
     model.deformer.eval()
     metrics: dict = {}
     if held.size:
-        metrics = _evaluate(model, views, held, codes_t, plate, dyn_means, radius)
-        metrics["static"] = _evaluate(model, views, held, None, plate, dyn_means, radius)
+        metrics = _evaluate(lambda i: model.deformed(codes_t[i])[0], model.sh_degree, views, held, plate,
+                            dyn_means, radius)  # fmt: skip
+        before = canonical_params(static.gaussians)  # the static avatar as fitted, not refined
+        metrics["static"] = _evaluate(lambda i: before, model.sh_degree, views, held, plate, dyn_means, radius)
         log.info("articulated fit: held-out PSNR %.2f dB (face %s, region %s); static %.2f (region %s)",
                  metrics["psnr"], metrics.get("psnr_face"), metrics.get("psnr_region"), metrics["static"]["psnr"],
                  metrics["static"].get("psnr_region"))  # fmt: skip
@@ -432,15 +432,15 @@ def _fit(data, static, codes, cfg: ArticulatedFitConfig, out_dir, resume, progre
                                 plate.numpy(), views.camera, metrics, region, history, train, held, seconds)  # fmt: skip
 
 
-def _evaluate(model: _Model, views: Views, index: np.ndarray, codes: torch.Tensor | None, plate: torch.Tensor,
-              dyn_means: np.ndarray, radius: int) -> dict:
-    """PSNR/SSIM of frames ``index``: whole, face (matte) and region (the dynamic footprint)."""
+def _evaluate(params_of: Callable[[int], dict], sh_degree: int, views: Views, index: np.ndarray,
+              plate: torch.Tensor, dyn_means: np.ndarray, radius: int) -> dict:
+    """PSNR/SSIM of frames ``index`` rendered from ``params_of(frame)``: whole, face (matte) and
+    region (the dynamic Gaussians' footprint)."""
     rows = []
     with torch.no_grad():
         for i in index:
             i = int(i)
-            params, _ = model.deformed(None if codes is None else codes[i])
-            img = render_view(params, views.camera, views.quat[i], views.trans[i], plate, model.sh_degree).image
+            img = render_view(params_of(i), views.camera, views.quat[i], views.trans[i], plate, sh_degree).image
             img, truth, m = img.clamp(0, 1), views.target(i), views.matte(i)
             row = {"frame": i, "psnr": psnr(img, truth), "ssim": ssim(img, truth)}
             if m is not None:
@@ -492,7 +492,7 @@ def render_articulated(result: ArticulatedFitResult, head_quat: np.ndarray, head
     if q.shape != (4,) or t.shape != (3,):
         raise InputError(f"head pose must be quat [4] and trans [3]; got {tuple(q.shape)}, {tuple(t.shape)}")
     rows = torch.from_numpy(result.dynamic)
-    params = _canonical_params(g)
+    params = canonical_params(g)
     with torch.no_grad():
         feat = result.spatial(params["means"][rows])
         dmu, dquat, dscale = result.deformer(feat, torch.tensor(c, dtype=torch.float32)[None])
