@@ -3,8 +3,9 @@
 The closed loop of issue 14 in miniature: train/synthetic renders the demo avatar speaking for
 2 s with its head moving (MP4 + truth), the static fit learns canonical Gaussians from the MP4
 at 64 px (downscale 8, the settings tests/train/test_fit_static.py uses), the articulated step
-gives the deformer, and train/pack_avatar writes the bundle at the fit's size. Measured (2-core
-machine shared with other jobs): ~12 s clip, ~35 s static fit, ~10 s export + pack.
+(train/fit_articulated, 300 iterations) trains the deformer on the clip's true codes, and
+train/pack_avatar writes the bundle at the fit's size. Measured on the 2-core machine shared with
+other jobs: ~12 s clip, ~35-50 s static fit, ~60 s articulated fit, ~1 s export + pack.
 
 Uniquely named module (tests/ is on sys.path, like tests/_espeak.py): tests/runtime and
 tests/train both import it; ``trained_case`` memoises per process, so one session builds it once.
@@ -58,42 +59,13 @@ def _skip_without_tools() -> None:
 
 
 def _articulate(data, static, codes: np.ndarray):
-    """(gaussians with dynamic region ids, SpatialEncoder, Deformer) from the static fit.
+    """(gaussians with dynamic region ids, SpatialEncoder, Deformer): train/fit_articulated at
+    the static fit's size, driven by the clip's true codes (300 iterations: the mouth moves)."""
+    from huma_rt.train.fit_articulated import ArticulatedFitConfig, fit_articulated
 
-    STAND-IN until train/fit_articulated.py is in git: a seeded, untrained deformer on the lower
-    half of the face, its motion head scaled so speech moves the mouth by ~1 px at 64 px. The
-    swap is one line:
-        r = fit_articulated(data, static, codes, ArticulatedFitConfig(downscale=DOWNSCALE, ...)); return r.gaussians, r.spatial, r.deformer
-    """
-    import torch
-    from huma_rt.export.models import Deformer, SpatialEncoder
-
-    from huma_rt.gaussians import Gaussians
-    from huma_rt.model_config import DeformerConfig
-
-    g = static.gaussians
-    means = g.means
-    y = means @ _rotation(data.head_quat[0])[1]  # camera-down axis at a frame's pose
-    region = (y > np.median(y)).astype(np.uint8)
-    lo, hi = means[region == 1].min(0), means[region == 1].max(0)
-    pad = 0.1 * (hi - lo)
-    dcfg = DeformerConfig(code_dim=codes.shape[1], plane_resolution=16, hidden=32, layers=1,
-                          bbox_min=[float(v) for v in lo - pad], bbox_max=[float(v) for v in hi + pad])  # fmt: skip
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        spatial, deformer = SpatialEncoder(dcfg).eval(), Deformer(dcfg).eval()
-    with torch.no_grad():  # untrained outputs are ~1e-2: make the mouth move a few % of the region
-        deformer.head.weight[0:3] *= 3.0 * float(np.linalg.norm(hi - lo))
-    gaussians = Gaussians(means=g.means, log_scales=g.log_scales, quats=g.quats, opacity_logits=g.opacity_logits,
-                          sh=g.sh, region=region, scale_activation=g.scale_activation)  # fmt: skip
-    return gaussians, spatial, deformer
-
-
-def _rotation(q: np.ndarray) -> np.ndarray:
-    w, x, y, z = np.asarray(q, np.float64) / np.linalg.norm(q)
-    return np.array([[1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)],
-                     [2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)],
-                     [2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)]])  # fmt: skip
+    cfg = ArticulatedFitConfig(iterations=300, downscale=DOWNSCALE, holdout_every=5, log_every=100, checkpoint_every=0)
+    r = fit_articulated(data, static, codes, cfg)
+    return r.gaussians, r.spatial, r.deformer
 
 
 def build_trained(root: Path) -> TrainedCase:
