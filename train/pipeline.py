@@ -10,8 +10,9 @@ Stages (each output kept in the work folder ``me.train/``, see pipeline_work):
 - ``track``: face tracking (tracking.py, checkpointed) -> tracks.npz; too few valid frames
   (one face, visible, roughly frontal) is a TrackingError naming the share and the reasons;
   the refused frames are left out of training and counted in the report.
-- ``static``: the frames + tracks as fit data (fit_data.py) -> the static avatar (fit_static.py,
-  checkpointed in static/) -> static/result.*.
+- ``static``: the frames (at most ``max_fit_frames``, evenly spread) + tracks as fit data
+  (fit_data.py) -> the static avatar (fit_static.py, checkpointed in static/) -> static/result.*,
+  poses.npz (each fit row's video frame and head pose).
 - ``codes``: the person's articulation calibrated onto the demo's scale and embedded as motion
   codes (articulation_codes.py) -> codes.npz, calibration.json.
 - ``articulated``: the deformer trained on the frames driven by those codes (fit_articulated.py,
@@ -53,14 +54,14 @@ log = logging.getLogger(__name__)
 STAGES = ("video", "track", "static", "codes", "articulated", "audio", "pack")
 
 
-def _optional_config(module: str, name: str) -> Callable[[], Any]:
+def _optional_config(module: str, name: str, **options) -> Callable[[], Any]:
     """A default factory for a stage config whose module may be absent from this build."""
 
     def make():
         import importlib
 
         try:
-            return getattr(importlib.import_module(f"huma_rt.train.{module}"), name)()
+            return getattr(importlib.import_module(f"huma_rt.train.{module}"), name)(**options)
         except (ImportError, AttributeError):
             return None
 
@@ -73,7 +74,10 @@ class TrainConfig:
     TrackingConfig. min_valid: the share of frames that must be tracked (below: TrackingError).
     fit_side: the fits' frame size, longer side in pixels (the static and articulated downscale
     is chosen for it; 0: keep each fit config's own ``downscale``); the bundle renders at that
-    size. static: StaticFitConfig. articulated: ArticulatedFitConfig. audio: AudioAdaptConfig.
+    size. max_fit_frames: the most frames the fits hold (all frames are decoded into memory at
+    the tracking size: 3000 of 360x288 are ~0.9 GB, with mattes ~1.2 GB); a longer video's frames
+    are taken evenly spread. static: StaticFitConfig (checkpoints every 200 iterations: a
+    minute or two). articulated: ArticulatedFitConfig. audio: AudioAdaptConfig.
     name: the avatar's name in the bundle (None: the video's file name). threads: torch's
     intra-op threads for the whole run (None: leave; a fit may set its own while it runs)."""
 
@@ -81,8 +85,10 @@ class TrainConfig:
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     min_valid: float = 0.5
     fit_side: int = 256
-    static: StaticFitConfig = field(default_factory=StaticFitConfig)
-    articulated: Any = field(default_factory=_optional_config("fit_articulated", "ArticulatedFitConfig"))
+    max_fit_frames: int = 3000
+    static: StaticFitConfig = field(default_factory=lambda: StaticFitConfig(checkpoint_every=200))
+    articulated: Any = field(default_factory=_optional_config("fit_articulated", "ArticulatedFitConfig",
+                                                              checkpoint_every=100))
     audio: Any = field(default_factory=_optional_config("audio_adapt", "AudioAdaptConfig"))
     name: str | None = None
     threads: int | None = 2
@@ -90,6 +96,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if not isinstance(self.min_valid, (int, float)) or not 0 < self.min_valid <= 1:
             raise InputError(f"min_valid must be in (0, 1]; got {self.min_valid!r}")
+        if isinstance(self.max_fit_frames, bool) or not isinstance(self.max_fit_frames, int) or self.max_fit_frames < 16:
+            raise InputError(f"max_fit_frames must be an integer >= 16; got {self.max_fit_frames!r}")
         if isinstance(self.fit_side, bool) or not isinstance(self.fit_side, int) or self.fit_side < 0:
             raise InputError(f"fit_side must be an integer >= 0 (0: the fit configs' own downscale); got {self.fit_side!r}")
         if self.threads is not None and (isinstance(self.threads, bool) or not isinstance(self.threads, int)
@@ -130,7 +138,7 @@ class TrainConfig:
         mouth follows speech (a 10 s closed-loop clip: ~2-3 min on a loaded 2-core machine)."""
         from .densify import DensifyConfig
 
-        cfg = cls(fit_side=64, threads=1)
+        cfg = cls(fit_side=64, max_fit_frames=200, threads=1)  # 200 < a 10 s clip: the subsample is exercised
         cfg.static = StaticFitConfig(iterations=60, init_count=600, holdout_every=8, sh_degree=0,
                                      checkpoint_every=20, log_every=10,
                                      densify=DensifyConfig(start=10**9, stop=10**9, opacity_reset_every=0))  # fmt: skip

@@ -80,7 +80,7 @@ class StageRunner:
         if name == "track":
             return {"tracking": _effect(c.tracking.to_dict()), "min_valid": c.min_valid}
         if name == "static":
-            return {"static": _effect(self._fit_config("static").to_dict())}
+            return {"static": _effect(self._fit_config("static").to_dict()), "max_fit_frames": c.max_fit_frames}
         if name == "codes":
             return {"version": 1}
         if name == "articulated":
@@ -147,24 +147,30 @@ class StageRunner:
         d = max(1, int(round(longer / self.cfg.fit_side)))
         return type(sub)(**{**as_dict(sub), "downscale": d}) if d != sub.downscale else sub
 
+    def _fit_index(self) -> np.ndarray:
+        """The video frames the fits use, int64 [N]: all, or ``max_fit_frames`` evenly spread."""
+        n, most = len(self._tracks()), self.cfg.max_fit_frames
+        return np.arange(n) if n <= most else np.unique(np.linspace(0, n - 1, most).round().astype(np.int64))
+
     def _fit_data(self):
-        """StaticFitData of every frame (decoded once per run; the fits share it)."""
+        """StaticFitData of the frames :meth:`_fit_index` picks (decoded once per run; the fits share it)."""
         if "data" not in self._cache:
             from .fit_data import fit_data_from_tracks
 
-            tracks = self._tracks()
-            n = len(tracks)
-            frames = np.empty((n, tracks.height, tracks.width, 3), np.uint8)
+            tracks, index = self._tracks(), self._fit_index()
+            row = {int(f): r for r, f in enumerate(index)}
+            frames = np.empty((index.size, tracks.height, tracks.width, 3), np.uint8)
             got = 0
             for i, _, rgb in open_video(self.video, self.cfg.video).frames():
-                if i >= n:
+                if i > index[-1]:
                     break
-                frames[i] = rgb
-                got = i + 1
-            if got != n:
-                raise TrainError(f"{self.video}: decoded {got} frames now, {n} when it was tracked; "
-                                 "has the file changed? rerun with --overwrite")  # fmt: skip
-            self._cache["data"] = fit_data_from_tracks(frames, tracks)
+                if i in row:
+                    frames[row[i]] = rgb
+                    got += 1
+            if got != index.size:
+                raise TrainError(f"{self.video}: decoded {got} of the {index.size} frames the fits use, up to frame "
+                                 f"{index[-1]} of the {len(tracks)} tracked; has the file changed? rerun with --overwrite")  # fmt: skip
+            self._cache["data"] = fit_data_from_tracks(frames, tracks, index=index)
         return self._cache["data"]
 
     def _stage_dir(self, name: str) -> tuple[Path, bool]:
@@ -210,8 +216,9 @@ class StageRunner:
 
         folder, resume = self._stage_dir("static")
         data = self._fit_data()
-        write_npz(self.wf.path("poses.npz"), head_quat=np.asarray(data.head_quat, np.float32),
-                  head_trans=np.asarray(data.head_trans, np.float32), valid=data.valid_mask())  # the poses the fits saw (report)
+        # the fits' rows: their video frame and pose (the report and the pack read them back)
+        write_npz(self.wf.path("poses.npz"), frame=self._fit_index(), head_quat=np.asarray(data.head_quat, np.float32),
+                  head_trans=np.asarray(data.head_trans, np.float32), valid=data.valid_mask())  # fmt: skip
         result = fit_static(data, self._fit_config("static"), folder, resume=resume,
                             progress=self.report.fit("static"))  # fmt: skip
         save_static(result, folder)
@@ -234,7 +241,8 @@ class StageRunner:
         from .fit_articulated import fit_articulated
 
         static = self._cache.get("static") or load_static(self.wf.path("static"))
-        codes = np.nan_to_num(read_npz(self.wf.path("codes.npz"))["codes"])  # frames left out: never drawn
+        codes = read_npz(self.wf.path("codes.npz"))["codes"][self._fit_index()]
+        codes = np.nan_to_num(codes)  # NaN on frames left out, which the fit never draws
         folder, resume = self._stage_dir("articulated")
         result = fit_articulated(self._fit_data(), static, codes, self._fit_config("articulated"), folder,
                                  resume=resume, progress=self.report.fit("articulated"))  # fmt: skip

@@ -102,11 +102,12 @@ def _sheet(plt, work: Path, tracks: Tracks, video, video_config, fits: dict, pat
 
     from .losses import psnr
 
-    poses = read_npz(work / "poses.npz")
+    poses = read_npz(work / "poses.npz")  # per fit row (the fits' "frame" numbers are rows)
     rows = {r["frame"]: r for r in fits["static"]["metrics"].get("frames", [])} if "static" in fits else {}
     held = sorted(rows) or sorted(r["frame"] for r in fits["articulated"]["metrics"].get("frames", []))
     if not held:
         return
+    video_frame = poses["frame"]
     picks = [held[i] for i in np.linspace(0, len(held) - 1, min(SHEET_FRAMES, len(held))).round().astype(int)]
     picks = list(dict.fromkeys(picks))
     renders: dict[str, dict[int, np.ndarray]] = {}
@@ -123,14 +124,15 @@ def _sheet(plt, work: Path, tracks: Tracks, video, video_config, fits: dict, pat
         a = load_articulated(work / "articulated")
         codes = read_npz(work / "codes.npz")["codes"]
         renders["articulated"] = {i: render_articulated(a, poses["head_quat"][i], poses["head_trans"][i],
-                                                        np.nan_to_num(codes[i])) for i in picks}  # fmt: skip
+                                                        np.nan_to_num(codes[video_frame[i]])) for i in picks}  # fmt: skip
     h, w = next(iter(next(iter(renders.values())).values())).shape[:2]
-    truth = _truth(video, video_config, picks, h, w)
+    frames = _truth(video, video_config, [int(video_frame[i]) for i in picks], h, w)
+    truth = {i: frames[int(video_frame[i])] for i in picks}
     fig, axes = plt.subplots(1 + len(renders), len(picks), figsize=(2.2 * len(picks), 2.3 * (1 + len(renders))),
                              squeeze=False)  # fmt: skip
     for c, i in enumerate(picks):
         axes[0, c].imshow(truth[i])
-        axes[0, c].set_title(f"frame {i}: video", fontsize=7)
+        axes[0, c].set_title(f"frame {int(video_frame[i])}: video", fontsize=7)
         for r, (name, imgs) in enumerate(renders.items(), 1):
             p = psnr(torch.from_numpy(imgs[i]), torch.from_numpy(truth[i]))
             axes[r, c].imshow(np.clip(imgs[i], 0, 1))
