@@ -7,7 +7,9 @@ from one clock is what lets the browser line them up (aiortc puts both tracks in
 Chrome lip-syncs them).
 
 Queues are bounded: the frame clock never waits for the network. A consumer that falls behind
-(slow encoder, congested client) loses the oldest frames (``dropped`` counters), never memory.
+(slow encoder, congested client) loses frames (``dropped`` counters), never memory: the oldest
+raw frames when aiortc encodes, the newest before they are encoded when the worker does
+(huma_rt.serve.encode; an encoded frame cannot be dropped: the next ones are predicted from it).
 """
 
 from __future__ import annotations
@@ -188,8 +190,11 @@ class AvatarMedia:
                     self._ring = [np.empty_like(rgb) for _ in range(self._video.items.maxlen + 2)]
                 slot = self._ring[self._handed % len(self._ring)]
                 np.copyto(slot, rgb)
-                self._handed += 1
-                self._encoder.submit(self._encode_video, slot, pts, made)
+                try:
+                    self._encoder.submit(self._encode_video, slot, pts, made)
+                    self._handed += 1
+                except RuntimeError:  # closed: the visit is over
+                    pass
             for i in range(0, s16.size - AUDIO_FRAME + 1, AUDIO_FRAME):
                 packet = self._opus.encode(s16[i : i + AUDIO_FRAME], first + i)
                 packets.append((packet, packet.pts / AUDIO_RATE))  # leaves when its sound is due
