@@ -65,6 +65,10 @@ class WorkerConfig:
     media: str = "packets"
     log_level: int = logging.WARNING
 
+    def __post_init__(self) -> None:
+        if self.media not in ("packets", "frames"):
+            raise InputError(f"media must be 'packets' or 'frames'; got {self.media!r}")
+
     def to_json(self) -> str:
         return json.dumps(asdict(self))
 

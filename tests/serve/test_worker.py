@@ -192,3 +192,10 @@ def test_frames_behind_the_clock_send_their_audio_without_a_picture(encode):
     media = asyncio.run(run())
     assert [pts for _, pts in media._video.items] == [0.0, 2 / 25]
     assert len(media._audio.items) == 4 * 2  # two 20 ms packets per frame, none missing
+
+
+def test_worker_config_names_a_bad_media_mode():
+    from huma_rt.errors import InputError
+
+    with pytest.raises(InputError, match="media must be 'packets' or 'frames'; got 'vp9'"):
+        WorkerConfig(bundle="b", media="vp9")
