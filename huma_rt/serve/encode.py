@@ -46,8 +46,9 @@ DISPLAY_ONLY = VP8_EFLAG_NO_UPD_LAST | VP8_EFLAG_NO_UPD_GF | VP8_EFLAG_NO_UPD_AR
 class Vp8Config:
     """bitrate: start target, bits/s (aiortc's: 500 kbps; the receiver's REMB moves it within
     min_bitrate..max_bitrate, aiortc's limits). settle_frames: identical pictures encoded as usual
-    (libvpx refines a still picture over ~1 s: on the demo avatar 2.3 levels of mean error after 8 frames, 1.4 after 25) before the display-only frame is made and
-    resent. cpu_used, threads: libvpx speed and threads (aiortc's: -6, 1 below 640x480)."""
+    before the display-only frame is made and resent (libvpx refines a still picture for about a
+    second: on the demo avatar 2.3 levels of mean error after 8 frames, 1.4 after 25).
+    cpu_used, threads: libvpx speed and threads (aiortc's: -6, 1 below 640x480)."""
 
     bitrate: int = 500_000
     min_bitrate: int = 250_000
@@ -136,7 +137,8 @@ class Vp8Stream:
         c = self._codec
         # a new size, or a bitrate more than 10 % away (aiortc's rule), needs a new encoder; done
         # at once, also while holding, so that an answer does not start with its keyframe
-        restart = c is None or (c.width, c.height) != (w, h) or abs(self.target_bitrate - c.bit_rate) > 0.1 * c.bit_rate
+        rate = max(self.config.min_bitrate, min(int(self.target_bitrate), self.config.max_bitrate))
+        restart = c is None or (c.width, c.height) != (w, h) or abs(rate - c.bit_rate) > 0.1 * c.bit_rate
         if same and self._held is not None and not keyframe and not restart:
             self.held += 1
             return self._packet(self._held, pts)

@@ -88,7 +88,10 @@ def test_keyframe_request_and_a_new_bitrate_while_holding(pictures):
         enc.encode(rest, (11 + i) / 25)
     # ... so that the answer's first frame is not a keyframe
     assert not vp8_frame_header(bytes(enc.encode(talk[0], 14 / 25)))["key"]
-    assert enc.keyframes == 3
+    enc.target_bitrate = 10_000_000  # beyond max_bitrate: one restart at the cap, not one per frame
+    for i in range(4):
+        enc.encode(talk[1 + i], (15 + i) / 25)
+    assert enc.restarts == 2 and enc.keyframes == 4
 
 
 def test_opus_packet_carries_the_frame_it_was_given():
