@@ -269,6 +269,8 @@ class _Model:
     def deformed(self, code: torch.Tensor) -> tuple[dict[str, torch.Tensor], tuple]:
         """(the canonical parameters with the deltas of ``code`` [D] added, the deltas)."""
         p = dict(self.params)
+        # the runtime adds dquat to unit quaternions (the bundle stores them normalised)
+        p["quats"] = p["quats"] / p["quats"].norm(dim=1, keepdim=True)
         d = self.deltas(code)
         idx = self.dynamic
         for key, delta in zip(("means", "quats", "log_scales"), d, strict=True):
