@@ -1,7 +1,7 @@
 """Pack a trained avatar as an ordinary bundle: the same files, checks and runtime as the demo's.
 
     q, t = median_pose(data.head_quat, data.head_trans, data.valid_mask())
-    camera = Camera(W, H, K[0, 0], K[1, 1], K[0, 2], K[1, 2])   # the video's full size
+    camera = art.camera                       # the fit's intrinsics and size, identity extrinsics
     pack_avatar(art.gaussians, art.spatial, art.deformer, encoder, camera, art.background,
                 "me.bundle", name="me", rest_pose=(q, t))
 
@@ -11,9 +11,13 @@ draws the canonical Gaussians (plus the deformer's deltas, which live in canonic
 where the fit drew them at that pose; the degree-1 SH needs no turning, since the runtime takes
 view directions in world space.
 
-The camera decides the size the runtime renders at: the video's full size (the Gaussians are 3D,
-so a fit at a downscale still draws at full size) or the fit's size. The background is the
-plate at the camera's size, or the fit's plate at an integer downscale of it (upsampled here).
+The camera decides the size the runtime renders at. Pack at the size the Gaussians were fitted
+at: a fit at 128 px drawn at 512 px loses its look (measured 43.9 dB vs the truth at 128 px,
+24.9 dB at 512 px, bench/results/runtime-trained-2026-12-06); the likely cause, each splat fitted
+with the rasterizer's fixed 0.3 px^2 screen low-pass at the fit's pixel size, is unconfirmed
+(adding that low-pass to the 3D scales did not bring the look back). A larger camera is
+accepted (the plate may then be the fit's plate at an integer downscale of it, upsampled here)
+for avatars fitted at that size.
 The networks are exported by huma_rt.export (fp32 + fp16 ONNX, checker, TensorRT op set,
 onnxruntime parity) and packed by huma_rt.bundle.pack, exactly as the demo avatar's are.
 """
