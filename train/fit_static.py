@@ -263,7 +263,9 @@ def _fit(data: StaticFitData, cfg: StaticFitConfig, out_dir, resume: bool, progr
             counts = densify_and_prune(params, opt, ndc, extent, cfg.densify, gen)
             stats = DensifyStats(params["means"].shape[0])
             log.info("static fit: iteration %d densify %s", it, counts)
-        if cfg.densify.reset_due(it):
+        if cfg.densify.reset_due(it) and it < cfg.iterations:
+            # a reset on the last iteration would hand back Gaussians at 1 % opacity (the
+            # default 3000 iterations with resets every 3000 did: a see-through head)
             reset_opacity(params, opt)
         if it % cfg.log_every == 0 or it == cfg.iterations:
             elapsed = time.perf_counter() - t0
