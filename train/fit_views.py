@@ -144,9 +144,8 @@ def background_plate(frames: torch.Tensor, mattes: torch.Tensor | None, index: n
 
 def _fill_unseen(plate: np.ndarray, seen: np.ndarray) -> np.ndarray:
     """Pixels [h,w] the head covers in every frame take the nearest seen backdrop colour: the
-    median of the frames there is a blurred face, and a plate that already shows the face lets
-    the head's Gaussians stay half transparent (a ghost of the plate shows through them on
-    every other pose)."""
+    median of the frames there is a blurred face, and a plate that already shows a face hides
+    a see-through head from the loss (on franck the fit scores the same either way)."""
     from scipy.ndimage import distance_transform_edt
 
     _, (iy, ix) = distance_transform_edt(~seen, return_indices=True)
