@@ -32,14 +32,14 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
 
 from huma_rt._files import sha256_file
 from huma_rt.errors import HumaError, InputError
 
+from .audio_adapt import AudioAdaptConfig
+from .fit_articulated import ArticulatedFitConfig
 from .fit_static import StaticFitConfig
 from .pipeline_stages import StageRunner, as_dict
 from .pipeline_work import TrainError, WorkFolder
@@ -54,18 +54,15 @@ log = logging.getLogger(__name__)
 STAGES = ("video", "track", "static", "codes", "articulated", "audio", "pack")
 
 
-def _optional_config(module: str, name: str, **options) -> Callable[[], Any]:
-    """A default factory for a stage config whose module may be absent from this build."""
+def default_static_config() -> StaticFitConfig:
+    """The static fit for a 2-minute video on 2 cores (franck, bench/train_franck_static: every
+    2nd frame of 2 min at 180x144, 3000 iterations, ~5 min): density control from 300 to 1500
+    iterations and at most 25k Gaussians (left running it grew to 66k and tripled the cost per
+    iteration for no held-out gain); a checkpoint every 250 iterations (about half a minute)."""
+    from .densify import DensifyConfig
 
-    def make():
-        import importlib
-
-        try:
-            return getattr(importlib.import_module(f"huma_rt.train.{module}"), name)(**options)
-        except (ImportError, AttributeError):
-            return None
-
-    return make
+    return StaticFitConfig(iterations=3000, checkpoint_every=250, log_every=100,
+                           densify=DensifyConfig(start=300, stop=1500, interval=100, max_count=25_000))  # fmt: skip
 
 
 @dataclass
@@ -75,21 +72,20 @@ class TrainConfig:
     fit_side: the fits' frame size, longer side in pixels (the static and articulated downscale
     is chosen for it; 0: keep each fit config's own ``downscale``); the bundle renders at that
     size. max_fit_frames: the most frames the fits hold (all frames are decoded into memory at
-    the tracking size: 3000 of 360x288 are ~0.9 GB, with mattes ~1.2 GB); a longer video's frames
-    are taken evenly spread. static: StaticFitConfig (checkpoints every 200 iterations: a
-    minute or two). articulated: ArticulatedFitConfig. audio: AudioAdaptConfig.
+    the tracking size: 1500 of 360x288 are ~0.5 GB, with mattes ~0.6 GB); a longer video's frames
+    are taken evenly spread (2 minutes at 24 fps: every 2nd). static: StaticFitConfig
+    (:func:`default_static_config`). articulated: ArticulatedFitConfig. audio: AudioAdaptConfig.
     name: the avatar's name in the bundle (None: the video's file name). threads: torch's
     intra-op threads for the whole run (None: leave; a fit may set its own while it runs)."""
 
     video: VideoConfig = field(default_factory=VideoConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     min_valid: float = 0.5
-    fit_side: int = 256
-    max_fit_frames: int = 3000
-    static: StaticFitConfig = field(default_factory=lambda: StaticFitConfig(checkpoint_every=200))
-    articulated: Any = field(default_factory=_optional_config("fit_articulated", "ArticulatedFitConfig",
-                                                              checkpoint_every=100))
-    audio: Any = field(default_factory=_optional_config("audio_adapt", "AudioAdaptConfig"))
+    fit_side: int = 180
+    max_fit_frames: int = 1500
+    static: StaticFitConfig = field(default_factory=lambda: default_static_config())
+    articulated: ArticulatedFitConfig = field(default_factory=lambda: ArticulatedFitConfig(checkpoint_every=100))
+    audio: AudioAdaptConfig = field(default_factory=AudioAdaptConfig)
     name: str | None = None
     threads: int | None = 2
 
@@ -108,7 +104,7 @@ class TrainConfig:
         d = {f.name: getattr(self, f.name) for f in fields(self)}
         for k in ("video", "tracking", "static", "articulated", "audio"):
             v = d[k]
-            d[k] = None if v is None else (v.to_dict() if hasattr(v, "to_dict") else asdict(v))
+            d[k] = v.to_dict() if hasattr(v, "to_dict") else asdict(v)
         return d
 
     @classmethod
@@ -123,8 +119,6 @@ class TrainConfig:
         for k in ("video", "tracking", "static", "articulated", "audio"):
             if k in d and isinstance(d[k], dict):
                 default = getattr(base, k)
-                if default is None:
-                    raise TrainError(f"TrainConfig.{k} is given, but this build has no {k} stage module")
                 merged = {**(default.to_dict() if hasattr(default, "to_dict") else asdict(default)), **d[k]}
                 try:
                     d[k] = type(default)(**merged)
@@ -142,12 +136,10 @@ class TrainConfig:
         cfg.static = StaticFitConfig(iterations=60, init_count=600, holdout_every=8, sh_degree=0,
                                      checkpoint_every=20, log_every=10,
                                      densify=DensifyConfig(start=10**9, stop=10**9, opacity_reset_every=0))  # fmt: skip
-        if cfg.articulated is not None:
-            cfg.articulated = type(cfg.articulated)(**{
-                **as_dict(cfg.articulated), "iterations": 300, "region_probes": 8, "plane_resolution": 32,
-                "hidden": 32, "layers": 1, "checkpoint_every": 100, "log_every": 25})  # fmt: skip
-        if cfg.audio is not None:
-            cfg.audio = type(cfg.audio)(**{**as_dict(cfg.audio), "steps": 20, "eval_every": 5, "batch": 4})
+        cfg.articulated = ArticulatedFitConfig(**{
+            **as_dict(cfg.articulated), "iterations": 300, "region_probes": 8, "plane_resolution": 32,
+            "hidden": 32, "layers": 1, "checkpoint_every": 100, "log_every": 25})  # fmt: skip
+        cfg.audio = AudioAdaptConfig(**{**as_dict(cfg.audio), "steps": 20, "eval_every": 5, "batch": 4})
         return cfg
 
 

@@ -139,8 +139,6 @@ class StageRunner:
     def _fit_config(self, name: str):
         """The static / articulated config with the downscale that gives ``fit_side`` pixels."""
         sub = getattr(self.cfg, name)
-        if sub is None:
-            raise TrainError(f"the {name} stage is not available in this build (module missing)")
         if self.cfg.fit_side == 0 or not hasattr(sub, "downscale"):
             return sub
         longer = max(self.reader.info.width, self.reader.info.height)
