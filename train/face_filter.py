@@ -2,7 +2,9 @@
 
 Why One-Euro: a first-order low-pass whose cutoff rises with the speed of the signal, so a still
 face loses its frame-to-frame jitter (cutoff ``min_cutoff``) while a fast jaw opening or a blink
-keeps its timing (cutoff grows by ``beta`` x speed). It is causal and has two parameters that
+keeps most of its speed (cutoff grows by ``beta`` x speed). Causal, it still lags a fast opening
+by about a frame, so tracking.py runs it forwards and backwards and averages (zero phase: the
+video is whole before training). It has two parameters that
 read in Hz and in units of the signal, unlike a Savitzky-Golay window that blurs blinks. Each
 valid run of frames is filtered on its own: the filter restarts after a gap so a face that
 reappears elsewhere is not dragged from its old place.
