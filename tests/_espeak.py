@@ -22,3 +22,14 @@ def espeak(text: str, path: Path) -> np.ndarray:
     subprocess.run([exe, "-v", "en-us", "-w", str(path), text], check=True, timeout=30)
     pcm, rate = read_wav(path)
     return prepare_input(pcm, rate)
+
+
+def needs_libespeak() -> None:
+    """Skip unless libespeak-ng (the library the demo's phoneme timing comes from) loads."""
+    from huma_rt.errors import MissingDependencyError
+    from huma_rt.speech import espeak as espeak_lib
+
+    try:
+        espeak_lib.sample_rate()
+    except MissingDependencyError as exc:
+        pytest.skip(f"libespeak-ng is not available: {exc}")

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from _espeak import needs_libespeak  # tests/_espeak.py
 
-from huma_rt.errors import InputError, MissingDependencyError
+from huma_rt.errors import InputError
 
 pytest.importorskip("dlib")
 pytest.importorskip("torch")
@@ -34,14 +35,6 @@ from huma_rt.train.video import VideoConfig  # noqa: E402
 
 SECONDS = 8.0
 
-
-def _needs_espeak() -> None:
-    from huma_rt.speech import espeak
-
-    try:
-        espeak.sample_rate()
-    except MissingDependencyError as exc:
-        pytest.skip(f"libespeak-ng is not available: {exc}")
 
 
 @pytest.fixture(scope="module")
@@ -128,7 +121,7 @@ def test_committed_reference_is_the_shipped_encoders():
 
     if not is_checkpoint(DEMO_CHECKPOINT_DIR):
         pytest.skip("no shipped demo weights")
-    _needs_espeak()
+    needs_libespeak()
     ref = np.asarray(reference_quantiles())
     np.testing.assert_allclose(ref, REFERENCE_Q, atol=0.01)
     assert 0.2 < ref[0] < 0.9  # the demo encoder opens its jaw in speech
@@ -216,7 +209,7 @@ def test_av_lag_within_a_frame_on_new_speech(adapted):
     from huma_rt.train.audio_adapt import encoder_params
 
     demo, result, _, _ = adapted
-    _needs_espeak()
+    needs_libespeak()
     u = make_utterance("Two blue fish swam in the tank, and a quick brown fox jumped over them.",
                        HELD_OUT_VOICES[0], rate=170, pitch=45)  # fmt: skip
     for encoder in (demo, result.encoder):

@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from _espeak import needs_libespeak  # tests/_espeak.py
 
-from huma_rt.errors import InputError, MissingDependencyError
+from huma_rt.errors import InputError
 
 pytest.importorskip("torch")
 
@@ -23,14 +24,6 @@ from huma_rt.train.audio_adapt import (  # noqa: E402
 
 SPF = 640
 
-
-def _needs_espeak() -> None:
-    from huma_rt.speech import espeak
-
-    try:
-        espeak.sample_rate()
-    except MissingDependencyError as exc:
-        pytest.skip(f"libespeak-ng is not available: {exc}")
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +42,7 @@ def speech():
     from huma_rt.export.demo.corpus import HELD_OUT_SENTENCES, TRAIN_VOICES
     from huma_rt.export.demo.data import make_utterance
 
-    _needs_espeak()
+    needs_libespeak()
     utts = [make_utterance(s, TRAIN_VOICES[i % 3], rate=165, pitch=50) for i, s in enumerate(HELD_OUT_SENTENCES[:6])]
     pcm = np.concatenate([u.audio for u in utts])
     targets = np.concatenate([u.targets for u in utts])
