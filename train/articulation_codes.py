@@ -91,7 +91,9 @@ def reference_quantiles() -> tuple[float, ...]:
     """The demo encoder's QUANTILE-th percentile per PARAMS over the reference speech corpus
     (espeak-ng, the demo's 20 held-out sentences, each in a training voice, 0.3 s lead and 0.4 s
     tail silence); blink is 1 (passed through). Computed once per process (~2-10 s); needs
-    espeak-ng. ``REFERENCE_Q`` holds the shipped weights' values."""
+    espeak-ng. ``REFERENCE_Q`` holds the shipped weights' values. Run it in a process that has
+    not synthesised with variant voices ('en-us+f3'): libespeak-ng keeps some of a variant's voice
+    state afterwards, which moves these percentiles by up to ~0.015."""
     import torch
     from huma_rt.export.demo.codes import codes_to_params
     from huma_rt.export.demo.corpus import HELD_OUT_SENTENCES, TRAIN_VOICES

@@ -55,7 +55,6 @@ def test_chat_spoken_question_with_the_shipped_asr(capsys, tmp_path, monkeypatch
     lat = data["latency_ms"]
     # the text is made during the silence; the turn ends once the question's silence is up
     assert 0 < lat["ASR text (during the silence)"] <= lat["end of turn decided"] <= lat["first video frame"]
-    assert lat["end of turn decided"] >= 100  # a question: 0.1 s of silence
     assert data["rtf"]["asr"] > 0 and data["frames"] > 0 and out.is_file()
 
 

@@ -8,6 +8,10 @@ One 8 s clip at the demo camera's 512x512 is made and tracked once for the modul
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 from _espeak import needs_libespeak  # tests/_espeak.py
@@ -27,7 +31,6 @@ from huma_rt.train.articulation_codes import (  # noqa: E402
     ArticulationCalibration,
     calibrate,
     params_to_codes,
-    reference_quantiles,
     tracked_params,
 )
 from huma_rt.train.tracking import track_video  # noqa: E402
@@ -122,7 +125,12 @@ def test_committed_reference_is_the_shipped_encoders():
     if not is_checkpoint(DEMO_CHECKPOINT_DIR):
         pytest.skip("no shipped demo weights")
     needs_libespeak()
-    ref = np.asarray(reference_quantiles())
+    # in a fresh process: libespeak-ng keeps hidden voice state after variant voices ('en-us+f3')
+    # that earlier tests in this process synthesised with, and it moves the corpus's percentiles
+    # (round 0.328 -> 0.314 in a full run)
+    code = "from huma_rt.train.articulation_codes import reference_quantiles as r; print(list(r()))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True)
+    ref = np.asarray(json.loads(out.stdout.strip().splitlines()[-1]))
     np.testing.assert_allclose(ref, REFERENCE_Q, atol=0.01)
     assert 0.2 < ref[0] < 0.9  # the demo encoder opens its jaw in speech
 
