@@ -108,20 +108,10 @@ def _kept(args: argparse.Namespace) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m huma_rt.train.cli``: the same as ``huma-rt train``."""
-    p = argparse.ArgumentParser(prog="huma-rt train", description=__doc__.splitlines()[0])
-    p.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv: debug)")
-    add_arguments(p)
-    args = p.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING - 10 * min(args.verbose, 2), format="%(levelname)s %(name)s: %(message)s")
-    try:
-        return run(args)
-    except HumaError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("error: interrupted (continue with --resume)", file=sys.stderr)
-        return 130
+    """``python -m huma_rt.train.cli ARGS``: ``huma-rt train ARGS`` (the same parser, errors and exit codes)."""
+    from huma_rt.cli import main as huma_rt_main
+
+    return huma_rt_main(["train", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":
