@@ -30,6 +30,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from huma_rt.config_checks import check_ints, check_numbers
 from huma_rt.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -70,16 +71,11 @@ class AudioAdaptConfig:
     threads: int | None = 1
 
     def __post_init__(self) -> None:
-        for name in ("steps", "batch", "window", "eval_every", "patience", "min_frames", "bootstrap"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise InputError(f"AudioAdaptConfig.{name} must be an integer >= 1; got {v!r}")
-        if isinstance(self.holdout_every, bool) or not isinstance(self.holdout_every, int) or self.holdout_every < 2:
-            raise InputError(f"AudioAdaptConfig.holdout_every must be an integer >= 2; got {self.holdout_every!r}")
-        if not self.lr > 0 or not self.block_s > 0 or not self.chunk_s > 0 or self.weight_decay < 0 \
-                or self.min_improvement < 0:  # fmt: skip
-            raise InputError(f"AudioAdaptConfig needs lr > 0, block_s > 0, weight_decay >= 0, min_improvement "
-                             f">= 0; got {self.lr}, {self.block_s}, {self.weight_decay}, {self.min_improvement}")  # fmt: skip
+        owner = "AudioAdaptConfig"
+        check_ints(self, {name: 1 for name in ("steps", "batch", "window", "eval_every", "patience", "min_frames",
+                                               "bootstrap")} | {"holdout_every": 2}, owner=owner)  # fmt: skip
+        check_numbers(self, {"lr": 0, "block_s": 0, "chunk_s": 0}, owner=owner, positive=True)
+        check_numbers(self, {"weight_decay": 0, "min_improvement": 0}, owner=owner)
 
     def to_dict(self) -> dict:
         return asdict(self)

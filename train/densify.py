@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
+from huma_rt.config_checks import check_ints, check_numbers
 from huma_rt.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -53,16 +54,10 @@ class DensifyConfig:
     max_count: int = 100_000
 
     def __post_init__(self) -> None:
-        for name in ("start", "stop", "interval", "opacity_reset_every", "max_count"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-                raise InputError(f"densify {name} must be a non-negative integer; got {v!r}")
-        if self.interval < 1:
-            raise InputError(f"densify interval must be >= 1; got {self.interval}")
-        for name in ("grad_threshold", "percent_dense", "min_opacity", "max_world_size"):
-            v = getattr(self, name)
-            if not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
-                raise InputError(f"densify {name} must be a non-negative number; got {v!r}")
+        check_ints(self, {"start": 0, "stop": 0, "interval": 1, "opacity_reset_every": 0, "max_count": 0},
+                   owner="DensifyConfig")  # fmt: skip
+        check_numbers(self, dict.fromkeys(("grad_threshold", "percent_dense", "min_opacity", "max_world_size"), 0),
+                      owner="DensifyConfig")  # fmt: skip
 
     def to_dict(self) -> dict:
         return asdict(self)
