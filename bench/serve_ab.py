@@ -5,7 +5,10 @@ idle/answering visitor's worker CPU and frame rate, and latency as the page sees
         [--a "--media frames"] [--b "--media packets"] [--turns 5] [--typed 3] [--idle-s 15]
 
 On a shared machine the load drifts during a run: the settings are alternated (A B A B ...)
-and medians over the rounds are compared as ratios B/A. Parts:
+and medians over the rounds are compared as ratios B/A. A setting's leading ``NAME=VALUE`` words
+are the server's environment, the rest its options: ``--a "PYTHONSAFEPATH=1 PYTHONPATH=/tmp/base"``
+serves the huma_rt of another tree (e.g. ``git archive HEAD | tar -x -C /tmp/base``: the code
+before a change, against the checkout's). Parts:
 
 - ``encode``: process CPU time (not wall) per frame of the two video paths on the demo
   avatar's own pictures, in this process, one thread: aiortc's (``Vp8Encoder.encode`` of a
@@ -139,6 +142,16 @@ def _aframe(av, s16, pts):
     return af
 
 
+def split_setting(words: tuple[str, ...]) -> tuple[dict[str, str], tuple[str, ...]]:
+    """``("NAME=VALUE", ..., "--option", "value", ...)`` -> (environment, serve options)."""
+    words = list(words)
+    env = {}
+    while words and "=" in words[0] and not words[0].startswith("-"):
+        name, value = words.pop(0).split("=", 1)
+        env[name] = value
+    return env, tuple(words)
+
+
 def run(out_dir: Path, settings: dict[str, tuple[str, ...]], rounds: int, parts: tuple[str, ...],
         turns: int, typed: int, idle_s: float, visitors: int) -> dict:  # fmt: skip
     from huma_rt.bench import serve_latency, serve_visitors
@@ -159,17 +172,21 @@ def run(out_dir: Path, settings: dict[str, tuple[str, ...]], rounds: int, parts:
         pcm = np.concatenate([silence(0.3), q, silence(1.2)])
         wav, loop_s = write_wav48(work / "mic.wav", pcm), pcm.size / 16000
         for r in range(rounds):
-            for name, args in settings.items():
+            for name, words in settings.items():
+                env, args = split_setting(words)
+                if env:
+                    raise SystemExit(f"setting {name}: the visitors part takes serve options only, not {env}")
                 loads.append((f"visitors {name} {r + 1}", os.getloadavg()))
                 got = serve_visitors.measure(visitors, wav, loop_s, idle_s, work, False, args, ("idle", "typed"))
                 for row in got:
                     rows.append({"part": "visitors", "setting": name, "round": r + 1, **row})
     if "latency" in parts:
         for r in range(rounds):
-            for name, args in settings.items():
+            for name, words in settings.items():
+                env, args = split_setting(words)
                 loads.append((f"latency {name} {r + 1}", os.getloadavg()))
                 rec = serve_latency.run(False, out_dir / f"latency-{name}-{r + 1}", turns=turns, typed=typed,
-                                        serve_args=args)  # fmt: skip
+                                        serve_args=args, env=env)  # fmt: skip
                 for row in rec["results"]:
                     rows.append({"part": "latency", "setting": name, "round": r + 1, **row,
                                  "load_1min": round(rec["load_avg"][0][0], 2)})  # fmt: skip

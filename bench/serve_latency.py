@@ -7,7 +7,8 @@ microphone loops a WAV: 0.5 s quiet, a question (espeak-ng), 9 s quiet (under lo
 starts seconds late, and a question that comes back over it cuts it: barge-in). Per spoken
 turn, from the end of the question in the microphone (the page's own level meter on its track)
 to the first answer frame presented (requestVideoFrameCallback; the first frame whose pixels
-move) and to the first answer audio (the level of the avatar's voice); then typed questions
+move) and to the first answer audio (the level of the avatar's voice in the page's audio graph,
+plus the graph's output latency: when it is heard); then typed questions
 (microphone muted), from the send to the same two. A/V = frame - audio as the page sees it, at
 the first frame (av_ms) and over each answer's first 1.5 s (av_lag_ms, cross-correlation).
 Beside them the server's stage times (ms from the last speech sample's arrival at the worker,
@@ -52,7 +53,7 @@ def pct(values, q: float) -> float | None:
 def av_lag_ms(frames: np.ndarray, levels: np.ndarray, t0: float, t1: float, max_lag: int = 300) -> float | None:
     """The lag (ms, > 0: video later) that best lines up the mouth's opening (``frames`` [N, >=6]:
     page ms, ..., opening against the rest pose in column 5) with the loudness of the avatar's
-    voice (``levels`` [M, 3]: page ms, mic RMS, voice RMS) over [t0, t1) of page time: the A/V
+    voice (``levels`` [M, 3]: page ms when the voice is heard, mic RMS, voice RMS) over [t0, t1) of page time: the A/V
     offset over a whole answer, not just its first frame (which the model draws ahead of the
     sound: its lookahead)."""
     grid = np.arange(t0, t1, 10.0)
@@ -87,6 +88,8 @@ def page_turns(page: Page, with_av_lag: bool = True) -> tuple[list[dict], dict[i
     if with_av_lag:
         frames = np.array(page.js("huma.frames"), dtype=float)
         levels = np.array(page.js("huma.levels"), dtype=float)
+        if levels.ndim == 2 and levels.size:  # the voice is heard the page's output latency after its level is read
+            levels[:, 0] += page.js("huma.outputLatencyMs || 0")
         for t in lat:  # over the first 1.5 s of each answer's audio
             on = t["end"] + t["audio_ms"] if t["audio_ms"] is not None else None
             t["av_lag_ms"] = av_lag_ms(frames, levels, on - 200, on + 1500) if on is not None else None
@@ -112,8 +115,9 @@ def summary_rows(spoken: list[dict], typed: list[dict], server: dict[int, dict])
 
 
 def run(quick: bool, out_dir: Path, turns: int | None = None, typed: int | None = None,
-        serve_args: tuple[str, ...] = ()) -> dict:  # fmt: skip
-    """Measure ``turns`` spoken and ``typed`` typed turns (quick: 3 and 2; full: 8 and 5)."""
+        serve_args: tuple[str, ...] = (), env: dict[str, str] | None = None) -> dict:  # fmt: skip
+    """Measure ``turns`` spoken and ``typed`` typed turns (quick: 3 and 2; full: 8 and 5).
+    env: extra environment of the server and its workers (e.g. another tree on PYTHONPATH)."""
     from playwright.sync_api import sync_playwright
 
     turns = turns if turns is not None else (3 if quick else 8)
@@ -121,7 +125,8 @@ def run(quick: bool, out_dir: Path, turns: int | None = None, typed: int | None 
     work = Path(tempfile.mkdtemp(prefix="huma-serve-latency-"))
     wav, loop_s = question_wav(work)
     load, tree = [os.getloadavg()], tree_state()
-    srv = Server("--max-visitors", "1", "--warm", "1", "--responder", "scripted", "--reply", REPLY, *serve_args)
+    srv = Server("--max-visitors", "1", "--warm", "1", "--responder", "scripted", "--reply", REPLY, *serve_args,
+                 env=env)  # fmt: skip
     try:
         with sync_playwright() as p:
             page = Page(p, srv.url, wav)
@@ -149,7 +154,7 @@ def run(quick: bool, out_dir: Path, turns: int | None = None, typed: int | None 
     typed_turns = [t for t in lat if t["source"] == "text"]
     rows = summary_rows(spoken, typed_turns, server)
     extra = {"turns": {"spoken": spoken, "typed": typed_turns}, "server_ms": {str(k): v for k, v in server.items()},
-             "receive": receive, "load_avg": [list(x) for x in load], "tree": tree, "reply": REPLY, "serve_args": list(serve_args)}  # fmt: skip
+             "receive": receive, "load_avg": [list(x) for x in load], "tree": tree, "reply": REPLY, "serve_args": list(serve_args), "env": env or {}}  # fmt: skip
     record = write_result(out_dir, "serve_latency", rows, extra)
     with open(Path(out_dir) / "serve_latency.md", "a") as f:
         f.write(f"\nLoad average (1, 5, 15 min) at start, after the spoken turns, at the end: {load}\n"

@@ -8,6 +8,11 @@ const AUDIO_ON = 0.003;        // RMS above which the avatar's voice counts as p
 const MIC_ON = 0.01;           // RMS above which the microphone counts as speech
 const MOTION_ON = 6;           // mean |diff| (0..255) of the most-changed 8x8 block: the mouth moved
 const QUIET_MS = 300;          // quiet this long before an onset counts as a new one
+// The level meters read the newest LEVEL_FFT samples (5.8 ms at 44.1 kHz). An analyser's time
+// data is its last fftSize samples, and a shorter array gets the OLDEST of them: with the default
+// fftSize (2048) a 256-sample read lagged 40-46 ms, which stamped the end of the visitor's speech
+// that much late (spoken latencies read ~40 ms short).
+const LEVEL_FFT = 256;
 
 const huma = (window.huma = {
   state: "idle", worker: null, events: [], captions: [], frames: [], levels: [],
@@ -45,7 +50,11 @@ function rms(analyser, buf) {
 }
 
 function watchLevels() {
-  const buf = new Float32Array(256);
+  const buf = new Float32Array(LEVEL_FFT);
+  // the avatar's voice is heard this long after the graph has it: the page's audio output
+  // latency (measured headless: 10 + 32 ms); its onsets are stamped when it is heard
+  const outMs = 1000 * ((audioCtx.baseLatency || 0) + (audioCtx.outputLatency || 0));
+  huma.outputLatencyMs = +outMs.toFixed(1);
   let micLoud = -1e9, micSpeaking = false, audioLoud = -1e9;
   setInterval(() => {
     const t = performance.now();
@@ -55,7 +64,7 @@ function watchLevels() {
     if (mic > MIC_ON) { micLoud = t; micSpeaking = true; }
     else if (micSpeaking && t - micLoud > 200) { micSpeaking = false; push(huma.micEnds, micLoud); }
     if (out > AUDIO_ON) {
-      if (t - audioLoud > QUIET_MS) push(huma.audioOnsets, t);
+      if (t - audioLoud > QUIET_MS) push(huma.audioOnsets, t + outMs);
       audioLoud = t;
     }
   }, 10);
@@ -190,6 +199,7 @@ async function start() {
     micTrack = mic.getAudioTracks()[0];
     audioCtx = new AudioContext();
     micAnalyser = audioCtx.createAnalyser();
+    micAnalyser.fftSize = LEVEL_FFT;
     audioCtx.createMediaStreamSource(mic).connect(micAnalyser);
 
     pc = new RTCPeerConnection({ iceServers: [] });
@@ -211,6 +221,7 @@ async function start() {
       }
       if (e.track.kind === "audio") {
         remoteAnalyser = audioCtx.createAnalyser();
+        remoteAnalyser.fftSize = LEVEL_FFT;
         // Remote WebRTC audio reaches WebAudio only while a media element plays it (the video).
         audioCtx.createMediaStreamSource(e.streams[0]).connect(remoteAnalyser);
       }
