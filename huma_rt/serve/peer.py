@@ -38,23 +38,27 @@ MAX_MIC_BACKLOG = 25  # decoded 20 ms microphone frames waiting at most (0.5 s)
 class MediaClock:
     """The wall time at which stream time 0 plays (``t0``, time.perf_counter() seconds).
 
-    Set by the first frame (``start``): ``delay_s`` later than the frame was made (before it is
-    encoded), which is the margin a late frame has before it shows as a stall. ``slip(dt)`` (the frame clock fell
-    ``dt`` behind: an overloaded host) re-anchors it at the next frame, ``delay_s`` after that
-    frame is made, and never earlier than it was, so both tracks slow down together. Re-anchoring
+    Set by the first frame (``start``): ``delay_s`` after the frame clock's tick for it was due
+    (or, without the tick's time, after the frame was made). That is all the time a frame has to
+    be drawn and encoded before it is late (measured on the 2-core machine at load 5: drawing an
+    answer frame 19-28 ms, VP8 5-10 ms); every answer reaches the visitor that much after its
+    tick. Anchored at the tick, not at the first frame's making as before: the first frame's draw
+    time (~24 ms) was added to every frame after it, on top of the 60 ms then allowed.
+    ``slip(dt)`` (the frame clock fell ``dt`` behind: an overloaded host) re-anchors it at the
+    next frame, and never earlier than it was, so both tracks slow down together. Re-anchoring
     rather than adding ``dt``: a clock first set by a frame that was itself late (the first
     frame, whose encoder opens) already holds that lateness, and adding it again made every
     later frame wait ``dt`` too long in a 4-frame queue that then dropped frames.
     """
 
-    def __init__(self, delay_s: float = 0.06) -> None:
+    def __init__(self, delay_s: float = 0.05) -> None:
         self.delay_s = delay_s
         self.t0: float | None = None
         self._reanchor = False
 
     def start(self, pts: float, made: float | None = None) -> None:
-        """Called with each frame (made at ``made``, perf_counter s; default now): sets t0 on
-        the first, or after ``slip``."""
+        """Called with each frame (its tick due, or made, at ``made``, perf_counter s; default
+        now): sets t0 on the first, or after ``slip``."""
         if self.t0 is None or self._reanchor:
             t0 = (time.perf_counter() if made is None else made) + self.delay_s - pts
             self.t0 = t0 if self.t0 is None else max(self.t0, t0)
@@ -173,11 +177,13 @@ class AvatarMedia:
     def dropped(self) -> dict[str, int]:
         return {"video": self._video.dropped, "audio": self._audio.dropped}
 
-    def push(self, index: int, pts: float, rgb: np.ndarray, audio: np.ndarray) -> None:
+    def push(self, index: int, pts: float, rgb: np.ndarray, audio: np.ndarray, due: float | None = None) -> None:
         """Called on the frame clock's thread with one frame and the 16 kHz samples it shows
-        (rgb None: no new picture, the frame clock is behind; only the audio is sent)."""
+        (rgb None: no new picture, the frame clock is behind; only the audio is sent). due: when
+        the frame clock's tick for it was due (perf_counter s; None: now), what the media clock
+        is anchored to."""
         av = self._av
-        made = time.perf_counter()
+        made = time.perf_counter() if due is None else due
         vf = None
         s16 = np.clip(audio * 32767.0, -32768, 32767).astype(np.int16)
         first = round(pts * AUDIO_RATE)
@@ -348,15 +354,43 @@ async def read_microphone(track, push, on_frame=None) -> None:
                 push(pcm, arrived)
 
 
+class ArrivalOrderAudio:
+    """aiortc's receive jitter buffer (``add(packet) -> (pli, frame)``) for audio, without the
+    waiting: every packet is a whole Opus frame and is handed to the decoder as it arrives.
+
+    aiortc's ``JitterBuffer`` only knows a frame is complete when a packet of the next one
+    arrives, so even with ``prefetch=1`` each 20 ms packet waited for the next (20 ms more before
+    the VAD hears the end of speech), and a lost packet held everything behind it until 16 more
+    had queued (320 ms). Here a packet older than one already handed on (reordered, duplicated)
+    is dropped: a speech detector wants the newest audio, and Opus decodes each packet alone.
+    """
+
+    def __init__(self, capacity: int = 16) -> None:
+        self.capacity = capacity  # aiortc's own buffer has one; nothing here depends on it
+        self._last: int | None = None  # sequence number handed on last
+        self.dropped = 0
+
+    def add(self, packet):
+        """-> (False: never asks for a keyframe, the ``JitterFrame`` of this packet or None)."""
+        from aiortc.jitterbuffer import JitterFrame
+
+        seq = packet.sequence_number
+        if self._last is not None and (seq == self._last or (seq - self._last) % 65536 >= 32768):
+            self.dropped += 1
+            return False, None
+        self._last = seq
+        return False, JitterFrame(data=packet._data, timestamp=packet.timestamp)
+
+
 def quicken_microphone(pc) -> bool:
     """Hand the microphone's packets on as they arrive instead of four behind.
 
     aiortc's audio receiver keeps a jitter buffer that releases a 20 ms packet only once four
     more are queued (``prefetch=4``): 80 ms added to every spoken turn before the VAD hears its
-    end (measured 63-94 ms from the page's microphone to the server). A prefetch of one keeps
-    the reordering it needs (a packet is released when the next one arrives) and gives back
-    60 ms. aiortc has no option for it, so its receiver's buffer is replaced; returns False
-    (and logs) when this aiortc has no such buffer to replace.
+    end (measured 63-94 ms from the page's microphone to the server). Its buffer is replaced by
+    :class:`ArrivalOrderAudio` (no wait at all; ``prefetch=1`` still waited one packet, 20 ms).
+    aiortc has no option for it; returns False (and logs) when this aiortc has no such buffer to
+    replace.
     """
     from aiortc.jitterbuffer import JitterBuffer
 
@@ -370,6 +404,6 @@ def quicken_microphone(pc) -> bool:
             log.warning("this aiortc's audio receiver has no jitter buffer to replace; the microphone "
                         "stays 80 ms behind")  # fmt: skip
             return False
-        receiver._RTCRtpReceiver__jitter_buffer = JitterBuffer(capacity=old.capacity, prefetch=1)
+        receiver._RTCRtpReceiver__jitter_buffer = ArrivalOrderAudio(old.capacity)
         done = True
     return done

@@ -135,7 +135,7 @@ def test_barge_in_silences_audio_not_yet_sent(encode):
     assert all(np.abs(x).max() < 1e-3 for x in _decoded(after))
 
 
-def test_microphone_packets_are_handed_on_one_behind_not_four():
+def test_microphone_packets_are_handed_on_as_they_arrive():
     from aiortc import RTCPeerConnection
     from aiortc.rtp import RtpPacket
 
@@ -150,13 +150,16 @@ def test_microphone_packets_are_handed_on_one_behind_not_four():
             audio = next(t for t in pc.getTransceivers() if t.kind == "audio")
             buf = audio.receiver._RTCRtpReceiver__jitter_buffer
             released = []
-            for seq in range(6):  # 20 ms Opus packets, one frame each
-                packet = RtpPacket(sequence_number=seq, timestamp=960 * seq, payload=b"x")
-                packet._data = b"x"  # what the receiver sets (the depacketized payload)
+            # 20 ms Opus packets, one frame each: in order, 4 lost, 3 late (after 5), 5 twice,
+            # and the sequence number wrapping past 65535 (packet 6)
+            for k in [0, 1, 2, 3, 5, 3, 5, 6, 7]:
+                packet = RtpPacket(sequence_number=(65530 + k) % 65536, timestamp=960 * k, payload=bytes([k]))
+                packet._data = packet.payload  # what the receiver sets (the depacketized payload)
                 _, frame = buf.add(packet)
-                released.append(None if frame is None else frame.timestamp // 960)
-            # packet n leaves when packet n+1 arrives (aiortc's own buffer held four)
-            assert released == [None, 0, 1, 2, 3, 4]
+                released.append(None if frame is None else (frame.timestamp // 960, frame.data[0]))
+            # each packet leaves as it arrives (aiortc's own buffer held four, then one: it knows a
+            # frame is whole only when the next one starts); a lost one holds nothing up
+            assert released == [(0, 0), (1, 1), (2, 2), (3, 3), (5, 5), None, None, (6, 6), (7, 7)]
         finally:
             await pc.close()
 
