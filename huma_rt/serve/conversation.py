@@ -39,8 +39,8 @@ log = logging.getLogger(__name__)
 
 RATE = 16000
 # frame index, pts seconds, rgb [H, W, 3] uint8 (valid during the call; None: no new picture, the
-# clock is behind), audio [spf] f32
-FrameSink = Callable[[int, float, np.ndarray | None, np.ndarray], None]
+# clock is behind), audio [spf] f32, when its tick was due (time.perf_counter() s)
+FrameSink = Callable[[int, float, np.ndarray | None, np.ndarray, float], None]
 Emit = Callable[[dict], None]
 
 
@@ -219,7 +219,7 @@ class Conversation:
         self.config = config or ConversationConfig()
         self.config.validate()
         transcribe = None if asr is None else (lambda pcm: asr.transcribe(pcm).text.strip())
-        self._turns = TurnDetector(self.config.turns, transcribe, background=True)
+        self._turns = TurnDetector(self.config.turns, transcribe, background=True, on_text=self._text_ready)
         self._session = avatar.session(live=True)
         self.fps = int(self._session.fps)
         self.spf = int(self._session.samples_per_frame)
@@ -274,6 +274,13 @@ class Conversation:
             except queue.Empty:
                 pass
             self._mic.put_nowait(item)
+
+    def _text_ready(self) -> None:  # on the ASR thread
+        """A speculative text is ready: the listener decides now, not at the next packet (20 ms)."""
+        try:
+            self._mic.put_nowait((None, 0.0))
+        except queue.Full:  # the listener has audio to read anyway
+            pass
 
     def ask(self, text: str | bytes) -> None:
         """A typed question: starts a turn now (cutting an answer in progress)."""
@@ -419,6 +426,7 @@ class Conversation:
                 if self.on_rebase is not None:
                     self.on_rebase(-delay)
                 t_next = time.perf_counter()
+            due = t_next
             t_next += period
             # More than a frame behind (an overloaded host: several visitors answered at once):
             # this frame is not drawn and no picture is sent, only its audio, on time; the
@@ -429,7 +437,7 @@ class Conversation:
             if rest is not None and not got and not marks:  # settled and idle: same picture
                 self._timeline.push(None, spf)
                 self._timeline.pop(spf, audio)
-                self.sink(index, index / self.fps, None if behind else rest, audio)
+                self.sink(index, index / self.fps, None if behind else rest, audio, due)
                 index += 1
                 self.stats["frames"] += 1
                 self.stats["idle_skipped"] = self.stats.get("idle_skipped", 0) + 1
@@ -466,7 +474,7 @@ class Conversation:
                     self._timeline.push(None, silence)
                 self._timeline.pop(spf, audio)
                 self._on_frame_events(index * spf, (index + 1) * spf, index / self.fps)
-                self.sink(index, index / self.fps, None if behind else frame.rgb, audio)
+                self.sink(index, index / self.fps, None if behind else frame.rgb, audio, due)
                 if behind:
                     self.stats["not_drawn"] = self.stats.get("not_drawn", 0) + 1
                 index += 1
@@ -504,9 +512,12 @@ class Conversation:
                 pcm, arrived = self._mic.get(timeout=0.1)
             except queue.Empty:
                 continue
-            self._mic_samples += pcm.size
-            self._mic_marks.append((self._mic_samples, arrived))
-            events = det.push(pcm)
+            if pcm is None:  # _text_ready
+                events = det.poll()
+            else:
+                self._mic_samples += pcm.size
+                self._mic_marks.append((self._mic_samples, arrived))
+                events = det.push(pcm)
             if det.speaking != speaking:
                 speaking = det.speaking
                 self.emit({"type": "user_speaking", "on": speaking})

@@ -175,16 +175,20 @@ class TurnDetector:
     alone. background: run it on a thread of its own (a live stream: the windows behind it keep
     being read; the decision waits for the text only as long as the silence rules need it);
     False: inline (deterministic, for files and measurements). ``asr_done_at``: when the last
-    speculative text was ready (time.perf_counter()).
+    speculative text was ready (time.perf_counter()). on_text: called (on the ASR thread) when a
+    background text is ready, so that the reader can ``poll()`` at once instead of deciding at
+    its next ``push`` (a live stream's next packet: up to 20 ms later).
     """
 
     def __init__(self, config: TurnConfig | None = None,
                  transcribe: Callable[[np.ndarray], str] | None = None,
-                 probability: SpeechProbability | None = None, background: bool = False) -> None:  # fmt: skip
+                 probability: SpeechProbability | None = None, background: bool = False,
+                 on_text: Callable[[], None] | None = None) -> None:  # fmt: skip
         self.config = config or TurnConfig()
         self.config.validate()
         c = self.config
         self.transcribe = transcribe
+        self.on_text = on_text
         self.prob = probability or SpeechProbability(c.model, c.num_threads)
         self._min_speech = int(c.min_speech_s * TARGET_RATE)
         self._question = int(c.question_silence_s * TARGET_RATE)
@@ -243,6 +247,13 @@ class TurnDetector:
         events: list[TurnEvent] = []
         for w in self._windower.windows(x):
             self._window(w.copy(), events)  # kept: the utterance's audio
+        events.extend(self.poll())
+        return events
+
+    def poll(self) -> list[TurnEvent]:
+        """The end of the open turn, if a speculative text that became ready since the last
+        window now decides it (a question's text after its silence is already long enough)."""
+        events: list[TurnEvent] = []
         if self._open and self._silence and self._pending is not None:  # text ready between windows
             self._decide(events)
         return events
@@ -301,6 +312,8 @@ class TurnDetector:
             if self._pool is not None:
                 self._drop_pending()
                 self._pending = self._pool.submit(self._transcribe, self._audio())
+                if self.on_text is not None:  # after the result is set (not from _transcribe)
+                    self._pending.add_done_callback(lambda _f: self.on_text())
             else:
                 self._text = self._transcribe(self._audio())
         self._decide(events)

@@ -56,10 +56,12 @@ class _Frames:
         self.index, self.audio, self.rgb, self.change = [], [], {}, []
         self.first = None
         self.skipped: list[int] = []
+        self.due: list[tuple[float, float]] = []  # (tick due, sink called), perf_counter s
         self.lock = threading.Lock()
 
-    def __call__(self, index, pts, rgb, audio) -> None:
+    def __call__(self, index, pts, rgb, audio, due=None) -> None:
         with self.lock:
+            self.due.append((due, time.perf_counter()))
             self.index.append(index)
             self.audio.append(audio.copy())
             if rgb is None:  # not drawn (the clock was behind): the page keeps the last picture
@@ -106,6 +108,13 @@ def test_frames_carry_exactly_the_answer_audio(conv_parts):
     finally:
         conv.stop()
     assert frames.index == list(range(len(frames.index))), "frame indices must be continuous"
+    # each frame comes with its tick's time, what the media clock is anchored to: one period
+    # apart (more only where an overloaded clock slipped), and never in the future
+    due, called = np.array(frames.due).T
+    assert np.all(called >= due)
+    steps = np.diff(due)
+    assert np.all(steps > 1 / conv.fps - 1e-6)
+    assert np.sum(~np.isclose(steps, 1 / conv.fps, atol=1e-6)) <= conv.stats["clock_rebases"], steps
     audio = np.concatenate(frames.audio)
     start = next(e for e in events if e["type"] == "answer_start")
     first = round(start["pts"] * 16000)
@@ -282,8 +291,8 @@ def test_a_clock_behind_sends_the_audio_on_time_and_skips_pictures(conv_parts):
     events: list[dict] = []
     frames = _Frames()
 
-    def slow_sink(index, pts, rgb, audio):
-        frames(index, pts, rgb, audio)
+    def slow_sink(index, pts, rgb, audio, due):
+        frames(index, pts, rgb, audio, due)
         if rgb is not None and index % 4 == 0 and any(e["type"] == "answer_start" for e in events):
             time.sleep(0.09)
 

@@ -130,6 +130,38 @@ def test_events_do_not_depend_on_chunking(speech, asr, prob):
     assert seen[0] == seen[1] == seen[2]
 
 
+def test_a_background_text_is_announced_and_poll_ends_the_turn_without_more_audio(speech, asr, prob):
+    """Live streams: the reader learns the speculative text is ready (``on_text``) and ``poll``
+    decides the end then, instead of at the next packet."""
+    import threading
+
+    gate, ready = threading.Event(), threading.Semaphore(0)  # one release per text made (or dropped)
+    texts = []
+
+    def gated(pcm):  # the real recogniser, held until all the audio below was pushed
+        gate.wait(30)
+        texts.append(asr(pcm))
+        return texts[-1]
+
+    det = TurnDetector(TurnConfig(), gated, probability=prob, background=True, on_text=ready.release)
+    try:
+        clip = np.concatenate([_silence(0.5), speech["question"], _silence(0.3)])  # under the long silence
+        kinds = [ev.kind for _, ev in _stream(det, clip)]
+        assert "pause" in kinds and "end" not in kinds, kinds  # no text yet: nothing decided
+        assert det.poll() == []
+        gate.set()
+        ends = []
+        while not ends:  # a pause between two words may have queued a text before the last one
+            assert ready.acquire(timeout=30), "on_text was not called when the text was ready"
+            ends = det.poll()
+        (end,) = ends
+        assert end.kind == "end" and end.reason == "finished" and end.text == texts[-1]
+        assert "paris" in end.text.lower() and det.poll() == [] and not det.speaking
+    finally:
+        gate.set()
+        det.close()
+
+
 def test_flush_and_max_speech(speech, prob):
     det = TurnDetector(TurnConfig(max_speech_s=1.0), None, probability=prob)
     events = [ev for _, ev in _stream(det, np.concatenate([_silence(0.3), speech["question"]]))]
