@@ -16,6 +16,20 @@ static / the first variant. The static fit may have another size than the articu
 Wall and CPU time are both recorded (shared machines: CPU time is what the fit costs).
 
     python -m huma_rt.bench.train_articulated --clip /tmp/fs/clip30 --static-size 256 --size 128 [--variants true shuffled]
+
+Work-folder mode (``--work``, issue 14 on real video): the articulated stage refitted on a
+``huma-rt train`` work folder's own static avatar, fit frames, poses and codes (tracks.npz,
+poses.npz, static/, codes.npz; the video decoded again), under the pipeline's default
+ArticulatedFitConfig with the JSON overrides of each ``--variant NAME=JSON``; the work folder's
+own articulated result (``articulated/``) is measured too, as ``saved``. Nothing in the work
+folder is changed, so variants are compared on one static fit whatever the stage keys say.
+Held-out metrics per region (train/articulated_eval.py: face = the tracker's matte as the
+static fit measures it, face_wide = the widened matte, head, mouth, eyes) for the static
+avatar and each variant, and a contact sheet of the held-out frames with the most
+articulation (video / static / each variant).
+
+    python -m huma_rt.bench.train_articulated --work /tmp/w/franck_30s/me.train --video /tmp/w/franck-30s.mp4 \
+        --variant residual='{"region_source": "residual"}' --variant landmarks='{}' --out DIR --tag franck_30s
 """
 
 from __future__ import annotations
@@ -23,6 +37,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -128,8 +143,135 @@ def summarise(rows: list[dict]) -> list[dict]:
     return table
 
 
+def _deformed_of(result: ArticulatedFitResult, codes: np.ndarray):
+    """frame -> render_view's parameter dict of ``result`` (a saved fit) given codes[frame]."""
+    rows = torch.from_numpy(result.dynamic)
+    base = canonical_params(result.gaussians)
+    with torch.no_grad():
+        feat = result.spatial(base["means"][rows])
+
+    def params_of(i: int) -> dict:
+        p = dict(base)
+        with torch.no_grad():
+            d = result.deformer(feat, torch.from_numpy(np.asarray(codes[i], np.float32))[None])
+        for key, delta in zip(("means", "quats", "log_scales"), d, strict=True):
+            p[key] = p[key].index_add(0, rows, delta[0])
+        return p
+
+    return params_of
+
+
+def work_mode(a) -> int:
+    """--work: refit the articulated stage's variants on a work folder (module docstring)."""
+    from huma_rt.train.articulated_eval import evaluate as evaluate_regions
+    from huma_rt.train.articulated_region import landmark_frame
+    from huma_rt.train.fit_data import fit_data_from_tracks
+    from huma_rt.train.fit_views import Views
+    from huma_rt.train.pipeline import TrainConfig
+    from huma_rt.train.pipeline_work import load_articulated, load_static, read_npz
+    from huma_rt.train.tracking_tracks import Tracks
+    from huma_rt.train.video import VideoConfig, open_video
+
+    work = a.work
+    tracks = Tracks.load(work / "tracks.npz")
+    poses = read_npz(work / "poses.npz")
+    index = poses["frame"].astype(np.int64)
+    row = {int(f): r for r, f in enumerate(index)}
+    frames = np.empty((index.size, tracks.height, tracks.width, 3), np.uint8)
+    for i, _, rgb in open_video(a.video, VideoConfig()).frames():
+        if i > index[-1]:
+            break
+        if i in row:
+            frames[row[i]] = rgb
+    data = fit_data_from_tracks(frames, tracks, index=index)
+    data.head_quat, data.head_trans = poses["head_quat"], poses["head_trans"]  # the static fit's (maybe refined)
+    data.valid = poses["valid"].astype(bool)
+    static = load_static(work / "static")
+    if (work / "codes.npz").is_file():
+        all_codes = read_npz(work / "codes.npz")["codes"]
+    else:  # a folder stopped after the static stage: the codes stage's computation (pipeline_stages)
+        from huma_rt.train.articulation_codes import calibrate, params_to_codes, tracked_params
+
+        params = tracked_params(tracks, calibrate(tracks.articulation, tracks.valid))
+        all_codes = params_to_codes(np.nan_to_num(params))
+    codes = np.nan_to_num(all_codes[index]).astype(np.float32)
+    base = TrainConfig().articulated.to_dict()
+    base["downscale"] = max(1, int(round(max(tracks.width, tracks.height) / TrainConfig().fit_side)))
+    fits: dict[str, ArticulatedFitResult] = {}
+    runs = []
+    for spec in a.variant:
+        name, _, js = spec.partition("=")
+        cfg = ArticulatedFitConfig.from_dict({**base, **json.loads(js or "{}")})
+        w0, c0 = time.perf_counter(), time.process_time()
+        fits[name] = r = fit_articulated(data, static, codes, cfg)
+        runs.append({"variant": name, "overrides": json.loads(js or "{}"), "wall_s": time.perf_counter() - w0,
+                     "cpu_s": time.process_time() - c0, "dynamic": int(r.region["dynamic"]),
+                     "gaussians": int(r.gaussians.count), "region": r.region})  # fmt: skip
+        log.info("variant %s: %s", name, runs[-1])
+    views = Views(data, base["downscale"])
+    first = next(iter(fits.values())) if fits else None
+    held = first.held_out if first is not None else None
+    landmarks = landmark_frame(data.anchors)
+    radius = max(1, views.camera.width // 48)
+    results: dict[str, dict] = {}
+    params_of: dict = {}
+    if (work / "articulated" / "result.npz").is_file():
+        saved = load_articulated(work / "articulated")
+        held = saved.held_out if held is None else held
+        params_of["saved"] = _deformed_of(saved, codes)
+        fits_eval = {"saved": saved, **fits}
+    else:
+        fits_eval = dict(fits)
+    plate = torch.from_numpy(np.asarray(next(iter(fits_eval.values())).background, np.float32))
+    for name, r in fits.items():
+        params_of[name] = _deformed_of(r, codes)
+    static_params = canonical_params(static.gaussians)
+    results["static"] = evaluate_regions(lambda i: static_params, static.gaussians.sh_degree, views, held, plate,
+                                         np.zeros((0, 3)), radius, landmarks)  # fmt: skip
+    for name, r in fits_eval.items():
+        results[name] = evaluate_regions(params_of[name], r.gaussians.sh_degree, views, held, plate,
+                                         r.gaussians.means[r.dynamic], radius, landmarks)  # fmt: skip
+    keys = ("psnr", "psnr_face", "psnr_face_wide", "psnr_head", "psnr_mouth", "psnr_eyes", "psnr_region", "ssim_face")
+    table = [{"avatar": k, "dynamic": int(fits_eval[k].dynamic.size) if k in fits_eval else 0,
+              **{key: m.get(key) for key in keys}} for k, m in results.items()]  # fmt: skip
+    _work_sheet(results, params_of, static_params, static.gaussians.sh_degree, views, plate, codes, a.out, a.tag)
+    extra = {"work": str(work), "video": str(a.video), "runs": runs, "held_out": int(len(held)),
+             "base_config": base, "load_1min": os.getloadavg()[0],
+             "frames": {k: m["frames"] for k, m in results.items()}}  # fmt: skip
+    write_result(a.out, f"articulated_{a.tag}", table, extra)
+    print(json.dumps({"runs": runs, "table": table}, indent=1, default=str))
+    return 0
+
+
+def _work_sheet(results, params_of, static_params, sh_degree, views, plate, codes, out: Path, tag: str) -> None:
+    """Held-out frames with the most articulation (|code - median| largest, spread over the
+    clip): video / static / each fit, 3x enlarged, with each tile's face PSNR in the log."""
+    frames = [r["frame"] for r in results["static"]["frames"]]
+    dist = np.linalg.norm(codes[frames] - np.median(codes[frames], 0), axis=1)
+    top = sorted(np.asarray(frames)[np.argsort(-dist)[: 3 * SHEET_FRAMES]].tolist())
+    picks = top[:: max(1, len(top) // SHEET_FRAMES)][:SHEET_FRAMES]
+    rows = []
+    with torch.no_grad():
+        truth = [views.target(i).numpy() for i in picks]
+        rows.append(np.concatenate(truth, 1))
+        for name in ("static", *params_of):
+            pf = (lambda i: static_params) if name == "static" else params_of[name]
+            imgs = [render_view(pf(i), views.camera, views.quat[i], views.trans[i], plate, sh_degree).image.clamp(0, 1)
+                    .numpy() for i in picks]  # fmt: skip
+            rows.append(np.concatenate(imgs, 1))
+            by = {r["frame"]: r for r in results[name]["frames"]}
+            log.info("sheet row %s: face PSNR %s", name, [round(by[i].get("psnr_face", float("nan")), 2) for i in picks])
+    img = (np.concatenate(rows, 0) * 255).round().clip(0, 255).astype(np.uint8).repeat(3, 0).repeat(3, 1)
+    write_png(out / f"heldout_{tag}.png", img)
+    (out / f"heldout_{tag}.txt").write_text("rows: video, static, " + ", ".join(params_of) + f"\nframes: {picks}\n")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--work", type=Path, help="a huma-rt train work folder (me.train): work-folder mode")
+    ap.add_argument("--video", type=Path, help="--work: the video the work folder was made from")
+    ap.add_argument("--variant", action="append", default=[], help="--work: NAME=JSON of ArticulatedFitConfig fields")
+    ap.add_argument("--tag", default="work", help="--work: the result files' name")
     ap.add_argument("--clip", type=Path, default=Path("/tmp/huma-bench-train-static-clip"), help="synthetic clip folder")
     ap.add_argument("--duration", type=float, default=30.0)
     ap.add_argument("--seed", type=int, default=1)
@@ -143,6 +285,9 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     a.out.mkdir(parents=True, exist_ok=True)
+    if a.work is not None:
+        torch.set_num_threads(1)
+        return work_mode(a)
     data, truth = load_clip(a.clip, a.duration, a.seed)
     with np.load(a.clip / "truth.npz") as z:
         truth["code"] = z["code"].astype(np.float32)

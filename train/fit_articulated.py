@@ -13,9 +13,14 @@ on the dynamic Gaussians only (region != 0), in canonical (head) space, then the
 pose; rendered through the kernels' forward and backward (train/fit_pose.render_view).
 
 Decisions:
-- Which Gaussians move: a region, not all. articulated_region.py picks the Gaussians where the
-  static avatar's residual follows the codes (dilated over the head's surface), so what the codes do not explain (hair, the rigid skull, the backdrop) cannot
-  drift, and the runtime deforms a few thousand rows, not the whole head. A small L2 on the
+- Which Gaussians move: a region, not all. With the data's 68 landmark anchors (every tracked
+  video) it is the face parts articulation moves (articulated_region.landmark_region: lower face
+  from the nose to a few mm below the jaw line, eyes with lids and brows; ``region_source``
+  "landmarks"); without them (or "residual") the Gaussians where the static avatar's residual
+  follows the codes (dilated over the head's surface). On franck the residual selection also
+  took the collar and the shoulders, which move with the torso. Either way what the codes do
+  not explain (hair, the rigid skull, the backdrop) cannot drift, and the runtime deforms a few
+  thousand rows, not the whole head. A small L2 on the
   deltas (``delta_weight``) keeps the rest of the region still where the code says nothing.
 - The canonical Gaussians are refined jointly at a small rate (``canonical_lr_scale`` x the
   static fit's rates, colours, opacities, scales and rotations; 0 freezes them): the static
@@ -24,7 +29,8 @@ Decisions:
   deformer's; moving both would let the rest shape drift). No density control: the count is
   fixed, so the runtime's cost is known after the static fit.
 - Loss: the static fit's (1 - w) L1 + w D-SSIM, each pixel weighted 1 + ``region_weight``
-  inside the dynamic region's image footprint (the mouth is a few % of the frame).
+  inside the dynamic region's image footprint (the mouth is a few % of the frame), plus
+  ``eye_weight`` inside the eyes' landmark footprint (the lids are a few pixels at the fit's size).
 - Frames: training frames are drawn with probability proportional to 1 + ``articulated_boost``
   x their code's distance from the median code (relative to the mean distance), so speech and
   extreme articulation are not drowned by rest frames. Codes get N(0, ``code_noise``) noise, as
@@ -37,8 +43,10 @@ Decisions:
   tri-plane box = the dynamic Gaussians' bounds plus ``bbox_margin`` x their extent; the
   learning rate warms up over 5 % of the iterations and decays by a cosine to 5 %.
 - Held-out frames: every ``holdout_every``-th usable frame (the static fit's split when the
-  same k), never trained on; metrics: PSNR/SSIM whole, face (matte) and region (the dynamic
-  footprint), for the articulated avatar and for the static one (zero deltas) on the same frames.
+  same k), never trained on; metrics (articulated_eval.py): PSNR/SSIM whole, face (the face
+  mattes, as fit_static), face_wide (the widened training matte), head, mouth, eyes and region
+  (the dynamic footprint), for the articulated avatar and for the static one (zero deltas) on
+  the same frames.
 - Checkpoints (``articulated.ckpt.pt``: networks, canonical parameters, Adam state, random
   states, history) every ``checkpoint_every`` iterations; ``resume=True`` continues from it and
   ends where an uninterrupted run ends. torch runs 1 intra-op thread by default (as fit_static:
@@ -64,11 +72,20 @@ from huma_rt.errors import FormatError, InputError
 from huma_rt.gaussians import Camera, Gaussians
 from huma_rt.model_config import DeformerConfig
 
-from .articulated_region import dynamic_gaussians, head_size, region_mask
+from .articulated_eval import evaluate
+from .articulated_region import (
+    dynamic_gaussians,
+    face_height,
+    head_size,
+    landmark_frame,
+    landmark_region,
+    part_footprint,
+    region_mask,
+)
 from .fit_pose import render_view
 from .fit_static import StaticFitConfig, StaticFitResult
 from .fit_views import StaticFitData, Views, background_plate, split_views
-from .losses import psnr, ssim, ssim_map
+from .losses import ssim_map
 
 __all__ = ["ArticulatedFitConfig", "ArticulatedFitResult", "fit_articulated", "render_articulated", "CHECKPOINT"]
 
@@ -77,6 +94,7 @@ log = logging.getLogger(__name__)
 CHECKPOINT = "articulated.ckpt.pt"
 STAGE = "articulated"
 REGION_DYNAMIC = 1  # any non-zero region id is deformed by the runtime
+REGION_SOURCES = ("landmarks", "residual")
 _CANONICAL = ("log_scales", "quats", "opacity_logits", "sh_dc", "sh_rest")
 
 
@@ -90,7 +108,11 @@ class ArticulatedFitConfig:
     delta_weight: L2 on the deltas (dmu in motion units, dquat, dscale). motion_scale: dmu's
     unit as a fraction of the head size. code_noise: std of the noise added to training codes.
     articulated_boost: how much more a frame far from the median code is drawn.
-    region_ratio, region_dilate, region_max_fraction, region_probes, region_blur: the dynamic
+    eye_weight: extra loss weight inside the eyes' landmark footprint (lids, brows).
+    region_source: "landmarks" (the face parts around the data's 68 anchors; the residual
+    selection when the data has none) or "residual". region_margin, region_below_jaw,
+    region_depth_front, region_depth_back: landmark_region's bounds (fractions of the face height).
+    region_ratio, region_dilate, region_max_fraction, region_probes, region_blur: the residual
     selection (articulated_region.dynamic_gaussians; probes = training frames it looks at).
     region_radius: the region's image footprint radius in px (None: width // 48, at least 1).
     plane_resolution, plane_channels, hidden, layers: DeformerConfig. bbox_margin: tri-plane
@@ -110,6 +132,12 @@ class ArticulatedFitConfig:
     motion_scale: float = 0.05
     code_noise: float = 0.05
     articulated_boost: float = 2.0
+    eye_weight: float = 0.0
+    region_source: str = "landmarks"
+    region_margin: float = 0.06
+    region_below_jaw: float = 0.03
+    region_depth_front: float = 0.15
+    region_depth_back: float = 0.2
     region_ratio: float = 3.0
     region_dilate: float = 0.04
     region_max_fraction: float = 0.3
@@ -139,11 +167,14 @@ class ArticulatedFitConfig:
             if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < lo):
                 raise InputError(f"{name} must be None or an integer >= {lo}; got {v!r}")
         for name in ("lr", "canonical_lr_scale", "ssim_weight", "region_weight", "delta_weight", "motion_scale",
-                     "code_noise", "articulated_boost", "region_ratio", "region_dilate", "region_max_fraction",
-                     "bbox_margin"):  # fmt: skip
+                     "code_noise", "articulated_boost", "eye_weight", "region_margin", "region_below_jaw",
+                     "region_depth_front", "region_depth_back", "region_ratio", "region_dilate",
+                     "region_max_fraction", "bbox_margin"):  # fmt: skip
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
                 raise InputError(f"{name} must be a non-negative number; got {v!r}")
+        if self.region_source not in REGION_SOURCES:
+            raise InputError(f"region_source must be one of {REGION_SOURCES}; got {self.region_source!r}")
         if self.ssim_weight > 1:
             raise InputError(f"ssim_weight must be in [0, 1]; got {self.ssim_weight}")
         if not 0 < self.region_max_fraction <= 1:
@@ -322,6 +353,7 @@ def fit_articulated(data: StaticFitData, static: StaticFitResult, codes: np.ndar
 
 def _fit(data, static, codes, cfg: ArticulatedFitConfig, out_dir, resume, progress) -> ArticulatedFitResult:
     views = Views(data, cfg.downscale)
+    landmarks = landmark_frame(data.anchors)
     usable = data.valid_mask() & np.isfinite(codes).all(1)
     if usable.sum() < 2:
         raise InputError(f"the articulated fit needs at least 2 valid frames with finite codes; got {int(usable.sum())}")
@@ -336,14 +368,7 @@ def _fit(data, static, codes, cfg: ArticulatedFitConfig, out_dir, resume, progre
     if state is not None:
         dynamic, region = state["dynamic"].numpy(), json.loads(state["region"])
     else:
-        probes = train[np.linspace(0, train.size - 1, min(cfg.region_probes, train.size)).round().astype(int)]
-        dynamic, region = dynamic_gaussians(canonical_params(static.gaussians), views, probes, codes[probes], plate,
-                                            static.gaussians.sh_degree,
-                                            ratio=cfg.region_ratio, dilate=cfg.region_dilate,
-                                            max_fraction=cfg.region_max_fraction, blur=cfg.region_blur)  # fmt: skip
-        if dynamic.size == 0:
-            raise InputError("no Gaussian is dynamic: no residual of the static avatar follows the codes (none "
-                             f"above {cfg.region_ratio} x the median); lower region_ratio or skip this stage")
+        dynamic, region = _select(static, views, train, codes, plate, landmarks, cfg)
     means = static.gaussians.means
     dcfg = deformer_config(means[dynamic], codes.shape[1], cfg)
     scale = cfg.motion_scale * head_size(means)
@@ -351,6 +376,7 @@ def _fit(data, static, codes, cfg: ArticulatedFitConfig, out_dir, resume, progre
     opt = _optimizer(model, cfg)
     dyn_means = means[dynamic]
     radius = cfg.region_radius if cfg.region_radius is not None else max(1, views.camera.width // 48)
+    use_eyes = cfg.eye_weight > 0 and landmarks is not None
 
     # draw weights: 1 + boost x (distance from the median code / the mean distance)
     dist = np.linalg.norm(codes[train] - np.median(codes[train], 0), axis=1)
@@ -397,6 +423,9 @@ def _fit(data, static, codes, cfg: ArticulatedFitConfig, out_dir, resume, progre
         out = render_view(params, views.camera, views.quat[i], views.trans[i], plate, model.sh_degree)
         weight = 1.0 + cfg.region_weight * region_mask(dyn_means, views.quat[i].numpy(), views.trans[i].numpy(),
                                                        views.camera, radius)  # fmt: skip
+        if use_eyes:
+            weight = weight + cfg.eye_weight * part_footprint(landmarks, "eyes", views.quat[i].numpy(),
+                                                              views.trans[i].numpy(), views.camera)  # fmt: skip
         loss = _weighted_loss(out.image, views.target(i), weight, cfg.ssim_weight)
         if cfg.delta_weight > 0:
             loss = loss + cfg.delta_weight * ((dmu / scale).square().mean() + dquat.square().mean()
@@ -423,10 +452,11 @@ def _fit(data, static, codes, cfg: ArticulatedFitConfig, out_dir, resume, progre
     model.deformer.eval()
     metrics: dict = {}
     if held.size:
-        metrics = _evaluate(lambda i: model.deformed(codes_t[i])[0], model.sh_degree, views, held, plate,
-                            dyn_means, radius)  # fmt: skip
+        metrics = evaluate(lambda i: model.deformed(codes_t[i])[0], model.sh_degree, views, held, plate,
+                           dyn_means, radius, landmarks)  # fmt: skip
         before = canonical_params(static.gaussians)  # the static avatar as fitted, not refined
-        metrics["static"] = _evaluate(lambda i: before, model.sh_degree, views, held, plate, dyn_means, radius)
+        metrics["static"] = evaluate(lambda i: before, model.sh_degree, views, held, plate, dyn_means, radius,
+                                     landmarks)  # fmt: skip
         log.info("articulated fit: held-out PSNR %.2f dB (face %s, region %s); static %.2f (region %s)",
                  metrics["psnr"], metrics.get("psnr_face"), metrics.get("psnr_region"), metrics["static"]["psnr"],
                  metrics["static"].get("psnr_region"))  # fmt: skip
@@ -434,29 +464,30 @@ def _fit(data, static, codes, cfg: ArticulatedFitConfig, out_dir, resume, progre
                                 plate.numpy(), views.camera, metrics, region, history, train, held, seconds)  # fmt: skip
 
 
-def _evaluate(params_of: Callable[[int], dict], sh_degree: int, views: Views, index: np.ndarray,
-              plate: torch.Tensor, dyn_means: np.ndarray, radius: int) -> dict:
-    """PSNR/SSIM of frames ``index`` rendered from ``params_of(frame)``: whole, face (matte) and
-    region (the dynamic Gaussians' footprint)."""
-    rows = []
-    with torch.no_grad():
-        for i in index:
-            i = int(i)
-            img = render_view(params_of(i), views.camera, views.quat[i], views.trans[i], plate, sh_degree).image
-            img, truth, m = img.clamp(0, 1), views.target(i), views.matte(i)
-            row = {"frame": i, "psnr": psnr(img, truth), "ssim": ssim(img, truth)}
-            if m is not None:
-                row.update(psnr_face=psnr(img, truth, m), ssim_face=ssim(img, truth, m))
-            r = region_mask(dyn_means, views.quat[i].numpy(), views.trans[i].numpy(), views.camera, radius)
-            if bool((r > 0.5).any()):
-                row.update(psnr_region=psnr(img, truth, r), ssim_region=ssim(img, truth, r))
-            rows.append(row)
-    out: dict = {"frames": rows}
-    for key in ("psnr", "ssim", "psnr_face", "ssim_face", "psnr_region", "ssim_region"):
-        vals = [r[key] for r in rows if key in r]
-        if vals:
-            out[key] = float(np.mean(vals))
-    return out
+def _select(static: StaticFitResult, views: Views, train: np.ndarray, codes: np.ndarray, plate: torch.Tensor,
+            landmarks: np.ndarray | None, cfg: ArticulatedFitConfig) -> tuple[np.ndarray, dict]:
+    """The dynamic Gaussians' indices [Nd] int64 and the selection's statistics (see module)."""
+    means = static.gaussians.means
+    if cfg.region_source == "landmarks" and landmarks is not None:
+        chosen = landmark_region(means, landmarks, margin=cfg.region_margin, below_jaw=cfg.region_below_jaw,
+                                 depth_front=cfg.region_depth_front, depth_back=cfg.region_depth_back)  # fmt: skip
+        dynamic = np.flatnonzero(chosen)
+        region = {"source": "landmarks", "dynamic": int(dynamic.size), "count": int(means.shape[0]),
+                  "face_height": face_height(landmarks)}  # fmt: skip
+        log.info("articulated fit: %d of %d Gaussians on the landmarks' face parts", dynamic.size, means.shape[0])
+        if dynamic.size == 0:
+            raise InputError("no Gaussian lies on the landmarks' face parts (mouth, eyes): are the anchors in the "
+                             "Gaussians' canonical space? or set region_source='residual'")  # fmt: skip
+        return dynamic, region
+    probes = train[np.linspace(0, train.size - 1, min(cfg.region_probes, train.size)).round().astype(int)]
+    dynamic, region = dynamic_gaussians(canonical_params(static.gaussians), views, probes, codes[probes], plate,
+                                        static.gaussians.sh_degree,
+                                        ratio=cfg.region_ratio, dilate=cfg.region_dilate,
+                                        max_fraction=cfg.region_max_fraction, blur=cfg.region_blur)  # fmt: skip
+    if dynamic.size == 0:
+        raise InputError("no Gaussian is dynamic: no residual of the static avatar follows the codes (none "
+                         f"above {cfg.region_ratio} x the median); lower region_ratio or skip this stage")
+    return dynamic, {"source": "residual", **region}
 
 
 def _folded(deformer: Deformer, scale: float) -> Deformer:
