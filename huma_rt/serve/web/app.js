@@ -13,6 +13,10 @@ const QUIET_MS = 300;          // quiet this long before an onset counts as a ne
 // fftSize (2048) a 256-sample read lagged 40-46 ms, which stamped the end of the visitor's speech
 // that much late (spoken latencies read ~40 ms short).
 const LEVEL_FFT = 256;
+// ?measure=1 (tests, benchmarks): read every frame's pixels and the audio levels every 10 ms, for
+// the page-side latency (huma.frames, huma.levels). Off for visitors: it costs a page about a
+// fifth of its CPU.
+const MEASURE = new URLSearchParams(location.search).has("measure");
 
 const huma = (window.huma = {
   state: "idle", worker: null, events: [], captions: [], frames: [], levels: [],
@@ -197,10 +201,12 @@ async function start() {
       audio: { echoCancellation: true, noiseSuppression: true, autoGainControl: true, channelCount: 1 },
     });
     micTrack = mic.getAudioTracks()[0];
-    audioCtx = new AudioContext();
-    micAnalyser = audioCtx.createAnalyser();
-    micAnalyser.fftSize = LEVEL_FFT;
-    audioCtx.createMediaStreamSource(mic).connect(micAnalyser);
+    if (MEASURE) {
+      audioCtx = new AudioContext();
+      micAnalyser = audioCtx.createAnalyser();
+      micAnalyser.fftSize = LEVEL_FFT;
+      audioCtx.createMediaStreamSource(mic).connect(micAnalyser);
+    }
 
     pc = new RTCPeerConnection({ iceServers: [] });
     pc.addTrack(micTrack, mic);
@@ -217,9 +223,9 @@ async function start() {
       if (video.srcObject !== e.streams[0]) {
         video.srcObject = e.streams[0];
         video.play().catch((err) => huma.errors.push("play: " + err));
-        watchFrames(video);
+        if (MEASURE) watchFrames(video);
       }
-      if (e.track.kind === "audio") {
+      if (e.track.kind === "audio" && MEASURE) {
         remoteAnalyser = audioCtx.createAnalyser();
         remoteAnalyser.fftSize = LEVEL_FFT;
         // Remote WebRTC audio reaches WebAudio only while a media element plays it (the video).
@@ -246,7 +252,7 @@ async function start() {
     if (!resp.ok) throw new Error(resp.status === 503 ? "The avatar is busy: " + body.error : body.error);
     huma.worker = body.worker;
     await pc.setRemoteDescription(body);
-    watchLevels();
+    if (MEASURE) watchLevels();
   } catch (err) {
     huma.state = "failed";
     huma.errors.push(String(err.message || err));
