@@ -187,23 +187,88 @@ class Server:
         self.log.close()
 
 
-class Page:
-    """One headless Chromium (its own fresh profile: one context, one page) on the served page,
-    its microphone a looping WAV file."""
+CHROMIUM_ARGS = ("--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+                 "--allow-loopback-in-peer-connection", "--no-sandbox", "--disable-gpu",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--no-first-run", "--autoplay-policy=no-user-gesture-required")  # fmt: skip
 
-    def __init__(self, playwright, url: str, wav: Path) -> None:
+
+def _chromium_args(wav: Path, extra: tuple[str, ...]) -> list[str]:
+    return [*CHROMIUM_ARGS, f"--use-file-for-fake-audio-capture={wav}", *extra]
+
+
+def _cmdline(pid: int) -> list[str]:
+    """A process's arguments (Chromium rewrites its own title: NULs become spaces)."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").split()
+    except (FileNotFoundError, ProcessLookupError):
+        return []
+
+
+def process_type(pid: int) -> str:
+    """A Chromium process's role: ``browser``, ``renderer``, ``gpu-process``, ``zygote``, or
+    ``utility:<service>`` (``AudioService``, ``NetworkService``, ...); ``gone`` once it exited."""
+    args = _cmdline(pid)
+    if not args:
+        return "gone"
+    kind = next((a.split("=", 1)[1] for a in args if a.startswith("--type=")), "browser")
+    if kind == "utility":
+        sub = next((a.split("=", 1)[1] for a in args if a.startswith("--utility-sub-type=")), "")
+        return "utility:" + sub.rsplit(".", 1)[-1]
+    return kind
+
+
+def _our_browsers() -> set[int]:
+    """Chromium browser (main) processes started below this Python process (via Playwright's driver)."""
+    from huma_rt.bench import _proc
+
+    return {p for p in _proc.descendants([os.getpid()])
+            if process_type(p) == "browser" and any("chromium" in a for a in _cmdline(p)[:1])}  # fmt: skip
+
+
+class Browser:
+    """One headless Chromium shared by several pages, each in a context (a window) of its own:
+    one browser, GPU, network and audio service process for all of them instead of one set per
+    page. Every page's fake microphone plays the same ``wav`` (a browser-wide flag)."""
+
+    def __init__(self, playwright, wav: Path, extra_args: tuple[str, ...] = ()) -> None:
+        before = _our_browsers()
+        self.browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                                  args=_chromium_args(wav, extra_args),
+                                                  ignore_default_args=["--mute-audio"])  # fmt: skip
+        self.pids = sorted(_our_browsers() - before)  # the browser process (its children are found from it)
+
+    def close(self) -> None:
+        try:
+            self.browser.close()
+        except Exception:
+            pass  # already gone
+
+
+class Page:
+    """One page on the served URL, its microphone a looping WAV file. By default in a headless
+    Chromium of its own (a fresh profile: one context, one page); with ``browser``, in a new
+    context (window) of that shared browser, whose microphone file it then plays.
+
+    ``measure``: open the page with ``?measure=1``, which turns on its per-frame and audio-level
+    instrumentation (``huma.frames``, ``huma.levels``, the page-side latency); without it the page
+    runs as a visitor's does. ``extra_args``: more Chromium switches (own browser only)."""
+
+    def __init__(self, playwright, url: str, wav: Path, measure: bool = True, browser: Browser | None = None,
+                 extra_args: tuple[str, ...] = ()) -> None:  # fmt: skip
         self.profile = Path(tempfile.mkdtemp(prefix="huma-chromium-"))
-        args = ["--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
-                f"--use-file-for-fake-audio-capture={wav}", "--allow-loopback-in-peer-connection",
-                "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                "--disable-component-update", "--disable-sync", "--no-first-run",
-                "--autoplay-policy=no-user-gesture-required"]  # fmt: skip
-        self.context = playwright.chromium.launch_persistent_context(
-            str(self.profile), executable_path=CHROMIUM, headless=True, args=args,
-            ignore_default_args=["--mute-audio"])  # fmt: skip
+        self.shared = browser
+        if browser is None:
+            self.context = playwright.chromium.launch_persistent_context(
+                str(self.profile), executable_path=CHROMIUM, headless=True, args=_chromium_args(wav, extra_args),
+                ignore_default_args=["--mute-audio"])  # fmt: skip
+        else:
+            self.context = browser.browser.new_context()
         self.page = self.context.pages[0] if self.context.pages else self.context.new_page()
         self.console: list[str] = []
         self.page.on("console", lambda m: self.console.append(m.text))
+        if measure:
+            url += ("&" if "?" in url else "?") + "measure=1"
         self.page.goto(url)
 
     def start(self, timeout: float = 60.0) -> None:
@@ -246,12 +311,17 @@ class Page:
         return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
 
     def browser_pids(self) -> list[int]:
-        """The Chromium processes of this page (found by its private profile directory)."""
+        """The Chromium processes of this page (found by its private profile directory); with a
+        shared browser, that browser's main process (its children serve every page)."""
+        if self.shared is not None:
+            return list(self.shared.pids)
         out = subprocess.run(["ps", "-ww", "-eo", "pid=,args="], capture_output=True, text=True).stdout
         return [int(ln.split()[0]) for ln in out.splitlines() if f"--user-data-dir={self.profile}" in ln]
 
     def kill(self) -> list[int]:
         """The visitor vanishes: SIGKILL the browser (no goodbye on the peer connection)."""
+        if self.shared is not None:
+            raise RuntimeError("kill() needs a page with its own browser (a shared one serves other pages)")
         pids = self.browser_pids()
         for pid in pids:
             try:

@@ -1,11 +1,16 @@
 """Simultaneous visitors: what each page receives, and what each worker costs, at 1 and 4 visitors.
 
     python -m huma_rt.bench.serve_visitors [--visitors 1 4] [--idle-s 20] [--profile] [--out DIR]
+        [--page-measure] [--shared-browser] [--chromium-arg=--SWITCH ...] [-- SERVE OPTIONS]
 
 For each count N: one ``huma-rt serve --max-visitors N --warm N`` and N headless Chromium
-processes (one browser per page: pages of one browser are tabs and only the front one presents
-video at full rate), each page's microphone a loop of a spoken question, muted except when it
-is meant to talk. Three phases, each measured per page from the deltas of
+processes (one browser per page: pages of one context are tabs and only the front one presents
+video at full rate; ``--shared-browser``: one browser, a context (window) per page), each page's
+microphone a loop of a spoken question, muted except when it is meant to talk. The pages run as
+a visitor's page does; ``--page-measure`` opens them with ``?measure=1`` (the page then reads
+every frame's pixels and the audio levels every 10 ms, as the latency benchmark and the tests
+need: the pages' cost before that was made optional), and the page-side first frame/audio
+columns are filled. Three phases, each measured per page from the deltas of
 ``RTCPeerConnection.getStats()`` (inbound-rtp) over the phase:
 
 - ``idle``: ``--idle-s`` s, nobody talks;
@@ -16,8 +21,9 @@ is meant to talk. Three phases, each measured per page from the deltas of
 Per page: received video fps (frames decoded / phase seconds), frames dropped, freezes (and
 their seconds), ``framesPerSecond`` at the end; audio concealment (concealed / received
 samples, concealment events, samples inserted to slow playout down). Per process: CPU % of each
-worker, of the server, and of all the Chromium processes together (on this machine the visitors'
-browsers share the server's cores: a deployment does not pay for them). With ``--profile``
+worker, of the server, of all the Chromium processes together (on this machine the visitors'
+browsers share the server's cores: a deployment does not pay for them) and of the Chromium
+processes by type (renderer, gpu-process, utility:AudioService, ...; summed over the pages). With ``--profile``
 (needs ``py-spy``) one worker is sampled in the idle and typed phases and its time is split by stage
 (render, VP8 encode, Opus, TTS, ASR, VAD, ...).
 
@@ -41,7 +47,16 @@ from pathlib import Path
 
 import numpy as np
 from huma_rt.bench import _proc
-from huma_rt.bench._browser import Page, Server, espeak, silence, tree_state, write_wav48
+from huma_rt.bench._browser import (
+    Browser,
+    Page,
+    Server,
+    espeak,
+    process_type,
+    silence,
+    tree_state,
+    write_wav48,
+)
 from huma_rt.bench.common import markdown_table, write_result
 from huma_rt.bench.serve_latency import REPLY, pct
 
@@ -93,21 +108,33 @@ class CpuMeter:
     A group is (pids, with their descendants?): a browser's work is in its child processes; the
     server's children are the workers, counted on their own."""
 
-    def __init__(self, groups: dict[str, tuple[list[int], bool]]) -> None:
+    def __init__(self, groups: dict[str, tuple[list[int], bool]], by_type: list[int] | None = None) -> None:
         self.groups = groups
+        self.by_type = by_type or []  # Chromium browser pids: their processes are also split by type
 
     def _now(self) -> dict[str, float]:
-        return {name: sum(_proc.cpu_seconds(p) for p in (_proc.descendants(pids) if deep else pids))
-                for name, (pids, deep) in self.groups.items()}  # fmt: skip
+        out = {name: sum(_proc.cpu_seconds(p) for p in (_proc.descendants(pids) if deep else pids))
+               for name, (pids, deep) in self.groups.items()}  # fmt: skip
+        self._types = {p: process_type(p) for p in _proc.descendants(self.by_type)} if self.by_type else {}
+        self._pid_s = {p: _proc.cpu_seconds(p) for p in self._types}
+        return out
 
     def start(self) -> None:
         self.t0, self.c0 = time.monotonic(), self._now()
+        self._pid_s0 = self._pid_s
 
     def stop(self) -> dict[str, float | None]:
-        """CPU % per group since ``start()``; None for a group whose first process has exited."""
+        """CPU % per group since ``start()``; None for a group whose first process has exited.
+        With ``by_type``: also ``chromium <type>`` per Chromium process type (a process started
+        in between counts from 0; one that exited in between is lost)."""
         dt, c1 = time.monotonic() - self.t0, self._now()
-        return {name: round(100.0 * (c1[name] - self.c0[name]) / dt, 1) if _proc.rss_mib(pids[0]) is not None
-                else None for name, (pids, _) in self.groups.items()}  # fmt: skip
+        out = {name: round(100.0 * (c1[name] - self.c0[name]) / dt, 1) if _proc.rss_mib(pids[0]) is not None
+               else None for name, (pids, _) in self.groups.items()}  # fmt: skip
+        typed = Counter()
+        for pid, kind in self._types.items():
+            typed[kind] += self._pid_s[pid] - self._pid_s0.get(pid, 0.0)
+        out.update({f"chromium {k}": round(100.0 * v / dt, 1) for k, v in typed.most_common()})
+        return out
 
 
 def profile(pid: int, seconds: float, out: Path, tag: str = "") -> dict | None:
@@ -166,9 +193,12 @@ def _answers_done(pages: list[Page], counts: list[int], timeout: float) -> list[
 
 
 def measure(n: int, wav: Path, loop_s: float, idle_s: float, work: Path, do_profile: bool,
-            serve_args: tuple[str, ...] = (), phases: tuple[str, ...] = ("idle", "typed", "spoken")) -> list[dict]:  # fmt: skip
+            serve_args: tuple[str, ...] = (), phases: tuple[str, ...] = ("idle", "typed", "spoken"), *,
+            page_measure: bool = False, shared_browser: bool = False, chromium_args: tuple[str, ...] = ()) -> list[dict]:  # fmt: skip
     """The ``phases`` with ``n`` visitors; one row per (phase, page) plus one per phase for CPU
-    (with the worker's process CPU seconds per frame sent, ``cpu_ms_per_frame``)."""
+    (with the worker's process CPU seconds per frame sent, ``cpu_ms_per_frame``). page_measure:
+    pages with ``?measure=1``; shared_browser: one Chromium, a context per page; chromium_args:
+    more Chromium switches."""
     from playwright.sync_api import sync_playwright
 
     rows = []
@@ -177,9 +207,11 @@ def measure(n: int, wav: Path, loop_s: float, idle_s: float, work: Path, do_prof
     try:
         with sync_playwright() as pw:
             pages: list[Page] = []
+            shared = Browser(pw, wav, chromium_args) if shared_browser else None
             try:
                 for _ in range(n):
-                    pages.append(Page(pw, srv.url, wav))
+                    pages.append(Page(pw, srv.url, wav, measure=page_measure, browser=shared,
+                                      extra_args=() if shared else chromium_args))  # fmt: skip
                     pages[-1].start()
                     pages[-1].js("huma.setMic(false)")
                 time.sleep(loop_s + 3.0)  # whatever the microphones said before the mute is answered
@@ -189,8 +221,9 @@ def measure(n: int, wav: Path, loop_s: float, idle_s: float, work: Path, do_prof
                 workers = [int(p.js("huma.worker")) for p in pages]
                 groups = {f"worker {i + 1}": ([w], False) for i, w in enumerate(workers)}
                 groups["server"] = ([srv.proc.pid], False)
-                groups["chromium (all pages)"] = ([pid for p in pages for pid in p.browser_pids()], True)
-                meter = CpuMeter(groups)
+                browsers = sorted({pid for p in pages for pid in p.browser_pids()})
+                groups["chromium (all pages)"] = (browsers, True)
+                meter = CpuMeter(groups, by_type=browsers)
                 for phase in phases:
                     before = [p.receive_stats() for p in pages]
                     counts = [len(p.events("answer_end")) for p in pages]
@@ -234,14 +267,17 @@ def measure(n: int, wav: Path, loop_s: float, idle_s: float, work: Path, do_prof
             finally:
                 for p in pages:
                     p.close()
+                if shared is not None:
+                    shared.close()
     finally:
         srv.close()
     return rows
 
 
 def run(quick: bool, out_dir: Path, visitors: tuple[int, ...] = (1, 4), idle_s: float | None = None,
-        do_profile: bool = False, serve_args: tuple[str, ...] = ()) -> dict:  # fmt: skip
-    """Measure each visitor count in ``visitors`` (quick: 10 s idle)."""
+        do_profile: bool = False, serve_args: tuple[str, ...] = (), page_measure: bool = False,
+        shared_browser: bool = False, chromium_args: tuple[str, ...] = ()) -> dict:  # fmt: skip
+    """Measure each visitor count in ``visitors`` (quick: 10 s idle); the pages as in ``measure``."""
     idle_s = idle_s if idle_s is not None else (10.0 if quick else 20.0)
     work = Path(tempfile.mkdtemp(prefix="huma-serve-visitors-"))
     q = espeak(QUESTION, work / "q16.wav")
@@ -249,14 +285,17 @@ def run(quick: bool, out_dir: Path, visitors: tuple[int, ...] = (1, 4), idle_s: 
     wav, loop_s = write_wav48(work / "mic.wav", pcm), pcm.size / 16000
     tree, rows, loads = tree_state(), [], [os.getloadavg()]
     for n in visitors:
-        rows += measure(n, wav, loop_s, idle_s, work, do_profile, serve_args)
+        rows += measure(n, wav, loop_s, idle_s, work, do_profile, serve_args, page_measure=page_measure,
+                        shared_browser=shared_browser, chromium_args=chromium_args)  # fmt: skip
         loads.append(os.getloadavg())
     profiles = {f"{r['visitors']} visitors, {r['phase']}": r.pop("profile_worker_1") for r in rows if "profile_worker_1" in r}
     page_rows = [r for r in rows if r["page"] != "cpu %"]
     cpu_rows = [r for r in rows if r["page"] == "cpu %"]
     record = write_result(out_dir, "serve_visitors", page_rows,
                           {"cpu": cpu_rows, "profiles": profiles, "load_avg": [list(x) for x in loads], "tree": tree,
-                           "idle_s": idle_s, "question": QUESTION, "reply": REPLY, "serve_args": list(serve_args)})  # fmt: skip
+                           "idle_s": idle_s, "question": QUESTION, "reply": REPLY, "serve_args": list(serve_args),
+                           "page_measure": page_measure, "shared_browser": shared_browser,
+                           "chromium_args": list(chromium_args)})  # fmt: skip
     with open(Path(out_dir) / "serve_visitors.md", "a") as f:
         f.write("\nCPU (% of one core; 2 cores = 200 %) per phase:\n\n" + markdown_table(cpu_rows))
         for name, prof in profiles.items():
@@ -274,11 +313,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--profile", action="store_true", help="py-spy one worker in the idle and typed phases")
     ap.add_argument("--out", type=Path, default=Path("bench-results"))
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--page-measure", action="store_true",
+                    help="pages with ?measure=1: per-frame pixels and 10 ms audio levels (the tests' and latency bench's page)")
+    ap.add_argument("--shared-browser", action="store_true", help="one Chromium, a context (window) per page")
+    ap.add_argument("--chromium-arg", action="append", default=[], metavar="SWITCH",
+                    help="one more Chromium switch (repeatable; write --chromium-arg=--switch)")
     ap.add_argument("serve_args", nargs="*", help="extra huma-rt serve options (after --), e.g. -- --media frames")
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     record = run(a.quick, a.out, visitors=tuple(a.visitors), idle_s=a.idle_s, do_profile=a.profile,
-                 serve_args=tuple(a.serve_args))  # fmt: skip
+                 serve_args=tuple(a.serve_args), page_measure=a.page_measure, shared_browser=a.shared_browser,
+                 chromium_args=tuple(a.chromium_arg))  # fmt: skip
     print(markdown_table(record["results"]))
     print(markdown_table(record["cpu"]))
     return 0
