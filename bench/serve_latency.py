@@ -41,7 +41,7 @@ def stage_names(server: dict[int, dict]) -> list[str]:
     """The server's stage names in the order it reports them (they change with the server:
     e.g. ``vad_end`` became ``end_of_turn``), each once."""
     return list(dict.fromkeys(k for ms in server.values() for k in ms))
-PAGE_KEYS = ("frame_ms", "audio_ms", "av_ms", "av_lag_ms")
+PAGE_KEYS = ("frame_ms", "audio_ms", "av_ms", "av_lag_ms", "to_server_ms", "server_to_frame_ms", "server_to_audio_ms")
 
 
 def pct(values, q: float) -> float | None:
@@ -93,8 +93,47 @@ def page_turns(page: Page, with_av_lag: bool = True) -> tuple[list[dict], dict[i
         for t in lat:  # over the first 1.5 s of each answer's audio
             on = t["end"] + t["audio_ms"] if t["audio_ms"] is not None else None
             t["av_lag_ms"] = av_lag_ms(frames, levels, on - 200, on + 1500) if on is not None else None
-    server = {e["turn"]: e["server_ms"] for e in page.events("answer_start")}
+    starts = page.events("answer_start")
+    split_at_server(lat, starts, page.js("performance.timeOrigin"))
+    server = {e["turn"]: e["server_ms"] for e in starts}
     return lat, server
+
+
+def visit_stats(server_log: str) -> dict | None:
+    """The worker's stats from the server's log line ``worker N: visit ended (reason) {...}``
+    (the last such line; None when the server logged none)."""
+    import ast
+
+    found = None
+    for line in server_log.splitlines():
+        if "visit ended (" in line and ") {" in line:
+            try:
+                found = ast.literal_eval(line[line.index(") {") + 2 :])
+            except (ValueError, SyntaxError):
+                continue
+    return found
+
+
+def split_at_server(lat: list[dict], starts: list[dict], time_origin: float) -> None:
+    """Add to each turn of ``lat`` where its time went, on the wall clock the page and the server
+    share (same machine: the page's ``performance.timeOrigin + t`` and the server's ``time.time()``):
+    ``to_server_ms`` from the end of the question (spoken: in the page's microphone; typed: sent)
+    to the server's end of it (spoken: the arrival of the audio where the VAD's last speech window
+    ends; typed: the question's arrival), and ``server_to_frame_ms`` / ``server_to_audio_ms`` from
+    the server's first answer frame (made, before the media clock sends it) to the page's first
+    answer frame / audio. The server's end of a spoken question is its ``answer_start`` event's
+    wall time less its ``first_frame`` stage (emitted as that stage is stamped)."""
+    by_turn = {e["turn"]: e for e in starts}
+    for t in lat:
+        e = by_turn.get(t["turn"])
+        first = (e or {}).get("server_ms", {}).get("first_frame")
+        if e is None or first is None or "t" not in e:
+            t["to_server_ms"] = t["server_to_frame_ms"] = t["server_to_audio_ms"] = None
+            continue
+        made = e["t"] - time_origin  # the server's first answer frame, in the page's time
+        t["to_server_ms"] = round(made - first - t["end"], 1)
+        t["server_to_frame_ms"] = None if t["frame_ms"] is None else round(t["end"] + t["frame_ms"] - made, 1)
+        t["server_to_audio_ms"] = None if t["audio_ms"] is None else round(t["end"] + t["audio_ms"] - made, 1)
 
 
 def summary_rows(spoken: list[dict], typed: list[dict], server: dict[int, dict]) -> list[dict]:
@@ -147,18 +186,26 @@ def run(quick: bool, out_dir: Path, turns: int | None = None, typed: int | None 
                 receive = page.receive_stats()
             finally:
                 page.close()
+        try:  # the visit's end (the page said it left) is logged with the worker's stats
+            srv.wait_health(lambda h: h["visitors"] == 0, 15, "the visit to end")
+            time.sleep(0.5)
+        except (AssertionError, OSError) as exc:
+            log.warning("no visit end seen: %s", exc)
     finally:
         srv.close()
+    visit = visit_stats(Path(srv.log.name).read_text(errors="replace"))
     load.append(os.getloadavg())
     spoken = [t for t in lat if t["source"] == "speech"][1:]  # the first may have started mid-question
     typed_turns = [t for t in lat if t["source"] == "text"]
     rows = summary_rows(spoken, typed_turns, server)
     extra = {"turns": {"spoken": spoken, "typed": typed_turns}, "server_ms": {str(k): v for k, v in server.items()},
-             "receive": receive, "load_avg": [list(x) for x in load], "tree": tree, "reply": REPLY, "serve_args": list(serve_args), "env": env or {}}  # fmt: skip
+             "receive": receive, "load_avg": [list(x) for x in load], "tree": tree, "reply": REPLY, "serve_args": list(serve_args), "env": env or {},
+             "visit": visit}  # fmt: skip
     record = write_result(out_dir, "serve_latency", rows, extra)
     with open(Path(out_dir) / "serve_latency.md", "a") as f:
         f.write(f"\nLoad average (1, 5, 15 min) at start, after the spoken turns, at the end: {load}\n"
-                f"\nPage receive statistics at the end: {receive}\n")  # fmt: skip
+                f"\nPage receive statistics at the end: {receive}\n"
+                f"\nThe worker's stats at the visit's end (``late``: packets ready after the media clock's time): {visit}\n")  # fmt: skip
     return record
 
 

@@ -236,6 +236,7 @@ class Conversation:
         self._mic_samples = 0  # microphone samples handed to the VAD
         self._mic_marks: deque = deque(maxlen=256)  # (mic sample count, arrival time)
         self._carry: tuple[str, int] | None = None  # (question, its speech end) the visitor went on from
+        self._pause_at: float | None = None  # when the VAD heard the last first silent window
         self.last_activity = time.monotonic()
         self.stats = {"mic_dropped": 0, "clock_rebases": 0, "frames": 0, "barge_ins": 0, "turns": 0}
         self.on_rebase: Callable[[float], None] | None = None  # told how far the clock slipped
@@ -526,6 +527,8 @@ class Conversation:
             for ev in events:
                 if ev.kind == "speech":
                     self._speech_started(ev)
+                elif ev.kind == "pause":
+                    self._pause_at = ev.at
                 elif ev.kind == "end":
                     self._utterance(ev)
             turn = self._turn
@@ -564,6 +567,8 @@ class Conversation:
         self.last_activity = time.monotonic()
         user_end = self._arrival(ev.end)
         extra = {"end_of_turn": ev.at}
+        if self._pause_at is not None and user_end <= self._pause_at <= ev.at:
+            extra["vad_pause"] = self._pause_at  # the first silent window of this end's silence
         if self._turns.asr_done_at is not None:
             extra["asr_final"] = self._turns.asr_done_at
         carry, self._carry = self._carry, None

@@ -256,6 +256,10 @@ def test_spoken_question_is_answered_after_a_short_silence(conv_parts, question_
     # the question ends with "?": decided ~0.1 s after the first silent window, not 0.7 s
     assert ms["end_of_turn"] < 1000 * conv.config.turns.long_silence_s, ms
     assert ms["asr_final"] <= ms["end_of_turn"] <= ms["first_frame"], ms
+    # the first silent window came after the last speech window's audio arrived (one VAD window,
+    # 32 ms of audio, later: here fed in real time, 20 ms at a time) and before the text the ASR
+    # made of the speech up to it
+    assert 0 < ms["vad_pause"] <= ms["asr_final"], ms
 
 
 def test_a_visitor_who_goes_on_after_a_pause_is_one_question(conv_parts, recognizer, tmp_path):

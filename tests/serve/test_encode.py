@@ -109,3 +109,40 @@ def test_opus_packet_carries_the_frame_it_was_given():
     assert rms[1] < 0.01 and rms[2] > 0.15, rms
     with pytest.raises(InputError, match="320 int16"):
         enc.encode(np.zeros(640, np.int16), 960)
+
+
+def test_the_media_clock_starts_at_the_tick_and_counts_packets_ready_late():
+    """The worker's tracks (huma_rt.serve.peer): stream time 0 leaves ``delay_s`` after the frame
+    clock's tick for it was due (not after the frame was made), and packets ready after their
+    time are counted per track."""
+    import asyncio
+    import time
+
+    pytest.importorskip("aiortc")
+    from huma_rt.serve.peer import AvatarMedia
+
+    async def run(behind_s: float):
+        media = AvatarMedia(asyncio.get_running_loop(), fps=25, encode=True)
+        rgb = np.zeros((64, 64, 3), np.uint8)
+        due = time.perf_counter() - behind_s  # when the first tick was due
+        for i in range(3):
+            media.push(i, i / 25, rgb, np.zeros(640, np.float32), due + i / 25)
+        await asyncio.sleep(0.05)  # deliveries run on the loop, VP8 on its own thread
+
+        async def pull(track, n):  # as aiortc's senders do
+            for _ in range(n):
+                await track.recv()
+
+        await asyncio.gather(pull(media.video, 3), pull(media.audio, 6))
+        stats = media.video_stats
+        media.close()
+        return media.clock, due, stats["late"]
+
+    clock, due, late = asyncio.run(run(-0.1))  # made ahead of their ticks: none late
+    assert clock.t0 == pytest.approx(due + clock.delay_s, abs=1e-9)
+    assert late["video"]["sent"] == 3 and late["audio"]["sent"] == 6
+    assert late["video"]["late_5ms"] == late["audio"]["late_5ms"] == 0, late
+    clock, due, late = asyncio.run(run(0.3))  # made 300 ms after their ticks: all late
+    assert clock.t0 == pytest.approx(due + clock.delay_s, abs=1e-9)
+    assert late["audio"]["late_20ms"] == 6 and late["video"]["late_20ms"] == 3, late
+    assert late["audio"]["max_ms"] >= 1000 * (0.3 - clock.delay_s) - 1, late
