@@ -4,7 +4,8 @@ The page loads from the server, its fake microphone (a WAV of synthesized speech
 server, the video shows the avatar (pixels compared with the session's own rest pose), the
 caption shows the recognised question, the mouth moves while the answer's audio plays and not
 before, barge-in cuts the answer, two pages run at once while a third visitor is told "busy",
-and a visitor who vanishes mid-answer frees its worker.
+a visitor's page (no ?measure=1) reads no pixels and two of them share one browser, and a
+visitor who vanishes mid-answer frees its worker.
 
 Timing figures are printed (run with -s), never asserted tightly: this machine is shared.
 """
@@ -18,7 +19,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 from _espeak import espeak  # tests/_espeak.py
-from huma_rt.bench._browser import CHROMIUM, Page, Server, silence, write_wav48
+from huma_rt.bench import _proc
+from huma_rt.bench._browser import (
+    CHROMIUM,
+    Browser,
+    Page,
+    Server,
+    process_type,
+    silence,
+    write_wav48,
+)
 
 pytest.importorskip("aiortc")
 pytest.importorskip("aiohttp")
@@ -142,6 +152,37 @@ def test_two_pages_at_once_and_a_third_is_busy(server, playwright, wavs, rest_po
     finally:
         for p in pages:
             p.close()
+    server.wait_health(lambda h: h["visitors"] == 0, 30, "both visits to end")
+
+
+def test_a_visitors_page_reads_no_pixels_and_pages_share_one_browser(server, playwright, wavs, rest_pose):
+    """The page as a visitor opens it (no ?measure=1) reads no frame's pixels and no audio levels,
+    yet decodes the avatar's video; two such pages run in one shared Chromium, a context each."""
+    server.wait_health(lambda h: h["warm"] >= 2 and h["visitors"] == 0, 120, "two warm workers")
+    browser = Browser(playwright, wavs["silence"])
+    pages = []
+    try:
+        assert len(browser.pids) == 1 and process_type(browser.pids[0]) == "browser", browser.pids
+        pages = [Page(playwright, server.url, wavs["silence"], measure=False, browser=browser) for _ in range(2)]
+        for p in pages:
+            p.start()
+        assert len({p.js("huma.worker") for p in pages}) == 2, "each visitor has its own worker process"
+        kinds = [process_type(pid) for pid in _proc.descendants(browser.pids)]
+        assert kinds.count("renderer") >= 2, f"one renderer per context expected; processes: {kinds}"
+        for i, p in enumerate(pages):
+            p.wait("huma.pcState === 'connected'", 30, f"page {i + 1} connected")
+            deadline = time.monotonic() + 30
+            while (p.receive_stats().get("video", {}).get("frames_decoded") or 0) < 50:
+                assert time.monotonic() < deadline, f"page {i + 1} decoded under 50 frames in 30 s"
+                time.sleep(0.5)
+            img = p.frame_png()
+            err = float(np.abs(img.astype(np.int16) - rest_pose.astype(np.int16)).mean())
+            assert img.shape == rest_pose.shape and err < 8.0, f"page {i + 1}: {img.shape}, {err:.1f} levels off the rest pose"
+            assert p.js("[huma.frames.length, huma.levels.length]") == [0, 0], "the visitor's page measured frames/levels"
+    finally:
+        for p in pages:
+            p.close()
+        browser.close()
     server.wait_health(lambda h: h["visitors"] == 0, 30, "both visits to end")
 
 
