@@ -46,6 +46,14 @@ from .fit_pose import pose_gaussians, render_view
 from .fit_views import StaticFitData, Views, background_plate, split_views
 from .gaussian_init import init_gaussians
 from .losses import photometric_loss, psnr, ssim
+from .pose_refine import (
+    PoseRefineConfig,
+    RowAdam,
+    apply_delta,
+    corrected_poses,
+    prior_loss,
+    refine_poses,
+)
 from .raster_autograd import DensifyStats
 
 __all__ = ["StaticFitConfig", "StaticFitData", "StaticFitResult", "fit_static", "render_fit", "pose_gaussians"]
@@ -63,7 +71,8 @@ class StaticFitConfig:
     need SH rotation), raised every ``sh_degree_every`` iterations. lr_*: Adam learning rates
     per parameter group as in 3DGS (means scaled by the scene extent and decayed
     exponentially to ``lr_means_final``; the higher SH bands at lr_sh / 20). ssim_weight: the
-    D-SSIM share. matte_weight: L1 on alpha vs matte. densify: DensifyConfig.
+    D-SSIM share. matte_weight: L1 on alpha vs matte. densify: DensifyConfig. pose:
+    PoseRefineConfig, the per-frame pose corrections (train/pose_refine.py).
     checkpoint_every: iterations between checkpoints (0: only at the end). log_every:
     iterations between progress reports. torch_threads: torch's intra-op threads during the
     fit, restored after (None: leave; 1 by default: per-iteration tensors are small and lose
@@ -86,6 +95,7 @@ class StaticFitConfig:
     ssim_weight: float = 0.2
     matte_weight: float = 0.1
     densify: DensifyConfig = field(default_factory=DensifyConfig)
+    pose: PoseRefineConfig = field(default_factory=PoseRefineConfig)
     checkpoint_every: int = 500
     log_every: int = 50
     torch_threads: int | None = 1
@@ -93,6 +103,8 @@ class StaticFitConfig:
     def __post_init__(self) -> None:
         if isinstance(self.densify, dict):
             self.densify = DensifyConfig(**self.densify)
+        if isinstance(self.pose, dict):
+            self.pose = PoseRefineConfig(**self.pose)
         for name, lo in (("iterations", 1), ("downscale", 1), ("seed", 0), ("holdout_every", 0),
                          ("init_count", 4), ("sh_degree_every", 1), ("checkpoint_every", 0),
                          ("log_every", 1)):  # fmt: skip
@@ -113,7 +125,9 @@ class StaticFitConfig:
             raise InputError(f"ssim_weight must be in [0, 1]; got {self.ssim_weight}")
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        d["pose"] = self.pose.to_dict()
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> StaticFitConfig:
@@ -123,7 +137,12 @@ class StaticFitConfig:
 class StaticFitResult:
     """gaussians: canonical Gaussians (runtime layout, exp scales, region 0). background [h,w,3]
     float32: the plate at the fit's size. camera: the fit's camera (identity extrinsics).
-    metrics: held-out PSNR/SSIM (whole, face) and per-frame lists. history: progress records."""
+    metrics: held-out PSNR/SSIM (whole, face) at the poses handed on and per-frame lists,
+    ``tracked_pose``: the same at the tracked poses, ``pose_correction``: the corrections'
+    size. history: progress records. head_quat [T,4] / head_trans [T,3] float32: every data
+    row's pose after the refinement (training frames: the fit's; held-out frames: refined with
+    the avatar frozen when ``pose.holdout_steps`` > 0, else tracked; frames left out: tracked);
+    the later stages use these (None: read back from an older result)."""
 
     gaussians: Gaussians
     background: np.ndarray
@@ -133,6 +152,8 @@ class StaticFitResult:
     train_frames: np.ndarray
     held_out: np.ndarray
     seconds: float
+    head_quat: np.ndarray | None = None
+    head_trans: np.ndarray | None = None
 
 def _make_optimizer(params: dict[str, torch.nn.Parameter], cfg: StaticFitConfig, extent: float) -> torch.optim.Adam:
     lrs = {"means": cfg.lr_means * extent, "log_scales": cfg.lr_scales, "quats": cfg.lr_quats,
@@ -146,12 +167,16 @@ def _means_lr(cfg: StaticFitConfig, extent: float, it: int) -> float:
 
 
 def evaluate(params: dict[str, torch.Tensor], views: Views, index: np.ndarray, background: torch.Tensor,
-             sh_degree: int) -> dict:
-    """PSNR/SSIM of the renders of frames ``index`` against them: whole frame and face (matte)."""
+             sh_degree: int, delta: torch.Tensor | None = None) -> dict:
+    """PSNR/SSIM of the renders of frames ``index`` against them: whole frame and face (matte),
+    at the tracked poses corrected by ``delta`` [T,6] (None: the tracked poses)."""
     rows = []
     with torch.no_grad():
         for i in index:
-            img = render_view(params, views.camera, views.quat[i], views.trans[i], background, sh_degree).image
+            q, t = views.quat[i], views.trans[i]
+            if delta is not None:
+                q, t = apply_delta(q, t, delta[i])
+            img = render_view(params, views.camera, q, t, background, sh_degree).image
             img = img.clamp(0, 1)
             truth, m = views.target(int(i)), views.face_matte(int(i))
             row = {"frame": int(i), "psnr": psnr(img, truth), "ssim": ssim(img, truth)}
@@ -205,6 +230,8 @@ def _fit(data: StaticFitData, cfg: StaticFitConfig, out_dir, resume: bool, progr
     rng = np.random.default_rng(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
     state = _load(ckpt) if resume and ckpt is not None and ckpt.is_file() else None
+    # per-frame pose corrections (pose_refine.py): zero = the tracked pose
+    delta, pose_adam, pcfg = torch.zeros(views.quat.shape[0], 6), RowAdam(views.quat.shape[0], 6), cfg.pose
     if state is not None:
         if state["config"] != json.dumps(cfg.to_dict(), sort_keys=True):
             log.warning("%s was written with another config; continuing with the given one", ckpt)
@@ -217,6 +244,9 @@ def _fit(data: StaticFitData, cfg: StaticFitConfig, out_dir, resume: bool, progr
         rng.bit_generator.state = json.loads(state["rng"])
         gen.set_state(state["torch_rng"])
         start, history = int(state["iteration"]), json.loads(state["history"])
+        if "pose_delta" in state:  # a checkpoint from before the pose corrections: none yet
+            delta = state["pose_delta"].clone()
+            pose_adam.load_state_dict(state["pose_adam"])
         log.info("static fit: resumed from %s at iteration %d", ckpt, start)
     else:
         probes = train[np.linspace(0, train.size - 1, min(8, train.size)).round().astype(int)]
@@ -238,7 +268,16 @@ def _fit(data: StaticFitData, cfg: StaticFitConfig, out_dir, resume: bool, progr
                      "optimizer": opt.state_dict(), "extent": extent, "grad_norm_sum": stats.grad_norm_sum,
                      "view_count": stats.view_count, "rng": json.dumps(rng.bit_generator.state),
                      "torch_rng": gen.get_state(), "history": json.dumps(history),
-                     "config": json.dumps(cfg.to_dict(), sort_keys=True)})  # fmt: skip
+                     "config": json.dumps(cfg.to_dict(), sort_keys=True), "pose_delta": delta.clone(),
+                     "pose_adam": pose_adam.state_dict()})  # fmt: skip
+
+    lr_pose = torch.tensor([pcfg.lr_rot] * 3 + [pcfg.lr_trans * extent] * 3)
+    sweeps = {max(1, round(f * cfg.iterations)) for f in pcfg.sweeps} if pcfg.sweep_steps else set()
+
+    def frame_loss(degree: int) -> Callable[[int, torch.Tensor, torch.Tensor], torch.Tensor]:
+        frozen = {k: p.detach() for k, p in params.items()}
+        return lambda i, q, t: photometric_loss(render_view(frozen, views.camera, q, t, plate, degree).image,
+                                                views.target(i), cfg.ssim_weight)  # fmt: skip
 
     t0, loss_sum, loss_n = time.perf_counter(), 0.0, 0
     for it in range(start + 1, cfg.iterations + 1):
@@ -247,8 +286,17 @@ def _fit(data: StaticFitData, cfg: StaticFitConfig, out_dir, resume: bool, progr
                 g["lr"] = _means_lr(cfg, extent, it)
         i = int(train[rng.integers(train.size)])
         degree = min(cfg.sh_degree, (it - 1) // cfg.sh_degree_every)
-        out = render_view(params, views.camera, views.quat[i], views.trans[i], plate, degree)
+        if it in sweeps:
+            log.info("static fit: iteration %d, refining the %d training frames' poses", it, train.size)
+            delta = refine_poses(frame_loss(degree), views.quat, views.trans, delta, train, pcfg.sweep_steps,
+                                 lr_pose, extent, pcfg.prior)  # fmt: skip
+        pose_on = pcfg.joint and it > pcfg.start
+        d = delta[i].clone().requires_grad_(pose_on)
+        q, t = apply_delta(views.quat[i], views.trans[i], d)
+        out = render_view(params, views.camera, q, t, plate, degree)
         loss = photometric_loss(out.image, views.target(i), cfg.ssim_weight)
+        if pose_on:
+            loss = loss + prior_loss(d, extent, pcfg.prior)
         m = views.matte(i)
         if m is not None and cfg.matte_weight > 0:
             loss = loss + cfg.matte_weight * (out.alpha - m).abs().mean()
@@ -256,6 +304,8 @@ def _fit(data: StaticFitData, cfg: StaticFitConfig, out_dir, resume: bool, progr
         loss.backward()
         stats.add(out)
         opt.step()
+        if pose_on:
+            pose_adam.step(delta, i, d.grad, lr_pose)
         loss_sum, loss_n = loss_sum + float(loss.detach()), loss_n + 1
         if cfg.densify.due(it):
             # DensifyStats counts pixels; 3DGS's threshold is in NDC units (resolution-free)
@@ -282,10 +332,38 @@ def _fit(data: StaticFitData, cfg: StaticFitConfig, out_dir, resume: bool, progr
             checkpoint(it)
     checkpoint(cfg.iterations)
     seconds = time.perf_counter() - t0
-    metrics = evaluate(params, views, held, plate, cfg.sh_degree) if held.size else {}
-    log.info("static fit: held-out PSNR %s dB (face %s)", metrics.get("psnr"), metrics.get("psnr_face"))
+    if held.size and pcfg.holdout_steps:
+        # a photometric tracker on frames the Gaussians never saw (pose only, avatar frozen)
+        delta = refine_poses(frame_loss(cfg.sh_degree), views.quat, views.trans, delta, held, pcfg.holdout_steps,
+                             lr_pose, extent, pcfg.prior)  # fmt: skip
+    metrics = evaluate(params, views, held, plate, cfg.sh_degree, delta) if held.size else {}
+    if held.size:
+        tracked = evaluate(params, views, held, plate, cfg.sh_degree)
+        metrics["tracked_pose"] = {k: v for k, v in tracked.items() if k != "frames"}
+        metrics["held_out_pose"] = "refined" if pcfg.holdout_steps else "tracked"
+    metrics["pose_correction"] = _correction_size(delta, train, held, extent)
+    log.info("static fit: held-out PSNR %s dB (face %s); at the tracked poses %s (face %s); corrections %s",
+             metrics.get("psnr"), metrics.get("psnr_face"), metrics.get("tracked_pose", {}).get("psnr"),
+             metrics.get("tracked_pose", {}).get("psnr_face"), metrics["pose_correction"])  # fmt: skip
+    rows = np.concatenate([train, held])
+    head_quat = np.array(data.head_quat, np.float32, copy=True)
+    head_trans = np.array(data.head_trans, np.float32, copy=True)
+    head_quat[rows], head_trans[rows] = corrected_poses(views.quat[rows].numpy(), views.trans[rows].numpy(),
+                                                        delta[rows].numpy())  # fmt: skip
     return StaticFitResult(_to_gaussians(params, cfg.sh_degree), plate.numpy(), views.camera, metrics, history,
-                           train, held, seconds)  # fmt: skip
+                           train, held, seconds, head_quat, head_trans)  # fmt: skip
+
+
+def _correction_size(delta: torch.Tensor, train: np.ndarray, held: np.ndarray, extent: float) -> dict:
+    """Median / 90th percentile of the corrections' angle (degrees) and shift (head units)."""
+    out = {"extent": float(extent)}
+    for name, rows in (("train", train), ("held_out", held)):
+        if rows.size:
+            d = delta[rows].numpy().astype(np.float64)
+            a, s = np.degrees(np.linalg.norm(d[:, :3], axis=1)), np.linalg.norm(d[:, 3:], axis=1)
+            out[name] = {"deg_p50": float(np.median(a)), "deg_p90": float(np.percentile(a, 90)),
+                         "shift_p50": float(np.median(s)), "shift_p90": float(np.percentile(s, 90))}  # fmt: skip
+    return out
 
 
 def _to_gaussians(params: dict[str, torch.Tensor], sh_degree: int) -> Gaussians:

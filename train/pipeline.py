@@ -43,6 +43,7 @@ from .fit_articulated import ArticulatedFitConfig
 from .fit_static import StaticFitConfig
 from .pipeline_stages import StageRunner, as_dict
 from .pipeline_work import TrainError, WorkFolder
+from .pose_refine import PoseRefineConfig
 from .progress import Progress, Reporter
 from .tracking import TrackingConfig
 from .video import VideoConfig, open_video
@@ -135,7 +136,10 @@ class TrainConfig:
         cfg = cls(fit_side=64, max_fit_frames=200, threads=1)  # 200 < a 10 s clip: the subsample is exercised
         cfg.static = StaticFitConfig(iterations=60, init_count=600, holdout_every=8, sh_degree=0,
                                      checkpoint_every=20, log_every=10,
-                                     densify=DensifyConfig(start=10**9, stop=10**9, opacity_reset_every=0))  # fmt: skip
+                                     densify=DensifyConfig(start=10**9, stop=10**9, opacity_reset_every=0),
+                                     # joint pose steps only (free) and 2 held-out steps: a sweep of
+                                     # every frame would cost 10x the 60 iterations
+                                     pose=PoseRefineConfig(start=30, sweeps=(), holdout_steps=2))  # fmt: skip
         cfg.articulated = ArticulatedFitConfig(**{
             **as_dict(cfg.articulated), "iterations": 300, "region_probes": 8, "plane_resolution": 32,
             "hidden": 32, "layers": 1, "checkpoint_every": 100, "log_every": 25})  # fmt: skip

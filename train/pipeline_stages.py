@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import shutil
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -91,7 +91,7 @@ class StageRunner:
         return {"name": self._name(), "out": str(self.out.resolve())}
 
     def _outputs_exist(self, name: str) -> bool:
-        files = {"video": ["video.json"], "track": ["tracks.npz"], "static": ["static/result.npz"],
+        files = {"video": ["video.json"], "track": ["tracks.npz"], "static": ["static/result.npz", "poses.npz"],
                  "codes": ["codes.npz"], "articulated": ["articulated/result.npz"], "audio": ["audio/encoder.pt"]}  # fmt: skip
         paths = [self.wf.path(f) for f in files.get(name, [])] or [self.out]
         return all(p.exists() for p in paths)
@@ -171,6 +171,19 @@ class StageRunner:
             self._cache["data"] = fit_data_from_tracks(frames, tracks, index=index)
         return self._cache["data"]
 
+    def _posed_fit_data(self):
+        """:meth:`_fit_data` with the static fit's refined poses (poses.npz: train/pose_refine.py),
+        which every stage after it uses."""
+        if "posed" not in self._cache:
+            poses = read_npz(self.wf.path("poses.npz"))
+            data = self._fit_data()
+            if poses["head_quat"].shape != np.shape(data.head_quat):
+                raise TrainError(f"{self.wf.path('poses.npz')} holds {poses['head_quat'].shape[0]} poses for "
+                                 f"{np.shape(data.head_quat)[0]} fit frames; rerun with --overwrite")  # fmt: skip
+            self._cache["posed"] = replace(data, head_quat=poses["head_quat"].astype(np.float64),
+                                           head_trans=poses["head_trans"].astype(np.float64))  # fmt: skip
+        return self._cache["posed"]
+
     def _stage_dir(self, name: str) -> tuple[Path, bool]:
         """(the stage's folder, whether it holds checkpoints of this very stage key to resume
         from); a folder left by the same stage under other options or inputs is emptied."""
@@ -214,11 +227,15 @@ class StageRunner:
 
         folder, resume = self._stage_dir("static")
         data = self._fit_data()
-        # the fits' rows: their video frame and pose (the report and the pack read them back)
-        write_npz(self.wf.path("poses.npz"), frame=self._fit_index(), head_quat=np.asarray(data.head_quat, np.float32),
-                  head_trans=np.asarray(data.head_trans, np.float32), valid=data.valid_mask())  # fmt: skip
         result = fit_static(data, self._fit_config("static"), folder, resume=resume,
                             progress=self.report.fit("static"))  # fmt: skip
+        # the fits' rows: their video frame and pose, refined by the static fit (the articulated
+        # fit, the report and the pack read them back), and the tracked pose it started from
+        write_npz(self.wf.path("poses.npz"), frame=self._fit_index(), head_quat=np.asarray(result.head_quat, np.float32),
+                  head_trans=np.asarray(result.head_trans, np.float32), valid=data.valid_mask(),
+                  tracked_quat=np.asarray(data.head_quat, np.float32),
+                  tracked_trans=np.asarray(data.head_trans, np.float32))  # fmt: skip
+        self._cache.pop("posed", None)
         save_static(result, folder)
         self._cache["static"] = result
         return _fit_summary(result)
@@ -242,7 +259,7 @@ class StageRunner:
         codes = read_npz(self.wf.path("codes.npz"))["codes"][self._fit_index()]
         codes = np.nan_to_num(codes)  # NaN on frames left out, which the fit never draws
         folder, resume = self._stage_dir("articulated")
-        result = fit_articulated(self._fit_data(), static, codes, self._fit_config("articulated"), folder,
+        result = fit_articulated(self._posed_fit_data(), static, codes, self._fit_config("articulated"), folder,
                                  resume=resume, progress=self.report.fit("articulated"))  # fmt: skip
         save_articulated(result, folder)
         self._cache["articulated"] = result
@@ -298,6 +315,8 @@ def _effect(d: dict) -> dict:
 def _fit_summary(result) -> dict:
     m = result.metrics
     out = {k: round(float(m[k]), 3) for k in ("psnr", "ssim", "psnr_face", "ssim_face") if k in m}
+    tracked = m.get("tracked_pose", {})  # held-out frames at the tracked poses (static fit)
+    out.update({f"{k}_tracked_pose": round(float(tracked[k]), 3) for k in ("psnr", "psnr_face") if k in tracked})
     out["gaussians"] = int(result.gaussians.count)
     out["fit_seconds"] = round(float(result.seconds), 1)
     return out
