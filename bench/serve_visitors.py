@@ -261,6 +261,11 @@ def measure(n: int, wav: Path, loop_s: float, idle_s: float, work: Path, do_prof
                                      "answered": answered[i], **page_delta(b, a),
                                      "first_frame_ms": pct([t["frame_ms"] for t in lat], 50),
                                      "first_audio_ms": pct([t["audio_ms"] for t in lat], 50)})  # fmt: skip
+                    # the browsers' CPU per frame the pages decoded: comparable across loads that
+                    # let the pages decode fewer frames (CPU % alone falls with the frame rate)
+                    decoded = sum(r["fps"] for r in rows[-n:])
+                    if decoded > 0 and cpu.get("chromium (all pages)") is not None:
+                        per_frame["chromium ms/frame decoded"] = round(10.0 * cpu["chromium (all pages)"] / decoded, 2)
                     rows.append({"visitors": n, "phase": phase, "page": "cpu %", **cpu, **per_frame,
                                  "seconds": round(seconds, 1), "load_1min": load0,
                                  **({"profile_worker_1": prof} if prof else {})})  # fmt: skip
@@ -276,8 +281,9 @@ def measure(n: int, wav: Path, loop_s: float, idle_s: float, work: Path, do_prof
 
 def run(quick: bool, out_dir: Path, visitors: tuple[int, ...] = (1, 4), idle_s: float | None = None,
         do_profile: bool = False, serve_args: tuple[str, ...] = (), page_measure: bool = False,
-        shared_browser: bool = False, chromium_args: tuple[str, ...] = ()) -> dict:  # fmt: skip
-    """Measure each visitor count in ``visitors`` (quick: 10 s idle); the pages as in ``measure``."""
+        shared_browser: bool = False, chromium_args: tuple[str, ...] = (),
+        phases: tuple[str, ...] = ("idle", "typed", "spoken")) -> dict:  # fmt: skip
+    """Measure each visitor count in ``visitors`` (quick: 10 s idle); the pages and phases as in ``measure``."""
     idle_s = idle_s if idle_s is not None else (10.0 if quick else 20.0)
     work = Path(tempfile.mkdtemp(prefix="huma-serve-visitors-"))
     q = espeak(QUESTION, work / "q16.wav")
@@ -285,7 +291,7 @@ def run(quick: bool, out_dir: Path, visitors: tuple[int, ...] = (1, 4), idle_s: 
     wav, loop_s = write_wav48(work / "mic.wav", pcm), pcm.size / 16000
     tree, rows, loads = tree_state(), [], [os.getloadavg()]
     for n in visitors:
-        rows += measure(n, wav, loop_s, idle_s, work, do_profile, serve_args, page_measure=page_measure,
+        rows += measure(n, wav, loop_s, idle_s, work, do_profile, serve_args, phases, page_measure=page_measure,
                         shared_browser=shared_browser, chromium_args=chromium_args)  # fmt: skip
         loads.append(os.getloadavg())
     profiles = {f"{r['visitors']} visitors, {r['phase']}": r.pop("profile_worker_1") for r in rows if "profile_worker_1" in r}
@@ -295,7 +301,7 @@ def run(quick: bool, out_dir: Path, visitors: tuple[int, ...] = (1, 4), idle_s: 
                           {"cpu": cpu_rows, "profiles": profiles, "load_avg": [list(x) for x in loads], "tree": tree,
                            "idle_s": idle_s, "question": QUESTION, "reply": REPLY, "serve_args": list(serve_args),
                            "page_measure": page_measure, "shared_browser": shared_browser,
-                           "chromium_args": list(chromium_args)})  # fmt: skip
+                           "chromium_args": list(chromium_args), "phases": list(phases)})  # fmt: skip
     with open(Path(out_dir) / "serve_visitors.md", "a") as f:
         f.write("\nCPU (% of one core; 2 cores = 200 %) per phase:\n\n" + markdown_table(cpu_rows))
         for name, prof in profiles.items():
@@ -315,6 +321,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--page-measure", action="store_true",
                     help="pages with ?measure=1: per-frame pixels and 10 ms audio levels (the tests' and latency bench's page)")
+    ap.add_argument("--phases", nargs="+", choices=("idle", "typed", "spoken"), default=["idle", "typed", "spoken"])
     ap.add_argument("--shared-browser", action="store_true", help="one Chromium, a context (window) per page")
     ap.add_argument("--chromium-arg", action="append", default=[], metavar="SWITCH",
                     help="one more Chromium switch (repeatable; write --chromium-arg=--switch)")
@@ -323,7 +330,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     record = run(a.quick, a.out, visitors=tuple(a.visitors), idle_s=a.idle_s, do_profile=a.profile,
                  serve_args=tuple(a.serve_args), page_measure=a.page_measure, shared_browser=a.shared_browser,
-                 chromium_args=tuple(a.chromium_arg))  # fmt: skip
+                 chromium_args=tuple(a.chromium_arg), phases=tuple(a.phases))  # fmt: skip
     print(markdown_table(record["results"]))
     print(markdown_table(record["cpu"]))
     return 0
