@@ -195,8 +195,9 @@ def work_mode(a) -> int:
         params = tracked_params(tracks, calibrate(tracks.articulation, tracks.valid))
         all_codes = params_to_codes(np.nan_to_num(params))
     codes = np.nan_to_num(all_codes[index]).astype(np.float32)
-    base = TrainConfig().articulated.to_dict()
-    base["downscale"] = max(1, int(round(max(tracks.width, tracks.height) / TrainConfig().fit_side)))
+    train_cfg = TrainConfig.quick() if a.preset == "quick" else TrainConfig()
+    base = train_cfg.articulated.to_dict()
+    base["downscale"] = max(1, int(round(max(tracks.width, tracks.height) / train_cfg.fit_side)))
     fits: dict[str, ArticulatedFitResult] = {}
     runs = []
     for spec in a.variant:
@@ -231,9 +232,11 @@ def work_mode(a) -> int:
     for name, r in fits_eval.items():
         results[name] = evaluate_regions(params_of[name], r.gaussians.sh_degree, views, held, plate,
                                          r.gaussians.means[r.dynamic], radius, landmarks)  # fmt: skip
+    rect = {k: _rect_fraction(r.gaussians.means[r.dynamic], views, held) for k, r in fits_eval.items()}
     keys = ("psnr", "psnr_face", "psnr_face_wide", "psnr_head", "psnr_mouth", "psnr_eyes", "psnr_region", "ssim_face")
     table = [{"avatar": k, "dynamic": int(fits_eval[k].dynamic.size) if k in fits_eval else 0,
-              **{key: m.get(key) for key in keys}} for k, m in results.items()]  # fmt: skip
+              "redraw_fraction": rect.get(k), **{key: m.get(key) for key in keys}}
+             for k, m in results.items()]  # fmt: skip
     _work_sheet(results, params_of, static_params, static.gaussians.sh_degree, views, plate, codes, a.out, a.tag)
     extra = {"work": str(work), "video": str(a.video), "runs": runs, "held_out": int(len(held)),
              "base_config": base, "load_1min": os.getloadavg()[0],
@@ -241,6 +244,20 @@ def work_mode(a) -> int:
     write_result(a.out, f"articulated_{a.tag}", table, extra)
     print(json.dumps({"runs": runs, "table": table}, indent=1, default=str))
     return 0
+
+
+def _rect_fraction(points: np.ndarray, views, index) -> float:
+    """Mean share of the frame taken by the rectangle bounding the projected points [N,3] over
+    frames ``index`` (the runtime's CPU renderer redraws that rectangle of the dynamic rows)."""
+    from huma_rt.train.articulated_region import project_canonical
+
+    cam, out = views.camera, []
+    for i in index:
+        px = project_canonical(points, views.quat[int(i)].numpy(), views.trans[int(i)].numpy(), cam)
+        lo = np.clip(px.min(0), 0, [cam.width, cam.height])
+        hi = np.clip(px.max(0), 0, [cam.width, cam.height])
+        out.append(float(np.prod(hi - lo)) / (cam.width * cam.height))
+    return float(np.mean(out))
 
 
 def _work_sheet(results, params_of, static_params, sh_degree, views, plate, codes, out: Path, tag: str) -> None:
@@ -272,6 +289,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--video", type=Path, help="--work: the video the work folder was made from")
     ap.add_argument("--variant", action="append", default=[], help="--work: NAME=JSON of ArticulatedFitConfig fields")
     ap.add_argument("--tag", default="work", help="--work: the result files' name")
+    ap.add_argument("--preset", choices=("default", "quick"), default="default",
+                    help="--work: the TrainConfig preset the work folder was made with")  # fmt: skip
     ap.add_argument("--clip", type=Path, default=Path("/tmp/huma-bench-train-static-clip"), help="synthetic clip folder")
     ap.add_argument("--duration", type=float, default=30.0)
     ap.add_argument("--seed", type=int, default=1)

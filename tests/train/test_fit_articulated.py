@@ -331,3 +331,93 @@ def test_closed_loop_on_a_speaking_synthetic_clip(tmp_path):
     assert got["true"][2] >= got["static"][2] + 1.0 and got["true"][1] >= got["static"][1] + 0.7
     assert got["shuffled"][2] <= got["true"][2] - 1.0 and got["true@median"][2] <= got["true"][2] - 1.0
     assert got["true"][0] >= 33.0
+
+
+# -- blinks: an eye lid that closes with the blink parameter ---------------------------------------
+
+EYE, LID = 16, 16  # Gaussians of the dark eye and of the skin lid above it
+
+
+def _eye_anchors() -> np.ndarray:
+    """The mean face's 68 landmarks as the toy scene's canonical anchors (1 unit = 100 mm), its
+    right eye on the blob's camera side."""
+    from huma_rt.train.face_template import MEAN_FACE
+
+    return MEAN_FACE / 100.0 + [0.25, -0.05, -0.52]
+
+
+def _eye_scene(seed: int = 4) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
+    """(the blob with a dark eye and a skin lid above it, the eye's and the lid's rows)."""
+    rng = np.random.default_rng(seed)
+    scene = _scene(seed)
+    body = {k: v[:BODY] for k, v in scene.items()}
+    c = _eye_anchors()[36:42].mean(0)
+    eye = np.stack([c[0] + rng.uniform(-0.12, 0.12, EYE), c[1] + rng.uniform(-0.04, 0.04, EYE),
+                    np.full(EYE, -0.45)], 1)  # fmt: skip
+    lid = np.stack([c[0] + rng.uniform(-0.12, 0.12, LID), c[1] + rng.uniform(-0.13, -0.07, LID),
+                    np.full(LID, -0.47)], 1)  # fmt: skip
+    colour = np.concatenate([np.full((EYE, 3), 0.05), np.tile([[0.95, 0.7, 0.55]], (LID, 1))])
+    out = {"means": np.concatenate([body["means"], eye, lid]).astype(np.float32),
+           "log_scales": np.concatenate([body["log_scales"], np.log(np.full((EYE + LID, 3), 0.045))]).astype(np.float32),
+           "quats": np.concatenate([body["quats"], np.tile([[1.0, 0, 0, 0]], (EYE + LID, 1))]).astype(np.float32),
+           "opacity_logits": np.concatenate([body["opacity_logits"], np.full(EYE + LID, 5.0)]).astype(np.float32),
+           "sh": np.concatenate([body["sh"], ((colour - 0.5) / SH_C0)[:, None]]).astype(np.float32)}  # fmt: skip
+    return out, np.arange(BODY, BODY + EYE), np.arange(BODY + EYE, BODY + EYE + LID)
+
+
+@pytest.fixture(scope="module")
+def eye_fit():
+    """The eye scene rendered with blinks (a quarter of the frames, 0.7-1), its static fit and the
+    articulated fit on the landmark region with the eyes weighted."""
+    K = np.array([[SIZE * 1.3, 0, SIZE / 2], [0, SIZE * 1.3, SIZE / 2], [0, 0, 1]])
+    cam = Camera(SIZE, SIZE, K[0, 0], K[1, 1], K[0, 2], K[1, 2])
+    bg = np.full((SIZE, SIZE, 3), [0.2, 0.4, 0.8], np.float32)
+    scene, _, lid = _eye_scene()
+    (q, t), rng = _poses(), np.random.default_rng(5)
+    params = np.zeros((FRAMES, 5), np.float32)
+    params[:, 4] = (rng.random(FRAMES) < 0.25) * rng.uniform(0.7, 1.0, FRAMES)
+    params[:, 0] = rng.uniform(0, 0.3, FRAMES)  # the jaw moves too (nothing in the scene follows it)
+
+    def closed(p: np.ndarray) -> np.ndarray:
+        m = scene["means"].copy()
+        m[lid, 1] += 0.1 * p[4]  # the lid slides down over the eye
+        return m
+
+    frames, mattes = zip(*(_render(scene, closed(params[i]), cam, q[i], t[i], bg) for i in range(FRAMES)), strict=True)
+    data = StaticFitData((np.stack(frames) * 255).round().astype(np.uint8), q, t, K, mattes=np.stack(mattes),
+                         anchors=_eye_anchors())  # fmt: skip
+    codes = (params @ embedding(32, 0).T).astype(np.float32)
+    static = fit_static(data, StaticFitConfig(iterations=200, init_count=300, sh_degree=0, holdout_every=4,
+                                              lr_means=1.6e-3, log_every=100, checkpoint_every=0,
+                                              densify=DensifyConfig(start=100, interval=50, stop=150,
+                                                                    opacity_reset_every=0)))  # fmt: skip
+    fit = fit_articulated(data, static, codes, _config(iterations=200, eye_weight=4.0))
+    return data, codes, params, static, fit
+
+
+def test_blink_code_closes_the_eye(eye_fit):
+    """On held-out frames with the eye closed, the articulated avatar given the frame's code
+    matches the eye far better than the static one, and the same fit given the code with its
+    blink taken out does not: the lid moves with the blink parameter."""
+    from huma_rt.train.articulated_region import part_footprint
+    from huma_rt.train.fit_static import render_fit
+
+    data, codes, params, static, fit = eye_fit
+    assert fit.region["source"] == "landmarks" and 0 < fit.region["dynamic"] < fit.gaussians.count
+    e = embedding(32, 0).T.astype(np.float32)
+    open_codes = codes - params[:, 4:5] * e[4]  # blink 0, the rest as it was
+    held = [int(i) for i in fit.held_out if params[i, 4] > 0.5]
+    assert len(held) >= 2
+    got = {"static": [], "blink": [], "no blink": []}
+    for i in held:
+        truth = torch.from_numpy(data.frames[i] / 255.0).float()
+        eyes = part_footprint(data.anchors, "eyes", data.head_quat[i], data.head_trans[i], fit.camera)
+        imgs = {"static": render_fit(static, data.head_quat[i], data.head_trans[i]),
+                "blink": render_articulated(fit, data.head_quat[i], data.head_trans[i], codes[i]),
+                "no blink": render_articulated(fit, data.head_quat[i], data.head_trans[i], open_codes[i])}  # fmt: skip
+        for k, img in imgs.items():
+            got[k].append(psnr(torch.from_numpy(img), truth, eyes))
+    got = {k: float(np.mean(v)) for k, v in got.items()}
+    print(f"held-out closed eyes ({len(held)} frames), eyes' footprint PSNR: {got}")
+    assert got["blink"] >= got["static"] + 3.0
+    assert got["blink"] >= got["no blink"] + 3.0
