@@ -18,9 +18,15 @@ not the median of the head there: see fit_views._fill_unseen); the render is com
 it. A fixed camera sees a fixed backdrop, and a plate measured from the pixels costs nothing to
 learn; a plate cannot follow lighting changes (left for later).
 
+Poses: each frame's tracked pose is corrected by a small rotation + shift in head space
+(train/pose_refine.py, ``config.pose``), optimised with the Gaussians; the corrected poses are
+the result's ``head_quat`` / ``head_trans``, which the later stages use.
+
 Held-out frames: every ``holdout_every``-th valid frame is never trained on; PSNR/SSIM on them
 (whole frame, and face = the data's face_mattes, else its mattes, > 0.5) at the fit's
-resolution are in ``result.metrics``.
+resolution are in ``result.metrics``, at their poses refined after the fit with the avatar
+frozen (``pose.holdout_steps``: a photometric tracker, pose only) and, under
+``metrics["tracked_pose"]``, at the tracked poses.
 Checkpoints (``static.ckpt.pt``: parameters, Adam state, densification statistics, random
 states) every ``checkpoint_every`` iterations and at the end; ``resume=True`` continues from it.
 """
