@@ -39,8 +39,9 @@ log = logging.getLogger(__name__)
 
 RATE = 16000
 # frame index, pts seconds, rgb [H, W, 3] uint8 (valid during the call; None: no new picture, the
-# clock is behind), audio [spf] f32, when its tick was due (time.perf_counter() s)
-FrameSink = Callable[[int, float, np.ndarray | None, np.ndarray, float], None]
+# clock is behind), audio [spf] f32, when its tick was due (time.perf_counter() s); keyword
+# still=True: rgb is the idle rest pose, the same unchanged array as before
+FrameSink = Callable[..., None]
 Emit = Callable[[dict], None]
 
 
@@ -93,8 +94,9 @@ class _AnswerBuffer:
     turn is cancelled. ``take(n)`` hands out at most ``n`` samples of the oldest turn.
     """
 
-    def __init__(self, max_samples: int) -> None:
+    def __init__(self, max_samples: int, on_put: Callable[[], None] | None = None) -> None:
         self.max_samples = max_samples
+        self.on_put = on_put  # told after each put (wakes an idle frame clock)
         self._items: deque = deque()  # (turn, pcm, offset) or (turn, None, 0) = end marker
         self._samples = 0
         self._cv = threading.Condition()
@@ -107,6 +109,16 @@ class _AnswerBuffer:
                 return
             self._items.append([turn, pcm, 0])
             self._samples += pcm.size
+        if self.on_put is not None:
+            self.on_put()
+
+    def starting(self) -> bool:
+        """An answer's first audio waits (its turn not started, not cancelled)."""
+        with self._cv:
+            for turn, pcm, off in self._items:
+                if not turn.cancel.is_set():
+                    return pcm is not None and off == 0 and not turn.started
+            return False
 
     def put_end(self, turn: _Turn) -> None:
         with self._cv:
@@ -192,6 +204,10 @@ class _Timeline:
         out[k:n] = self._buf[: n - k]
         self.popped += n
 
+    def unpop(self, n: int) -> None:
+        """Take back the last ``n`` samples popped (an idle frame retracted before it left)."""
+        self.popped -= n
+
     def discard(self) -> None:
         """Forget what is queued (the session was reset and dropped it too)."""
         self.pushed = self.popped
@@ -223,7 +239,8 @@ class Conversation:
         self._session = avatar.session(live=True)
         self.fps = int(self._session.fps)
         self.spf = int(self._session.samples_per_frame)
-        self._answer = _AnswerBuffer(int(self.config.answer_ahead_s * RATE))
+        self._wake = threading.Event()  # answer audio arrived: an idle frame clock looks at once
+        self._answer = _AnswerBuffer(int(self.config.answer_ahead_s * RATE), on_put=self._wake.set)
         self._timeline = _Timeline(int(avatar.lookahead_samples) + 8 * self.spf)
         per_push = 320  # the page's 20 ms packets, resampled to 16 kHz
         self._mic: queue.Queue = queue.Queue(maxsize=max(4, int(self.config.mic_queue_s * RATE / per_push)))
@@ -241,6 +258,8 @@ class Conversation:
         self.stats = {"mic_dropped": 0, "clock_rebases": 0, "frames": 0, "barge_ins": 0, "turns": 0}
         self.on_rebase: Callable[[float], None] | None = None  # told how far the clock slipped
         self.on_cut: Callable[[], None] | None = None  # an answer was cut: drop what is queued downstream
+        # retract(pts, need_s) -> bool: take back the idle frame at pts not yet sent (see _ticks)
+        self.retract: Callable[[float, float], bool] | None = None
 
     # -- control ---------------------------------------------------------------------------------
     def start(self) -> None:
@@ -253,6 +272,7 @@ class Conversation:
     def stop(self) -> None:
         """Stop every thread (the current turn is cancelled) and release the session."""
         self._stop.set()
+        self._wake.set()
         with self._lock:
             if self._turn is not None:
                 self._turn.cancel.set()
@@ -402,6 +422,11 @@ class Conversation:
         model's rest pose), so the clock re-sends that picture instead of running the networks
         and renderer; when an answer starts, the session is reset (a fresh stream = silence
         before it) and fed the answer's first frame and the ``lead`` samples after it at once.
+
+        Idle, the clock also wakes when answer audio arrives between ticks: if the idle frame of
+        the last tick has not left yet and can still be replaced in time (``retract``: the
+        sink takes back its packets), the answer starts at that frame's index and time instead
+        of the next tick's, up to a period sooner; timestamps stay one per period.
         """
         session, spf = self._session, self.spf
         period = 1.0 / self.fps
@@ -416,32 +441,59 @@ class Conversation:
         rest = None  # the rest-pose picture, once settled
         quiet = 0  # frames in a row drawn from silence only
         index = 0
+        idle_due: float | None = None  # the last tick sent the rest pose: due then (retractable)
+        start_s = 0.025  # moving average: an answer's first frame drawn, from the reset to the sink
         t_next = time.perf_counter()
         while not self._stop.is_set():
+            retaken = False
             delay = t_next - time.perf_counter()
             if delay > 0:
-                if self._stop.wait(delay):
+                if idle_due is not None and self.retract is not None:
+                    woke = self._wake.wait(delay)
+                    self._wake.clear()
+                    if self._stop.is_set():
+                        break
+                    if woke and self._answer.starting():
+                        # its audio leaves 6.5 ms before its picture: that is for VP8
+                        retaken = self.retract((index - 1) / self.fps, start_s + 0.005)
+                        if not retaken:
+                            idle_due = None  # too late for this one: wait for the tick
+                            continue
+                    elif woke:
+                        continue
+                elif self._stop.wait(delay):
                     break
             elif -delay > self.config.max_lag_s:  # overloaded host: slip the clock, never burst
                 self.stats["clock_rebases"] += 1
                 if self.on_rebase is not None:
                     self.on_rebase(-delay)
                 t_next = time.perf_counter()
-            due = t_next
-            t_next += period
-            # More than a frame behind (an overloaded host: several visitors answered at once):
-            # this frame is not drawn and no picture is sent, only its audio, on time; the
-            # browser holds the last picture. Audio that arrives late is concealed, a frame
-            # that is missing is not seen.
-            behind = delay < -period
+            if retaken:  # the idle frame of the last tick is redone as the answer's first
+                index -= 1
+                self._timeline.unpop(spf)
+                self.stats["frames"] -= 1
+                self.stats["idle_skipped"] -= 1
+                self.stats["retaken"] = self.stats.get("retaken", 0) + 1
+                due, behind = idle_due, False
+            else:
+                due = t_next
+                t_next += period
+                # More than a frame behind (an overloaded host: several visitors answered at
+                # once): this frame is not drawn and no picture is sent, only its audio, on
+                # time; the browser holds the last picture. Audio that arrives late is
+                # concealed, a frame that is missing is not seen.
+                behind = delay < -period
+            idle_due = None
+            began = time.perf_counter()
             got, marks = self._answer.take(spf, chunk)
             if rest is not None and not got and not marks:  # settled and idle: same picture
                 self._timeline.push(None, spf)
                 self._timeline.pop(spf, audio)
-                self.sink(index, index / self.fps, None if behind else rest, audio, due)
+                self.sink(index, index / self.fps, None if behind else rest, audio, due, still=True)
                 index += 1
                 self.stats["frames"] += 1
                 self.stats["idle_skipped"] = self.stats.get("idle_skipped", 0) + 1
+                idle_due = None if behind else due
                 continue
             fast: tuple[int, list] | None = None
             if rest is not None:  # an answer starts from the rest pose: a fresh stream
@@ -476,6 +528,9 @@ class Conversation:
                 self._timeline.pop(spf, audio)
                 self._on_frame_events(index * spf, (index + 1) * spf, index / self.fps)
                 self.sink(index, index / self.fps, None if behind else frame.rgb, audio, due)
+                if fast is not None:
+                    start_s = 0.8 * start_s + 0.2 * (time.perf_counter() - began)
+                    fast = None
                 if behind:
                     self.stats["not_drawn"] = self.stats.get("not_drawn", 0) + 1
                 index += 1

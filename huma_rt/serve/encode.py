@@ -126,12 +126,16 @@ class Vp8Stream:
         graph.push(frame)
         return graph.pull()
 
-    def encode(self, rgb: np.ndarray, pts: float):
-        """rgb [H, W, 3] uint8 shown at ``pts`` seconds -> one av.Packet (VP8 frame)."""
+    def encode(self, rgb: np.ndarray, pts: float, same: bool | None = None):
+        """rgb [H, W, 3] uint8 shown at ``pts`` seconds -> one av.Packet (VP8 frame).
+
+        same: the caller knows the picture equals the last one given (True) or not (False);
+        None: compared here (``np.array_equal`` of the 786 KB picture, the idle cost it saves)."""
         av = self._av
         if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
             raise InputError(f"expected an RGB picture [H, W, 3] uint8; got {rgb.shape} {rgb.dtype}")
-        same = self._last is not None and self._last.shape == rgb.shape and np.array_equal(self._last, rgb)
+        if same is None or self._last is None or self._last.shape != rgb.shape:
+            same = self._last is not None and self._last.shape == rgb.shape and np.array_equal(self._last, rgb)
         keyframe, self._keyframe = self._keyframe, False
         h, w = rgb.shape[:2]
         c = self._codec
@@ -202,6 +206,7 @@ class OpusStream:
         self._codec = c
         self._time_base = fractions.Fraction(1, self.RATE)
         self.lookahead = 0  # samples, known after the first packet
+        self._first = True
 
     def encode(self, s16: np.ndarray, pts: int):
         """s16 [frame] int16 starting at sample ``pts`` -> one av.Packet."""
@@ -214,7 +219,12 @@ class OpusStream:
             raise InputError(f"libopus returned {len(packets)} packets for one frame; expected 1")
         p = packets[0]  # FFmpeg's pts: pts - the encoder's look-ahead
         p.time_base = self._time_base
-        self.lookahead = pts - p.pts
+        # FFmpeg takes that pts from the frames it queued, in order: after frames that were not
+        # given to it (idle silence resent by the caller) it would be stale, so only the first
+        # packet's look-ahead is read and kept
+        if self._first:
+            self.lookahead, self._first = pts - p.pts, False
+        p.pts = pts - self.lookahead
         return p
 
 

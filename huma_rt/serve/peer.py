@@ -15,8 +15,10 @@ raw frames when aiortc encodes, the newest before they are encoded when the work
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import fractions
 import logging
+import threading
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
@@ -154,6 +156,11 @@ class AvatarMedia:
         self.video = _make_track("video", self._video, self.clock, lead=not encode)
         self.audio = _make_track("audio", self._audio, self.clock, lead=not encode)
         self.pushed = 0
+        self._prev: np.ndarray | None = None  # the last picture handed to the encoder (None: dropped)
+        self._idle_opus: bytes | None = None  # the packet libopus settled on for digital silence
+        self._silent_run: tuple[bytes | None, int] = (None, 0)  # last silent packet, repeats
+        self._still_pts: float | None = None  # pts of the last queued video packet, if a resent one
+        self.retracted = 0  # idle frames taken back for an answer's first frame (``retract``)
 
     def bind(self, video_sender) -> None:
         """Route the browser's keyframe requests (RTCP PLI/FIR) and bitrate estimates (REMB) to
@@ -181,11 +188,13 @@ class AvatarMedia:
     def dropped(self) -> dict[str, int]:
         return {"video": self._video.dropped, "audio": self._audio.dropped}
 
-    def push(self, index: int, pts: float, rgb: np.ndarray, audio: np.ndarray, due: float | None = None) -> None:
+    def push(self, index: int, pts: float, rgb: np.ndarray, audio: np.ndarray, due: float | None = None,
+             still: bool = False) -> None:  # fmt: skip
         """Called on the frame clock's thread with one frame and the 16 kHz samples it shows
         (rgb None: no new picture, the frame clock is behind; only the audio is sent). due: when
         the frame clock's tick for it was due (perf_counter s; None: now), what the media clock
-        is anchored to."""
+        is anchored to. still: ``rgb`` is the very array of the previous push and the caller
+        never changes it (the idle rest pose): it is neither copied nor compared again."""
         av = self._av
         made = time.perf_counter() if due is None else due
         vf = None
@@ -196,17 +205,22 @@ class AvatarMedia:
             if rgb is not None and len(self._video.items) + self._handed - self._delivered >= self._video.items.maxlen:
                 self._video.dropped += 1  # the sender is behind: not encoded (the chain stays whole)
             elif rgb is not None:
-                if not self._ring or self._ring[0].shape != rgb.shape:
-                    self._ring = [np.empty_like(rgb) for _ in range(self._video.items.maxlen + 2)]
-                slot = self._ring[self._handed % len(self._ring)]
-                np.copyto(slot, rgb)
+                # the same unchanged array as the last picture the encoder got: the encoder
+                # needs no copy and no comparison (only the display-only packet is resent)
+                same = still and rgb is self._prev
+                if not same:
+                    if not self._ring or self._ring[0].shape != rgb.shape:
+                        self._ring = [np.empty_like(rgb) for _ in range(self._video.items.maxlen + 2)]
+                    slot = self._ring[self._handed % len(self._ring)]
+                    np.copyto(slot, rgb)
                 try:
-                    self._encoder.submit(self._encode_video, slot, pts, made)
+                    self._encoder.submit(self._encode_video, rgb if same else slot, pts, made, True if same else None)
                     self._handed += 1
+                    self._prev = rgb if still else None  # the caller only keeps a still picture
                 except RuntimeError:  # closed: the visit is over
                     pass
             for i in range(0, s16.size - AUDIO_FRAME + 1, AUDIO_FRAME):
-                packet = self._opus.encode(s16[i : i + AUDIO_FRAME], first + i)
+                packet = self._encode_audio(s16[i : i + AUDIO_FRAME], first + i)
                 packets.append((packet, packet.pts / AUDIO_RATE))  # leaves when its sound is due
             self._deliver_soon(vf, pts, packets, made)
             return
@@ -222,16 +236,42 @@ class AvatarMedia:
             packets.append((af, (first + i) / AUDIO_RATE))
         self._deliver_soon(vf, pts, packets, made)
 
-    def _encode_video(self, rgb: np.ndarray, pts: float, made: float) -> None:  # on huma-encode
-        try:
+    def _encode_audio(self, s16: np.ndarray, pts: int):
+        """One 20 ms packet. Digital silence, once libopus has settled on one packet for it
+        (the same bytes three times running), reuses that packet instead of running the
+        encoder: the browser gets the very bytes it would have got. The encoder then starts
+        the next sound from its state of a few silent frames ago, not of the whole silence:
+        it codes it as well (bit choices differ, measured: the same SNR), and the decoder,
+        which only saw identical packets, is in the state the encoder assumes."""
+        opus = self._opus
+        silent = not s16.any()
+        if silent and self._idle_opus is not None:
+            packet = self._av.Packet(self._idle_opus)
+            packet.pts, packet.time_base = pts - opus.lookahead, AUDIO_TIME_BASE
+            return packet
+        packet = opus.encode(s16, pts)
+        if not silent:
+            self._silent_run = (None, 0)
+            return packet
+        data = bytes(packet)
+        last, n = self._silent_run
+        self._silent_run = (data, n + 1 if data == last else 1)
+        if self._silent_run[1] >= 3:
+            self._idle_opus = data
+        return packet
+
+    def _encode_video(self, rgb: np.ndarray, pts: float, made: float, same: bool | None = None) -> None:
+        try:  # on huma-encode
             self._follow_bitrate()
-            packet = self._vp8.encode(rgb, pts)
+            held = self._vp8.held
+            packet = self._vp8.encode(rgb, pts, same=same)
+            resent = self._vp8.held > held
         except Exception:
             log.exception("VP8 encoding failed")
             self._vp8.request_keyframe()
-            packet = None  # nothing to send; the loop still counts the frame as delivered
+            packet, resent = None, False  # nothing to send; the loop still counts the frame as delivered
         try:
-            self.loop.call_soon_threadsafe(self._deliver_video, packet, pts, made)
+            self.loop.call_soon_threadsafe(self._deliver_video, packet, pts, made, resent)
         except RuntimeError:  # the loop is closed: the visit is over
             pass
 
@@ -249,12 +289,66 @@ class AvatarMedia:
         for p in packets:
             self._audio.put(p)
 
-    def _deliver_video(self, packet, pts: float, made: float) -> None:
+    def _deliver_video(self, packet, pts: float, made: float, resent: bool = False) -> None:
         """A packet from the encoder thread (None: its encoding failed) onto the video queue."""
         self.clock.start(pts, made)
         self._delivered += 1
         if packet is not None and not self._video.offer((packet, pts)):  # push counts, so never: restart the chain
             self._vp8.request_keyframe()
+        elif packet is not None:
+            self._still_pts = pts if resent else None
+
+    def retract(self, pts: float, need_s: float, timeout_s: float = 0.01) -> bool:
+        """From the frame clock's thread: take back the idle frame at ``pts`` (the last one
+        pushed) and its silent audio, if none of it has left yet and ``need_s`` seconds remain
+        before its audio is due; -> True: it is gone and the next ``push`` may reuse ``pts``.
+
+        An answer that arrives just after a tick then starts at that tick's frame instead of
+        the next one (up to a frame period sooner) with no jump in either track's timestamps.
+        Only a resent display-only video packet (it changes no decoder state) and digital-
+        silence audio are taken back, so what the browser gets is what it would have got from
+        an answer that started one tick earlier. Waits at most ``timeout_s`` for the loop (no
+        retraction after that)."""
+        if not self.encode:
+            return False
+        done: concurrent.futures.Future = concurrent.futures.Future()
+        lock = threading.Lock()
+        abandoned = []
+
+        def on_loop() -> None:
+            with lock:
+                if abandoned:
+                    return
+                done.set_result(self._retract_now(pts, need_s))
+
+        try:
+            self.loop.call_soon_threadsafe(on_loop)
+            return done.result(timeout_s)
+        except (RuntimeError, concurrent.futures.TimeoutError):
+            with lock:
+                abandoned.append(True)
+                return done.done() and done.result()
+
+    def _retract_now(self, pts: float, need_s: float) -> bool:  # on the event loop
+        video, audio = self._video.items, self._audio.items
+        eps = 1e-6
+        if (self._handed != self._delivered or not video or self._still_pts is None
+                or abs(video[-1][1] - pts) > eps or abs(self._still_pts - pts) > eps):  # fmt: skip
+            return False  # not encoded yet, not a resent packet, or already gone
+        first = pts - self._opus.lookahead / AUDIO_RATE  # its first audio packet's time
+        if self.clock.t0 is None or self.clock.t0 + first - time.perf_counter() < need_s:
+            return False  # the answer's frame could not be drawn in time: it would leave late
+        tail = [p for p, t in audio if t >= first - eps]
+        if len(tail) != round(1 / self.fps * AUDIO_RATE) // AUDIO_FRAME or self._idle_opus is None \
+                or any(bytes(p) != self._idle_opus for p in tail):  # fmt: skip
+            return False  # some of its audio left already, or it is not the idle silence
+        video.pop()
+        for _ in tail:
+            audio.pop()
+        self._still_pts = None
+        self._prev = None
+        self.retracted += 1
+        return True
 
     def silence_queued(self) -> None:
         """Barge-in: audio packets not yet sent are replaced by silence of the same length and

@@ -171,7 +171,7 @@ class _Visit:
         pc = self.pc = RTCPeerConnection()
         m = self.models
         # the media object is made once the codecs are negotiated; the frame clock starts after
-        self.conversation = Conversation(m.avatar, m.tts, m.responder, m.asr, lambda *a: self.media.push(*a),
+        self.conversation = Conversation(m.avatar, m.tts, m.responder, m.asr, lambda *a, **k: self.media.push(*a, **k),
                                          self.channel.emit, m.conversation)  # fmt: skip
         self.conversation.on_rebase = lambda dt: loop.call_soon_threadsafe(self.media.clock.slip, dt)
         self.conversation.on_cut = lambda: loop.call_soon_threadsafe(self.media.silence_queued)
@@ -210,6 +210,7 @@ class _Visit:
         self.media = AvatarMedia(loop, fps=int(self.models.avatar.fps), encode=encode)
         pc.addTrack(self.media.audio)  # attaches to the offer's audio section (the microphone's)
         self.media.bind(pc.addTrack(self.media.video))
+        self.conversation.retract = self.media.retract  # an answer may take over an unsent idle frame
         await pc.setLocalDescription(await pc.createAnswer())
         self.conversation.start()
         self.tasks.append(asyncio.ensure_future(self._watch()))

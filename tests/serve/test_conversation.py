@@ -59,7 +59,7 @@ class _Frames:
         self.due: list[tuple[float, float]] = []  # (tick due, sink called), perf_counter s
         self.lock = threading.Lock()
 
-    def __call__(self, index, pts, rgb, audio, due=None) -> None:
+    def __call__(self, index, pts, rgb, audio, due=None, still=False) -> None:
         with self.lock:
             self.due.append((due, time.perf_counter()))
             self.index.append(index)
@@ -295,7 +295,7 @@ def test_a_clock_behind_sends_the_audio_on_time_and_skips_pictures(conv_parts):
     events: list[dict] = []
     frames = _Frames()
 
-    def slow_sink(index, pts, rgb, audio, due):
+    def slow_sink(index, pts, rgb, audio, due, still=False):
         frames(index, pts, rgb, audio, due)
         if rgb is not None and index % 4 == 0 and any(e["type"] == "answer_start" for e in events):
             time.sleep(0.09)

@@ -202,3 +202,65 @@ def test_worker_config_names_a_bad_media_mode():
 
     with pytest.raises(InputError, match="media must be 'packets' or 'frames'; got 'vp9'"):
         WorkerConfig(bundle="b", media="vp9")
+
+
+def _idle_media(loop, n: int):
+    """An AvatarMedia fed ``n`` idle frames: the same still picture, digital silence."""
+    from huma_rt.serve.encode import Vp8Config
+    from huma_rt.serve.peer import AvatarMedia
+
+    media = AvatarMedia(loop, fps=25, video_queue=16, audio_queue=50, vp8=Vp8Config(settle_frames=2))
+    rest = np.full((64, 64, 3), 90, np.uint8)
+    for i in range(n):
+        media.push(i, i / 25, rest, np.zeros(640, np.float32), still=True)
+    return media, rest
+
+
+def test_idle_silence_reuses_the_encoders_own_packet_and_the_picture_is_not_compared():
+    from huma_rt.serve.encode import OpusStream
+
+    async def run():
+        media, rest = _idle_media(asyncio.get_running_loop(), 12)
+        await asyncio.sleep(0.3)  # the encoder thread and the deliveries
+        return media
+
+    media = asyncio.run(run())
+    ref = OpusStream(frame=320)  # what running libopus on every silent frame gives
+    want = [bytes(ref.encode(np.zeros(320, np.int16), k * 320)) for k in range(24)]
+    got = [bytes(p) for p, _ in media._audio.items]
+    assert got == want, "the browser gets the bytes the encoder makes for silence"
+    assert media._idle_opus is not None and media._idle_opus == want[-1]
+    assert [p.pts for p, _ in media._audio.items] == [k * 320 - ref.lookahead for k in range(24)]
+    v = media._vp8
+    assert v.encoded + v.held == 12 and v.held >= 8  # the still picture: resent after settling
+
+
+def test_an_answer_takes_over_the_idle_frame_not_yet_sent():
+    async def run():
+        loop = asyncio.get_running_loop()
+        media, rest = _idle_media(loop, 12)
+        await asyncio.sleep(0.3)
+        media.clock.t0 = time.perf_counter() + 1.0  # frame 11 is due in 1.44 s: not sent
+        assert not await asyncio.to_thread(media.retract, 10 / 25, 0.0), "only the last frame"
+        assert not await asyncio.to_thread(media.retract, 11 / 25, 5.0), "no time to draw it"
+        before = len(media._audio.items)
+        assert await asyncio.to_thread(media.retract, 11 / 25, 0.02)
+        assert media.retracted == 1 and len(media._audio.items) == before - 2
+        assert media._video.items[-1][1] == 10 / 25
+        # the answer's first frame at the retracted frame's time: loud, a new picture
+        t = np.arange(640) / 16000
+        loud = (0.5 * np.sin(2 * np.pi * 300 * t)).astype(np.float32)
+        media.push(11, 11 / 25, np.full((64, 64, 3), 200, np.uint8), loud)
+        media.push(12, 12 / 25, np.full((64, 64, 3), 210, np.uint8), loud)
+        await asyncio.sleep(0.3)
+        # a frame that was encoded (not a resent one) cannot be taken back
+        assert not await asyncio.to_thread(media.retract, 12 / 25, 0.0)
+        return media
+
+    media = asyncio.run(run())
+    vpts = [pts for _, pts in media._video.items]
+    apts = [p.pts for p, _ in media._audio.items]
+    assert vpts == [i / 25 for i in range(12 - len(vpts) + 1, 13)][-len(vpts):]
+    assert np.all(np.diff(apts) == 320), "audio: one packet per 20 ms, no gap, no repeat"
+    assert len(apts) == 26
+    assert max(np.abs(x).max() for x in _decoded(list(media._audio.items)[-4:])) > 0.3
