@@ -317,3 +317,67 @@ def test_a_clock_behind_sends_the_audio_on_time_and_skips_pictures(conv_parts):
     ref = tts.pcm[np.flatnonzero(np.abs(tts.pcm) > 1e-4)[0] :]
     got = audio[loud[0] : loud[0] + ref.size]
     assert np.array_equal(got, ref), "the answer's audio goes out whole, sample for sample"
+
+
+def test_an_answer_starts_in_the_idle_frame_not_yet_sent(conv_parts):
+    """Asked just after a tick, the answer takes over that tick's idle frame (its packets had
+    not left: the media clock sends 50 ms after the tick) instead of waiting for the next tick;
+    what the tracks hand aiortc stays one frame per period, in order, on one clock."""
+    import asyncio
+
+    from huma_rt.serve.encode import Vp8Config
+    from huma_rt.serve.peer import AUDIO_RATE, AvatarMedia
+
+    avatar, tts = conv_parts
+    loop = asyncio.new_event_loop()
+    runner = threading.Thread(target=loop.run_forever, daemon=True)
+    runner.start()
+    media = AvatarMedia(loop, fps=25, vp8=Vp8Config(settle_frames=2))
+    sent: dict[str, list[float]] = {"video": [], "audio": []}
+
+    async def drain(track, scale):
+        while True:
+            sent[track.kind].append((await track.recv()).pts / scale)
+
+    for track, scale in ((media.video, 90000), (media.audio, AUDIO_RATE)):
+        asyncio.run_coroutine_threadsafe(drain(track, scale), loop)
+    calls: list[tuple[int, bool]] = []
+    ticked = threading.Event()
+
+    def sink(index, pts, rgb, audio, due=None, still=False):
+        calls.append((index, still))
+        media.push(index, pts, rgb, audio, due, still=still)
+        ticked.set()
+
+    events: list[dict] = []
+    conv = Conversation(avatar, tts, ScriptedResponder(["Sure."] * 4), None, sink, events.append, ConversationConfig())
+    conv.retract = media.retract
+    conv.start()
+    try:
+        for _ in range(4):
+            _wait(lambda: media._vp8.held >= 3 and calls[-1][1], 60, "the rest pose resent")
+            ticked.clear()
+            ticked.wait(1.0)  # just after a tick: the answer lands early in its period
+            n = len(events)
+            conv.ask("What is two plus two?")
+            _wait(lambda n=n: any(e["type"] == "answer_end" for e in events[n:]), 60, "the answer to end")
+            if conv.stats.get("retaken", 0) >= 2:
+                break
+    finally:
+        conv.stop()
+        loop.call_soon_threadsafe(loop.stop)
+        runner.join(5)
+        media.close()
+    taken = conv.stats.get("retaken", 0)
+    assert taken >= 1 and media.retracted == taken, (taken, media.retracted)
+    indices = [i for i, _ in calls]
+    again = [k for k in range(1, len(indices)) if indices[k] == indices[k - 1]]
+    assert len(again) == taken, "each retaken frame is pushed twice: idle, then the answer's"
+    assert all(calls[k - 1][1] and not calls[k][1] for k in again), "only an idle frame is taken over"
+    rest = [i for k, i in enumerate(indices) if k not in again]
+    assert rest == list(range(len(rest))), "otherwise one frame per tick"
+    starts = [round(e["pts"] * 25) for e in events if e["type"] == "answer_start"]
+    assert any(indices[k] in starts for k in again), "an answer started in a retaken frame"
+    for kind in ("video", "audio"):
+        assert np.all(np.diff(sent[kind]) > 0), f"{kind}: what leaves is in order, never twice"
+    assert np.allclose(np.diff(sent["audio"]), 0.02), "audio: one 20 ms packet after another"
