@@ -102,6 +102,11 @@ class SpeechProbability:
         self._x[0, :_CONTEXT] = self._x[0, -_CONTEXT:]
         return float(out[0, 0])
 
+    def skip(self, window: np.ndarray) -> None:
+        """Pass over a window without running the model (it is taken as no speech): the state
+        is kept and the window's tail becomes the next window's context, as for digital silence."""
+        self._x[0, :_CONTEXT] = window[-_CONTEXT:]
+
 
 @dataclass
 class TurnConfig(_JsonConfig):
@@ -115,6 +120,15 @@ class TurnConfig(_JsonConfig):
     max_speech_s: an utterance this long ends at once. pre_roll_s: audio before the speech
     handed to the ASR with it (Moonshine drops the first word less often with it).
     asr_after_s: silence after which the utterance so far is transcribed.
+    quiet_gate_rms / quiet_gate_s: while no utterance is open, once windows quieter than
+    ``quiet_gate_rms`` (RMS, full scale 1: 1e-3 is -60 dBFS, some 30 dB under quiet speech) have
+    come for ``quiet_gate_s`` in a row, the model is not run on such windows (no speech). A muted
+    or silent microphone decodes to low noise, not digital zeros, and silero on it was a fifth
+    of an idle worker's CPU. Never inside an utterance: its end is silero's to find, as before.
+    When a louder window comes, silero restarts from its start state over the last 8 quiet
+    windows (256 ms): its recurrent state drifts on noise and never settles, so passing over
+    windows cannot leave it where running them would have; a fresh stream is how it starts
+    anyway. 0 turns it off.
     model: silero ONNX path; None = the packaged one.
     """
 
@@ -127,6 +141,8 @@ class TurnConfig(_JsonConfig):
     max_speech_s: float = 20.0
     pre_roll_s: float = 0.1
     asr_after_s: float = 0.032
+    quiet_gate_rms: float = 1e-3
+    quiet_gate_s: float = 0.5
     model: str | None = None
     num_threads: int = 1
 
@@ -144,6 +160,9 @@ class TurnConfig(_JsonConfig):
                 f"turn silences must satisfy question_silence_s ({self.question_silence_s}) <= "
                 f"short_silence_s ({self.short_silence_s}) <= long_silence_s ({self.long_silence_s})"
             )
+        if not (self.quiet_gate_rms >= 0 and self.quiet_gate_s >= 0):
+            raise InputError(f"quiet_gate_rms and quiet_gate_s must be >= 0; got {self.quiet_gate_rms}, "
+                             f"{self.quiet_gate_s}")  # fmt: skip
         if not 0.0 < self.asr_after_s <= self.question_silence_s:
             raise InputError(
                 f"asr_after_s must be in (0, question_silence_s={self.question_silence_s}]; got {self.asr_after_s}"
@@ -199,6 +218,9 @@ class TurnDetector:
         self._max = int(c.max_speech_s * TARGET_RATE)
         self._pre = -(-int(c.pre_roll_s * TARGET_RATE) // WINDOW)  # windows
         self._windower = Windower(WINDOW)
+        self._gate2 = c.quiet_gate_rms**2 * WINDOW  # sum of squares of a window at the gate
+        self._gate_after = round(c.quiet_gate_s * TARGET_RATE / WINDOW)  # windows
+        self.gated = 0  # windows passed over without the model
         self._history: deque = deque(maxlen=self._pre + -(-self._min_speech // WINDOW) + 1)
         self.busy_s = 0.0  # time in the VAD model and the ASR, for the real-time factor
         self.asr_runs = 0
@@ -212,6 +234,8 @@ class TurnDetector:
         self._windower.reset()
         self._history.clear()
         self._candidate = 0  # speech windows in a row before an utterance opens
+        self._quiet = 0  # windows in a row under the quiet gate
+        self._skipped: deque = deque(maxlen=8)  # the last windows passed over (replayed after)
         self._open = False
         self._windows: list[np.ndarray] = []  # the open utterance's audio, window by window
         self._start = 0  # stream sample where the utterance's speech starts
@@ -277,7 +301,20 @@ class TurnDetector:
     def _window(self, w: np.ndarray, events: list[TurnEvent]) -> None:
         c = self.config
         t0 = time.perf_counter()
-        p = self.prob(w)
+        quiet = float(np.dot(w, w)) < self._gate2
+        self._quiet = self._quiet + 1 if quiet else 0
+        if quiet and self._quiet > self._gate_after and not self._open and not self._candidate:
+            self.prob.skip(w)
+            self._skipped.append(w)
+            self.gated += 1
+            p = 0.0
+        else:
+            if self._skipped:  # out of the gate: silero from its start state over the last quiet
+                self.prob.reset()  # (its state drifts on noise and is never the same twice)
+                for q in self._skipped:
+                    self.prob(q)
+                self._skipped.clear()
+            p = self.prob(w)
         self.busy_s += time.perf_counter() - t0
         self._pushed += WINDOW
         if not self._open:

@@ -203,3 +203,30 @@ def test_bad_audio_is_refused(prob):
     with pytest.raises(InputError, match="NaN"):
         det.push(bad)
     assert det.pushed_samples == 0, "refused audio is not half-consumed"
+
+
+def test_a_quiet_microphone_skips_the_model_but_not_speech(speech, prob):
+    """The quiet gate: low noise (a muted microphone's decoded audio is not digital zeros) is
+    passed over without silero once it has lasted, and the turns found are those found with the
+    model run on every window, for speech at its level and 26 dB quieter."""
+    rng = np.random.default_rng(0)
+
+    def noise(s: float) -> np.ndarray:  # -74 dBFS RMS
+        return rng.normal(0.0, 2e-4, int(s * RATE)).astype(np.float32)
+
+    for gain in (1.0, 0.05):
+        pcm = np.concatenate([noise(1.5), gain * speech["lead"], noise(0.4), gain * speech["rest"], noise(1.5),
+                              gain * speech["question"], noise(1.0)]).astype(np.float32)  # fmt: skip
+        got = {}
+        for rms in (0.0, 1e-3):
+            det = TurnDetector(TurnConfig(quiet_gate_rms=rms), None, probability=prob)
+            events = [(ev.kind, ev.start, ev.end) for _, ev in _stream(det, pcm)]
+            got[rms] = (events + [(ev.kind, ev.start, ev.end) for ev in det.flush()], det.gated)
+        assert got[0.0][1] == 0
+        assert got[1e-3][1] > 1.0 * RATE / 512, "the model was run on the long quiet stretches"
+        assert [k for k, _, _ in got[0.0][0]].count("speech") >= 2, got[0.0][0]
+        # silero's state differs after the gate (see TurnConfig): the same turns, their
+        # bounds within a window or two
+        (off, _), (on, _) = got[0.0], got[1e-3]
+        assert [k for k, _, _ in on] == [k for k, _, _ in off], (gain, on, off)
+        assert all(abs(a[1] - b[1]) <= 1024 and abs(a[2] - b[2]) <= 1024 for a, b in zip(on, off, strict=True)), (gain, on, off)
