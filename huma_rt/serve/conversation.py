@@ -530,6 +530,7 @@ class Conversation:
                 self.sink(index, index / self.fps, None if behind else frame.rgb, audio, due)
                 if fast is not None:
                     start_s = 0.8 * start_s + 0.2 * (time.perf_counter() - began)
+                    self.stats["answer_start_ms"] = round(1000 * start_s, 1)
                     fast = None
                 if behind:
                     self.stats["not_drawn"] = self.stats.get("not_drawn", 0) + 1

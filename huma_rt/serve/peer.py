@@ -105,13 +105,14 @@ class _Outbox:
         self.ready.set()
         return True
 
-    async def get(self):
+    async def peek(self):
+        """The oldest item, left in place (None: closed and empty)."""
         while not self.items:
             if self.closed:
                 return None
             self.ready.clear()
             await self.ready.wait()
-        return self.items.popleft()
+        return self.items[0]
 
     def close(self) -> None:
         self.closed = True
@@ -161,6 +162,7 @@ class AvatarMedia:
         self._silent_run: tuple[bytes | None, int] = (None, 0)  # last silent packet, repeats
         self._still_pts: float | None = None  # pts of the last queued video packet, if a resent one
         self.retracted = 0  # idle frames taken back for an answer's first frame (``retract``)
+        self.not_retracted = {"busy": 0, "no_time": 0, "sent": 0}  # why not (see ``_retract_now``)
 
     def bind(self, video_sender) -> None:
         """Route the browser's keyframe requests (RTCP PLI/FIR) and bitrate estimates (REMB) to
@@ -334,13 +336,16 @@ class AvatarMedia:
         eps = 1e-6
         if (self._handed != self._delivered or not video or self._still_pts is None
                 or abs(video[-1][1] - pts) > eps or abs(self._still_pts - pts) > eps):  # fmt: skip
+            self.not_retracted["busy"] += 1
             return False  # not encoded yet, not a resent packet, or already gone
         first = pts - self._opus.lookahead / AUDIO_RATE  # its first audio packet's time
         if self.clock.t0 is None or self.clock.t0 + first - time.perf_counter() < need_s:
+            self.not_retracted["no_time"] += 1
             return False  # the answer's frame could not be drawn in time: it would leave late
         tail = [p for p, t in audio if t >= first - eps]
         if len(tail) != round(1 / self.fps * AUDIO_RATE) // AUDIO_FRAME or self._idle_opus is None \
                 or any(bytes(p) != self._idle_opus for p in tail):  # fmt: skip
+            self.not_retracted["sent"] += 1
             return False  # some of its audio left already, or it is not the idle silence
         video.pop()
         for _ in tail:
@@ -409,19 +414,27 @@ def _make_track(kind: str, outbox: _Outbox, clock: MediaClock, lead: bool = True
             if lead and self._returned is not None:
                 took = time.perf_counter() - self._returned
                 self.encode_s = min(0.9 * self.encode_s + 0.1 * took, 0.1)
-            item = await outbox.get()
-            if item is None:
-                self.stop()
-                raise errors.MediaStreamError
-            frame, pts = item
+            # The item stays queued until its time has come: until then it may still be taken
+            # back (AvatarMedia.retract), replaced (barge-in silence) or dropped (a full queue);
+            # then the new head is waited for.
+            while True:
+                item = await outbox.peek()
+                if item is None:
+                    self.stop()
+                    raise errors.MediaStreamError
+                ready = time.perf_counter()
+                frame, pts = item
+                await clock.wait(pts - self.encode_s)
+                if outbox.items and outbox.items[0] is item:
+                    outbox.items.popleft()
+                    break
             if clock.t0 is not None:  # ready after its time? (the clock's slack was too short)
-                late_ms = 1000 * (time.perf_counter() - clock.t0 - pts)
+                late_ms = 1000 * (ready - clock.t0 - pts)
                 c = self.lateness
                 c["sent"] += 1
                 c["late_5ms"] += late_ms > 5
                 c["late_20ms"] += late_ms > 20
                 c["max_ms"] = round(max(c["max_ms"], late_ms), 1)
-            await clock.wait(pts - self.encode_s)
             self._returned = time.perf_counter()
             return frame
 
