@@ -125,10 +125,9 @@ class TurnConfig(_JsonConfig):
     come for ``quiet_gate_s`` in a row, the model is not run on such windows (no speech). A muted
     or silent microphone decodes to low noise, not digital zeros, and silero on it was a fifth
     of an idle worker's CPU. Never inside an utterance: its end is silero's to find, as before.
-    When a louder window comes, silero restarts from its start state over the last 8 quiet
-    windows (256 ms): its recurrent state drifts on noise and never settles, so passing over
-    windows cannot leave it where running them would have; a fresh stream is how it starts
-    anyway. 0 turns it off.
+    Silero keeps its state over the windows passed over, as over digital zeros (so streams with
+    digital silence are decided exactly as before); its recurrent state drifts on noise and
+    never settles, so after noise a boundary may move by a window (32 ms). 0 turns it off.
     model: silero ONNX path; None = the packaged one.
     """
 
@@ -235,7 +234,6 @@ class TurnDetector:
         self._history.clear()
         self._candidate = 0  # speech windows in a row before an utterance opens
         self._quiet = 0  # windows in a row under the quiet gate
-        self._skipped: deque = deque(maxlen=8)  # the last windows passed over (replayed after)
         self._open = False
         self._windows: list[np.ndarray] = []  # the open utterance's audio, window by window
         self._start = 0  # stream sample where the utterance's speech starts
@@ -305,15 +303,9 @@ class TurnDetector:
         self._quiet = self._quiet + 1 if quiet else 0
         if quiet and self._quiet > self._gate_after and not self._open and not self._candidate:
             self.prob.skip(w)
-            self._skipped.append(w)
             self.gated += 1
             p = 0.0
         else:
-            if self._skipped:  # out of the gate: silero from its start state over the last quiet
-                self.prob.reset()  # (its state drifts on noise and is never the same twice)
-                for q in self._skipped:
-                    self.prob(q)
-                self._skipped.clear()
             p = self.prob(w)
         self.busy_s += time.perf_counter() - t0
         self._pushed += WINDOW

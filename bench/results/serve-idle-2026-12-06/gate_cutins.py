@@ -1,7 +1,8 @@
 """The quiet gate's effect on what bench/turns.py scores, with a muted microphone's noise
 around each prompt: false cut-ins (an end decided inside the recording) and where the last end
 falls, for the model run on every window (off), the gate with silero restarted over the last
-quiet windows at its exit (reset: the default), and the gate keeping silero's state (keep).
+quiet windows at its exit (reset: tried first, not shipped), and the gate keeping silero's
+state (keep: what TurnDetector does now; run at the commit that had both, 919eaf4, for reset).
 Every Asterisk prompt of 4+ words, 2 s of -74 dBFS noise before it and 1.5 s after, the
 shipped end-of-turn silence without ASR (0.7 s: the rule every turn falls back on).
 
