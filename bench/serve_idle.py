@@ -116,8 +116,15 @@ async def _run(args) -> dict:
             user_end = conv._turn.times["user_end"]
             tts = user_end + start["server_ms"]["tts_first"] / 1000
             la = media._opus.lookahead / AUDIO_RATE if media._opus is not None else 0.0
-            video = next(t for pts, t in sent["video"] if pts >= start["pts"] - 1e-6)
-            audio = next(t for pts, t in sent["audio"] if pts >= start["pts"] - la - 1e-6)
+            for _ in range(40):  # a short answer may end (on the frame clock) before it leaves
+                video = next((t for pts, t in sent["video"] if pts >= start["pts"] - 1e-6), None)
+                audio = next((t for pts, t in sent["audio"] if pts >= start["pts"] - la - 1e-6), None)
+                if video is not None and audio is not None:
+                    break
+                await asyncio.sleep(0.05)
+            else:
+                raise RuntimeError(f"turn {i}: the answer's packets did not leave in 2 s: {media.dropped}, "
+                                   f"{media.video_stats}")  # fmt: skip
             rows.append({"b": b, "retaken": conv.stats.get("retaken", 0) - taken0,
                          "tts_to_audio_ms": round(1000 * (audio - tts), 1),
                          "tts_to_video_ms": round(1000 * (video - tts), 1),
