@@ -124,7 +124,10 @@ class TurnConfig(_JsonConfig):
     ``quiet_gate_rms`` (RMS, full scale 1: 1e-3 is -60 dBFS, some 30 dB under quiet speech) have
     come for ``quiet_gate_s`` in a row, the model is not run on such windows (no speech). A muted
     or silent microphone decodes to low noise, not digital zeros, and silero on it was a fifth
-    of an idle worker's CPU. Never inside an utterance: its end is silero's to find, as before.
+    of an idle worker's CPU. Never inside an utterance: its end is silero's to find, as before;
+    only after 2 s, so that a visitor's next question soon after an answer, and bench/turns.py's
+    prompts (0.5 s of lead), find silero as it was (after 0.5 s the bench's cut-ins moved by a
+    prompt or five each way: bench/results/serve-idle-2026-12-06).
     Silero keeps its state over the windows passed over, as over digital zeros (so streams with
     digital silence are decided exactly as before); its recurrent state drifts on noise and
     never settles, so after noise a boundary may move by a window (32 ms). 0 turns it off.
@@ -141,7 +144,7 @@ class TurnConfig(_JsonConfig):
     pre_roll_s: float = 0.1
     asr_after_s: float = 0.032
     quiet_gate_rms: float = 1e-3
-    quiet_gate_s: float = 0.5
+    quiet_gate_s: float = 2.0
     model: str | None = None
     num_threads: int = 1
 

@@ -215,7 +215,7 @@ def test_a_quiet_microphone_skips_the_model_but_not_speech(speech, prob):
         return rng.normal(0.0, 2e-4, int(s * RATE)).astype(np.float32)
 
     for gain in (1.0, 0.05):
-        pcm = np.concatenate([noise(1.5), gain * speech["lead"], noise(0.4), gain * speech["rest"], noise(1.5),
+        pcm = np.concatenate([noise(3.5), gain * speech["lead"], noise(0.4), gain * speech["rest"], noise(3.0),
                               gain * speech["question"], noise(1.0)]).astype(np.float32)  # fmt: skip
         got = {}
         for rms in (0.0, 1e-3):
