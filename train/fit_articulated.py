@@ -68,6 +68,7 @@ import numpy as np
 import torch
 from huma_rt.export.models import Deformer, SpatialEncoder
 
+from huma_rt.config_checks import check_ints, check_numbers
 from huma_rt.errors import FormatError, InputError
 from huma_rt.gaussians import Camera, Gaussians
 from huma_rt.model_config import DeformerConfig
@@ -156,25 +157,16 @@ class ArticulatedFitConfig:
     torch_threads: int | None = 1
 
     def __post_init__(self) -> None:
-        for name, lo in (("iterations", 1), ("downscale", 1), ("seed", 0), ("holdout_every", 0),
-                         ("region_probes", 1), ("region_blur", 0), ("plane_resolution", 2),
-                         ("plane_channels", 1), ("hidden", 1), ("layers", 0), ("checkpoint_every", 0),
-                         ("log_every", 1)):  # fmt: skip
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < lo:
-                raise InputError(f"{name} must be an integer >= {lo}; got {v!r}")
-        for name in ("region_radius", "torch_threads"):
-            v = getattr(self, name)
-            lo = 0 if name == "region_radius" else 1
-            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < lo):
-                raise InputError(f"{name} must be None or an integer >= {lo}; got {v!r}")
-        for name in ("lr", "canonical_lr_scale", "ssim_weight", "region_weight", "delta_weight", "motion_scale",
-                     "code_noise", "articulated_boost", "eye_weight", "region_margin", "region_below_jaw",
-                     "region_depth_front", "region_depth_back", "region_ratio", "region_dilate",
-                     "region_max_fraction", "bbox_margin"):  # fmt: skip
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
-                raise InputError(f"{name} must be a non-negative number; got {v!r}")
+        owner = "ArticulatedFitConfig"
+        check_ints(self, {"iterations": 1, "downscale": 1, "seed": 0, "holdout_every": 0, "region_probes": 1,
+                          "region_blur": 0, "plane_resolution": 2, "plane_channels": 1, "hidden": 1, "layers": 0,
+                          "checkpoint_every": 0, "log_every": 1}, owner=owner)  # fmt: skip
+        check_ints(self, {"region_radius": 0, "torch_threads": 1}, owner=owner, optional=True)
+        check_numbers(self, dict.fromkeys(("lr", "canonical_lr_scale", "ssim_weight", "region_weight", "delta_weight",
+                                           "motion_scale", "code_noise", "articulated_boost", "eye_weight",
+                                           "region_margin", "region_below_jaw", "region_depth_front",
+                                           "region_depth_back", "region_ratio", "region_dilate",
+                                           "region_max_fraction", "bbox_margin"), 0), owner=owner)  # fmt: skip
         if self.region_source not in REGION_SOURCES:
             raise InputError(f"region_source must be one of {REGION_SOURCES}; got {self.region_source!r}")
         if self.ssim_weight > 1:

@@ -44,6 +44,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from huma_rt.config_checks import check_ints, check_numbers
 from huma_rt.errors import FormatError, InputError
 from huma_rt.gaussians import Camera, Gaussians
 
@@ -111,22 +112,14 @@ class StaticFitConfig:
             self.densify = DensifyConfig(**self.densify)
         if isinstance(self.pose, dict):
             self.pose = PoseRefineConfig(**self.pose)
-        for name, lo in (("iterations", 1), ("downscale", 1), ("seed", 0), ("holdout_every", 0),
-                         ("init_count", 4), ("sh_degree_every", 1), ("checkpoint_every", 0),
-                         ("log_every", 1)):  # fmt: skip
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < lo:
-                raise InputError(f"{name} must be an integer >= {lo}; got {v!r}")
-        if self.torch_threads is not None and (isinstance(self.torch_threads, bool) or not isinstance(self.torch_threads, int)
-                                               or self.torch_threads < 1):  # fmt: skip
-            raise InputError(f"torch_threads must be None or an integer >= 1; got {self.torch_threads!r}")
+        owner = "StaticFitConfig"
+        check_ints(self, {"iterations": 1, "downscale": 1, "seed": 0, "holdout_every": 0, "init_count": 4,
+                          "sh_degree_every": 1, "checkpoint_every": 0, "log_every": 1}, owner=owner)  # fmt: skip
+        check_ints(self, {"torch_threads": 1}, owner=owner, optional=True)
         if self.sh_degree not in (0, 1):
             raise InputError(f"sh_degree must be 0 or 1 (degree-1 SH turns with the head); got {self.sh_degree!r}")
-        for name in ("lr_means", "lr_means_final", "lr_sh", "lr_opacity", "lr_scales", "lr_quats",
-                     "ssim_weight", "matte_weight"):  # fmt: skip
-            v = getattr(self, name)
-            if not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
-                raise InputError(f"{name} must be a non-negative number; got {v!r}")
+        check_numbers(self, dict.fromkeys(("lr_means", "lr_means_final", "lr_sh", "lr_opacity", "lr_scales",
+                                           "lr_quats", "ssim_weight", "matte_weight"), 0), owner=owner)  # fmt: skip
         if self.ssim_weight > 1:
             raise InputError(f"ssim_weight must be in [0, 1]; got {self.ssim_weight}")
 

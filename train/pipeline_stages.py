@@ -30,6 +30,7 @@ from .pipeline_work import (
     write_npz,
 )
 from .progress import Reporter, StageProgress
+from .stage_code import stage_code
 from .tracking import check_tracks, track_video
 from .tracking_tracks import Tracks
 from .video import open_video
@@ -57,7 +58,9 @@ class StageRunner:
 
     # -- the stage loop -----------------------------------------------------------------------
     def stage(self, name: str) -> None:
-        options = self._options(name)
+        # the code's fingerprint is an option like the others: an upgrade or an edit of what the
+        # stage runs redoes it on --resume, and the log names "code" as what changed
+        options = {**self._options(name), "code": stage_code(name)}
         upstream = [self.keys[u] for u in _UPSTREAM[name]]
         key = self.keys[name] = stage_key(name, options, upstream)
         if self.wf.finished(name, key, options) and self._outputs_exist(name):

@@ -29,13 +29,13 @@ tracker that already sees every frame. fit_static reports held-out quality with 
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
 
+from huma_rt.config_checks import check_ints, check_numbers
 from huma_rt.errors import InputError
 
 from .densify import quat_to_matrix
@@ -74,14 +74,8 @@ class PoseRefineConfig:
 
     def __post_init__(self) -> None:
         self.sweeps = tuple(self.sweeps)
-        for name, lo in (("start", 0), ("sweep_steps", 0), ("holdout_steps", 0)):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < lo:
-                raise InputError(f"pose.{name} must be an integer >= {lo}; got {v!r}")
-        for name in ("lr_rot", "lr_trans", "prior"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
-                raise InputError(f"pose.{name} must be a non-negative number; got {v!r}")
+        check_ints(self, {"start": 0, "sweep_steps": 0, "holdout_steps": 0}, owner="pose")
+        check_numbers(self, {"lr_rot": 0, "lr_trans": 0, "prior": 0}, owner="pose")
         for f in self.sweeps:
             if isinstance(f, bool) or not isinstance(f, (int, float)) or not 0 < f < 1:
                 raise InputError(f"pose.sweeps must be fractions of the iterations in (0, 1); got {self.sweeps!r}")

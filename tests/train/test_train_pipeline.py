@@ -15,6 +15,7 @@ pytest.importorskip("torch")
 pytest.importorskip("dlib")
 pytest.importorskip("matplotlib")
 
+from huma_rt.train import pipeline_stages  # noqa: E402
 from huma_rt.train.pipeline import STAGES, TrainConfig, TrainError, train_avatar, work_paths  # noqa: E402
 from huma_rt.train.pipeline_work import WorkFolder  # noqa: E402
 from huma_rt.train.progress import StageProgress, TerminalBar  # noqa: E402
@@ -110,11 +111,12 @@ def test_cli_trains_a_bundle_that_speaks(trained, clip, tmp_path):
 
 
 @pytest.mark.slow
-def test_interrupted_run_resumes_to_the_same_avatar(trained, clip, silent_clip, tmp_path, caplog):
+def test_interrupted_run_resumes_to_the_same_avatar(trained, clip, silent_clip, tmp_path, caplog, monkeypatch):
     """Ctrl-C inside the static fit, then --resume: finished stages are not redone, the fit
     continues from its checkpoint and ends where the uninterrupted run ended (the silent copy
     of the clip has the same frames); a silent video still gets the shipped audio path, and
-    --audio later adapts it without redoing the other stages."""
+    --audio later adapts it without redoing the other stages; a changed option or code redoes
+    its stage."""
     out = tmp_path / "me.bundle"
     cfg = TrainConfig.quick()
     cfg.articulated.iterations = 60  # not compared here: only the static fit is
@@ -164,6 +166,17 @@ def test_interrupted_run_resumes_to_the_same_avatar(trained, clip, silent_clip, 
     assert "static.iterations: 60 -> 40" in caplog.text
     assert [r.stage for r in events if r.event == "skip"] == ["video", "track", "codes"]
     assert [r.stage for r in events if r.event == "end"] == ["static"]
+
+    # an edit of the code a stage runs (or an upgrade) redoes that stage, and the log says so
+    caplog.clear()
+    events.clear()
+    real = pipeline_stages.stage_code
+    monkeypatch.setattr(pipeline_stages, "stage_code", lambda s: "edited" if s == "codes" else real(s))
+    with caplog.at_level(logging.WARNING):
+        train_avatar(silent_clip, out, cfg, resume=True, until="codes", progress=_events(events))
+    assert f"code: {real('codes')!r} -> 'edited'" in caplog.text
+    assert [r.stage for r in events if r.event == "skip"] == ["video", "track", "static"]
+    assert [r.stage for r in events if r.event == "end"] == ["codes"]
 
 
 def test_a_work_folder_of_another_video_is_refused(tmp_path):
