@@ -29,6 +29,7 @@ tracker that already sees every frame. fit_static reports held-out quality with 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
@@ -166,6 +167,7 @@ def refine_poses(loss_of: Callable[[int, torch.Tensor, torch.Tensor], torch.Tens
     out = delta.detach().clone()
     if steps <= 0:
         return out
+    t0 = time.perf_counter()
     for n, i in enumerate(np.asarray(index, np.int64)):
         i = int(i)
         adam = RowAdam(1, 6)  # fresh per frame: torch's Adam has one lr per group, ours one per entry
@@ -177,6 +179,8 @@ def refine_poses(loss_of: Callable[[int, torch.Tensor, torch.Tensor], torch.Tens
             (g,) = torch.autograd.grad(loss, x)
             adam.step(d, 0, g, lr)
         out[i] = d[0]
-        if (n + 1) % 200 == 0:
-            log.info("pose refinement: %d/%d frames", n + 1, len(index))
+        if (n + 1) % 25 == 0 or n + 1 == len(index):  # minutes of work after the fit's last iteration
+            elapsed = time.perf_counter() - t0
+            log.info("pose refinement: %d/%d frames, ETA %.0f s", n + 1, len(index),
+                     elapsed / (n + 1) * (len(index) - n - 1))  # fmt: skip
     return out
