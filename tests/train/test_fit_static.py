@@ -19,6 +19,7 @@ from huma_rt.gaussians import Camera
 
 pytestmark = pytest.mark.skipif(not cpu_backend_available(), reason="CPU extension not built")
 
+from _fit_cut import fit_cut_at  # noqa: E402  (tests/_fit_cut.py)
 from huma_rt.train.densify import DensifyConfig, densify_and_prune, reset_opacity  # noqa: E402
 from huma_rt.train.fit_static import (  # noqa: E402
     CHECKPOINT,
@@ -197,21 +198,11 @@ def test_densify_respects_max_count_and_opacity_reset():
 # -- resume and bad inputs ----------------------------------------------------------------------
 
 
-class _Interrupt(KeyboardInterrupt):
-    pass
-
-
 def test_interrupted_fit_resumes_to_the_same_result(scene_data, tmp_path):
     cfg = _config(iterations=60, checkpoint_every=20, log_every=10,
                   densify=DensifyConfig(start=20, interval=20, stop=60, grad_threshold=2e-5, opacity_reset_every=50))
     whole = fit_static(scene_data, cfg, tmp_path / "whole")
-
-    def stop_at_40(rec):
-        if rec["iteration"] == 40:
-            raise _Interrupt
-
-    with pytest.raises(_Interrupt):
-        fit_static(scene_data, cfg, tmp_path / "cut", progress=stop_at_40)
+    fit_cut_at(scene_data, cfg, tmp_path / "cut", 40)
     assert (tmp_path / "cut" / CHECKPOINT).is_file()
     seen = []
     again = fit_static(scene_data, cfg, tmp_path / "cut", resume=True, progress=seen.append)

@@ -19,6 +19,7 @@ from huma_rt.gaussians import Camera
 
 pytestmark = pytest.mark.skipif(not cpu_backend_available(), reason="CPU extension not built")
 
+from _fit_cut import fit_cut_at  # noqa: E402  (tests/_fit_cut.py)
 from huma_rt.train.densify import DensifyConfig  # noqa: E402
 from huma_rt.train.fit_pose import render_view  # noqa: E402
 from huma_rt.train.fit_static import CHECKPOINT, StaticFitConfig, StaticFitData, fit_static  # noqa: E402
@@ -158,10 +159,6 @@ def test_corrections_off_hand_on_the_tracked_poses(world):
     assert off.metrics["held_out_pose"] == "tracked" and off.metrics["psnr"] == off.metrics["tracked_pose"]["psnr"]
 
 
-class _Interrupt(Exception):
-    pass
-
-
 def test_interrupted_fit_resumes_the_corrections_exactly(world, tmp_path):
     w = world
     q, t = _perturb(w["q"], w["t"], seed=7)
@@ -170,13 +167,7 @@ def test_interrupted_fit_resumes_the_corrections_exactly(world, tmp_path):
     cfg = _config(iterations=60, checkpoint_every=20, log_every=10, densify=DensifyConfig(start=20, interval=20, stop=60),
                   pose=PoseRefineConfig(start=10, sweeps=(0.5,), sweep_steps=3, holdout_steps=4))  # fmt: skip
     whole = fit_static(data, cfg, tmp_path / "whole")
-
-    def stop_at_40(rec):
-        if rec["iteration"] == 40:
-            raise _Interrupt
-
-    with pytest.raises(_Interrupt):
-        fit_static(data, cfg, tmp_path / "cut", progress=stop_at_40)
+    fit_cut_at(data, cfg, tmp_path / "cut", 40)
     assert "pose_delta" in torch.load(tmp_path / "cut" / CHECKPOINT, weights_only=True)
     again = fit_static(data, cfg, tmp_path / "cut", resume=True)
     assert not np.array_equal(whole.head_quat, q.astype(np.float32)), "the corrections moved the poses"
