@@ -48,7 +48,8 @@ lint: $(STAMP)
 test: $(STAMP) lint triton-env
 	@# every line of every CUDA kernel, forward and backward, executed on the CPU (the emulation)
 	$(PY) -m huma_rt.kernels.emulation.coverage --fail-under 100
-	$(PY) -m pytest -q
+	@# the slowest tests named in the log, so the CI time budget (20 min) can be watched
+	$(PY) -m pytest -q --durations=20
 
 # Triton's python-backend models run in their own environment: the bundled 2.51 stub needs
 # numpy<2 (with numpy 2 inputs arrive as zeros). Same Python as .venv, so a stub matches it.
