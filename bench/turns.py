@@ -64,6 +64,10 @@ CONFIGS = {
     "text 0.1 / 0.4 / 0.7 s": (TurnConfig(question_silence_s=0.1, short_silence_s=0.4, long_silence_s=0.7), True),
     "text 0.1 / 0.25 / 0.7 s, ASR after 32 ms": (TurnConfig(asr_after_s=0.032), True),
 }
+# the silence clock started at the energy drop (TurnConfig.energy_drop_db), beside the same rule without
+for _db in (30.0, 35.0, 40.0, 45.0):
+    CONFIGS[f"text 0.1 / 0.3 / 0.7 s, energy clock {_db:g} dB"] = (
+        TurnConfig(question_silence_s=0.1, short_silence_s=0.3, long_silence_s=0.7, energy_drop_db=_db), True)
 
 
 class _CachedAsr:
@@ -104,7 +108,7 @@ def _run_turn(detector: TurnDetector, asr: _CachedAsr | None, pcm: np.ndarray, t
     detector.reset()
     stream = np.concatenate([np.zeros(int(LEAD_S * RATE), np.float32), pcm, np.zeros(int(TAIL_S * RATE), np.float32)])
     true_end_s = (int(LEAD_S * RATE) + true_end) / RATE
-    ends, stream_ends, texts = [], [], []
+    ends, stream_ends, texts, early = [], [], [], []
     asr_done = 0.0  # stream time (s) when the last speculative ASR would finish
     for i in range(0, stream.size, PACKET):
         calls = asr.calls if asr is not None else 0
@@ -119,12 +123,14 @@ def _run_turn(detector: TurnDetector, asr: _CachedAsr | None, pcm: np.ndarray, t
                     text = final_asr(ev.samples)
                     ready = now + final_asr.last_s
                 ends.append(ready - true_end_s)
+                early.append((ev.end - ev.silence_start) / RATE)
                 stream_ends.append(now - true_end_s)
                 texts.append(text)
-    return {"ends_s": ends, "stream_ends_s": stream_ends, "texts": texts}
+    return {"ends_s": ends, "stream_ends_s": stream_ends, "texts": texts, "early_s": early}
 
 
-def run(limit: int | None = None, out_dir: Path | None = None) -> dict:
+def run(limit: int | None = None, out_dir: Path | None = None, only: str | None = None) -> dict:
+    """only: run the configurations whose label contains it (all by default)."""
     from huma_rt.speech.asr import AsrConfig, Recognizer
 
     # turns of a few words: single words and digits (a third of the prompts) have no pause to cut in
@@ -140,13 +146,16 @@ def run(limit: int | None = None, out_dir: Path | None = None) -> dict:
     n_multi = sum(_several(p.text) for p in corpus)
     rows = []
     for label, (cfg, with_text) in CONFIGS.items():
+        if only and only not in label:
+            continue
         detector = TurnDetector(cfg, asr if with_text else None, probability=prob)
         cut, lat, lat_stream, missed, pairs = 0, [], [], 0, []
-        early_total, cut_multi = 0, 0
+        early_total, cut_multi, early_clock = 0, 0, []
         for p in corpus:
             asr.key = p.name
             r = _run_turn(detector, asr if with_text else None, audio[p.name], truth[p.name],
                           None if with_text else asr)  # fmt: skip
+            early_clock += r["early_s"][:1]
             early = [e for e in r["ends_s"] if e < -EARLY_S]
             early_total += len(early)
             if early:
@@ -169,6 +178,7 @@ def run(limit: int | None = None, out_dir: Path | None = None) -> dict:
             "latency_p95_ms": round(float(np.percentile(lat, 95)), 1) if lat else None,
             "latency_without_asr_time_p50_ms": round(float(np.percentile(lat_stream, 50)), 1) if lat_stream else None,
             "missed": missed,
+            "clock_early_p50_ms": round(1000 * float(np.median(early_clock)), 1) if early_clock else None,
             "wer": round(word_error_rate(pairs), 3),
             "turn_config": asdict(cfg),
         }
@@ -203,9 +213,10 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--limit", type=int, help="only the first N prompts")
     ap.add_argument("-o", "--out", type=Path, default=Path("bench-results"))
+    ap.add_argument("--only", help="only the configurations whose label contains this")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    result = run(args.limit, args.out)
+    result = run(args.limit, args.out, args.only)
     print(json.dumps({k: v for k, v in result.items() if k != "rows"}, indent=2))
     for r in result["rows"]:
         print({k: v for k, v in r.items() if k != "turn_config"})

@@ -12,7 +12,11 @@ it was most of a spoken turn's latency. Here the decision also uses what was sai
 - the turn ends after ``question_silence_s`` of silence when that text is a question (ends with
   "?": the recogniser punctuates), after ``short_silence_s`` when it otherwise looks finished
   (:func:`looks_finished`), and after ``long_silence_s`` whatever it says;
-- speech that comes back before then continues the utterance (the speculative text is dropped).
+- speech that comes back before then continues the utterance (the speculative text is dropped);
+- with ``energy_drop_db``, the silence is counted from where the windows' energy fell that far
+  under the utterance's loudest window, when silero still called them speech (it lags the
+  audible end by 2-3 windows): only the clock moves; the ASR still gets all the audio up to
+  silero's end.
 
 ``push(pcm)`` returns :class:`TurnEvent`\\ s: ``speech`` (speech confirmed: ``min_speech_s`` of
 it; barge-in counts from here), ``pause`` (the first silent window), ``resume`` (speech again
@@ -47,6 +51,10 @@ _CONTEXT = 64  # silero v5+ sees the last 64 samples of the previous window in f
 # Below this (-90 dBFS: under one step of 16-bit audio) a window is digital silence, as a muted
 # microphone sends: speech probability 0 without running the model (6-11 % of an idle worker).
 DIGITAL_SILENCE = 3e-5
+# The silence clock starts at most this far before silero's first silent window (energy_drop_db):
+# silero lags the audible end by 2-3 windows; a longer quiet run that it still calls speech (a
+# murmur, noise) is not silence the turn rules should already have counted.
+MAX_EARLY_S = 0.128
 
 # A turn whose last word is one of these is not over: the speaker is in the middle of a phrase.
 CONTINUATIONS = frozenset(
@@ -131,6 +139,13 @@ class TurnConfig(_JsonConfig):
     Silero keeps its state over the windows passed over, as over digital zeros (so streams with
     digital silence are decided exactly as before); its recurrent state drifts on noise and
     never settles, so after noise a boundary may move by a window (32 ms). 0 turns it off.
+    energy_drop_db: inside an utterance, windows quieter than its loudest window by this many
+    dB (energy) start the silence clock when silero then calls the silence (it goes on calling
+    the 2-3 windows after the audible end speech): the silence rules count from the first of
+    them, at most ``MAX_EARLY_S`` back, instead of from silero's first silent window. Only the
+    clock moves: the transcribed audio still reaches silero's end (cutting it at the energy drop
+    doubled the WER). Relative to the speaker's own level, so that soft endings and fricatives
+    (10-30 dB under the vowels) stay speech. 0 turns it off.
     model: silero ONNX path; None = the packaged one.
     """
 
@@ -145,6 +160,7 @@ class TurnConfig(_JsonConfig):
     asr_after_s: float = 0.032
     quiet_gate_rms: float = 1e-3
     quiet_gate_s: float = 2.0
+    energy_drop_db: float = 0.0
     model: str | None = None
     num_threads: int = 1
 
@@ -169,6 +185,8 @@ class TurnConfig(_JsonConfig):
             raise InputError(
                 f"asr_after_s must be in (0, question_silence_s={self.question_silence_s}]; got {self.asr_after_s}"
             )
+        if not (self.energy_drop_db == 0 or 10.0 <= self.energy_drop_db <= 80.0):
+            raise InputError(f"energy_drop_db must be 0 (off) or in [10, 80] dB; got {self.energy_drop_db}")
         if not 0.0 <= self.pre_roll_s <= 1.0:
             raise InputError(f"pre_roll_s must be in [0, 1] seconds; got {self.pre_roll_s}")
 
@@ -178,7 +196,9 @@ class TurnEvent:
     """kind: 'speech' | 'pause' | 'resume' | 'end'. start / end: stream samples (16 kHz) of the
     utterance's speech (end: where its last speech window ends). samples and text: for 'pause'
     (the speculative text) and 'end'. at: time.perf_counter() when it was decided. reason ('end'):
-    'finished' (a short silence after a finished text), 'silence' (long silence) or 'max_speech'."""
+    'finished' (a short silence after a finished text), 'silence' (long silence) or 'max_speech'.
+    silence_start ('pause', 'end'): stream sample where the silence clock started: ``end``, or
+    before it where ``energy_drop_db`` dated it from the energy drop."""
 
     kind: str
     start: int
@@ -187,6 +207,7 @@ class TurnEvent:
     samples: np.ndarray | None = None
     text: str | None = None
     reason: str = ""
+    silence_start: int = 0
 
 
 class TurnDetector:
@@ -222,6 +243,8 @@ class TurnDetector:
         self._windower = Windower(WINDOW)
         self._gate2 = c.quiet_gate_rms**2 * WINDOW  # sum of squares of a window at the gate
         self._gate_after = round(c.quiet_gate_s * TARGET_RATE / WINDOW)  # windows
+        self._drop = 10.0 ** (-c.energy_drop_db / 10.0) if c.energy_drop_db > 0 else 0.0  # energy ratio
+        self._max_early = round(MAX_EARLY_S * TARGET_RATE / WINDOW) * WINDOW
         self.gated = 0  # windows passed over without the model
         self._history: deque = deque(maxlen=self._pre + -(-self._min_speech // WINDOW) + 1)
         self.busy_s = 0.0  # time in the VAD model and the ASR, for the real-time factor
@@ -241,7 +264,12 @@ class TurnDetector:
         self._windows: list[np.ndarray] = []  # the open utterance's audio, window by window
         self._start = 0  # stream sample where the utterance's speech starts
         self._speech_end = 0  # stream sample where its last speech window ends
-        self._silence = 0  # samples of silence since then
+        self._kept = 0  # windows of the utterance up to there (what the ASR gets)
+        self._silence = 0  # samples on the silence clock (from _silence_start)
+        self._silent = 0  # windows silero called silent since _speech_end
+        self._silence_start = 0  # stream sample where the silence clock started
+        self._peak = 0.0  # energy (sum of squares) of the utterance's loudest speech window
+        self._quiet_from: int | None = None  # start of the run of speech windows under the drop
         self._text: str | None = None  # speculative text of the audio up to _speech_end
         self._pending: Future | None = None  # that text, being made on the ASR thread
 
@@ -302,7 +330,8 @@ class TurnDetector:
     def _window(self, w: np.ndarray, events: list[TurnEvent]) -> None:
         c = self.config
         t0 = time.perf_counter()
-        quiet = float(np.dot(w, w)) < self._gate2
+        energy = float(np.dot(w, w))
+        quiet = energy < self._gate2
         self._quiet = self._quiet + 1 if quiet else 0
         if quiet and self._quiet > self._gate_after and not self._open and not self._candidate:
             self.prob.skip(w)
@@ -321,9 +350,12 @@ class TurnDetector:
             if self._candidate * WINDOW >= self._min_speech:
                 self._open = True
                 self._windows = list(self._history)
+                self._kept = len(self._windows)
+                self._peak = max(float(np.dot(x, x)) for x in self._windows[-self._candidate :])
+                self._quiet_from = None
                 self._start = self._pushed - self._candidate * WINDOW
                 self._speech_end = self._pushed
-                self._silence, self._text, self._candidate = 0, None, 0
+                self._silence, self._silent, self._text, self._candidate = 0, 0, None, 0
                 self._history.clear()
                 events.append(TurnEvent("speech", self._start, self._speech_end, time.perf_counter()))
             return
@@ -332,15 +364,29 @@ class TurnDetector:
             if self._silence:
                 events.append(TurnEvent("resume", self._start, self._pushed, time.perf_counter()))
             self._drop_pending()
-            self._silence, self._text = 0, None
+            self._silence, self._silent, self._text = 0, 0, None
             self._speech_end = self._pushed
+            self._kept = len(self._windows)
+            if self._drop:  # silero's speech, but maybe already the audible end
+                self._peak = max(self._peak, energy)
+                if energy >= self._peak * self._drop:
+                    self._quiet_from = None
+                elif self._quiet_from is None:
+                    self._quiet_from = self._pushed - WINDOW
             if self._pushed - self._start >= self._max:
                 events.append(self._end("max_speech"))
             return
+        self._silent += 1
+        if self._silent == 1:
+            self._silence_start = self._speech_end
+            if self._quiet_from is not None:
+                self._silence_start -= min(self._speech_end - self._quiet_from, self._max_early)
+                self._quiet_from = None
+            self._silence = self._speech_end - self._silence_start
+            events.append(TurnEvent("pause", self._start, self._speech_end, time.perf_counter(),
+                                    silence_start=self._silence_start))  # fmt: skip
         self._silence += WINDOW
-        if self._silence == WINDOW:
-            events.append(TurnEvent("pause", self._start, self._speech_end, time.perf_counter()))
-        if self._silence == self._asr_after and self.transcribe is not None:  # what was said so far
+        if self._silent * WINDOW == self._asr_after and self.transcribe is not None:  # what was said so far
             if self._pool is not None:
                 self._drop_pending()
                 self._pending = self._pool.submit(self._transcribe, self._audio())
@@ -375,7 +421,7 @@ class TurnDetector:
 
     def _audio(self) -> np.ndarray:
         """The utterance up to its last speech window, with the pre-roll in front."""
-        keep = len(self._windows) - self._silence // WINDOW
+        keep = self._kept
         return np.concatenate(self._windows[:keep]) if keep > 0 else np.zeros(0, np.float32)
 
     def _end(self, reason: str) -> TurnEvent:
@@ -385,7 +431,9 @@ class TurnDetector:
             text = self._pending.result()
         elif text is None and self.transcribe is not None:
             text = self._transcribe(samples)
-        event = TurnEvent("end", self._start, self._speech_end, time.perf_counter(), samples, text, reason)
+        event = TurnEvent("end", self._start, self._speech_end, time.perf_counter(), samples, text, reason,
+                          self._silence_start if self._silent else self._speech_end)
         self._open, self._windows, self._silence, self._text, self._pending = False, [], 0, None, None
+        self._silent, self._quiet_from = 0, None
         self._history.clear()
         return event

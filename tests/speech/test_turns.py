@@ -180,6 +180,8 @@ def test_flush_and_max_speech(speech, prob):
         ({"short_silence_s": 0.9}, "short_silence_s (0.9)"),
         ({"question_silence_s": 0.0}, "question_silence_s"),
         ({"pre_roll_s": 2.0}, "pre_roll_s"),
+        ({"energy_drop_db": 5.0}, r"energy_drop_db must be 0 (off) or in \[10, 80\] dB; got 5.0"),
+        ({"energy_drop_db": -35.0}, "energy_drop_db"),
     ],
 )
 def test_bad_config_is_refused(fields, needle):
@@ -230,3 +232,49 @@ def test_a_quiet_microphone_skips_the_model_but_not_speech(speech, prob):
         (off, _), (on, _) = got[0.0], got[1e-3]
         assert [k for k, _, _ in on] == [k for k, _, _ in off], (gain, on, off)
         assert all(abs(a[1] - b[1]) <= 1024 and abs(a[2] - b[2]) <= 1024 for a, b in zip(on, off, strict=True)), (gain, on, off)
+
+
+def _noisy(pieces: list[np.ndarray], rms: float = 1e-3, seed: int = 0) -> np.ndarray:
+    """The pieces on a floor of -60 dBFS noise (a live microphone's silence is not zeros; silero
+    goes on calling a window or more of it speech after the speech)."""
+    pcm = np.concatenate(pieces).astype(np.float32)
+    return (pcm + np.random.default_rng(seed).normal(0.0, rms, pcm.size)).astype(np.float32)
+
+
+def test_the_energy_clock_starts_at_the_audible_end_and_the_audio_still_reaches_silero_end(speech, asr, prob):
+    """energy_drop_db: the silence rules count from the window where the energy fell (the
+    known end of the trimmed speech), not from silero's later end; the ASR still gets all the
+    audio up to silero's end, so the text and samples are those without the rule."""
+    lead = int(0.5 * RATE)
+    pcm = _noisy([_silence(0.5), speech["question"], _silence(1.5)])
+    true_end = lead + speech["question"].size
+    got = {}
+    for db in (0.0, 35.0):
+        det = TurnDetector(TurnConfig(energy_drop_db=db), asr, probability=prob)
+        events = _stream(det, pcm)
+        ends = [(at, ev) for at, ev in events if ev.kind == "end"]
+        assert len(ends) == 1, [ev.kind for _, ev in events]
+        got[db] = ends[0]
+    (at_off, off), (at_on, on) = got[0.0], got[35.0]
+    assert off.silence_start == off.end  # without the rule the clock starts at silero's end
+    assert off.end > true_end + 256, "silero called the noise after the speech speech (the lag the rule is for)"
+    # with it: at the window where the speech ended (windows are 512 samples), before silero's end
+    assert true_end - 512 <= on.silence_start <= true_end + 512 < on.end, (true_end, on.silence_start, on.end)
+    assert on.end == off.end and on.start == off.start  # silero's utterance, unchanged
+    assert np.array_equal(on.samples, off.samples) and on.text == off.text  # all the audio, the same text
+    assert on.samples.size >= on.end - on.start and "paris" in on.text.lower()
+    # decided earlier by what the clock gained, and never before silero's end
+    assert at_off - at_on >= (on.end - on.silence_start) - 512 - 320 and at_on > on.end
+    assert on.reason == off.reason == "finished"
+
+
+def test_a_soft_ending_does_not_start_the_energy_clock(speech, prob):
+    """Speech 20 dB under its loudest window (a soft ending, a fricative) is not silence."""
+    q = speech["question"]
+    soft = 0.1 * q[q.size // 3 : q.size // 3 + int(0.3 * RATE)]  # voiced speech at -20 dB
+    pcm = _noisy([_silence(0.5), q, soft, _silence(1.5)])
+    end_of_soft = int(0.5 * RATE) + q.size + soft.size
+    det = TurnDetector(TurnConfig(energy_drop_db=35.0), None, probability=prob)
+    (end,) = [ev for _, ev in _stream(det, pcm) if ev.kind == "end"]
+    assert end.end >= end_of_soft - 512, "silero heard the soft speech"
+    assert end.silence_start >= end_of_soft - 512, (end.silence_start, end_of_soft)
