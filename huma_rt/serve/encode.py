@@ -39,6 +39,12 @@ VP8_EFLAG_NO_UPD_LAST = 1 << 18
 VP8_EFLAG_NO_UPD_ENTROPY = 1 << 20
 VP8_EFLAG_NO_UPD_GF = 1 << 22
 VP8_EFLAG_NO_UPD_ARF = 1 << 23
+# swscale's chroma is filtered across rows: a chroma sample up to YUV_REACH pixels outside the
+# changed box changes too, so that much more is pasted; and the pasted box's own edge rows read
+# YUV_MARGIN pixels beyond it, so that much more is converted (checked bit-exact on the demo
+# avatar talking: tests/serve/test_encode.py)
+YUV_REACH = 4
+YUV_MARGIN = 8
 DISPLAY_ONLY = VP8_EFLAG_NO_UPD_LAST | VP8_EFLAG_NO_UPD_GF | VP8_EFLAG_NO_UPD_ARF | VP8_EFLAG_NO_UPD_ENTROPY
 
 
@@ -48,7 +54,12 @@ class Vp8Config:
     min_bitrate..max_bitrate, aiortc's limits). settle_frames: identical pictures encoded as usual
     before the display-only frame is made and resent (libvpx refines a still picture for about a
     second: on the demo avatar 2.3 levels of mean error after 8 frames, 1.4 after 25).
-    cpu_used, threads: libvpx speed and threads (aiortc's: -6, 1 below 640x480)."""
+    cpu_used, threads: libvpx speed and threads (aiortc's: -6, 1 below 640x480).
+    noise_sensitivity: libvpx's temporal denoiser (aiortc's: 4); a rendered avatar has no noise
+    to remove: 0 saves ~1 ms a talking frame. static_thresh: macroblocks whose change is under
+    this are coded as unchanged without the search (aiortc's: 1); 100 saves ~1 ms a talking frame
+    and ~25 % of its bits with the mouth as sharp (demo avatar talking, mouth-box PSNR 40.7 dB
+    vs 40.4; ``bench/serve_worker_cost.py --stages``)."""
 
     bitrate: int = 500_000
     min_bitrate: int = 250_000
@@ -56,6 +67,8 @@ class Vp8Config:
     settle_frames: int = 25
     cpu_used: int = -6
     threads: int = 1
+    noise_sensitivity: int = 0
+    static_thresh: int = 100
 
     def validate(self) -> None:
         if not 0 < self.min_bitrate <= self.bitrate <= self.max_bitrate:
@@ -88,6 +101,7 @@ class Vp8Stream:
         self._last: np.ndarray | None = None  # the last picture given to libvpx
         self._same = 0  # how many times in a row it was given the same picture
         self._held: bytes | None = None  # the display-only frame of _last
+        self._yuv: list[np.ndarray] | None = None  # _last in yuv420p (Y, U, V planes)
         self._keyframe = False
         self.encoded = self.held = self.keyframes = self.requests = self.restarts = 0
 
@@ -108,8 +122,8 @@ class Vp8Stream:
         # encoded changes, not how
         c.options = {"bufsize": str(rate), "cpu-used": str(cfg.cpu_used), "deadline": "realtime",
                      "lag-in-frames": "0", "minrate": str(rate), "maxrate": str(rate),
-                     "noise-sensitivity": "4", "overshoot-pct": "15", "partitions": "0",
-                     "static-thresh": "1", "undershoot-pct": "100"}  # fmt: skip
+                     "noise-sensitivity": str(cfg.noise_sensitivity), "overshoot-pct": "15", "partitions": "0",
+                     "static-thresh": str(cfg.static_thresh), "undershoot-pct": "100"}  # fmt: skip
         self._codec = c
         self._held = None
         log.debug("VP8 encoder %dx%d at %d bit/s", width, height, rate)
@@ -130,12 +144,15 @@ class Vp8Stream:
         """rgb [H, W, 3] uint8 shown at ``pts`` seconds -> one av.Packet (VP8 frame).
 
         same: the caller knows the picture equals the last one given (True) or not (False);
-        None: compared here (``np.array_equal`` of the 786 KB picture, the idle cost it saves)."""
+        None: compared here (the 786 KB picture, the idle cost it saves; the box that changed is
+        all that is converted to yuv420p)."""
         av = self._av
         if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
             raise InputError(f"expected an RGB picture [H, W, 3] uint8; got {rgb.shape} {rgb.dtype}")
+        box = None  # the rows and columns where rgb differs from _last (None: not compared)
         if same is None or self._last is None or self._last.shape != rgb.shape:
-            same = self._last is not None and self._last.shape == rgb.shape and np.array_equal(self._last, rgb)
+            box = self._changed(rgb)
+            same = box is not None and box[0] == box[1]
         keyframe, self._keyframe = self._keyframe, False
         h, w = rgb.shape[:2]
         c = self._codec
@@ -154,11 +171,9 @@ class Vp8Stream:
             self._same += 1
         else:
             self._same = 0
-            if self._last is None or self._last.shape != rgb.shape:
-                self._last = np.empty_like(rgb)
-            np.copyto(self._last, rgb)
+            self._convert(rgb, box)
         self._held = None
-        frame = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format="yuv420p")
+        frame = self._frame()
         frame.pts, frame.time_base = self._frames, self._codec.time_base
         self._frames += 1
         hold = same and self._same >= self.config.settle_frames and not keyframe
@@ -174,11 +189,69 @@ class Vp8Stream:
             self._held = data
         return self._packet(data, pts)
 
+    def _changed(self, rgb: np.ndarray) -> tuple[int, int, int, int] | None:
+        """(y0, y1, x0, x1): the rows and columns where ``rgb`` differs from ``_last``
+        (y0 == y1: nowhere); None: nothing to compare with (no picture of this size yet)."""
+        last = self._last
+        if last is None or last.shape != rgb.shape:
+            return None
+        h, w = rgb.shape[:2]
+        # compared a word at a time (8 bytes: 2.7 pixels); the box may be a pixel or two wider
+        word = next(k for k in (8, 4, 2, 1) if (3 * w) % k == 0)
+        kind = {8: np.uint64, 4: np.uint32, 2: np.uint16, 1: np.uint8}[word]
+        a, b = np.ascontiguousarray(rgb).reshape(h, -1).view(kind), last.reshape(h, -1).view(kind)
+        ne = a != b  # [H, 3 W / word]
+        rows = np.flatnonzero(ne.any(axis=1))
+        if not rows.size:
+            return 0, 0, 0, 0
+        y0, y1 = int(rows[0]), int(rows[-1]) + 1
+        cols = np.flatnonzero(ne[y0:y1].any(axis=0))
+        return y0, y1, int(cols[0]) * word // 3, min(w, -(-(int(cols[-1]) + 1) * word // 3))
+
+    def _convert(self, rgb: np.ndarray, box: tuple[int, int, int, int] | None) -> None:
+        """Keep ``_last`` (rgb) and ``_yuv`` (its yuv420p planes) up to date with ``rgb``.
+
+        A talking avatar changes ~15 % of the picture (the mouth and jaw): only the changed box
+        is converted (libswscale, as for the whole picture) and pasted: that box widened by
+        ``YUV_REACH`` (chroma is filtered across rows), converted with ``YUV_MARGIN`` pixels more
+        around it. The planes are bit-identical to converting the whole picture."""
+        av = self._av
+        h, w = rgb.shape[:2]
+        if box is None or self._yuv is None or h % 2 or w % 2:
+            self._last = rgb.copy()
+            self._yuv = _planes(av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format="yuv420p"))
+            return
+        r, m = YUV_REACH, YUV_REACH + YUV_MARGIN
+        y0, y1 = max(0, (box[0] - r) // 2 * 2), min(h, -(-(box[1] + r) // 2) * 2)
+        x0, x1 = max(0, (box[2] - r) // 2 * 2), min(w, -(-(box[3] + r) // 2) * 2)
+        my0, my1 = max(0, y0 - m), min(h, y1 + m)
+        mx0, mx1 = max(0, x0 - m), min(w, x1 + m)
+        np.copyto(self._last[y0:y1, x0:x1], rgb[y0:y1, x0:x1])
+        part = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb[my0:my1, mx0:mx1]), format="rgb24")
+        yp, up, vp = _planes(part.reformat(format="yuv420p"))
+        self._yuv[0][y0:y1, x0:x1] = yp[y0 - my0 : y1 - my0, x0 - mx0 : x1 - mx0]
+        cy0, cy1, cx0, cx1 = (y0 - my0) // 2, (y1 - my0) // 2, (x0 - mx0) // 2, (x1 - mx0) // 2
+        self._yuv[1][y0 // 2 : y1 // 2, x0 // 2 : x1 // 2] = up[cy0:cy1, cx0:cx1]
+        self._yuv[2][y0 // 2 : y1 // 2, x0 // 2 : x1 // 2] = vp[cy0:cy1, cx0:cx1]
+
+    def _frame(self):
+        """A new yuv420p av.VideoFrame holding ``_yuv`` (libvpx gets a frame of its own)."""
+        y = self._yuv[0]
+        frame = self._av.VideoFrame(y.shape[1], y.shape[0], "yuv420p")
+        for plane, src in zip(frame.planes, self._yuv, strict=True):
+            np.frombuffer(plane, np.uint8).reshape(plane.height, plane.line_size)[:, : plane.width] = src
+        return frame
+
     def _packet(self, data: bytes, pts: float):
         p = self._av.Packet(data)
         p.pts = round(pts * 90000)
         p.time_base = VIDEO_TIME_BASE
         return p
+
+
+def _planes(frame) -> list[np.ndarray]:
+    """A yuv420p av.VideoFrame -> copies of its [Y (H, W), U (H/2, W/2), V (H/2, W/2)] uint8 planes."""
+    return [np.frombuffer(p, np.uint8).reshape(p.height, p.line_size)[:, : p.width].copy() for p in frame.planes]
 
 
 class OpusStream:

@@ -71,6 +71,27 @@ def test_an_unchanged_picture_is_resent_and_decodes_exactly_as_encoded(pictures,
     assert err < 4.0, f"the held frame shows the rest pose {err:.2f} levels off on average"
 
 
+def test_only_the_changed_box_is_converted_and_the_packets_are_those_of_whole_pictures(pictures):
+    """The encoder converts to yuv420p only the box that changed since the last picture (the
+    mouth); ``same=False`` makes it convert whole pictures. Both must give the same bytes."""
+    rest, talk = pictures
+    rng = np.random.default_rng(0)
+    edits = []
+    for y, x in ((0, 0), (511, 511), (0, 300), (257, 0), (511, 5)):  # one pixel at the edges
+        pic = talk[-1].copy()
+        pic[y, x] = 255 - pic[y, x]
+        edits.append(pic)
+    blob = talk[-1].copy()  # a noisy box in the middle: every chroma sample around it matters
+    blob[200:233, 101:170] = rng.integers(0, 256, (33, 69, 3), dtype=np.uint8)
+    seq = [rest, *talk, *edits, blob, rest]
+    assert all(p.shape == (512, 512, 3) for p in seq), "the edge edits assume the demo avatar's 512 x 512"
+    boxed, whole = Vp8Stream(), Vp8Stream()
+    for i, rgb in enumerate(seq):
+        a, b = boxed.encode(rgb, i / 25), whole.encode(rgb, i / 25, same=False)
+        assert bytes(a) == bytes(b), f"picture {i}: VP8 of the converted box differs from the whole picture's"
+    assert boxed.encoded == len(seq)
+
+
 def test_keyframe_request_and_a_new_bitrate_while_holding(pictures):
     rest, talk = pictures
     enc = Vp8Stream(Vp8Config(settle_frames=2))
