@@ -8,13 +8,15 @@ The worker's own parts, real, as ``huma-rt serve`` runs them (``WorkerConfig`` d
 CLI: avatar on 1 thread, Piper on 1, ``OMP_WAIT_POLICY=PASSIVE`` as the pool sets it): the demo
 avatar, Piper, the silero turn detector, the conversation's frame clock, VP8/Opus
 (``AvatarMedia``) and its paced tracks drained by one coroutine per track as aiortc's senders do
-(``track.recv()``). Not included: aiortc's RTP packetizing, SRTP and ICE (no peer connection; in
-a real visit they run on the main thread) and the decoding of the visitor's microphone.
+(``track.recv()``). Not included without ``--rtp``: aiortc's RTP packetizing, SRTP and ICE (in a
+visit they run on the main thread) and the decoding of the visitor's microphone; ``--rtp``
+connects to an aiortc receiver in another process over loopback and counts them.
 
 Each answer is a typed question with a scripted reply of ``--reply`` (~7 s of speech). Per
 answer, CPU seconds of the process and of each thread from ``ask()`` until the answer's last
-packets have left, divided by the answer's audio seconds (its samples on the timeline / 16000):
-``cpu_per_answer_s``. ``--idle S`` first measures S seconds of idle (CPU per wall second) for
+packets have left, divided by the answer's voice seconds (what the TTS made): ``cpu_per_answer_s``.
+A frame clock behind real time (a loaded host) does not draw some frames (``not_drawn``): those
+answers cost less than they would. ``--idle S`` first measures S seconds of idle (CPU per wall second) for
 comparison. ``--profile`` samples the process with py-spy (native frames) over the answers and
 splits the samples by stage (``STAGES``: the avatar's networks, the rasterizer, VP8, Opus,
 TTS, ...). Works with an older tree on PYTHONPATH (``PYTHONSAFEPATH=1 PYTHONPATH=/tmp/base``)
@@ -65,7 +67,7 @@ def thread_cpu() -> dict[str, float]:
     """CPU seconds of this process by thread name: Python threads by name (``huma-turn7`` ->
     ``huma-turn``), native threads Python did not start (OpenMP, onnxruntime pools) as ``native``."""
     tick = os.sysconf("SC_CLK_TCK")
-    names = {t.native_id: t.name.rstrip("0123456789").split("_")[0] for t in threading.enumerate()}
+    names = {t.native_id: _thread_name(t.name) for t in threading.enumerate()}
     out: dict[str, float] = {}
     for tid in os.listdir("/proc/self/task"):
         try:
@@ -75,6 +77,14 @@ def thread_cpu() -> dict[str, float]:
             continue
         out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / tick
     return out
+
+
+def _thread_name(name: str) -> str:
+    """``huma-turn7`` -> ``huma-turn``; ``ThreadPoolExecutor-0_1`` -> ``ThreadPoolExecutor``;
+    ``Thread-3 (decoder_worker)`` (aiortc's) -> ``decoder_worker``."""
+    if name.endswith(")") and "(" in name:
+        return name[name.index("(") + 1 : -1]
+    return name.split("_")[0].rstrip("0123456789-")
 
 
 def split_profile(raw: Path) -> dict:
@@ -140,8 +150,15 @@ async def _run(args) -> dict:
             t += 0.02
             await asyncio.sleep(max(0.0, t - time.perf_counter()))
 
-    tasks = [asyncio.ensure_future(drain(media.video, 90000)), asyncio.ensure_future(drain(media.audio, AUDIO_RATE)),
-             asyncio.ensure_future(microphone())]  # fmt: skip
+    if args.rtp:  # a real peer connection; aiortc's senders call recv() and packetize, encrypt, send
+        receiver, pc = await _connect(media, conv)
+        for track, scale in ((media.video, 90000), (media.audio, AUDIO_RATE)):
+            track.recv = _noting(track.recv, sent, track.kind, scale)
+        tasks = []
+    else:
+        receiver = pc = None
+        tasks = [asyncio.ensure_future(drain(media.video, 90000)), asyncio.ensure_future(drain(media.audio, AUDIO_RATE)),
+                 asyncio.ensure_future(microphone())]  # fmt: skip
     conv.start()
     result: dict = {"load_before": os.getloadavg(), "tree": __import__("huma_rt").__file__, "vp8": vars(vp8),
                     "threads": args.threads, "tts_threads": args.tts_threads, "reply": args.reply}  # fmt: skip
@@ -159,7 +176,8 @@ async def _run(args) -> dict:
         rows = []
         for _ in range(args.answers):
             n0 = len(events)
-            tts0 = models.tts.stats.compute_s
+            tts0, spoken0 = models.tts.stats.compute_s, models.tts.stats.audio_s
+            drawn0 = conv.stats.get("not_drawn", 0), conv.stats.get("clock_rebases", 0)
             enc0 = media.video_stats.get("encoded", 0)
             c0, w0, p0 = thread_cpu(), time.perf_counter(), time.process_time()
             conv.ask("What is the weather like?")
@@ -172,14 +190,19 @@ async def _run(args) -> dict:
                     break
                 await asyncio.sleep(0.01)
             c1, wall, proc = thread_cpu(), time.perf_counter() - w0, time.process_time() - p0
-            answer_s = (turn.last_sample - turn.first_sample) / AUDIO_RATE
+            # the voice's seconds (a TTS behind real time leaves gaps on the timeline: not counted)
+            answer_s = models.tts.stats.audio_s - spoken0
             threads = _delta(c0, c1)
+            threads["exited (turn: tts)"] = round(max(0.0, proc - sum(threads.values())), 3)  # gone from /proc
             start = next(e for e in events[n0:] if e["type"] == "answer_start")
             rows.append({"answer_s": round(answer_s, 3), "wall_s": round(wall, 3), "cpu_s": round(proc, 3),
                          "cpu_per_answer_s": round(proc / answer_s, 4),
                          "threads_per_answer_s": {k: round(v / answer_s, 4) for k, v in threads.items()},
                          "tts_compute_s": round(models.tts.stats.compute_s - tts0, 3),
                          "vp8_encoded": media.video_stats.get("encoded", 0) - enc0,
+                         "timeline_s": round((turn.last_sample - turn.first_sample) / AUDIO_RATE, 3),
+                         "not_drawn": conv.stats.get("not_drawn", 0) - drawn0[0],
+                         "clock_rebases": conv.stats.get("clock_rebases", 0) - drawn0[1],
                          "first_frame_ms": start["server_ms"].get("first_frame")})  # fmt: skip
             print(json.dumps(rows[-1]), flush=True)
             await asyncio.sleep(args.gap)
@@ -203,8 +226,88 @@ async def _run(args) -> dict:
         media.close()
         for t in tasks:
             t.cancel()
+        if pc is not None:
+            await pc.close()
+            receiver.stdin.close()
+            receiver.wait(timeout=10)
+    result["rtp"] = bool(args.rtp)
     result["load_after"] = os.getloadavg()
     return result
+
+
+def _noting(recv, sent: dict, kind: str, scale: int):
+    """track.recv that notes the pts (seconds) of what it returns in sent[kind]."""
+
+    async def wrapper():
+        frame = await recv()
+        sent[kind] = frame.pts / scale
+        return frame
+
+    return wrapper
+
+
+async def _connect(media, conv):
+    """A peer connection with a receiver in a process of its own (``--receiver``: aiortc, its
+    microphone sends silence, it decodes and drops what it gets), over loopback as a visit on
+    ``huma-rt serve`` is; the microphone goes to ``conv``. -> (receiver Popen, our pc)."""
+    from aiortc import RTCPeerConnection, RTCSessionDescription
+
+    from huma_rt.serve.peer import quicken_microphone, read_microphone
+    from huma_rt.serve.worker import _loopback_candidates_only
+
+    _loopback_candidates_only()
+    receiver = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--receiver"],
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)  # fmt: skip
+    loop = asyncio.get_running_loop()
+    offer = json.loads(await loop.run_in_executor(None, receiver.stdout.readline))
+    pc = RTCPeerConnection()
+    tasks = []
+
+    @pc.on("track")
+    def _on_track(track) -> None:
+        if track.kind == "audio":
+            tasks.append(asyncio.ensure_future(read_microphone(track, conv.push_mic)))
+
+    await pc.setRemoteDescription(RTCSessionDescription(**offer))
+    quicken_microphone(pc)
+    pc.addTrack(media.audio)
+    media.bind(pc.addTrack(media.video))
+    await pc.setLocalDescription(await pc.createAnswer())
+    receiver.stdin.write(json.dumps({"sdp": pc.localDescription.sdp, "type": pc.localDescription.type}) + "\n")
+    receiver.stdin.flush()
+    for _ in range(200):
+        if pc.connectionState == "connected":
+            break
+        await asyncio.sleep(0.05)
+    else:
+        raise RuntimeError(f"the receiver did not connect: {pc.connectionState}")
+    return receiver, pc
+
+
+async def _receive() -> None:
+    """``--receiver``: offer audio (silence) + video (receive only) on stdout, take the answer
+    from stdin, decode and drop everything until stdin closes."""
+    from aiortc import RTCPeerConnection, RTCSessionDescription
+    from aiortc.contrib.media import MediaBlackhole
+    from aiortc.mediastreams import AudioStreamTrack
+
+    from huma_rt.serve.worker import _loopback_candidates_only
+
+    _loopback_candidates_only()
+    pc = RTCPeerConnection()
+    sink = MediaBlackhole()
+    pc.on("track", sink.addTrack)
+    pc.addTrack(AudioStreamTrack())
+    pc.addTransceiver("video", direction="recvonly")
+    await pc.setLocalDescription(await pc.createOffer())
+    print(json.dumps({"sdp": pc.localDescription.sdp, "type": pc.localDescription.type}), flush=True)
+    loop = asyncio.get_running_loop()
+    answer = json.loads(await loop.run_in_executor(None, sys.stdin.readline))
+    await pc.setRemoteDescription(RTCSessionDescription(**answer))
+    await sink.start()
+    await loop.run_in_executor(None, sys.stdin.read)  # until the worker side closes it
+    await sink.stop()
+    await pc.close()
 
 
 def _timed(obj, name: str, acc: dict, key: str) -> None:
@@ -353,8 +456,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--profile", action="store_true", help="py-spy (native) over the answers: time by stage")
     ap.add_argument("--rate", type=int, default=100, help="py-spy samples per second")
     ap.add_argument("--stages", action="store_true", help="each stage alone, offline (no frame clock)")
+    ap.add_argument("--rtp", action="store_true",
+                    help="a real peer connection to an aiortc receiver in another process: aiortc's RTP, "
+                         "SRTP and ICE, and the microphone's decoding, counted too")  # fmt: skip
+    ap.add_argument("--receiver", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--out", type=Path, help="JSON file to write")
     args = ap.parse_args(argv)
+    if args.receiver:
+        asyncio.run(_receive())
+        return 0
     args.vp8 = dict(args.vp8)
     import torch
 
