@@ -178,6 +178,7 @@ async def _run(args) -> dict:
             n0 = len(events)
             tts0, spoken0 = models.tts.stats.compute_s, models.tts.stats.audio_s
             drawn0 = conv.stats.get("not_drawn", 0), conv.stats.get("clock_rebases", 0)
+            frames0 = conv.stats["frames"] - conv.stats.get("idle_skipped", 0)
             enc0 = media.video_stats.get("encoded", 0)
             c0, w0, p0 = thread_cpu(), time.perf_counter(), time.process_time()
             conv.ask("What is the weather like?")
@@ -193,6 +194,8 @@ async def _run(args) -> dict:
             # the voice's seconds (a TTS behind real time leaves gaps on the timeline: not counted)
             answer_s = models.tts.stats.audio_s - spoken0
             threads = _delta(c0, c1)
+            drawn = conv.stats["frames"] - conv.stats.get("idle_skipped", 0) - frames0 \
+                - (conv.stats.get("not_drawn", 0) - drawn0[0])  # fmt: skip
             threads["exited (turn: tts)"] = round(max(0.0, proc - sum(threads.values())), 3)  # gone from /proc
             start = next(e for e in events[n0:] if e["type"] == "answer_start")
             rows.append({"answer_s": round(answer_s, 3), "wall_s": round(wall, 3), "cpu_s": round(proc, 3),
@@ -201,6 +204,10 @@ async def _run(args) -> dict:
                          "tts_compute_s": round(models.tts.stats.compute_s - tts0, 3),
                          "vp8_encoded": media.video_stats.get("encoded", 0) - enc0,
                          "timeline_s": round((turn.last_sample - turn.first_sample) / AUDIO_RATE, 3),
+                         # per frame drawn / encoded: what a loaded host's skipped frames do not skew
+                         "frames_ms_per_drawn": round(1000 * threads.get("huma-frames", 0.0) / max(1, drawn), 2),
+                         "encode_ms_per_encoded": round(1000 * threads.get("huma-encode", 0.0)
+                                                        / max(1, media.video_stats.get("encoded", 0) - enc0), 2),
                          "not_drawn": conv.stats.get("not_drawn", 0) - drawn0[0],
                          "clock_rebases": conv.stats.get("clock_rebases", 0) - drawn0[1],
                          "first_frame_ms": start["server_ms"].get("first_frame")})  # fmt: skip
@@ -215,6 +222,8 @@ async def _run(args) -> dict:
                 "cpu_per_answer_s_median": statistics.median(r["cpu_per_answer_s"] for r in rows),
                 "threads_per_answer_s_median": {k: statistics.median(r["threads_per_answer_s"].get(k, 0.0) for r in rows)
                                                 for k in names},
+                "frames_ms_per_drawn_median": statistics.median(r["frames_ms_per_drawn"] for r in rows),
+                "encode_ms_per_encoded_median": statistics.median(r["encode_ms_per_encoded"] for r in rows),
                 "tts_rtf": round(sum(r["tts_compute_s"] for r in rows) / sum(r["answer_s"] for r in rows), 4)}  # fmt: skip
         result["video_stats"] = media.video_stats
         result["dropped"] = media.dropped
