@@ -20,9 +20,11 @@ tiny-en) deciding on the text. Per configuration:
 Configurations: silence alone at 0.3 / 0.5 / 0.7 s (the fixed-silence rule), and text-aware
 rules "text Q / F / L": Q s of silence after a question, F after another finished text, L after
 anything. The prompts are mostly statements (few questions), so this corpus measures the
-statement rule's cut-ins; questions are what a visitor mostly says to the avatar.
+statement rule's cut-ins; questions are what a visitor mostly says to the avatar. "energy clock
+X dB": the default rule with its silence dated from the energy drop (TurnConfig.energy_drop_db),
+beside the same rule without; ``clock early``: how far before silero's end its clock started.
 
-    python -m huma_rt.bench.turns [--limit N] [-o bench-results]
+    python -m huma_rt.bench.turns [--limit N] [--only LABEL-PART] [-o bench-results]
 """
 
 from __future__ import annotations
@@ -198,12 +200,13 @@ def run(limit: int | None = None, out_dir: Path | None = None, only: str | None 
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / "turns.json").write_text(json.dumps(result, indent=2))
         lines = ["| rule | false cut-in: all turns | one sentence | several | cut-ins / min of speech | "
-                 "latency p50 | p95 | p50 without the ASR's time | missed | WER |",
-                 "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+                 "latency p50 | p95 | p50 without the ASR's time | silence clock early p50 | missed | WER |",
+                 "|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
         for r in rows:
             lines.append(f"| {r['config']} | {r['false_cut_in_pct']} % | {r['false_cut_in_pct_one_sentence']} % | "
                          f"{r['false_cut_in_pct_several']} % | {r['cut_ins_per_min']} | {r['latency_p50_ms']} ms | "
-                         f"{r['latency_p95_ms']} ms | {r['latency_without_asr_time_p50_ms']} ms | {r['missed']} | "
+                         f"{r['latency_p95_ms']} ms | {r['latency_without_asr_time_p50_ms']} ms | "
+                         f"{r['clock_early_p50_ms']} ms | {r['missed']} | "
                          f"{r['wer']} |")  # fmt: skip
         (out_dir / "turns.md").write_text("\n".join(lines) + "\n")
     return result
