@@ -15,6 +15,11 @@ Beside them the server's stage times (ms from the last speech sample's arrival a
 whatever stages the running server reports), the page's receive statistics and the load
 average. The first spoken turn is dropped (the microphone may start mid-question). Writes
 ``serve_latency.json`` and ``serve_latency.md``.
+
+A/B of code without a command-line option (e.g. the media clock's slack): ``--tree DIR`` runs the
+server and its workers on ``DIR/huma_rt`` (a copy of the package, e.g. ``git archive HEAD
+huma_rt | tar -x -C DIR`` and one edit); alternate the arms, the machine's load moves the figures
+more than most changes do.
 """
 
 from __future__ import annotations
@@ -153,6 +158,15 @@ def summary_rows(spoken: list[dict], typed: list[dict], server: dict[int, dict])
     return rows
 
 
+def tree_env(tree: Path) -> dict[str, str]:
+    """The environment that makes ``python -m huma_rt`` (the server, its workers) import
+    ``tree/huma_rt``: PYTHONSAFEPATH keeps the working directory (the checkout) off sys.path, so
+    PYTHONPATH comes before the installed (editable) package."""
+    if not (tree / "huma_rt" / "__init__.py").is_file():
+        raise SystemExit(f"--tree {tree}: no huma_rt package in it (expected {tree / 'huma_rt' / '__init__.py'})")
+    return {"PYTHONSAFEPATH": "1", "PYTHONPATH": str(tree.resolve())}
+
+
 def run(quick: bool, out_dir: Path, turns: int | None = None, typed: int | None = None,
         serve_args: tuple[str, ...] = (), env: dict[str, str] | None = None) -> dict:  # fmt: skip
     """Measure ``turns`` spoken and ``typed`` typed turns (quick: 3 and 2; full: 8 and 5).
@@ -215,10 +229,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--typed", type=int, default=None, help="typed turns to measure (default 5; quick 2)")
     ap.add_argument("--out", type=Path, default=Path("bench-results"))
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--tree", type=Path, help="run the server from DIR/huma_rt (an A/B arm)")
     ap.add_argument("serve_args", nargs="*", help="extra huma-rt serve options (after --)")
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    record = run(a.quick, a.out, turns=a.turns, typed=a.typed, serve_args=tuple(a.serve_args))
+    env = tree_env(a.tree) if a.tree is not None else None
+    record = run(a.quick, a.out, turns=a.turns, typed=a.typed, serve_args=tuple(a.serve_args), env=env)
     print(markdown_table(record["results"]))
     print(f"load average {record['load_avg']} ({os.cpu_count()} cores); results in {a.out}")
     return 0
