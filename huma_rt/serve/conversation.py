@@ -426,7 +426,11 @@ class Conversation:
         Idle, the clock also wakes when answer audio arrives between ticks: if the idle frame of
         the last tick has not left yet and can still be replaced in time (``retract``: the
         sink takes back its packets), the answer starts at that frame's index and time instead
-        of the next tick's, up to a period sooner; timestamps stay one per period.
+        of the next tick's, up to a period sooner; timestamps stay one per period. Otherwise the
+        next tick's frame is drawn at once and handed over before its tick (``due`` ahead: the
+        media clock sends it at its time): the answer's first frame, the slowest to draw (a
+        reset session fed the answer's lookahead: 57 ms on the quiet 2-core machine, more than
+        the media clock's 50 ms), was drawn only from its tick, and left late with its audio.
         """
         session, spf = self._session, self.spf
         period = 1.0 / self.fps
@@ -445,7 +449,7 @@ class Conversation:
         start_s = 0.025  # moving average: an answer's first frame drawn, from the reset to the sink
         t_next = time.perf_counter()
         while not self._stop.is_set():
-            retaken = False
+            retaken = early = False
             delay = t_next - time.perf_counter()
             if delay > 0:
                 if idle_due is not None and self.retract is not None:
@@ -456,9 +460,7 @@ class Conversation:
                     if woke and self._answer.starting():
                         # its audio leaves 6.5 ms before its picture: that is for VP8
                         retaken = self.retract((index - 1) / self.fps, start_s + 0.005)
-                        if not retaken:
-                            idle_due = None  # too late for this one: wait for the tick
-                            continue
+                        early = not retaken  # too late for that one: the next tick's, drawn now
                     elif woke:
                         continue
                 elif self._stop.wait(delay):
@@ -483,6 +485,8 @@ class Conversation:
                 # time; the browser holds the last picture. Audio that arrives late is
                 # concealed, a frame that is missing is not seen.
                 behind = delay < -period
+                if early:
+                    self.stats["drawn_ahead"] = self.stats.get("drawn_ahead", 0) + 1
             idle_due = None
             began = time.perf_counter()
             got, marks = self._answer.take(spf, chunk)

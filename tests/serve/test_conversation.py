@@ -381,3 +381,74 @@ def test_an_answer_starts_in_the_idle_frame_not_yet_sent(conv_parts):
     for kind in ("video", "audio"):
         assert np.all(np.diff(sent[kind]) > 0), f"{kind}: what leaves is in order, never twice"
     assert np.allclose(np.diff(sent["audio"]), 0.02), "audio: one 20 ms packet after another"
+
+
+def test_an_answer_too_late_for_the_idle_frame_is_drawn_before_its_tick(conv_parts):
+    """With no time left to take over the last idle frame (a media clock without slack), the
+    answer's first frame is drawn as soon as its audio comes and handed over before its tick
+    (less than a period ahead), not from the tick on; the tracks still send one frame per
+    period, in order, each at its time."""
+    import asyncio
+
+    from huma_rt.serve.encode import Vp8Config
+    from huma_rt.serve.peer import AUDIO_RATE, AvatarMedia, MediaClock
+
+    avatar, tts = conv_parts
+    loop = asyncio.new_event_loop()
+    runner = threading.Thread(target=loop.run_forever, daemon=True)
+    runner.start()
+    media = AvatarMedia(loop, fps=25, clock=MediaClock(delay_s=0.0), vp8=Vp8Config(settle_frames=2))
+    sent: dict[str, list[tuple[float, float]]] = {"video": [], "audio": []}  # (pts, returned at)
+
+    async def drain(track, scale):
+        while True:
+            pts = (await track.recv()).pts / scale
+            sent[track.kind].append((pts, time.perf_counter()))
+
+    for track, scale in ((media.video, 90000), (media.audio, AUDIO_RATE)):
+        asyncio.run_coroutine_threadsafe(drain(track, scale), loop)
+    calls: list[tuple[int, float, float, bool]] = []  # index, due, called, still
+    ticked = threading.Event()
+
+    def sink(index, pts, rgb, audio, due=None, still=False):
+        calls.append((index, due, time.perf_counter(), still))
+        media.push(index, pts, rgb, audio, due, still=still)
+        ticked.set()
+
+    events: list[dict] = []
+    conv = Conversation(avatar, tts, ScriptedResponder(["Sure."] * 4), None, sink, events.append, ConversationConfig())
+    conv.retract = media.retract
+    conv.start()
+    try:
+        for _ in range(4):
+            _wait(lambda: media._vp8.held >= 3 and calls[-1][3], 60, "the rest pose resent")
+            ticked.clear()
+            ticked.wait(1.0)
+            n = len(events)
+            conv.ask("What is two plus two?")
+            _wait(lambda n=n: any(e["type"] == "answer_end" for e in events[n:]), 60, "the answer to end")
+            if conv.stats.get("drawn_ahead", 0) >= 2:
+                break
+    finally:
+        conv.stop()
+        loop.call_soon_threadsafe(loop.stop)
+        runner.join(5)
+        media.close()
+    assert conv.stats.get("retaken", 0) == 0 and media.retracted == 0, "no slack: nothing to take over"
+    assert conv.stats.get("drawn_ahead", 0) >= 1, conv.stats
+    indices = [c[0] for c in calls]
+    assert indices == list(range(len(indices))), "one frame per tick, none twice"
+    by_index = {c[0]: c for c in calls}
+    starts = [by_index[round(e["pts"] * 25)] for e in events if e["type"] == "answer_start"]
+    ahead = [due - called for _, due, called, _ in starts if called < due]
+    assert ahead, "an answer's first frame was handed over before its tick"
+    assert all(0 < a < 1 / 25 + 0.005 for a in ahead), ahead  # from the tick before it at the earliest
+    # each frame is one period after the last on the clock, whenever it was drawn
+    due = np.array([c[1] for c in calls])
+    assert np.all(np.diff(due) > 1 / 25 - 1e-6)
+    for kind in ("video", "audio"):
+        pts = np.array([p for p, _ in sent[kind]])
+        assert np.all(np.diff(pts) > 0), f"{kind}: what leaves is in order, never twice"
+    # a frame drawn ahead still leaves at its time: never before the media clock says so
+    t0 = media.clock.t0
+    assert all(at >= t0 + p - 0.002 for p, at in sent["video"] + sent["audio"])
