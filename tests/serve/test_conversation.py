@@ -385,9 +385,9 @@ def test_an_answer_starts_in_the_idle_frame_not_yet_sent(conv_parts):
 
 def test_an_answer_too_late_for_the_idle_frame_is_drawn_before_its_tick(conv_parts):
     """With no time left to take over the last idle frame (a media clock without slack), the
-    answer's first frame is drawn as soon as its audio comes and handed over before its tick
-    (less than a period ahead), not from the tick on; the tracks still send one frame per
-    period, in order, each at its time."""
+    answer's first frame is drawn as soon as its audio comes (the session is reset from its
+    rest pose for it before its tick, less than a period ahead), not from the tick on; the
+    tracks still send one frame per period, in order, each at its time."""
     import asyncio
 
     from huma_rt.serve.encode import Vp8Config
@@ -418,6 +418,14 @@ def test_an_answer_too_late_for_the_idle_frame_is_drawn_before_its_tick(conv_par
     events: list[dict] = []
     conv = Conversation(avatar, tts, ScriptedResponder(["Sure."] * 4), None, sink, events.append, ConversationConfig())
     conv.retract = media.retract
+    session, resets = conv._session, []  # when each answer's first frame began to be drawn
+    real_reset = session.reset
+
+    def reset():
+        resets.append(time.perf_counter())
+        real_reset()
+
+    session.reset = reset
     conv.start()
     try:
         for _ in range(4):
@@ -439,9 +447,10 @@ def test_an_answer_too_late_for_the_idle_frame_is_drawn_before_its_tick(conv_par
     indices = [c[0] for c in calls]
     assert indices == list(range(len(indices))), "one frame per tick, none twice"
     by_index = {c[0]: c for c in calls}
-    starts = [by_index[round(e["pts"] * 25)] for e in events if e["type"] == "answer_start"]
-    ahead = [due - called for _, due, called, _ in starts if called < due]
-    assert ahead, "an answer's first frame was handed over before its tick"
+    starts = [by_index[round(e["pts"] * 25)][1] for e in events if e["type"] == "answer_start"]
+    assert len(resets) == len(starts), (resets, starts)  # one reset per answer, from the rest pose
+    ahead = [due - began for began, due in zip(resets, starts, strict=True) if began < due]
+    assert len(ahead) >= conv.stats["drawn_ahead"], "an answer's first frame was begun before its tick"
     assert all(0 < a < 1 / 25 + 0.005 for a in ahead), ahead  # from the tick before it at the earliest
     # each frame is one period after the last on the clock, whenever it was drawn
     due = np.array([c[1] for c in calls])
