@@ -19,7 +19,9 @@ A frame clock behind real time (a loaded host) does not draw some frames (``not_
 answers cost less than they would. ``--idle S`` first measures S seconds of idle (CPU per wall second) for
 comparison. ``--profile`` samples the process with py-spy (native frames) over the answers and
 splits the samples by stage (``STAGES``: the avatar's networks, the rasterizer, VP8, Opus,
-TTS, ...). Works with an older tree on PYTHONPATH (``PYTHONSAFEPATH=1 PYTHONPATH=/tmp/base``)
+TTS, ...). A rough guide only: native stacks need py-spy to pause the process for each sample
+(measured: Piper's real-time factor 0.2 -> 2.8 under it), and unresolved libc leaves (waits and
+copies alike) land in "other"; ``--stages`` is the split to quote. Works with an older tree on PYTHONPATH (``PYTHONSAFEPATH=1 PYTHONPATH=/tmp/base``)
 for A/B runs of the code.
 """
 
@@ -118,6 +120,10 @@ async def _run(args) -> dict:
     from huma_rt.serve.peer import AUDIO_RATE, AvatarMedia
     from huma_rt.serve.worker import WorkerConfig, _Models
 
+    if args.audio_ms != 20:  # an experiment: peer.py reads its packet size from this global
+        import huma_rt.serve.peer as peer
+
+        peer.AUDIO_FRAME = args.audio_ms * AUDIO_RATE // 1000
     bundle, _ = ensure_bundle()
     cfg = WorkerConfig(bundle=str(bundle), responder="scripted", responder_options={"replies": [args.reply]},
                        threads=args.threads, tts_threads=args.tts_threads)  # fmt: skip
@@ -161,7 +167,8 @@ async def _run(args) -> dict:
                  asyncio.ensure_future(microphone())]  # fmt: skip
     conv.start()
     result: dict = {"load_before": os.getloadavg(), "tree": __import__("huma_rt").__file__, "vp8": vars(vp8),
-                    "threads": args.threads, "tts_threads": args.tts_threads, "reply": args.reply}  # fmt: skip
+                    "threads": args.threads, "tts_threads": args.tts_threads, "reply": args.reply,
+                    "audio_ms": args.audio_ms}  # fmt: skip
     spy = None
     try:
         await asyncio.sleep(args.settle)
@@ -411,7 +418,7 @@ def _start_spy(args):
         raise SystemExit("--profile needs py-spy (pip install py-spy)")
     raw = Path(tempfile.mkdtemp(prefix="worker_cost_")) / "profile.txt"
     cmd = [exe, "record", "--pid", str(os.getpid()), "--rate", str(args.rate), "--format", "raw",
-           "--output", str(raw), "--nonblocking", "--native", "--threads"]  # fmt: skip
+           "--output", str(raw), "--native", "--threads"]  # fmt: skip (native stacks need blocking samples)
     return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE), raw
 
 
@@ -439,7 +446,7 @@ def _by_thread(raw: Path) -> dict:
         stack, _, n = line.rpartition(" ")
         if not n.isdigit() or not stack.strip() or any(k in stack.split(";")[-1] for k in WAITING):
             continue
-        thread = stack.split(";")[0].split(" ")[0]
+        thread = stack.split(";")[0][:60]
         stage = next((name for name, keys in STAGES if any(k in stack for k in keys)), "other")
         table.setdefault(thread, Counter())[stage] += int(n)
     return {t: dict(c.most_common()) for t, c in table.items()}
@@ -463,12 +470,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tts-threads", type=int, default=1)
     ap.add_argument("--vp8", type=_kv, action="append", default=[], help="a Vp8Config field, KEY=INT")
     ap.add_argument("--profile", action="store_true", help="py-spy (native) over the answers: time by stage")
-    ap.add_argument("--rate", type=int, default=100, help="py-spy samples per second")
+    ap.add_argument("--rate", type=int, default=50, help="py-spy samples per second (each pauses the process)")
     ap.add_argument("--stages", action="store_true", help="each stage alone, offline (no frame clock)")
     ap.add_argument("--rtp", action="store_true",
                     help="a real peer connection to an aiortc receiver in another process: aiortc's RTP, "
                          "SRTP and ICE, and the microphone's decoding, counted too")  # fmt: skip
     ap.add_argument("--receiver", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--audio-ms", type=int, default=20, choices=(20, 40),
+                    help="Opus packet length (an experiment: huma_rt.serve.peer.AUDIO_FRAME is set for this run)")  # fmt: skip
     ap.add_argument("--out", type=Path, help="JSON file to write")
     args = ap.parse_args(argv)
     if args.receiver:
