@@ -40,9 +40,9 @@ VP8_EFLAG_NO_UPD_ENTROPY = 1 << 20
 VP8_EFLAG_NO_UPD_GF = 1 << 22
 VP8_EFLAG_NO_UPD_ARF = 1 << 23
 # swscale's chroma is filtered across rows: a chroma sample up to YUV_REACH pixels outside the
-# changed box changes too, so that much more is pasted; and the pasted box's own edge rows read
-# YUV_MARGIN pixels beyond it, so that much more is converted (checked bit-exact on the demo
-# avatar talking: tests/serve/test_encode.py)
+# changed box changes too, so that much more is pasted; the part converted reaches YUV_MARGIN
+# pixels beyond that (tests/serve/test_encode.py: bit-identical planes; 0 fails, 2 and 0 are
+# enough there, kept wider for other sizes and swscale builds)
 YUV_REACH = 4
 YUV_MARGIN = 8
 DISPLAY_ONLY = VP8_EFLAG_NO_UPD_LAST | VP8_EFLAG_NO_UPD_GF | VP8_EFLAG_NO_UPD_ARF | VP8_EFLAG_NO_UPD_ENTROPY
@@ -98,10 +98,9 @@ class Vp8Stream:
         self.target_bitrate = self.config.bitrate
         self._codec = None
         self._frames = 0  # pictures given to libvpx (its own contiguous clock: rate control)
-        self._last: np.ndarray | None = None  # the last picture given to libvpx
+        self._yuv = Yuv420()  # the last picture given to libvpx (rgb and yuv420p)
         self._same = 0  # how many times in a row it was given the same picture
-        self._held: bytes | None = None  # the display-only frame of _last
-        self._yuv: list[np.ndarray] | None = None  # _last in yuv420p (Y, U, V planes)
+        self._held: bytes | None = None  # the display-only frame of the last picture
         self._keyframe = False
         self.encoded = self.held = self.keyframes = self.requests = self.restarts = 0
 
@@ -149,9 +148,9 @@ class Vp8Stream:
         av = self._av
         if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
             raise InputError(f"expected an RGB picture [H, W, 3] uint8; got {rgb.shape} {rgb.dtype}")
-        box = None  # the rows and columns where rgb differs from _last (None: not compared)
-        if same is None or self._last is None or self._last.shape != rgb.shape:
-            box = self._changed(rgb)
+        box = None  # the rows and columns where rgb differs from the last picture (None: not compared)
+        if same is None or self._yuv.rgb is None or self._yuv.rgb.shape != rgb.shape:
+            box = self._yuv.changed(rgb)
             same = box is not None and box[0] == box[1]
         keyframe, self._keyframe = self._keyframe, False
         h, w = rgb.shape[:2]
@@ -171,9 +170,9 @@ class Vp8Stream:
             self._same += 1
         else:
             self._same = 0
-            self._convert(rgb, box)
+            self._yuv.update(rgb, box)
         self._held = None
-        frame = self._frame()
+        frame = self._yuv.frame()
         frame.pts, frame.time_base = self._frames, self._codec.time_base
         self._frames += 1
         hold = same and self._same >= self.config.settle_frames and not keyframe
@@ -189,10 +188,33 @@ class Vp8Stream:
             self._held = data
         return self._packet(data, pts)
 
-    def _changed(self, rgb: np.ndarray) -> tuple[int, int, int, int] | None:
-        """(y0, y1, x0, x1): the rows and columns where ``rgb`` differs from ``_last``
-        (y0 == y1: nowhere); None: nothing to compare with (no picture of this size yet)."""
-        last = self._last
+    def _packet(self, data: bytes, pts: float):
+        p = self._av.Packet(data)
+        p.pts = round(pts * 90000)
+        p.time_base = VIDEO_TIME_BASE
+        return p
+
+
+class Yuv420:
+    """The last picture of a video track, as rgb and as yuv420p planes, kept up to date by
+    converting only what changed.
+
+    ``rgb`` [H, W, 3] uint8 and ``planes`` [Y (H, W), U (H/2, W/2), V (H/2, W/2)] uint8 (None
+    before the first ``update``). ``changed(rgb)`` finds the box that differs, ``update(rgb,
+    box)`` converts that box and pastes it, ``frame()`` is an av.VideoFrame of the planes."""
+
+    def __init__(self) -> None:
+        self._av = require("av", "huma-rt serve (video encoding)")
+        self.rgb: np.ndarray | None = None
+        self.planes: list[np.ndarray] | None = None
+        self._box: tuple[int, int, int, int] | None = None  # (y0, y1, x0, x1) pasted since the last whole one
+        self._sws = self._av.video.reformatter.VideoReformatter()  # keeps its context while sizes hold
+
+    def changed(self, rgb: np.ndarray) -> tuple[int, int, int, int] | None:
+        """(y0, y1, x0, x1): the rows and columns where ``rgb`` [H, W, 3] uint8 differs from
+        ``self.rgb`` (y0 == y1: nowhere; a pixel or two wider than exact); None: nothing to
+        compare with (no picture of this size yet)."""
+        last = self.rgb
         if last is None or last.shape != rgb.shape:
             return None
         h, w = rgb.shape[:2]
@@ -208,45 +230,47 @@ class Vp8Stream:
         cols = np.flatnonzero(ne[y0:y1].any(axis=0))
         return y0, y1, int(cols[0]) * word // 3, min(w, -(-(int(cols[-1]) + 1) * word // 3))
 
-    def _convert(self, rgb: np.ndarray, box: tuple[int, int, int, int] | None) -> None:
-        """Keep ``_last`` (rgb) and ``_yuv`` (its yuv420p planes) up to date with ``rgb``.
+    def update(self, rgb: np.ndarray, box: tuple[int, int, int, int] | None = None) -> None:
+        """Make ``rgb`` [H, W, 3] uint8 the picture held; ``box``: where it differs from the
+        one held before (``changed``), None: convert it whole.
 
         A talking avatar changes ~15 % of the picture (the mouth and jaw): only the changed box
         is converted (libswscale, as for the whole picture) and pasted: that box widened by
         ``YUV_REACH`` (chroma is filtered across rows), converted with ``YUV_MARGIN`` pixels more
-        around it. The planes are bit-identical to converting the whole picture."""
+        around it. The planes are bit-identical to converting the whole picture. The box only
+        grows (the union of the boxes since the last whole picture: the mouth's range), so that
+        one swscale context serves every frame (making one took 0.3-0.5 ms a frame)."""
         av = self._av
         h, w = rgb.shape[:2]
-        if box is None or self._yuv is None or h % 2 or w % 2:
-            self._last = rgb.copy()
-            self._yuv = _planes(av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format="yuv420p"))
+        if box is None or self.planes is None or self.rgb.shape != rgb.shape or h % 2 or w % 2:
+            self.rgb = rgb.copy()
+            self._box = None
+            self.planes = _planes(self._sws.reformat(av.VideoFrame.from_ndarray(rgb, format="rgb24"), format="yuv420p"))
             return
         r, m = YUV_REACH, YUV_REACH + YUV_MARGIN
         y0, y1 = max(0, (box[0] - r) // 2 * 2), min(h, -(-(box[1] + r) // 2) * 2)
         x0, x1 = max(0, (box[2] - r) // 2 * 2), min(w, -(-(box[3] + r) // 2) * 2)
-        my0, my1 = max(0, y0 - m), min(h, y1 + m)
-        mx0, mx1 = max(0, x0 - m), min(w, x1 + m)
-        np.copyto(self._last[y0:y1, x0:x1], rgb[y0:y1, x0:x1])
+        if self._box is not None:
+            y0, y1, x0, x1 = min(y0, self._box[0]), max(y1, self._box[1]), min(x0, self._box[2]), max(x1, self._box[3])
+        self._box = (y0, y1, x0, x1)
+        # converted from even rows and columns: the part's chroma samples are the picture's
+        my0, my1 = max(0, (y0 - m) // 2 * 2), min(h, y1 + m)
+        mx0, mx1 = max(0, (x0 - m) // 2 * 2), min(w, x1 + m)
+        np.copyto(self.rgb[y0:y1, x0:x1], rgb[y0:y1, x0:x1])
         part = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb[my0:my1, mx0:mx1]), format="rgb24")
-        yp, up, vp = _planes(part.reformat(format="yuv420p"))
-        self._yuv[0][y0:y1, x0:x1] = yp[y0 - my0 : y1 - my0, x0 - mx0 : x1 - mx0]
+        yp, up, vp = _planes(self._sws.reformat(part, format="yuv420p"))
+        self.planes[0][y0:y1, x0:x1] = yp[y0 - my0 : y1 - my0, x0 - mx0 : x1 - mx0]
         cy0, cy1, cx0, cx1 = (y0 - my0) // 2, (y1 - my0) // 2, (x0 - mx0) // 2, (x1 - mx0) // 2
-        self._yuv[1][y0 // 2 : y1 // 2, x0 // 2 : x1 // 2] = up[cy0:cy1, cx0:cx1]
-        self._yuv[2][y0 // 2 : y1 // 2, x0 // 2 : x1 // 2] = vp[cy0:cy1, cx0:cx1]
+        self.planes[1][y0 // 2 : y1 // 2, x0 // 2 : x1 // 2] = up[cy0:cy1, cx0:cx1]
+        self.planes[2][y0 // 2 : y1 // 2, x0 // 2 : x1 // 2] = vp[cy0:cy1, cx0:cx1]
 
-    def _frame(self):
-        """A new yuv420p av.VideoFrame holding ``_yuv`` (libvpx gets a frame of its own)."""
-        y = self._yuv[0]
+    def frame(self):
+        """A new yuv420p av.VideoFrame holding ``planes`` (libvpx gets a frame of its own)."""
+        y = self.planes[0]
         frame = self._av.VideoFrame(y.shape[1], y.shape[0], "yuv420p")
-        for plane, src in zip(frame.planes, self._yuv, strict=True):
+        for plane, src in zip(frame.planes, self.planes, strict=True):
             np.frombuffer(plane, np.uint8).reshape(plane.height, plane.line_size)[:, : plane.width] = src
         return frame
-
-    def _packet(self, data: bytes, pts: float):
-        p = self._av.Packet(data)
-        p.pts = round(pts * 90000)
-        p.time_base = VIDEO_TIME_BASE
-        return p
 
 
 def _planes(frame) -> list[np.ndarray]:

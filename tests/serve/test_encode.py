@@ -12,7 +12,7 @@ import pytest
 av = pytest.importorskip("av")
 
 from huma_rt.errors import InputError  # noqa: E402
-from huma_rt.serve.encode import OpusStream, Vp8Config, Vp8Stream, vp8_frame_header  # noqa: E402
+from huma_rt.serve.encode import OpusStream, Vp8Config, Vp8Stream, Yuv420, vp8_frame_header  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -71,25 +71,45 @@ def test_an_unchanged_picture_is_resent_and_decodes_exactly_as_encoded(pictures,
     assert err < 4.0, f"the held frame shows the rest pose {err:.2f} levels off on average"
 
 
-def test_only_the_changed_box_is_converted_and_the_packets_are_those_of_whole_pictures(pictures):
-    """The encoder converts to yuv420p only the box that changed since the last picture (the
-    mouth); ``same=False`` makes it convert whole pictures. Both must give the same bytes."""
-    rest, talk = pictures
+def _changes(rest, talk):
+    """Pictures in order: the rest pose, noisy boxes as the first changes after it (the held box
+    only grows, so a box's edges are tested where it is the first change), the avatar talking,
+    one pixel flipped at the picture's edges, the rest pose again."""
     rng = np.random.default_rng(0)
-    edits = []
-    for y, x in ((0, 0), (511, 511), (0, 300), (257, 0), (511, 5)):  # one pixel at the edges
+    seq = [rest]
+    for y0, y1, x0, x1 in ((200, 233, 101, 170), (41, 62, 300, 333), (7, 10, 3, 4)):
+        pic = rest.copy()
+        pic[y0:y1, x0:x1] = rng.integers(0, 256, (y1 - y0, x1 - x0, 3), dtype=np.uint8)
+        seq.append(pic)
+    seq += talk
+    for y, x in ((0, 0), (511, 511), (0, 300), (257, 0), (511, 5)):
         pic = talk[-1].copy()
         pic[y, x] = 255 - pic[y, x]
-        edits.append(pic)
-    blob = talk[-1].copy()  # a noisy box in the middle: every chroma sample around it matters
-    blob[200:233, 101:170] = rng.integers(0, 256, (33, 69, 3), dtype=np.uint8)
-    seq = [rest, *talk, *edits, blob, rest]
+        seq.append(pic)
     assert all(p.shape == (512, 512, 3) for p in seq), "the edge edits assume the demo avatar's 512 x 512"
+    return seq + [rest]
+
+
+def test_only_the_changed_box_is_converted_and_the_planes_are_those_of_whole_pictures(pictures):
+    rest, talk = pictures
+    held = Yuv420()
+    for i, rgb in enumerate(_changes(rest, talk)):
+        held.update(rgb, held.changed(rgb))
+        whole = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format="yuv420p")
+        for k, (plane, mine) in enumerate(zip(whole.planes, held.planes, strict=True)):
+            ref = np.frombuffer(plane, np.uint8).reshape(plane.height, plane.line_size)[:, : plane.width]
+            bad = np.argwhere(ref != mine)
+            assert not bad.size, f"picture {i}, plane {'YUV'[k]}: {len(bad)} samples differ, first at {bad[0]}"
+        assert np.array_equal(held.rgb, rgb)
+    assert held.changed(rest) == (0, 0, 0, 0)
+
+
+def test_vp8_of_the_converted_box_is_that_of_whole_pictures(pictures):
+    rest, talk = pictures
     boxed, whole = Vp8Stream(), Vp8Stream()
-    for i, rgb in enumerate(seq):
+    for i, rgb in enumerate(_changes(rest, talk)):  # same=False: the whole picture is converted
         a, b = boxed.encode(rgb, i / 25), whole.encode(rgb, i / 25, same=False)
         assert bytes(a) == bytes(b), f"picture {i}: VP8 of the converted box differs from the whole picture's"
-    assert boxed.encoded == len(seq)
 
 
 def test_keyframe_request_and_a_new_bitrate_while_holding(pictures):
