@@ -14,6 +14,9 @@ then only packetizes them):
   hold the same references when the next picture changes (checked with two decoders in
   ``tests/serve/test_encode.py``). libvpx takes per-frame flags through FFmpeg's ``vp8-flags``
   frame metadata, which PyAV can only set through a filter graph (``metadata`` filter).
+- **Talking.** Only the mouth and jaw change (~15 % of the picture): only that box is converted
+  to yuv420p (``Yuv420``, bit-identical to converting the whole picture), and libvpx runs
+  without its denoiser and skips unchanged macroblocks (``Vp8Config``): ~6 -> ~3 ms a frame.
 - **Audio.** aiortc's Opus encoder resamples to 48 kHz through a resampler that hands out
   960-sample frames: it holds back one 20 ms packet, so every packet left 20 ms after its time on
   the media clock (and RTCP stamped it 20 ms late). Opus codes 16 kHz directly; its RTP clock is
