@@ -22,7 +22,7 @@ from huma_rt.errors import FormatError
 
 from .face_articulation import ARTICULATION, FEATURES
 
-SCHEMA = 2  # 2: mouth_width
+SCHEMA = 2  # 2: mouth_width (files of schema 1 load with it NaN)
 # reason codes of invalid frames (index = code)
 REASONS = ("ok", "no_face", "faces", "low_confidence", "mouth_occluded", "jump", "turned")
 REASON_TEXT = {
@@ -132,9 +132,11 @@ class Tracks:
             meta = json.loads(str(data.pop("meta")))
         except (KeyError, ValueError) as exc:
             raise FormatError(f"{path}: tracks file without readable metadata ({exc})") from None
-        if meta.get("schema") != SCHEMA or tuple(meta.get("articulation", ())) != ARTICULATION:
+        if meta.get("schema") not in (1, SCHEMA) or tuple(meta.get("articulation", ())) != ARTICULATION:
             raise FormatError(f"{path}: tracks schema {meta.get('schema')} with articulation "
                               f"{meta.get('articulation')}; expected schema {SCHEMA} with {ARTICULATION}")  # fmt: skip
+        if meta["schema"] == 1 and "times" in data:  # before the colour width: not measured there
+            data.setdefault("mouth_width", np.full(len(data["times"]), np.nan, np.float32))
         missing = [f.name for f in fields(cls) if f.name not in ("rest", "config") and f.name not in data]
         if missing:
             raise FormatError(f"{path}: tracks file lacks {missing}")

@@ -4,6 +4,7 @@ the eyes, refused frames with their reasons, resume, the .npz round trip, the re
 from __future__ import annotations
 
 import itertools
+import json
 
 import numpy as np
 import pytest
@@ -267,6 +268,16 @@ def test_tracks_round_trip_and_refuse_bad_files(cap13_tracks, tmp_path):
         a, b = getattr(cap13_tracks, name), getattr(back, name)
         assert a.dtype == b.dtype
         np.testing.assert_array_equal(a, b)
+    with np.load(path) as z:  # a file of schema 1 (before mouth_width) still loads
+        old = {k: z[k] for k in z.files if k != "mouth_width"}
+    meta = json.loads(str(old["meta"]))
+    old["meta"] = np.array(json.dumps({**meta, "schema": 1}))
+    np.savez(tmp_path / "old.npz", **old)
+    assert np.isnan(Tracks.load(tmp_path / "old.npz").mouth_width).all()
+    old["meta"] = np.array(json.dumps({**meta, "schema": 0}))
+    np.savez(tmp_path / "older.npz", **old)
+    with pytest.raises(FormatError, match="schema 0"):
+        Tracks.load(tmp_path / "older.npz")
     path.write_bytes(b"junk")
     with pytest.raises(FormatError, match="not a tracks file"):
         Tracks.load(path)
