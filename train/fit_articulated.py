@@ -43,10 +43,10 @@ Decisions:
   tri-plane box = the dynamic Gaussians' bounds plus ``bbox_margin`` x their extent; the
   learning rate warms up over 5 % of the iterations and decays by a cosine to 5 %.
 - Held-out frames: every ``holdout_every``-th usable frame (the static fit's split when the
-  same k), never trained on; metrics (articulated_eval.py): PSNR/SSIM whole, face (the face
-  mattes, as fit_static), face_wide (the widened training matte), head, mouth, eyes and region
-  (the dynamic footprint), for the articulated avatar and for the static one (zero deltas) on
-  the same frames.
+  same k), never trained on; metrics (heldout_eval.py, the static fit's evaluator): PSNR/SSIM
+  whole, face (the face mattes), face_wide (the widened training matte), head, mouth, eyes and
+  region (the dynamic footprint), for the articulated avatar and for the static one (zero
+  deltas) on the same frames.
 - Checkpoints (``articulated.ckpt.pt``: networks, canonical parameters, Adam state, random
   states, history) every ``checkpoint_every`` iterations; ``resume=True`` continues from it and
   ends where an uninterrupted run ends. torch runs 1 intra-op thread by default (as fit_static:
@@ -73,7 +73,6 @@ from huma_rt.errors import FormatError, InputError
 from huma_rt.gaussians import Camera, Gaussians
 from huma_rt.model_config import DeformerConfig
 
-from .articulated_eval import evaluate
 from .articulated_region import (
     dynamic_gaussians,
     face_height,
@@ -86,6 +85,7 @@ from .articulated_region import (
 from .fit_pose import render_view
 from .fit_static import StaticFitConfig, StaticFitResult
 from .fit_views import StaticFitData, Views, background_plate, split_views
+from .heldout_eval import evaluate
 from .losses import ssim_map
 
 __all__ = ["ArticulatedFitConfig", "ArticulatedFitResult", "fit_articulated", "render_articulated", "CHECKPOINT"]

@@ -23,10 +23,12 @@ Poses: each frame's tracked pose is corrected by a small rotation + shift in hea
 the result's ``head_quat`` / ``head_trans``, which the later stages use.
 
 Held-out frames: every ``holdout_every``-th valid frame is never trained on; PSNR/SSIM on them
-(whole frame, and face = the data's face_mattes, else its mattes, > 0.5) at the fit's
-resolution are in ``result.metrics``, at their poses refined after the fit with the avatar
-frozen (``pose.holdout_steps``: a photometric tracker, pose only) and, under
-``metrics["tracked_pose"]``, at the tracked poses.
+at the fit's resolution (train/heldout_eval.py, the articulated fit's evaluator: whole frame,
+face = the tracker's matte, face_wide = the training matte, head without the collar, mouth and
+eyes) are in ``result.metrics``, at their poses refined after the fit with the avatar frozen
+(``pose.holdout_steps``: a photometric tracker, pose only) and, under
+``metrics["tracked_pose"]``, at the tracked poses (scored on the refinement's first render,
+which is at the tracked pose: the held-out set is rendered once more, not twice).
 Checkpoints (``static.ckpt.pt``: parameters, Adam state, densification statistics, random
 states) every ``checkpoint_every`` iterations and at the end; ``resume=True`` continues from it.
 """
@@ -52,7 +54,8 @@ from .densify import DensifyConfig, densify_and_prune, reset_opacity
 from .fit_pose import pose_gaussians, render_view
 from .fit_views import StaticFitData, Views, background_plate, split_views
 from .gaussian_init import init_gaussians
-from .losses import photometric_loss, psnr, ssim
+from .heldout_eval import Scorer, evaluate, summarise
+from .losses import photometric_loss
 from .pose_refine import (
     PoseRefineConfig,
     RowAdam,
@@ -163,31 +166,6 @@ def _make_optimizer(params: dict[str, torch.nn.Parameter], cfg: StaticFitConfig,
 def _means_lr(cfg: StaticFitConfig, extent: float, it: int) -> float:
     f = min(it / max(cfg.iterations, 1), 1.0)
     return extent * math.exp((1 - f) * math.log(cfg.lr_means) + f * math.log(max(cfg.lr_means_final, 1e-30)))
-
-
-def evaluate(params: dict[str, torch.Tensor], views: Views, index: np.ndarray, background: torch.Tensor,
-             sh_degree: int, delta: torch.Tensor | None = None) -> dict:
-    """PSNR/SSIM of the renders of frames ``index`` against them: whole frame and face (matte),
-    at the tracked poses corrected by ``delta`` [T,6] (None: the tracked poses)."""
-    rows = []
-    with torch.no_grad():
-        for i in index:
-            q, t = views.quat[i], views.trans[i]
-            if delta is not None:
-                q, t = apply_delta(q, t, delta[i])
-            img = render_view(params, views.camera, q, t, background, sh_degree).image
-            img = img.clamp(0, 1)
-            truth, m = views.target(int(i)), views.face_matte(int(i))
-            row = {"frame": int(i), "psnr": psnr(img, truth), "ssim": ssim(img, truth)}
-            if m is not None:
-                row.update(psnr_face=psnr(img, truth, m), ssim_face=ssim(img, truth, m))
-            rows.append(row)
-    out: dict = {"frames": rows}
-    for key in ("psnr", "ssim", "psnr_face", "ssim_face"):
-        vals = [r[key] for r in rows if key in r]
-        if vals:
-            out[key] = float(np.mean(vals))
-    return out
 
 
 def _save(path: Path, state: dict) -> None:
@@ -331,15 +309,9 @@ def _fit(data: StaticFitData, cfg: StaticFitConfig, out_dir, resume: bool, progr
             checkpoint(it)
     checkpoint(cfg.iterations)
     seconds = time.perf_counter() - t0
-    if held.size and pcfg.holdout_steps:
-        # a photometric tracker on frames the Gaussians never saw (pose only, avatar frozen)
-        delta = refine_poses(frame_loss(cfg.sh_degree), views.quat, views.trans, delta, held, pcfg.holdout_steps,
-                             lr_pose, extent, pcfg.prior)  # fmt: skip
-    metrics = evaluate(params, views, held, plate, cfg.sh_degree, delta) if held.size else {}
+    metrics = _held_out(params, views, held, plate, cfg, delta, lr_pose, extent, data.anchors) if held.size else {}
     if held.size:
-        tracked = evaluate(params, views, held, plate, cfg.sh_degree)
-        metrics["tracked_pose"] = {k: v for k, v in tracked.items() if k != "frames"}
-        metrics["held_out_pose"] = "refined" if pcfg.holdout_steps else "tracked"
+        delta = metrics.pop("delta")
     metrics["pose_correction"] = _correction_size(delta, train, held, extent)
     log.info("static fit: held-out PSNR %s dB (face %s); at the tracked poses %s (face %s); corrections %s",
              metrics.get("psnr"), metrics.get("psnr_face"), metrics.get("tracked_pose", {}).get("psnr"),
@@ -351,6 +323,40 @@ def _fit(data: StaticFitData, cfg: StaticFitConfig, out_dir, resume: bool, progr
                                                         delta[rows].numpy())  # fmt: skip
     return StaticFitResult(_to_gaussians(params, cfg.sh_degree), plate.numpy(), views.camera, metrics, history,
                            train, held, seconds, head_quat, head_trans)  # fmt: skip
+
+
+def _held_out(params: dict[str, torch.Tensor], views: Views, held: np.ndarray, plate: torch.Tensor,
+              cfg: StaticFitConfig, delta: torch.Tensor, lr_pose: torch.Tensor, extent: float,
+              anchors: np.ndarray | None) -> dict:
+    """Held-out metrics (heldout_eval.py's regions) at the refined poses and, under
+    ``tracked_pose``, at the tracked ones; "delta": the corrections [T,6] with the held-out rows
+    refined (pose.holdout_steps > 0)."""
+    frozen = {k: p.detach() for k, p in params.items()}
+    scorer, pcfg = Scorer(views, anchors), cfg.pose
+    if not pcfg.holdout_steps:
+        metrics = evaluate(lambda i: frozen, cfg.sh_degree, views, held, plate, anchors=anchors)
+        return {**metrics, "tracked_pose": _means(metrics), "held_out_pose": "tracked", "delta": delta}
+    tracked: dict[int, dict] = {}
+    at_tracked = bool((delta[held] == 0).all())  # held-out rows are never trained: zero corrections
+
+    def loss_of(i: int, q: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        img = render_view(frozen, views.camera, q, t, plate, cfg.sh_degree).image
+        if at_tracked and i not in tracked:  # the first render is at the tracked pose: score it there
+            tracked[i] = scorer.row(i, img, q, t)
+        return photometric_loss(img, views.target(i), cfg.ssim_weight)
+
+    # a photometric tracker on frames the Gaussians never saw (pose only, avatar frozen)
+    refined = refine_poses(loss_of, views.quat, views.trans, delta, held, pcfg.holdout_steps,
+                           lr_pose * pcfg.holdout_lr_scale, extent, pcfg.prior, patience=pcfg.holdout_patience)  # fmt: skip
+    at = summarise([tracked[int(i)] for i in held]) if at_tracked else evaluate(
+        lambda i: frozen, cfg.sh_degree, views, held, plate, anchors=anchors)  # fmt: skip
+    metrics = evaluate(lambda i: frozen, cfg.sh_degree, views, held, plate, anchors=anchors,
+                       pose_of=lambda i: apply_delta(views.quat[i], views.trans[i], refined[i]))  # fmt: skip
+    return {**metrics, "tracked_pose": _means(at), "held_out_pose": "refined", "delta": refined}
+
+
+def _means(metrics: dict) -> dict:
+    return {k: v for k, v in metrics.items() if k != "frames"}
 
 
 def _correction_size(delta: torch.Tensor, train: np.ndarray, held: np.ndarray, extent: float) -> dict:

@@ -58,7 +58,8 @@ def photometric_loss(render: torch.Tensor, target: torch.Tensor, ssim_weight: fl
     return (1.0 - ssim_weight) * l1 + ssim_weight * (1.0 - ssim_map(render, target).mean())
 
 
-def _masked_mean(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+def masked_mean(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """Mean of x [H,W,...] over the pixels where mask [H,W] is true (None: all); InputError if none."""
     if mask is None:
         return x.mean()
     m = mask.to(x.dtype)
@@ -74,11 +75,11 @@ def psnr(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor | None = None) -> 
     """PSNR in dB of images [H,W,3] in [0,1], over the pixels where mask [H,W] > 0.5 if given."""
     _check_pair(a, b)
     m = None if mask is None else mask > 0.5
-    mse = float(_masked_mean((a.double() - b.double()) ** 2, m))
+    mse = float(masked_mean((a.double() - b.double()) ** 2, m))
     return float("inf") if mse <= 0 else -10.0 * math.log10(mse)
 
 
 def ssim(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor | None = None) -> float:
     """Mean SSIM of images [H,W,3] in [0,1], over the pixels where mask [H,W] > 0.5 if given."""
     m = None if mask is None else mask > 0.5
-    return float(_masked_mean(ssim_map(a.double(), b.double()), m))
+    return float(masked_mean(ssim_map(a.double(), b.double()), m))

@@ -1,5 +1,5 @@
 """The articulated fit's landmark region (train/articulated_region.landmark_region) and the
-held-out regions (part_footprint, articulated_eval.head_mask): built from a person's template
+held-out regions (part_footprint, heldout_eval.head_mask): built from a person's template
 (the mean face, made wider, longer and turned a little, as a tracked template would differ),
 the region holds the lips, the chin and the eyes' lids and brows and leaves out what lies
 below the jaw line, behind the face (hair, skull), on the forehead, the nose bridge and the ears."""
@@ -9,9 +9,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from huma_rt.train.articulated_eval import head_mask
 from huma_rt.train.articulated_region import PARTS, face_height, landmark_region, part_footprint
 from huma_rt.train.face_template import MEAN_FACE, MOUTH
+from huma_rt.train.heldout_eval import head_mask
 
 from huma_rt.errors import InputError
 from huma_rt.gaussians import Camera

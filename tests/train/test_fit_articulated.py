@@ -421,3 +421,25 @@ def test_blink_code_closes_the_eye(eye_fit):
     print(f"held-out closed eyes ({len(held)} frames), eyes' footprint PSNR: {got}")
     assert got["blink"] >= got["static"] + 3.0
     assert got["blink"] >= got["no blink"] + 3.0
+
+
+def test_both_fits_score_the_same_regions(eye_fit):
+    """fit_static and fit_articulated share one evaluator (train/heldout_eval.py): with landmark
+    anchors both report the face (tracker's matte), the widened matte, the head, the mouth and
+    the eyes, and the static fit's eyes score is its avatar's at the pose it hands on, on the
+    eyes' footprint at that pose."""
+    from huma_rt.train.articulated_region import part_footprint
+    from huma_rt.train.fit_static import render_fit
+
+    data, _, _, static, fit = eye_fit
+    shared = {"psnr", "ssim", "psnr_face", "ssim_face", "psnr_face_wide", "psnr_head", "psnr_mouth", "psnr_eyes"}
+    for name, m in (("static", static.metrics), ("static at the tracked poses", static.metrics["tracked_pose"]),
+                    ("articulated", fit.metrics), ("articulated's static", fit.metrics["static"])):  # fmt: skip
+        assert shared <= set(m), (name, sorted(shared - set(m)))
+    assert "psnr_region" in fit.metrics and "psnr_region" not in static.metrics
+    row = static.metrics["frames"][0]
+    i = row["frame"]
+    q, t = static.head_quat[i], static.head_trans[i]
+    eyes = part_footprint(data.anchors, "eyes", q, t, static.camera)
+    got = psnr(torch.from_numpy(render_fit(static, q, t)), torch.from_numpy(data.frames[i] / 255.0).float(), eyes)
+    assert got == pytest.approx(row["psnr_eyes"], abs=0.02)
