@@ -23,7 +23,7 @@ poses.npz, static/, codes.npz; the video decoded again), under the pipeline's de
 ArticulatedFitConfig with the JSON overrides of each ``--variant NAME=JSON``; the work folder's
 own articulated result (``articulated/``) is measured too, as ``saved``. Nothing in the work
 folder is changed, so variants are compared on one static fit whatever the stage keys say.
-Held-out metrics per region (train/articulated_eval.py: face = the tracker's matte as the
+Held-out metrics per region (train/heldout_eval.py: face = the tracker's matte as the
 static fit measures it, face_wide = the widened matte, head, mouth, eyes) for the static
 avatar and each variant, and a contact sheet of the held-out frames with the most
 articulation (video / static / each variant).
@@ -163,10 +163,10 @@ def _deformed_of(result: ArticulatedFitResult, codes: np.ndarray):
 
 def work_mode(a) -> int:
     """--work: refit the articulated stage's variants on a work folder (module docstring)."""
-    from huma_rt.train.articulated_eval import evaluate as evaluate_regions
     from huma_rt.train.articulated_region import landmark_frame
     from huma_rt.train.fit_data import fit_data_from_tracks
     from huma_rt.train.fit_views import Views
+    from huma_rt.train.heldout_eval import evaluate as evaluate_regions
     from huma_rt.train.pipeline import TrainConfig
     from huma_rt.train.pipeline_work import load_articulated, load_static, read_npz
     from huma_rt.train.tracking_tracks import Tracks
