@@ -346,8 +346,8 @@ def _held_out(params: dict[str, torch.Tensor], views: Views, held: np.ndarray, p
         return photometric_loss(img, views.target(i), cfg.ssim_weight)
 
     # a photometric tracker on frames the Gaussians never saw (pose only, avatar frozen)
-    refined = refine_poses(loss_of, views.quat, views.trans, delta, held, pcfg.holdout_steps,
-                           lr_pose * pcfg.holdout_lr_scale, extent, pcfg.prior, patience=pcfg.holdout_patience)  # fmt: skip
+    refined = refine_poses(loss_of, views.quat, views.trans, delta, held, pcfg.holdout_steps, lr_pose, extent,
+                           pcfg.prior)  # fmt: skip
     at = summarise([tracked[int(i)] for i in held]) if at_tracked else evaluate(
         lambda i: frozen, cfg.sh_degree, views, held, plate, anchors=anchors)  # fmt: skip
     metrics = evaluate(lambda i: frozen, cfg.sh_degree, views, held, plate, anchors=anchors,

@@ -56,8 +56,7 @@ class PoseRefineConfig:
     canonical space where the tracker put it). sweeps: fractions of the iterations at which
     every training frame's pose is refined alone for ``sweep_steps`` steps (the Gaussians
     frozen). holdout_steps: pose-only steps per held-out frame after the fit (0: held-out
-    frames keep the tracked pose; see module), at ``holdout_lr_scale`` x the rates;
-    holdout_patience: refine_poses' early stop for them (0: off).
+    frames keep the tracked pose; see module).
 
     Defaults (bench/results/train-pose-2026-12-06): joint steps and 16 held-out steps, no
     sweep. On the 30 s closed-loop clip they took the held-out static fit from 30.2 dB (face
@@ -65,11 +64,10 @@ class PoseRefineConfig:
     0.97 to 0.57 degrees (median). A sweep of 4 steps per frame costs about one fit iteration
     per frame and step (+90 % of the static stage at 30 s) and was not measured on a video.
 
-    Held-out refinement: 8 steps at twice the rates reach where 16 at the rates did (franck 30 s,
-    one avatar, 20 held-out frames: face 25.00 vs 25.03 dB, whole 26.39 vs 26.41) at half the
-    cost; it was half of the static stage (187 frames x 16 steps on 2 minutes ~ the fit's own
-    3000 iterations). 8 steps at the rates lose 0.11 dB (face), an early stop after 2 steps
-    without gain 0.09 dB at 62 % of the cost (bench/results/train-holdout-2026-12-07)."""
+    Fewer held-out steps lose quality: the refinement is still converging at 16 (franck 30 s, one
+    avatar, all 89 held-out frames; whole / face dB: 16 steps 30.83 / 29.69; 10 steps at 2.5x
+    falling to 0.5x the rates 30.76 / 29.59; 8 at 3x -> 0.5x 30.68 / 29.43; 8 at 2x 30.61 /
+    29.37; bench/results/train-holdout-2026-12-07)."""
 
     joint: bool = True
     start: int = 500
@@ -78,14 +76,12 @@ class PoseRefineConfig:
     prior: float = 1.0
     sweeps: tuple[float, ...] = ()
     sweep_steps: int = 4
-    holdout_steps: int = 8
-    holdout_lr_scale: float = 2.0
-    holdout_patience: int = 0
+    holdout_steps: int = 16
 
     def __post_init__(self) -> None:
         self.sweeps = tuple(self.sweeps)
-        check_ints(self, {"start": 0, "sweep_steps": 0, "holdout_steps": 0, "holdout_patience": 0}, owner="pose")
-        check_numbers(self, {"lr_rot": 0, "lr_trans": 0, "prior": 0, "holdout_lr_scale": 0}, owner="pose")
+        check_ints(self, {"start": 0, "sweep_steps": 0, "holdout_steps": 0}, owner="pose")
+        check_numbers(self, {"lr_rot": 0, "lr_trans": 0, "prior": 0}, owner="pose")
         for f in self.sweeps:
             if isinstance(f, bool) or not isinstance(f, (int, float)) or not 0 < f < 1:
                 raise InputError(f"pose.sweeps must be fractions of the iterations in (0, 1); got {self.sweeps!r}")
@@ -167,43 +163,29 @@ def prior_loss(delta: torch.Tensor, extent: float, weight: float) -> torch.Tenso
 
 def refine_poses(loss_of: Callable[[int, torch.Tensor, torch.Tensor], torch.Tensor], quat: torch.Tensor,
                  trans: torch.Tensor, delta: torch.Tensor, index: np.ndarray, steps: int, lr: torch.Tensor,
-                 extent: float, prior: float, *, patience: int = 0, tol: float = 0.0) -> torch.Tensor:
-    """Pose-only refinement with the avatar frozen. For each frame i of ``index``, up to
-    ``steps`` Adam steps on delta[i] [6] (from its current value) of ``loss_of(i, q, t)`` (the
+                 extent: float, prior: float) -> torch.Tensor:
+    """Pose-only refinement with the avatar frozen. For each frame i of ``index``, ``steps``
+    Adam steps on delta[i] [6] (from its current value) of ``loss_of(i, q, t)`` (the
     photometric loss of frame i rendered at pose q [4], t [3]) + the prior. quat [T,4],
     trans [T,3]: the tracked poses; lr [6]: per-entry step. Returns the new delta [T,6]
-    (a copy; rows outside ``index`` unchanged). Deterministic.
-
-    patience > 0: a frame stops once ``patience`` steps in a row have not lowered its best loss
-    by more than ``tol`` x that loss, and keeps the correction with the lowest loss seen (each
-    step's loss is that of the pose before the step, so the last step's result, never scored,
-    is not kept). 0: every frame takes all ``steps`` and keeps the last."""
+    (a copy; rows outside ``index`` unchanged). Deterministic."""
     out = delta.detach().clone()
     if steps <= 0:
         return out
-    t0, taken = time.perf_counter(), 0
+    t0 = time.perf_counter()
     for n, i in enumerate(np.asarray(index, np.int64)):
         i = int(i)
         adam = RowAdam(1, 6)  # fresh per frame: torch's Adam has one lr per group, ours one per entry
         d = out[i : i + 1].clone()
-        best, best_d, stale = float("inf"), d[0].clone(), 0
         for _ in range(steps):
             x = d[0].clone().requires_grad_(True)
             q, t = apply_delta(quat[i], trans[i], x)
             loss = loss_of(i, q, t) + prior_loss(x, extent, prior)
             (g,) = torch.autograd.grad(loss, x)
-            taken += 1
-            if patience > 0:
-                value = float(loss.detach())
-                stale = 0 if value < best * (1 - tol) else stale + 1
-                if value < best:
-                    best, best_d = value, d[0].clone()
-                if stale >= patience:
-                    break
             adam.step(d, 0, g, lr)
-        out[i] = best_d if patience > 0 else d[0]
+        out[i] = d[0]
         if (n + 1) % 25 == 0 or n + 1 == len(index):  # minutes of work after the fit's last iteration
             elapsed = time.perf_counter() - t0
-            log.info("pose refinement: %d/%d frames (%.1f steps each), ETA %.0f s", n + 1, len(index),
-                     taken / (n + 1), elapsed / (n + 1) * (len(index) - n - 1))  # fmt: skip
+            log.info("pose refinement: %d/%d frames, ETA %.0f s", n + 1, len(index),
+                     elapsed / (n + 1) * (len(index) - n - 1))  # fmt: skip
     return out
