@@ -16,10 +16,8 @@ Regions (each a mask [h,w] at the fit's size; a metric is left out where its mas
 - region: the articulated fit's dynamic Gaussians' footprint (changes with the dynamic set;
   only where the caller gives the dynamic means).
 
-Masks follow the pose the frame is rendered at. :class:`Scorer` scores one rendered frame
-(fit_static scores the first render of its held-out pose refinement, which is at the tracked
-pose, instead of rendering the held-out set a second time); :func:`evaluate` renders and
-scores a set of frames; :func:`summarise` averages the rows.
+Masks follow the pose the frame is rendered at. :class:`Scorer` scores one rendered frame,
+:func:`evaluate` renders and scores a set of frames, :func:`summarise` averages the rows.
 """
 
 from __future__ import annotations
