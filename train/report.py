@@ -174,10 +174,12 @@ def _markdown(rep: dict) -> str:
     fits = [n for n in ("static", "articulated") if n in rep]
     if fits:
         lines += ["", "Held-out frames (never trained on), at the fit's size:", "",
-                  "| fit | PSNR dB | SSIM | face PSNR dB | face SSIM | Gaussians |", "|---|---|---|---|---|---|"]  # fmt: skip
+                  "| fit | PSNR dB | SSIM | face PSNR dB | face SSIM | head PSNR dB | mouth | eyes | Gaussians |",
+                  "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
         for n in fits:
             m = rep[n]
-            cells = [f"{m[k]:.2f}" if isinstance(m.get(k), (int, float)) else "-" for k in ("psnr", "ssim", "psnr_face", "ssim_face")]
+            cells = [f"{m[k]:.2f}" if isinstance(m.get(k), (int, float)) else "-"
+                     for k in ("psnr", "ssim", "psnr_face", "ssim_face", "psnr_head", "psnr_mouth", "psnr_eyes")]
             lines.append(f"| {n} | {' | '.join(cells)} | {m['gaussians']} |")
     if "audio" in rep:
         a = rep["audio"]
