@@ -75,6 +75,7 @@ def build_trained(root: Path) -> TrainedCase:
     from huma_rt.train.densify import DensifyConfig
     from huma_rt.train.fit_static import StaticFitConfig, StaticFitData, fit_static
     from huma_rt.train.pack_avatar import median_pose, pack_avatar
+    from huma_rt.train.pose_refine import PoseRefineConfig
     from huma_rt.train.synthetic import SyntheticConfig, make_synthetic
     from huma_rt.train.video import VideoConfig, VideoReader
 
@@ -91,9 +92,11 @@ def build_trained(root: Path) -> TrainedCase:
             codes = z["code"].astype(np.float32)
         seconds["clip"] = time.perf_counter() - t0
         t0 = time.perf_counter()
+        # the true poses are used throughout: no held-out pose refinement (its poses would go unused)
         cfg = StaticFitConfig(iterations=300, downscale=DOWNSCALE, init_count=2000, sh_degree=0, holdout_every=5,
                               lr_means=5e-3, log_every=100, checkpoint_every=0,
-                              densify=DensifyConfig(start=100, interval=100, stop=200, opacity_reset_every=0))  # fmt: skip
+                              densify=DensifyConfig(start=100, interval=100, stop=200, opacity_reset_every=0),
+                              pose=PoseRefineConfig(holdout_steps=0))  # fmt: skip
         static = fit_static(data, cfg)
         seconds["static"] = time.perf_counter() - t0
         t0 = time.perf_counter()

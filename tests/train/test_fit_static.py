@@ -29,6 +29,7 @@ from huma_rt.train.fit_static import (  # noqa: E402
     render_fit,
 )
 from huma_rt.train.losses import psnr  # noqa: E402
+from huma_rt.train.pose_refine import PoseRefineConfig  # noqa: E402
 from huma_rt.train.raster_autograd import rasterize  # noqa: E402
 from huma_rt.train.synthetic_pose import quat_multiply, quat_to_matrix  # noqa: E402
 
@@ -272,9 +273,11 @@ def test_closed_loop_on_a_silent_synthetic_clip(tmp_path):
         assert not z["speaking"].any()
         data = StaticFitData(frames, z["head_quat"], z["head_trans"], z["camera_K"].astype(np.float64),
                              mattes=z["alpha"])  # fmt: skip
+    # scored at the true poses below: no held-out pose refinement (its poses would go unused)
     cfg = StaticFitConfig(iterations=300, downscale=LOOP_DOWNSCALE, init_count=2000, sh_degree=0, holdout_every=5,
                           lr_means=5e-3, log_every=100, checkpoint_every=0,
-                          densify=DensifyConfig(start=100, interval=100, stop=200, opacity_reset_every=0))  # fmt: skip
+                          densify=DensifyConfig(start=100, interval=100, stop=200, opacity_reset_every=0),
+                          pose=PoseRefineConfig(holdout_steps=0))  # fmt: skip
     result = fit_static(data, cfg)
     d = LOOP_DOWNSCALE
     scores, faces = [], []
