@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import argparse
 import logging
-import time
 from pathlib import Path
 
 import numpy as np
-from huma_rt.bench.common import stats_ms, write_result
+from huma_rt.bench.common import stats_ms, time_calls, write_result
 
 from huma_rt.speech.asr import AsrConfig, Recognizer
 from huma_rt.speech.audio import resample
@@ -23,15 +22,6 @@ from huma_rt.speech.tts import PiperTTS
 
 FIRST_CHUNK = "Sure,"  # bench/serve_latency.py's reply starts with it
 QUESTION = "What is the weather like today in the city?"
-
-
-def _times(fn, repeat: int) -> list[float]:
-    out = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        out.append(time.perf_counter() - t0)
-    return out
 
 
 def run(rounds: int, repeat: int) -> list[dict]:
@@ -44,11 +34,10 @@ def run(rounds: int, repeat: int) -> list[dict]:
                 pcm, sr = tts.synthesize(QUESTION)
                 question = resample(pcm, sr, 16000).astype(np.float32)
             asr = Recognizer(AsrConfig(num_threads=threads))
-            asr.transcribe(question)  # first-run cost out of the figure
             rows.append({"round": r + 1, "threads": threads, "measure": f"tts {FIRST_CHUNK!r}",
-                         **stats_ms(_times(lambda t=tts: t.synthesize(FIRST_CHUNK), repeat))})
+                         **stats_ms(time_calls(lambda t=tts: t.synthesize(FIRST_CHUNK), warmup=1, repeat=repeat))})
             rows.append({"round": r + 1, "threads": threads, "measure": f"asr {len(question) / 16000:.2f} s question",
-                         **stats_ms(_times(lambda a=asr, q=question: a.transcribe(q), repeat))})
+                         **stats_ms(time_calls(lambda a=asr, q=question: a.transcribe(q), warmup=1, repeat=repeat))})
     return rows
 
 
