@@ -75,6 +75,28 @@ class _Frames:
                 self.rgb[index] = rgb.copy()
 
 
+def _ask_just_after_ticks(conv, media, events, ticked, loop, runner, *, resent, until: str) -> None:
+    """Start ``conv``; up to four times: wait for the rest pose to be resent (``resent()``), then
+    ask just after a tick (the answer lands early in its period) and wait for the answer's end;
+    stop once ``conv.stats[until]`` reaches 2. Then stop the conversation, the loop and media."""
+    conv.start()
+    try:
+        for _ in range(4):
+            _wait(resent, 60, "the rest pose resent")
+            ticked.clear()
+            ticked.wait(1.0)
+            n = len(events)
+            conv.ask("What is two plus two?")
+            _wait(lambda n=n: any(e["type"] == "answer_end" for e in events[n:]), 60, "the answer to end")
+            if conv.stats.get(until, 0) >= 2:
+                break
+    finally:
+        conv.stop()
+        loop.call_soon_threadsafe(loop.stop)
+        runner.join(5)
+        media.close()
+
+
 def _wait(cond, timeout: float, what: str) -> None:
     end = time.monotonic() + timeout
     while not cond():
@@ -352,22 +374,8 @@ def test_an_answer_starts_in_the_idle_frame_not_yet_sent(conv_parts):
     events: list[dict] = []
     conv = Conversation(avatar, tts, ScriptedResponder(["Sure."] * 4), None, sink, events.append, ConversationConfig())
     conv.retract = media.retract
-    conv.start()
-    try:
-        for _ in range(4):
-            _wait(lambda: media._vp8.held >= 3 and calls[-1][1], 60, "the rest pose resent")
-            ticked.clear()
-            ticked.wait(1.0)  # just after a tick: the answer lands early in its period
-            n = len(events)
-            conv.ask("What is two plus two?")
-            _wait(lambda n=n: any(e["type"] == "answer_end" for e in events[n:]), 60, "the answer to end")
-            if conv.stats.get("retaken", 0) >= 2:
-                break
-    finally:
-        conv.stop()
-        loop.call_soon_threadsafe(loop.stop)
-        runner.join(5)
-        media.close()
+    _ask_just_after_ticks(conv, media, events, ticked, loop, runner,
+                          resent=lambda: media._vp8.held >= 3 and calls[-1][1], until="retaken")
     taken = conv.stats.get("retaken", 0)
     assert taken >= 1 and media.retracted == taken, (taken, media.retracted)
     indices = [i for i, _ in calls]
@@ -426,22 +434,8 @@ def test_an_answer_too_late_for_the_idle_frame_is_drawn_before_its_tick(conv_par
         real_reset()
 
     session.reset = reset
-    conv.start()
-    try:
-        for _ in range(4):
-            _wait(lambda: media._vp8.held >= 3 and calls[-1][3], 60, "the rest pose resent")
-            ticked.clear()
-            ticked.wait(1.0)
-            n = len(events)
-            conv.ask("What is two plus two?")
-            _wait(lambda n=n: any(e["type"] == "answer_end" for e in events[n:]), 60, "the answer to end")
-            if conv.stats.get("drawn_ahead", 0) >= 2:
-                break
-    finally:
-        conv.stop()
-        loop.call_soon_threadsafe(loop.stop)
-        runner.join(5)
-        media.close()
+    _ask_just_after_ticks(conv, media, events, ticked, loop, runner,
+                          resent=lambda: media._vp8.held >= 3 and calls[-1][3], until="drawn_ahead")
     assert conv.stats.get("retaken", 0) == 0 and media.retracted == 0, "no slack: nothing to take over"
     assert conv.stats.get("drawn_ahead", 0) >= 1, conv.stats
     indices = [c[0] for c in calls]
