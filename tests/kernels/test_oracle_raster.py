@@ -4,6 +4,8 @@ Random scenes with a fresh seed per run (printed; rerun one with HUMA_ORACLE_SEE
 Gaussians behind the camera, huge and tiny scales, off-screen ones, SH degree 0..3, square and
 non-square images. Pass: PSNR >= 45 dB on RGB and alpha within 1e-3 of the oracle. Every output
 buffer is poisoned before the run so that a pixel the kernels never write fails the test.
+Pixels where a blend decision sat on its threshold (the oracle's knife_edge: float32 may
+decide them the other way) are left out of both comparisons; they must stay under 0.5 %.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ _spec.loader.exec_module(oracle)
 
 PSNR_MIN = 45.0
 ALPHA_TOL = 1e-3
+KNIFE_EDGE_SHARE_MAX = 0.005
 POISON = (np.nan, 123.0)
 
 
@@ -96,6 +99,9 @@ def check_against_oracle(g: Gaussians, cam: Camera, backend: str, background) ->
     ref = oracle.render(g, cam, background=background)
     # Never compare on (nearly) empty images: the scene must cover a good part of the frame.
     assert (ref.alpha > 0.05).mean() > 0.2, "test scene too empty to be meaningful"
+    sure = ~ref.knife_edge
+    assert ref.knife_edge.mean() <= KNIFE_EDGE_SHARE_MAX, (
+        f"{ref.knife_edge.sum()} knife-edge pixels: the oracle's margin is too wide to test")
     h, w = cam.height, cam.width
     r = Renderer(cam, backend=backend)
     first = r.render(g, background=background)
@@ -106,9 +112,10 @@ def check_against_oracle(g: Gaussians, cam: Camera, backend: str, background) ->
         assert res.rgb is out
         assert np.isfinite(res.rgb).all(), f"{backend}: unwritten or non-finite RGB pixels"
         assert np.isfinite(res.alpha).all(), f"{backend}: unwritten or non-finite alpha pixels"
-        p = oracle.psnr(res.rgb, ref.rgb)
-        da = float(np.abs(res.alpha - ref.alpha).max())
-        worst = np.unravel_index(np.argmax(np.abs(res.alpha - ref.alpha)), ref.alpha.shape)
+        p = oracle.psnr(res.rgb[sure], ref.rgb[sure])
+        diff = np.where(sure, np.abs(res.alpha - ref.alpha), 0.0)
+        da = float(diff.max())
+        worst = np.unravel_index(np.argmax(diff), ref.alpha.shape)
         assert p >= PSNR_MIN, f"{backend}: PSNR {p:.2f} dB < {PSNR_MIN}"
         assert da <= ALPHA_TOL, (f"{backend}: alpha differs by {da:.2e} at (y, x) = {worst}: "
                                  f"got {res.alpha[worst]:.6f}, oracle {ref.alpha[worst]:.6f}")
