@@ -153,35 +153,56 @@ def _render(g: Gaussians, cam: Camera, background) -> OracleImage:
             ys, xs = torch.meshgrid(torch.arange(y0, y1, dtype=torch.float64) + 0.5,
                                     torch.arange(x0, x1, dtype=torch.float64) + 0.5, indexing="ij")
             px, py = xs.reshape(-1, 1), ys.reshape(-1, 1)
-            c = p.conics[ids]
-            dx = p.means2d[ids, 0][None] - px
-            dy = p.means2d[ids, 1][None] - py
-            sigma = 0.5 * (c[:, 0][None] * dx * dx + c[:, 2][None] * dy * dy) + c[:, 1][None] * dx * dy
-            alpha = torch.clamp(p.opacities[ids][None] * torch.exp(-sigma), max=0.999)
-            near_min = (alpha - ALPHA_MIN).abs() <= KNIFE_EDGE_REL * ALPHA_MIN
-            alpha = torch.where((sigma < 0) | (alpha < ALPHA_MIN), 0.0, alpha)
-            one_minus = 1.0 - alpha
-            T_before = torch.cumprod(torch.cat([torch.ones_like(alpha[:, :1]), one_minus[:, :-1]], 1), 1)
-            stop = T_before * one_minus <= T_MIN  # this Gaussian and all later ones are dropped
-            keep = torch.cumsum(stop.to(torch.int64), 1) == 0
-            reached = torch.cumsum(stop.to(torch.int64), 1) - stop.to(torch.int64) == 0
-            near_stop = (T_before * one_minus - T_MIN).abs() <= KNIFE_EDGE_REL * T_MIN
-            near = ((near_min & (sigma >= 0)) | (near_stop & (alpha > 0))) & reached
-            wgt = torch.where(keep, alpha * T_before, 0.0)
-            T_end = torch.where(keep, one_minus, 1.0).prod(1)
-            col = wgt @ p.colors[ids]
-            d = wgt @ p.depths[ids]
+            col, d, T_end, near = _blend_tile(p, ids, px, py)
             ph, pw = y1 - y0, x1 - x0
             rgb[y0:y1, x0:x1] = col.reshape(ph, pw, 3).numpy()
             T_img[y0:y1, x0:x1] = T_end.reshape(ph, pw).numpy()
             dep[y0:y1, x0:x1] = d.reshape(ph, pw).numpy()
-            edge[y0:y1, x0:x1] = near.any(1).reshape(ph, pw).numpy()
+            edge[y0:y1, x0:x1] = near.reshape(ph, pw).numpy()
     bg = np.asarray(background, dtype=np.float64)
     rgb = rgb + T_img[..., None] * (bg if bg.ndim == 3 else bg[None, None, :])
     alpha = 1.0 - T_img
     with np.errstate(invalid="ignore", divide="ignore"):
         depth = np.where(alpha > 0, dep / np.maximum(alpha, 1e-30), 0.0)
     return OracleImage(rgb=rgb, alpha=alpha, depth=depth, knife_edge=edge)
+
+
+def _blend_tile(p: Projected, ids: torch.Tensor, px: torch.Tensor, py: torch.Tensor, chunk: int = 256):
+    """Front-to-back blend of the depth-sorted Gaussians ``ids`` at pixel centres px, py [P,1]
+    -> (rgb [P,3], depth sum [P], T [P], knife_edge [P]). Chunks of ``chunk`` Gaussians; the
+    tile ends once every pixel has stopped (later Gaussians cannot change it), as gsplat's does."""
+    n_px = px.shape[0]
+    col = torch.zeros((n_px, 3), dtype=torch.float64)
+    dep = torch.zeros(n_px, dtype=torch.float64)
+    T = torch.ones(n_px, dtype=torch.float64)
+    done = torch.zeros(n_px, dtype=torch.bool)
+    edge = torch.zeros(n_px, dtype=torch.bool)
+    for k in range(0, ids.numel(), chunk):
+        part = ids[k : k + chunk]
+        c = p.conics[part]
+        dx = p.means2d[part, 0][None] - px
+        dy = p.means2d[part, 1][None] - py
+        sigma = 0.5 * (c[:, 0][None] * dx * dx + c[:, 2][None] * dy * dy) + c[:, 1][None] * dx * dy
+        alpha = torch.clamp(p.opacities[part][None] * torch.exp(-sigma), max=0.999)
+        near_min = (alpha - ALPHA_MIN).abs() <= KNIFE_EDGE_REL * ALPHA_MIN
+        alpha = torch.where((sigma < 0) | (alpha < ALPHA_MIN), 0.0, alpha)
+        one_minus = 1.0 - alpha
+        T_before = T[:, None] * torch.cumprod(torch.cat([torch.ones_like(alpha[:, :1]), one_minus[:, :-1]], 1), 1)
+        # this Gaussian and all later ones are dropped (all of them where the pixel stopped before)
+        stop = (T_before * one_minus <= T_MIN) | done[:, None]
+        stops = torch.cumsum(stop.to(torch.int64), 1)
+        keep = stops == 0
+        reached = (stops - stop.to(torch.int64) == 0) & ~done[:, None]
+        near_stop = (T_before * one_minus - T_MIN).abs() <= KNIFE_EDGE_REL * T_MIN
+        edge |= (((near_min & (sigma >= 0)) | (near_stop & (alpha > 0))) & reached).any(1)
+        wgt = torch.where(keep, alpha * T_before, 0.0)
+        col += wgt @ p.colors[part]
+        dep += wgt @ p.depths[part]
+        T = T * torch.where(keep, one_minus, 1.0).prod(1)
+        done |= stop.any(1)
+        if bool(done.all()):
+            break
+    return col, dep, T, edge
 
 
 def psnr(a: np.ndarray, b: np.ndarray, peak: float = 1.0) -> float:
