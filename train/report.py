@@ -13,6 +13,7 @@ report). Needs matplotlib (the ``dev`` extra).
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from pathlib import Path
@@ -44,11 +45,18 @@ def write_report(work: str | os.PathLike, out: str | os.PathLike, video: str | o
     if (work / "video.json").is_file():
         rep["video_info"] = read_json(work / "video.json")
     tracks = Tracks.load(work / "tracks.npz") if (work / "tracks.npz").is_file() else None
+    keys = {k: v.get("key") for k, v in state["stages"].items()}
+    if (work / "tracks.key").is_file():  # also there when the tracks failed their check
+        keys["tracks"] = (work / "tracks.key").read_text()
     if tracks is not None:
         rep["frames"] = _frames(tracks)
+        from .report_tracking import REPORT_FILES
         from .report_tracking import write_report as tracking_report
 
-        files = tracking_report(tracks, video, out / "tracking", video_config=video_config)
+        files = [out / "tracking" / f for f in REPORT_FILES]
+        if not _unchanged(out / "tracking", [keys.get("tracks")], files):
+            files = tracking_report(tracks, video, out / "tracking", video_config=video_config)
+            _stamp(out / "tracking", [keys.get("tracks")])
         rep["files"] += [str(p.relative_to(out)) for p in files]
     fits = {}
     for name in ("static", "articulated"):
@@ -67,12 +75,33 @@ def write_report(work: str | os.PathLike, out: str | os.PathLike, video: str | o
         _losses(plt, fits, out / "losses.png")
         rep["files"].append("losses.png")
         if tracks is not None and (work / "poses.npz").is_file():
-            _sheet(plt, work, tracks, video, video_config, fits, out / "heldout.png")
+            # the sheet renders the fits over decoded frames: redrawn only when a stage it shows changed
+            inputs = [keys.get("tracks"), keys.get("static"), keys.get("codes"),
+                      keys.get("articulated") if "articulated" in fits else "none"]  # fmt: skip
+            if not _unchanged(out, inputs, [out / "heldout.png"], name=".heldout.key"):
+                _sheet(plt, work, tracks, video, video_config, fits, out / "heldout.png")
+                _stamp(out, inputs, name=".heldout.key")
             rep["files"].append("heldout.png")
     write_json(out / "report.json", rep)
     (out / "report.md").write_text(_markdown(rep))
     log.info("training report in %s", out)
     return out / "report.json"
+
+
+def _unchanged(folder: Path, inputs: list, files: list[Path], name: str = ".key") -> bool:
+    """Whether ``files`` exist and were drawn from the stage keys ``inputs`` (None: unknown,
+    so never) as stamped in ``folder / name``: a resumed run keeps them instead of redrawing."""
+    stamp = folder / name
+    return (None not in inputs and stamp.is_file() and stamp.read_text() == json.dumps(inputs)
+            and all(p.is_file() for p in files))  # fmt: skip
+
+
+def _stamp(folder: Path, inputs: list, name: str = ".key") -> None:
+    stamp = folder / name
+    if None in inputs:
+        stamp.unlink(missing_ok=True)
+    else:
+        stamp.write_text(json.dumps(inputs))
 
 
 def _frames(tracks: Tracks) -> dict:

@@ -36,6 +36,9 @@ def pick_frames(tracks: Tracks, count: int = 6) -> list[int]:
     return sorted(picks)[:count]
 
 
+REPORT_FILES = ("overlay.png", "articulation.png", "summary.json")  # what write_report writes
+
+
 def write_report(tracks: Tracks, video: str | os.PathLike, out_dir: str | os.PathLike,
                  frames: list[int] | None = None, video_config: VideoConfig | None = None) -> list[Path]:  # fmt: skip
     """Write ``overlay.png``, ``articulation.png`` and ``summary.json`` into ``out_dir``; return their paths."""

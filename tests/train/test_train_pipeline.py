@@ -152,10 +152,14 @@ def test_interrupted_run_resumes_to_the_same_avatar(trained, clip, silent_clip, 
     np.testing.assert_array_equal(a["g_means"], b["g_means"])
     np.testing.assert_array_equal(a["g_sh"], b["g_sh"])
 
-    # --audio: a recording of the video's speech adapts the audio path; nothing else is redone
+    # --audio: a recording of the video's speech adapts the audio path; nothing else is redone,
+    # and the report keeps the drawings of the stages that did not change
+    report = work_paths(out)[1]
+    drawn = {p: p.stat().st_mtime_ns for p in (report / "tracking" / "overlay.png", report / "heldout.png")}
     events.clear()
     result = train_avatar(silent_clip, out, cfg, audio=clip / "speech.wav", resume=True, progress=_events(events))
     assert [r.stage for r in events if r.event == "end"] == ["audio", "pack"]
+    assert {p: p.stat().st_mtime_ns for p in drawn} == drawn
     assert result.metrics["audio"]["speech"] == str(clip / "speech.wav")
     assert result.metrics["audio"]["held_out_frames"] > 0 and result.metrics["audio"]["reason"]
 
@@ -168,6 +172,8 @@ def test_interrupted_run_resumes_to_the_same_avatar(trained, clip, silent_clip, 
     assert "static.iterations: 60 -> 40" in caplog.text
     assert [r.stage for r in events if r.event == "skip"] == ["video", "track", "codes"]
     assert [r.stage for r in events if r.event == "end"] == ["static"]
+    overlay, sheet = drawn
+    assert overlay.stat().st_mtime_ns == drawn[overlay] and sheet.stat().st_mtime_ns != drawn[sheet]
 
     # an edit of the code a stage runs (or an upgrade) redoes that stage, and the log says so
     caplog.clear()
