@@ -28,6 +28,13 @@ from huma_rt.errors import HumaError, InputError
 log = logging.getLogger(__name__)
 
 CONNECT_GRACE_S = 10.0  # a visit's first media may take this long (ICE, DTLS) before "gone" counts
+# What _Models.warm speaks: one sentence as long as an answer's usual ones (ChunkAssembler cuts
+# chunks at 60 characters first, then at sentence ends up to 200). Piper's onnxruntime arena grows
+# to the longest chunk spoken so far and keeps it (measured: ~1 MiB per character, +90 MiB for
+# 100); a longer chunk in a visit still grows it then.
+WARM_TEXT = ("Thank you for waiting, I am here now and glad to help with whatever you would like to ask "
+             "me about today.")  # fmt: skip
+WARM_FRAMES = 3  # talking frames drawn and encoded by the warm-up
 
 
 @dataclass
@@ -45,7 +52,8 @@ class WorkerConfig:
     encodes VP8 and Opus itself and hands aiortc packets: an unchanged picture is not
     re-encoded; huma_rt.serve.encode) or 'frames' (aiortc encodes every frame, as before: kept
     for A/B measurements); 'packets' falls back to 'frames' when the browser's answer codec is
-    not VP8.
+    not VP8. warm_up: run one thrown-away answer at load (``_Models.warm``; False: for A/B
+    measurements of the first answer).
     """
 
     bundle: str
@@ -63,6 +71,7 @@ class WorkerConfig:
     gone_after_s: float = 5.0
     loopback: bool = True
     media: str = "packets"
+    warm_up: bool = True
     log_level: int = logging.WARNING
 
     def __post_init__(self) -> None:
@@ -101,6 +110,42 @@ class _Models:
         SpeechProbability(self.conversation.turns.model)  # the VAD model loads (and is checked) now
         if self.asr is not None:  # the first decode of a process is slow (allocations): not on a visitor's turn
             self.asr.transcribe(np.zeros(8000, np.float32))
+        if cfg.warm_up:
+            self.warm()
+
+    def warm(self) -> None:
+        """One answer's path run once and thrown away, so that a visitor's first answer does not
+        pay its one-time allocations: Piper speaks WARM_TEXT (its onnxruntime arena grows to it:
+        most of the cost), the avatar's spare session draws a few talking frames of it, VP8 and
+        Opus encoders (thrown away: a visit makes its own) encode them. Nothing is sent; the
+        session goes back to the avatar reset, as its spare; the TTS's counters restart.
+
+        Measured (tests/serve/test_worker_warm.py, a typed question, 2-core machine at load 3):
+        the first answer grew the worker 109-125 MiB without it, 23-34 MiB with it (later
+        answers +1..10 either way); load_s +0.9 s (6.9 -> 7.7 s), RSS at ready +107 MiB. The
+        first answer's server times (tts_first, first_frame) did not change: the arena grows on
+        the answer's long chunk, spoken while the first one plays."""
+        import numpy as np
+
+        from huma_rt.serve.encode import OpusStream, Vp8Config, Vp8Stream
+        from huma_rt.speech.tts import TtsStats
+
+        t0 = time.perf_counter()
+        pcm = np.concatenate([p for p, _ in self.tts.stream_chunks([WARM_TEXT])])
+        self.tts.stats = TtsStats()
+        spf = int(self.avatar.encoder_config.samples_per_frame)
+        talk = pcm[pcm.size // 2 :][: WARM_FRAMES * spf]  # mid-sentence: the mouth moves
+        vp8 = Vp8Stream(Vp8Config(settle_frames=1))  # settle 1: its display-only frame is made too
+        # avatar.render takes the avatar's spare session and gives it back reset (its spare again)
+        for i, frame in enumerate(self.avatar.render(talk)):
+            vp8.encode(frame.rgb, i / self.avatar.fps)
+        for i in (1, 2):  # the last picture again: the second time it is held (display-only)
+            vp8.encode(frame.rgb, (WARM_FRAMES + i) / self.avatar.fps, same=True)
+        opus = OpusStream()
+        s16 = np.clip(pcm[: 25 * opus.frame] * 32767.0, -32768, 32767).astype(np.int16)
+        for i in range(0, s16.size, opus.frame):
+            opus.encode(s16[i : i + opus.frame], i)
+        log.info("warmed an answer's path in %.2f s", time.perf_counter() - t0)
 
 
 class _Channel:
