@@ -121,10 +121,12 @@ class _Models:
         session goes back to the avatar reset, as its spare; the TTS's counters restart.
 
         Measured (tests/serve/test_worker_warm.py, a typed question, 2-core machine at load 3):
-        the first answer grew the worker 109-125 MiB without it, 23-34 MiB with it (later
-        answers +1..10 either way); load_s +0.9 s (6.9 -> 7.7 s), RSS at ready +107 MiB. The
-        first answer's server times (tts_first, first_frame) did not change: the arena grows on
-        the answer's long chunk, spoken while the first one plays."""
+        the first answer grew the worker 109-152 MiB without it, 23-34 MiB with it (later
+        answers +1..10 either way); load_s +0.9 s (median 6.9 -> 7.7 s), RSS at ready +107 MiB.
+        It does not move the first answer's server times (tts_first, first_frame): the arena
+        grows on the answer's long chunk, spoken while the short first one plays. (A visit's
+        first answer started 70-220 ms later than its next ones with and without it; in-process,
+        without a peer connection, it did not: that is elsewhere in the visit's media path.)"""
         import numpy as np
 
         from huma_rt.serve.encode import OpusStream, Vp8Config, Vp8Stream
