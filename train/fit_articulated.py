@@ -118,6 +118,12 @@ class ArticulatedFitConfig:
     region_source: "landmarks" (the face parts around the data's 68 anchors; the residual
     selection when the data has none) or "residual". region_margin, region_below_jaw,
     region_depth_front, region_depth_back: landmark_region's bounds (fractions of the face height).
+    region_max_extent: landmark region only: a Gaussian whose 3-sigma extent (3 x its largest
+    scale) passes this fraction of the face height stays static (0: no cap). Such splats are too
+    coarse to shape a lip or a lid, yet the runtime's CPU renderer redraws every tile the dynamic
+    Gaussians cover: on the 30 s closed loop at 512 px, 0.25 leaves 141 of 4,528 static, those
+    tiles go from 437 to 255 (the demo's: 168) and a frame from 1.45-1.50 to 1.17 x the demo's;
+    held-out mouth -0.02 dB there, -0.22 on franck 2 min (bench/results/runtime-trained-2026-12-07).
     region_ratio, region_dilate, region_max_fraction, region_probes, region_blur: the residual
     selection (articulated_region.dynamic_gaussians; probes = training frames it looks at).
     region_radius: the region's image footprint radius in px (None: width // 48, at least 1).
@@ -144,6 +150,7 @@ class ArticulatedFitConfig:
     region_below_jaw: float = 0.03
     region_depth_front: float = 0.15
     region_depth_back: float = 0.2
+    region_max_extent: float = 0.25
     region_ratio: float = 3.0
     region_dilate: float = 0.04
     region_max_fraction: float = 0.3
@@ -168,7 +175,7 @@ class ArticulatedFitConfig:
         check_numbers(self, dict.fromkeys(("lr", "canonical_lr_scale", "ssim_weight", "region_weight", "delta_weight",
                                            "motion_scale", "code_noise", "articulated_boost", "eye_weight",
                                            "region_margin", "region_below_jaw", "region_depth_front",
-                                           "region_depth_back", "region_ratio", "region_dilate",
+                                           "region_depth_back", "region_max_extent", "region_ratio", "region_dilate",
                                            "region_max_fraction", "bbox_margin"), 0), owner=owner)  # fmt: skip
         if self.region_source not in REGION_SOURCES:
             raise InputError(f"region_source must be one of {REGION_SOURCES}; got {self.region_source!r}")
@@ -468,10 +475,15 @@ def _select(static: StaticFitResult, views: Views, train: np.ndarray, codes: np.
     if cfg.region_source == "landmarks" and landmarks is not None:
         chosen = landmark_region(means, landmarks, margin=cfg.region_margin, below_jaw=cfg.region_below_jaw,
                                  depth_front=cfg.region_depth_front, depth_back=cfg.region_depth_back)  # fmt: skip
-        dynamic = np.flatnonzero(chosen)
+        unit = face_height(landmarks)
+        coarse = np.zeros_like(chosen)
+        if cfg.region_max_extent > 0:
+            coarse = chosen & (3.0 * static.gaussians.scales().max(1) > cfg.region_max_extent * unit)
+        dynamic = np.flatnonzero(chosen & ~coarse)
         region = {"source": "landmarks", "dynamic": int(dynamic.size), "count": int(means.shape[0]),
-                  "face_height": face_height(landmarks)}  # fmt: skip
-        log.info("articulated fit: %d of %d Gaussians on the landmarks' face parts", dynamic.size, means.shape[0])
+                  "face_height": unit, "coarse_left_static": int(coarse.sum())}  # fmt: skip
+        log.info("articulated fit: %d of %d Gaussians on the landmarks' face parts (%d coarser than %.2f face "
+                 "heights left static)", dynamic.size, means.shape[0], int(coarse.sum()), cfg.region_max_extent)  # fmt: skip
         if dynamic.size == 0:
             raise InputError("no Gaussian lies on the landmarks' face parts (mouth, eyes): are the anchors in the "
                              "Gaussians' canonical space? or set region_source='residual'")  # fmt: skip

@@ -429,6 +429,32 @@ def test_blink_code_closes_the_eye(eye_fit):
     assert got["blink"] >= got["no blink"] + 3.0
 
 
+def test_coarse_splats_on_the_face_parts_stay_static(eye_fit):
+    """A Gaussian on the landmark region whose 3-sigma extent passes region_max_extent face
+    heights is left static (the runtime's CPU renderer redraws every tile the dynamic ones
+    cover); with the cap off it is dynamic like its neighbours."""
+    from dataclasses import replace
+
+    from huma_rt.train.articulated_region import face_height, landmark_frame, landmark_region
+
+    data, codes, _, static, _ = eye_fit
+    g = static.gaussians
+    lm = landmark_frame(data.anchors)
+    unit = face_height(lm)
+    chosen = np.flatnonzero(landmark_region(g.means, lm))
+    assert chosen.size > 10
+    coarse = chosen[:: chosen.size // 4][:4]
+    log_scales = g.log_scales.copy()
+    log_scales[coarse] = np.log(0.3 * unit / 3.0)  # 3 sigma = 0.3 face heights, past the 0.25 default
+    big = replace(static, gaussians=replace(g, log_scales=log_scales))
+    capped = fit_articulated(data, big, codes, _config(iterations=2, holdout_every=0))
+    assert capped.region["coarse_left_static"] >= coarse.size
+    assert not set(coarse.tolist()) & set(capped.dynamic.tolist())
+    assert (3 * np.exp(log_scales[capped.dynamic]).max(1) <= 0.25 * unit).all()
+    uncapped = fit_articulated(data, big, codes, _config(iterations=2, holdout_every=0, region_max_extent=0.0))
+    assert set(coarse.tolist()) <= set(uncapped.dynamic.tolist()) and uncapped.region["coarse_left_static"] == 0
+
+
 def test_both_fits_score_the_same_regions(eye_fit):
     """fit_static and fit_articulated share one evaluator (train/heldout_eval.py): with landmark
     anchors both report the face (tracker's matte), the widened matte, the head, the mouth and
