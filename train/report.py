@@ -23,6 +23,7 @@ import numpy as np
 from huma_rt._optional import require
 
 from .pipeline_work import read_json, read_npz, write_json
+from .stage_code import modules_code
 from .tracking_tracks import REASON_TEXT, REASONS, Tracks
 from .video import VideoConfig, open_video
 
@@ -48,15 +49,17 @@ def write_report(work: str | os.PathLike, out: str | os.PathLike, video: str | o
     keys = {k: v.get("key") for k, v in state["stages"].items()}
     if (work / "tracks.key").is_file():  # also there when the tracks failed their check
         keys["tracks"] = (work / "tracks.key").read_text()
+    keys["report"] = modules_code("report")  # an edit of the drawing code redraws too
     if tracks is not None:
         rep["frames"] = _frames(tracks)
         from .report_tracking import REPORT_FILES
         from .report_tracking import write_report as tracking_report
 
         files = [out / "tracking" / f for f in REPORT_FILES]
-        if not _unchanged(out / "tracking", [keys.get("tracks")], files):
+        inputs = [keys.get("tracks"), keys["report"]]
+        if not _unchanged(out / "tracking", inputs, files):
             files = tracking_report(tracks, video, out / "tracking", video_config=video_config)
-            _stamp(out / "tracking", [keys.get("tracks")])
+            _stamp(out / "tracking", inputs)
         rep["files"] += [str(p.relative_to(out)) for p in files]
     fits = {}
     for name in ("static", "articulated"):
@@ -77,7 +80,7 @@ def write_report(work: str | os.PathLike, out: str | os.PathLike, video: str | o
         if tracks is not None and (work / "poses.npz").is_file():
             # the sheet renders the fits over decoded frames: redrawn only when a stage it shows changed
             inputs = [keys.get("tracks"), keys.get("static"), keys.get("codes"),
-                      keys.get("articulated") if "articulated" in fits else "none"]  # fmt: skip
+                      keys.get("articulated") if "articulated" in fits else "none", keys["report"]]  # fmt: skip
             if not _unchanged(out, inputs, [out / "heldout.png"], name=".heldout.key"):
                 _sheet(plt, work, tracks, video, video_config, fits, out / "heldout.png")
                 _stamp(out, inputs, name=".heldout.key")

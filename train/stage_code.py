@@ -15,7 +15,7 @@ from pathlib import Path
 
 import huma_rt
 
-__all__ = ["STAGE_MODULES", "stage_code", "train_imports"]
+__all__ = ["STAGE_MODULES", "modules_code", "stage_code", "train_imports"]
 
 _TRAIN_DIR = Path(__file__).resolve().parent
 _PACKAGE = "huma_rt.train"
@@ -63,7 +63,13 @@ def stage_code(stage: str) -> str:
     """16 hex digits naming huma-rt's version and the source the training ``stage`` runs."""
     if stage not in STAGE_MODULES:
         raise KeyError(f"unknown training stage {stage!r}; expected one of {sorted(STAGE_MODULES)}")
-    names = sorted(set().union(*(train_imports(m) for m in STAGE_MODULES[stage])))
+    return modules_code(*STAGE_MODULES[stage])
+
+
+def modules_code(*modules: str) -> str:
+    """16 hex digits naming huma-rt's version and the source of the huma_rt.train ``modules``
+    and every train module they import (the report stamps its drawings with it too)."""
+    names = sorted(set().union(*(train_imports(m) for m in modules)))
     h = hashlib.sha256(huma_rt.__version__.encode())
     for name in names:
         h.update(name.encode() + b"\0" + (_TRAIN_DIR / f"{name}.py").read_bytes())
