@@ -281,6 +281,11 @@ def _planes(frame) -> list[np.ndarray]:
     return [np.frombuffer(p, np.uint8).reshape(p.height, p.line_size)[:, : p.width].copy() for p in frame.planes]
 
 
+def to_s16(pcm: np.ndarray) -> np.ndarray:
+    """float samples [n] in [-1, 1] -> int16 [n] (clipped), what OpusStream.encode takes."""
+    return np.clip(pcm * 32767.0, -32768, 32767).astype(np.int16)
+
+
 class OpusStream:
     """16 kHz mono s16 -> Opus packets of ``frame`` samples (20 ms), pts in samples (1/16000 s).
 

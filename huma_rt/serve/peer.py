@@ -26,7 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from huma_rt._optional import require
-from huma_rt.serve.encode import OpusStream, Vp8Config, Vp8Stream
+from huma_rt.serve.encode import OpusStream, Vp8Config, Vp8Stream, to_s16
 
 log = logging.getLogger(__name__)
 
@@ -200,7 +200,7 @@ class AvatarMedia:
         av = self._av
         made = time.perf_counter() if due is None else due
         vf = None
-        s16 = np.clip(audio * 32767.0, -32768, 32767).astype(np.int16)
+        s16 = to_s16(audio)
         first = round(pts * AUDIO_RATE)
         packets = []
         if self.encode:

@@ -129,7 +129,7 @@ class _Models:
         without a peer connection, it did not: that is elsewhere in the visit's media path.)"""
         import numpy as np
 
-        from huma_rt.serve.encode import OpusStream, Vp8Config, Vp8Stream
+        from huma_rt.serve.encode import OpusStream, Vp8Config, Vp8Stream, to_s16
         from huma_rt.speech.tts import TtsStats
 
         t0 = time.perf_counter()
@@ -144,7 +144,7 @@ class _Models:
         for i in (1, 2):  # the last picture again: the second time it is held (display-only)
             vp8.encode(frame.rgb, (WARM_FRAMES + i) / self.avatar.fps, same=True)
         opus = OpusStream()
-        s16 = np.clip(pcm[: 25 * opus.frame] * 32767.0, -32768, 32767).astype(np.int16)
+        s16 = to_s16(pcm[: 25 * opus.frame])
         for i in range(0, s16.size, opus.frame):
             opus.encode(s16[i : i + opus.frame], i)
         log.info("warmed an answer's path in %.2f s", time.perf_counter() - t0)
