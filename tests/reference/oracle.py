@@ -190,9 +190,10 @@ def _blend_tile(p: Projected, ids: torch.Tensor, px: torch.Tensor, py: torch.Ten
         T_before = T[:, None] * torch.cumprod(torch.cat([torch.ones_like(alpha[:, :1]), one_minus[:, :-1]], 1), 1)
         # this Gaussian and all later ones are dropped (all of them where the pixel stopped before)
         stop = (T_before * one_minus <= T_MIN) | done[:, None]
-        stops = torch.cumsum(stop.to(torch.int64), 1)
+        stop_i = stop.to(torch.int64)
+        stops = torch.cumsum(stop_i, 1)
         keep = stops == 0
-        reached = (stops - stop.to(torch.int64) == 0) & ~done[:, None]
+        reached = (stops - stop_i == 0) & ~done[:, None]
         near_stop = (T_before * one_minus - T_MIN).abs() <= KNIFE_EDGE_REL * T_MIN
         edge |= (((near_min & (sigma >= 0)) | (near_stop & (alpha > 0))) & reached).any(1)
         wgt = torch.where(keep, alpha * T_before, 0.0)
