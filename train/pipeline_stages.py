@@ -215,7 +215,8 @@ class StageRunner:
             tracks = Tracks.load(tracks_path)
         else:
             tracks = track_video(self.video, self.cfg.tracking, video_config=self.cfg.video,
-                                 checkpoint=self.wf.path("track.ckpt.npz"), progress=self.report.tracking("track"))  # fmt: skip
+                                 checkpoint=self.wf.path("track.ckpt.npz"), progress=self.report.tracking("track"),
+                                 min_valid=self.cfg.min_valid)  # fmt: skip
             tracks.save(tracks_path)
             key_path.write_text(self.keys["track"])
         self._cache["tracks"] = tracks

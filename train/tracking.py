@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 import time
 from collections.abc import Callable, Iterable
@@ -42,15 +43,23 @@ from .face_matte import VERTICES, matte_polygon
 from .face_pose import euler_yxz, intrinsics, rodrigues, solve_pnp
 from .face_template import MEAN_FACE, RIGID
 from .tracking_pass import FramePass, PassState, inter_ocular
+from .tracking_probe import ProbeResult, probe_frames
 from .tracking_tracks import REASON_TEXT, REASONS, Tracks
 from .video import VideoConfig, open_video
 
 log = logging.getLogger(__name__)
 
 Progress = Callable[[str, int, int, float], None]
-_NO_EFFECT = ("checkpoint_every", "log_every")  # options a checkpoint may be resumed under
+# options a checkpoint may be resumed under (the probe only refuses early; it changes no track)
+_NO_EFFECT = ("checkpoint_every", "log_every", "probe_frames")
 _MOUTH_OCCLUDED, _TURNED = REASONS.index("mouth_occluded"), REASONS.index("turned")
 MAX_RATIO_STRAY = 0.2  # colour width / landmark width this far from the video's median: not the lips
+# The probe refuses a video when so few of its frames are kept that, were they independent draws
+# from a video with the share min_valid tracked, as few would be kept with at most this
+# probability (24 probes, min_valid 0.5: 2 or fewer kept, 1.8e-5; a bar of 0.3 or lower: never).
+PROBE_RISK = 1e-4
+# The pass's frame count is the container's estimate: the share is judged against a little more.
+_TOTAL_SLACK = 1.01
 
 
 @dataclass(frozen=True)
@@ -78,6 +87,9 @@ class TrackingConfig:
         rather than from the landmark corners; the landmark width stays when the colour width
         is measured on fewer than ``min_colour_share`` of the valid frames (grey video, a beard).
     checkpoint_every, log_every: frames between checkpoints / progress lines.
+    probe_frames: with a ``min_valid`` (track_video), frames tracked across the whole video
+        before the pass (tracking_probe.py) to refuse a video without one trackable face in
+        seconds; 0 turns the probe off.
     """
 
     detect_every: int = 12
@@ -98,8 +110,11 @@ class TrackingConfig:
     min_colour_share: float = 0.9
     checkpoint_every: int = 250
     log_every: int = 100
+    probe_frames: int = 24
 
     def __post_init__(self):
+        if not isinstance(self.probe_frames, int) or self.probe_frames < 0:
+            raise InputError(f"probe_frames must be an integer >= 0 (0 = no probe); got {self.probe_frames!r}")
         if self.detect_every < 1 or self.checkpoint_every < 1 or self.log_every < 1:
             raise InputError(f"detect_every, checkpoint_every and log_every must be >= 1; got "
                              f"{self.detect_every}, {self.checkpoint_every}, {self.log_every}")  # fmt: skip
@@ -118,12 +133,17 @@ class TrackingConfig:
 def track_video(path: str | os.PathLike, config: TrackingConfig | None = None, *,
                 video_config: VideoConfig | None = None, max_frames: int | None = None,
                 checkpoint: str | os.PathLike | None = None, progress: Progress | None = None,
-                model: FaceModel | None = None) -> Tracks:  # fmt: skip
+                model: FaceModel | None = None, min_valid: float | None = None) -> Tracks:  # fmt: skip
     """Track the face in the video at ``path`` (checked by :func:`open_video`).
 
     ``max_frames`` stops early (tests, previews). ``checkpoint`` (a .npz path) is written every
     ``checkpoint_every`` frames and resumed from when it matches this video and config; it is
     deleted when the stage finishes.
+    ``min_valid`` (the share of frames the caller will require, as :func:`check_tracks`) refuses
+    a hopeless video early with a TrackingError: at once when the probe (``probe_frames``) keeps
+    almost none of its frames, else as soon as so many frames are refused that the share can no
+    longer be reached (the finishing pass only refuses more). The checkpoint is written first,
+    so a run with a lower ``min_valid`` resumes from it.
     """
     reader = open_video(path, video_config)
     info = reader.info
@@ -132,8 +152,13 @@ def track_video(path: str | os.PathLike, config: TrackingConfig | None = None, *
     key = hashlib.sha256(json.dumps([str(Path(path).resolve()), st.st_size, st.st_mtime_ns, options,
                                      max_frames, info.width, info.height]).encode()).hexdigest()  # fmt: skip
     total = min(info.frames, max_frames) if max_frames else info.frames
+    cfg = config or TrackingConfig()
+    resuming = checkpoint is not None and Path(checkpoint).exists()
+    if min_valid is not None and cfg.probe_frames and not resuming:
+        model = model or FaceModel()
+        _check_probe(probe_frames(reader.sample(cfg.probe_frames), cfg, model), min_valid)
     return _track(reader.frames, info.fps, info.width, info.height, total, config, max_frames, key,
-                  checkpoint, progress, model)  # fmt: skip
+                  checkpoint, progress, model, min_valid)  # fmt: skip
 
 
 def track_frames(frames: Iterable[np.ndarray], fps: float, config: TrackingConfig | None = None, *,
@@ -154,7 +179,8 @@ def track_frames(frames: Iterable[np.ndarray], fps: float, config: TrackingConfi
     return _track(source, fps, w, h, len(frames), config, None, None, None, progress, model)
 
 
-def _track(source, fps, width, height, total, config, max_frames, key, checkpoint, progress, model) -> Tracks:
+def _track(source, fps, width, height, total, config, max_frames, key, checkpoint, progress, model,
+           min_valid: float | None = None) -> Tracks:  # fmt: skip
     cfg = config or TrackingConfig()
     ckpt = Path(checkpoint) if checkpoint is not None else None
     state = PassState.load(ckpt, key) if ckpt is not None and ckpt.exists() else None
@@ -163,10 +189,17 @@ def _track(source, fps, width, height, total, config, max_frames, key, checkpoin
     state = state or PassState()
     fp = FramePass(cfg, state, model)
     t0, start = time.perf_counter(), state.done
+    # refused frames beyond this and min_valid cannot be met however the rest of the video goes
+    allowed = None if min_valid is None else (1.0 - min_valid) * total * _TOTAL_SLACK
+    refused, stopped = sum(r != 0 for r in state.reason), False
     for index, t, rgb in source(state.done):
         if max_frames is not None and index >= max_frames:
             break
+        if allowed is not None and refused > allowed:
+            stopped = True
+            break
         fp.push(index, t, rgb)
+        refused += state.reason[-1] != 0
         done = state.done
         if ckpt is not None and done % cfg.checkpoint_every == 0:
             state.save(ckpt, key)
@@ -178,6 +211,13 @@ def _track(source, fps, width, height, total, config, max_frames, key, checkpoin
                 progress("track", done, total, eta)
     if state.done == 0:
         raise InputError("the video decoded to no frames")
+    if stopped:
+        if ckpt is not None:
+            state.save(ckpt, key)
+        top = _top_reasons(np.asarray(state.reason))
+        raise TrackingError(f"tracking stopped at frame {state.done} of {total}: the face was refused in "
+                            f"{refused} frames ({top}), so fewer than {100 * min_valid:.0f} % of the frames "
+                            "can be tracked")  # fmt: skip
     timing = {k: 1e3 * v[0] / max(v[1], 1) for k, v in fp.timing.items()}
     log.info("tracking: ms per call %s", {k: round(v, 2) for k, v in timing.items()})
     t1 = time.perf_counter()
@@ -201,10 +241,27 @@ def check_tracks(tracks: Tracks, min_valid: float = 0.5) -> Tracks:
     share = float(tracks.valid.mean()) if len(tracks) else 0.0
     if share >= min_valid:
         return tracks
-    names, counts = np.unique(np.asarray(tracks.reasons())[~tracks.valid], return_counts=True)
-    top = ", ".join(f"{REASON_TEXT[n]}: {c} frames" for c, n in sorted(zip(counts, names, strict=True), reverse=True)[:3])
+    top = _top_reasons(tracks.reason)
     raise TrackingError(f"the face is tracked in {100 * share:.0f} % of {len(tracks)} frames; at least "
                         f"{100 * min_valid:.0f} % is needed ({top})")  # fmt: skip
+
+
+def _top_reasons(reason: np.ndarray) -> str:
+    """The three commonest refusals of reason codes [T] uint8, e.g. 'no face found: 12 frames'."""
+    codes, counts = np.unique(reason[reason != 0], return_counts=True)
+    pairs = sorted(zip(counts.tolist(), codes.tolist(), strict=True), key=lambda p: (-p[0], p[1]))[:3]
+    return ", ".join(f"{REASON_TEXT[REASONS[c]]}: {n} frames" for n, c in pairs)
+
+
+def _check_probe(probe: ProbeResult, min_valid: float) -> None:
+    """TrackingError when the probe kept so few frames that min_valid is out of reach."""
+    n, k = len(probe.reasons), probe.kept
+    risk = sum(math.comb(n, i) * min_valid**i * (1 - min_valid) ** (n - i) for i in range(k + 1))
+    if n == 0 or risk > PROBE_RISK:
+        return
+    top = ", ".join(f"{REASON_TEXT[r]}: {c}" for r, c in list(probe.counts().items())[:3])
+    raise TrackingError(f"the face is tracked in {probe.kept} of {n} frames sampled across the video ({top}); "
+                        f"at least {100 * min_valid:.0f} % of the frames must be tracked")  # fmt: skip
 
 
 def finish(raw: dict[str, np.ndarray], fps: float, width: int, height: int, cfg: TrackingConfig) -> Tracks:

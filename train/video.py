@@ -17,6 +17,7 @@ value that broke the contract.
 from __future__ import annotations
 
 import logging
+import math
 import os
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
@@ -115,16 +116,50 @@ class VideoReader:
                         raise VideoError(f"{self.path}: runs past {cfg.max_seconds:g} s while decoding; "
                                          f"at most {cfg.max_seconds:g} s is accepted")  # fmt: skip
                     if index >= start:
-                        w, h = (info.height, info.width) if info.rotation in (90, 270) else (info.width, info.height)
-                        if (frame.width, frame.height) != (w, h):
-                            frame = frame.reformat(width=w, height=h, interpolation="AREA")
-                        rgb = frame.to_ndarray(format="rgb24")
-                        if info.rotation:
-                            rgb = np.ascontiguousarray(np.rot90(rgb, info.rotation // 90))
-                        yield index, t, rgb
+                        yield index, t, self._upright(frame)
                     index += 1
             except (av.FFmpegError, *_AV_ERRORS_BASE) as exc:
                 raise VideoError(f"{self.path}: undecodable video after frame {index}: {exc}") from None
+
+    def sample(self, count: int) -> Iterator[tuple[int, float, np.ndarray]]:
+        """Yield up to ``count`` frames spread evenly over the video, as :meth:`frames` does
+        (the index estimated from the time), each found by seeking to the keyframe before it and
+        decoding up to it: seconds for a long video, where :meth:`frames` takes minutes. Ends
+        early, without an error, where the file cannot be seeked or decoded there (a caller
+        that needs every frame reads them with :meth:`frames`, which says what is wrong)."""
+        av = require("av", "reading training videos")
+        info = self.info
+        with _open(av, self.path) as container:
+            stream = container.streams.video[0]
+            stream.thread_type = "AUTO"
+            tb = stream.time_base
+            if not tb:
+                return
+            origin = float(stream.start_time * tb) if stream.start_time is not None else 0.0
+            for k in range(count):
+                t = (k + 0.5) / count * info.seconds  # the middle of each of count equal spans
+                target = math.ceil((origin + t) / tb)  # the first frame at or after t
+                try:
+                    container.seek(target, stream=stream, backward=True, any_frame=False)
+                    frame = next((f for f in container.decode(stream) if f.pts is None or f.pts >= target), None)
+                except (av.FFmpegError, *_AV_ERRORS_BASE) as exc:
+                    log.info("%s: cannot sample at %.1f s (%s); the sample ends there", self.path, t, exc)
+                    return
+                if frame is None:
+                    return
+                at = float(frame.pts * tb) - origin if frame.pts is not None else t
+                yield int(round(at * info.fps)), at, self._upright(frame)
+
+    def _upright(self, frame) -> np.ndarray:
+        """A decoded frame as rgb uint8 [H, W, 3] at the reported size, turned upright."""
+        info = self.info
+        w, h = (info.height, info.width) if info.rotation in (90, 270) else (info.width, info.height)
+        if (frame.width, frame.height) != (w, h):
+            frame = frame.reformat(width=w, height=h, interpolation="AREA")
+        rgb = frame.to_ndarray(format="rgb24")
+        if info.rotation:
+            rgb = np.ascontiguousarray(np.rot90(rgb, info.rotation // 90))
+        return rgb
 
     def audio(self) -> np.ndarray | None:
         """The speech track as float32 [S] mono at ``config.sample_rate``, or None without one."""

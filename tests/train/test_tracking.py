@@ -259,6 +259,64 @@ def test_resume_after_interruption_gives_the_same_tracks(talking_video, tmp_path
         np.testing.assert_array_equal(getattr(whole, name), getattr(resumed, name), err_msg=name)
 
 
+def _write_video(path, frames, fps=25):
+    from huma_rt.media import Mp4Writer
+
+    h, w = frames[0].shape[:2]
+    with Mp4Writer(path, fps, (w, h)) as mp4:
+        for f in frames:
+            mp4.write(f)
+    return path
+
+
+def _wall(n: int, h: int = 120, w: int = 160) -> list[np.ndarray]:
+    return [np.full((h, w, 3), 128 + 10 * (i % 3), np.uint8) for i in range(n)]
+
+
+def test_a_video_without_a_face_is_refused_by_the_probe_before_the_pass(tmp_path):
+    video = _write_video(tmp_path / "wall.mp4", _wall(260))  # 10.4 s
+    ckpt, calls = tmp_path / "track.ckpt.npz", []
+    with pytest.raises(TrackingError, match=r"tracked in 0 of 24 frames sampled across the video \(no face found: "
+                                            r"24\); at least 50 % of the frames must be tracked"):  # fmt: skip
+        track_video(video, checkpoint=ckpt, progress=lambda *a: calls.append(a), min_valid=0.5)
+    assert calls == [] and not ckpt.exists()  # the pass never started
+    # without the probe the pass refuses once more than half the frames (+1 % for the estimated
+    # count) are refused: frame 132 of 260
+    with pytest.raises(TrackingError, match=r"tracking stopped at frame 132 of 260: the face was refused in 132 "
+                                            r"frames \(no face found: 132 frames\), so fewer than 50 %"):  # fmt: skip
+        track_video(video, TrackingConfig(probe_frames=0), checkpoint=ckpt, min_valid=0.5)
+    assert ckpt.exists()
+    with pytest.raises(InputError, match="probe_frames"):
+        TrackingConfig(probe_frames=-1)
+
+
+def test_tracking_stops_once_min_valid_is_out_of_reach_and_resumes_under_a_lower_one(cap13_frames, tmp_path):
+    # 5 s of a face, then 7 s of wall: the probe keeps 10 of its 24 frames and lets it pass; the
+    # pass stops when the 152nd frame is refused (> 0.5 x 300 x 1.01), at frame 277 of 300
+    video = _write_video(tmp_path / "gone.mp4", cap13_frames + _wall(175, *cap13_frames[0].shape[:2]))
+    ckpt = tmp_path / "track.ckpt.npz"
+    seen = []
+
+    def run(min_valid):
+        seen.clear()
+        return track_video(video, TrackingConfig(log_every=25), checkpoint=ckpt, min_valid=min_valid,
+                           progress=lambda *a: seen.append(a[1]))  # fmt: skip
+
+    # (the face is looked for where it was for hold_frames = 25 frames: hidden, then absent)
+    with pytest.raises(TrackingError, match=r"stopped at frame 277 of 300: the face was refused in 152 frames "
+                                            r"\(no face found: 127 frames, landmarks not held .*: 25 frames\)"):  # fmt: skip
+        run(0.5)
+    assert seen[-1] == 275 and ckpt.exists()
+    with pytest.raises(TrackingError, match="stopped at frame 277 of 300"):  # resumed: refused at once
+        run(0.5)
+    assert seen == []
+    tracks = run(0.4)  # 125 of 300 frames (42 %) are enough: the pass goes on from frame 277
+    assert seen[0] == 300 and len(tracks) == 300 and not ckpt.exists()
+    assert tracks.reasons()[125:] == ["low_confidence"] * 25 + ["no_face"] * 150
+    assert tracks.valid[:125].mean() >= 0.95
+    assert check_tracks(tracks, 0.4) is tracks
+
+
 def test_tracks_round_trip_and_refuse_bad_files(cap13_tracks, tmp_path):
     path = tmp_path / "tracks.npz"
     cap13_tracks.save(path)

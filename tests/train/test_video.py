@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
@@ -59,6 +61,20 @@ def test_reads_the_real_clip(talking_video):
     k, t, f = next(r.frames(start=2))
     assert k == 2 and np.array_equal(f, first[2][2])  # starting later gives the same frame
     assert r.audio() is None
+
+
+def test_sample_seeks_to_the_same_frames_as_the_stream(talking_video, tmp_path):
+    r = open_video(talking_video)
+    sampled = list(r.sample(6))
+    # the first frames at or after the middles of six equal spans of 30.6 s: 64, 192, ...
+    assert [k for k, _, _ in sampled] == [math.ceil((j + 0.5) / 6 * r.info.seconds * 25) for j in range(6)]
+    want = {k: (t, f) for k, t, f in sampled}
+    for k, t, f in r.frames():
+        if k in want:
+            assert t == pytest.approx(want[k][0], abs=1e-6) and np.array_equal(f, want[k][1]), k
+    phone = open_video(_write(tmp_path / "phone.mp4", 10.2, rotation=90))
+    frames = list(phone.sample(3))
+    assert len(frames) == 3 and all(f.shape == (64, 48, 3) for _, _, f in frames)  # upright, like frames()
 
 
 def test_shrinks_large_frames(talking_video):
