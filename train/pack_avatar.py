@@ -11,19 +11,23 @@ draws the canonical Gaussians (plus the deformer's deltas, which live in canonic
 where the fit drew them at that pose; the degree-1 SH needs no turning, since the runtime takes
 view directions in world space.
 
-The camera decides the size the runtime renders at. Pack at the size the Gaussians were fitted
-at: a fit at 128 px drawn at 512 px loses its look (measured 43.9 dB vs the truth at 128 px,
-24.9 dB at 512 px, bench/results/runtime-trained-2026-12-06); the likely cause, each splat fitted
-with the rasterizer's fixed 0.3 px^2 screen low-pass at the fit's pixel size, is unconfirmed
-(adding that low-pass to the 3D scales did not bring the look back). A larger camera is
-accepted (the plate may then be the fit's plate at an integer downscale of it, upsampled here)
-for avatars fitted at that size.
+The camera decides the size the runtime renders at. The fit's own size (``upscale`` 1) draws
+the Gaussians exactly as the fit did. ``upscale`` u > 1 draws them u times larger (camera size and
+intrinsics x u, the fit's plate upsampled): every splat was fitted through the rasterizer's fixed
+screen low-pass (SCREEN_LOWPASS_PX2, 0.3 px^2 at the fit's pixel size), which at u times the
+pixels shrinks u^2 times; splats the fit left thinner than a pixel then break up into specks and
+jagged edges (the closed loop at 512 px from a 170 px fit: 26.4 dB against the fit's frame
+upsampled, bench/results/train-pack-size-2026-12-07). :func:`lowpass_for_upscale` puts the
+missing part of the fit's low-pass into the Gaussians themselves, as an isotropic 3D variance at
+each one's depth (as Mip-Splatting's 3D filter does), so the larger frame is the fit's frame
+drawn larger (38.1 dB against it upsampled): as sharp as the fit, no sharper.
 The networks are exported by huma_rt.export (fp32 + fp16 ONNX, checker, TensorRT op set,
 onnxruntime parity) and packed by huma_rt.bundle.pack, exactly as the demo avatar's are.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import tempfile
 from collections.abc import Callable
@@ -37,7 +41,7 @@ from huma_rt.gaussians import Camera, Gaussians
 
 log = logging.getLogger(__name__)
 
-__all__ = ["median_pose", "pack_avatar", "plate_for_camera", "rest_camera"]
+__all__ = ["lowpass_for_upscale", "median_pose", "pack_avatar", "plate_for_camera", "rest_camera", "upscale_camera"]
 
 
 def median_pose(head_quat: np.ndarray, head_trans: np.ndarray,
@@ -118,6 +122,37 @@ def plate_for_camera(background: np.ndarray, camera: Camera) -> np.ndarray:
     return np.ascontiguousarray(np.clip(out, 0.0, 1.0), dtype=np.float32)
 
 
+def lowpass_for_upscale(gaussians: Gaussians, camera: Camera, upscale: int) -> Gaussians:
+    """``gaussians`` to draw at ``upscale`` times the pixel size of ``camera`` (the fit's size,
+    its world_to_camera the rest pose) so that they look as the fit drew them: each Gaussian's
+    covariance gains the isotropic variance SCREEN_LOWPASS_PX2 (1 - 1/u^2) (z / f)^2 (z: its
+    depth, f: the fit's focal length in px), the part of the fit's screen low-pass that the
+    larger frame's own no longer gives. Rotations and opacities stay (the fit's opacities already
+    apply to the widened footprints); scales come back as exp log-scales. Deformed Gaussians (the
+    deformer's log-scale deltas scale the widened scales) are widened by the same factor."""
+    from huma_rt.render._common import SCREEN_LOWPASS_PX2
+
+    if isinstance(upscale, bool) or not isinstance(upscale, int) or upscale < 1:
+        raise InputError(f"upscale must be an integer >= 1; got {upscale!r}")
+    if upscale == 1:
+        return gaussians
+    w2c = np.asarray(camera.world_to_camera, np.float64)
+    depth = np.maximum(np.asarray(gaussians.means, np.float64) @ w2c[2, :3] + w2c[2, 3], 0.0)
+    focal = 0.5 * (camera.fx + camera.fy)
+    var = SCREEN_LOWPASS_PX2 * (1.0 - 1.0 / upscale**2) * (depth / focal) ** 2
+    scales = gaussians.scales().astype(np.float64)
+    log_scales = 0.5 * np.log(scales**2 + var[:, None])
+    return dataclasses.replace(gaussians, log_scales=log_scales.astype(np.float32), scale_activation="exp")
+
+
+def upscale_camera(camera: Camera, upscale: int) -> Camera:
+    """``camera`` with its size and intrinsics times ``upscale`` (pixel edges kept: the fit's
+    pixel (i, j) covers the larger one's u x u block from (u i, u j))."""
+    u = upscale
+    return Camera(camera.width * u, camera.height * u, camera.fx * u, camera.fy * u, camera.cx * u, camera.cy * u,
+                  world_to_camera=camera.world_to_camera, near=camera.near, far=camera.far)  # fmt: skip
+
+
 def _check_models(gaussians, spatial, deformer, encoder) -> None:
     from huma_rt.export.models import AudioEncoder, Deformer, SpatialEncoder, check_compatible
 
@@ -155,8 +190,9 @@ def _check_export(failures: list[str], export_dir: Path, name: str) -> None:
 
 
 def pack_avatar(gaussians: Gaussians, spatial, deformer, encoder, camera: Camera, background: np.ndarray,
-                out: str | Path, *, name: str, rest_pose: tuple[np.ndarray, np.ndarray], overwrite: bool = False,
-                archive: bool = False, progress: Callable[[str, int, int], None] | None = None) -> Path:  # fmt: skip
+                out: str | Path, *, name: str, rest_pose: tuple[np.ndarray, np.ndarray], upscale: int = 1,
+                overwrite: bool = False, archive: bool = False,
+                progress: Callable[[str, int, int], None] | None = None) -> Path:  # fmt: skip
     """Write the trained avatar as bundle ``out`` (a folder; ``archive``: one .tar) -> its path.
 
     gaussians: canonical Gaussians (head space) with region ids, 0 = static, others moved by the
@@ -165,7 +201,9 @@ def pack_avatar(gaussians: Gaussians, spatial, deformer, encoder, camera: Camera
     an adapted copy; its code_dim must be the deformer's). camera: intrinsics and size the
     runtime renders at, identity extrinsics. background [h,w,3] float32 in [0, 1]: see
     plate_for_camera. rest_pose: (quat [4] wxyz, trans [3]) model-to-camera, e.g. median_pose of
-    the fit's frames. The modules are put in eval mode. Refuses an existing ``out`` unless
+    the fit's frames. upscale: the bundle renders at ``upscale`` times ``camera``'s size, the
+    Gaussians widened by :func:`lowpass_for_upscale` (``camera`` must then be the size they were
+    fitted at). The modules are put in eval mode. Refuses an existing ``out`` unless
     ``overwrite``. progress(step, done, total): huma_rt.bundle.pack's callback."""
     from huma_rt.export.onnx_export import export_models
 
@@ -176,7 +214,9 @@ def pack_avatar(gaussians: Gaussians, spatial, deformer, encoder, camera: Camera
     if not isinstance(rest_pose, tuple) or len(rest_pose) != 2:
         raise InputError(f"rest_pose must be a (quat [4], trans [3]) pair; got {rest_pose!r}")
     _check_models(gaussians, spatial, deformer, encoder)
-    cam = rest_camera(camera, *rest_pose)
+    fit_cam = rest_camera(camera, *rest_pose)
+    gaussians = lowpass_for_upscale(gaussians, fit_cam, upscale)
+    cam = upscale_camera(fit_cam, upscale)
     plate = plate_for_camera(background, cam)
     out = Path(out)
     if out.exists() and not overwrite:

@@ -71,8 +71,11 @@ class TrainConfig:
     """Options of every stage. video: VideoConfig (limits, tracking size). tracking:
     TrackingConfig. min_valid: the share of frames that must be tracked (below: TrackingError).
     fit_side: the fits' frame size, longer side in pixels (the static and articulated downscale
-    is chosen for it; 0: keep each fit config's own ``downscale``); the bundle renders at that
-    size. max_fit_frames: the most frames the fits hold (all frames are decoded into memory at
+    is chosen for it; 0: keep each fit config's own ``downscale``). pack_side: the bundle renders
+    at the largest whole multiple of the fit's size whose longer side is at most this (franck's
+    180 px fit: 360, its video's size; the closed loop's 170: 510; 0 or less than the fit: the
+    fit's size), the Gaussians widened to look as the fit drew them
+    (pack_avatar.lowpass_for_upscale); a frame's cost grows with its pixels. max_fit_frames: the most frames the fits hold (all frames are decoded into memory at
     the tracking size: 1500 of 360x288 are ~0.5 GB, with mattes ~0.6 GB); a longer video's frames
     are taken evenly spread (2 minutes at 24 fps: every 2nd). static: StaticFitConfig
     (:func:`default_static_config`). articulated: ArticulatedFitConfig. audio: AudioAdaptConfig.
@@ -83,6 +86,7 @@ class TrainConfig:
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     min_valid: float = 0.5
     fit_side: int = 180
+    pack_side: int = 512
     max_fit_frames: int = 1500
     static: StaticFitConfig = field(default_factory=lambda: default_static_config())
     articulated: ArticulatedFitConfig = field(default_factory=lambda: ArticulatedFitConfig(checkpoint_every=100))
@@ -97,6 +101,8 @@ class TrainConfig:
             raise InputError(f"max_fit_frames must be an integer >= 16; got {self.max_fit_frames!r}")
         if isinstance(self.fit_side, bool) or not isinstance(self.fit_side, int) or self.fit_side < 0:
             raise InputError(f"fit_side must be an integer >= 0 (0: the fit configs' own downscale); got {self.fit_side!r}")
+        if isinstance(self.pack_side, bool) or not isinstance(self.pack_side, int) or self.pack_side < 0:
+            raise InputError(f"pack_side must be an integer >= 0 (0: the fit's size); got {self.pack_side!r}")
         if self.threads is not None and (isinstance(self.threads, bool) or not isinstance(self.threads, int)
                                          or self.threads < 1):  # fmt: skip
             raise InputError(f"threads must be None or an integer >= 1; got {self.threads!r}")
@@ -133,7 +139,8 @@ class TrainConfig:
         mouth follows speech (a 10 s closed-loop clip: ~2-3 min on a loaded 2-core machine)."""
         from .densify import DensifyConfig
 
-        cfg = cls(fit_side=64, max_fit_frames=200, threads=1)  # 200 < a 10 s clip: the subsample is exercised
+        # 200 < a 10 s clip: the subsample is exercised; packed at twice the fit's size
+        cfg = cls(fit_side=64, pack_side=128, max_fit_frames=200, threads=1)
         cfg.static = StaticFitConfig(iterations=60, init_count=600, holdout_every=8, sh_degree=0,
                                      checkpoint_every=20, log_every=10,
                                      densify=DensifyConfig(start=10**9, stop=10**9, opacity_reset_every=0),

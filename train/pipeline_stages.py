@@ -91,7 +91,7 @@ class StageRunner:
         if name == "audio":  # the speech: --audio's bytes, else the video's (its key is upstream)
             audio_sha = sha256_file(self.audio) if self.audio is not None else None
             return {"audio": _effect(as_dict(c.audio)), "audio_sha": audio_sha}
-        return {"name": self._name(), "out": str(self.out.resolve())}
+        return {"name": self._name(), "out": str(self.out.resolve()), "pack_side": c.pack_side}
 
     def _outputs_exist(self, name: str) -> bool:
         files = {"video": ["video.json"], "track": ["tracks.npz"], "static": ["static/result.npz", "poses.npz"],
@@ -295,11 +295,14 @@ class StageRunner:
         encoder, _ = load_encoder(self.wf.path("audio"))
         poses = read_npz(self.wf.path("poses.npz"))
         rest = median_pose(poses["head_quat"], poses["head_trans"], poses["valid"])
+        cam = art.camera
+        upscale = max(1, self.cfg.pack_side // max(cam.width, cam.height))
         # an existing bundle was refused before the run began unless resuming or overwriting
-        path = pack_avatar(art.gaussians, art.spatial, art.deformer, encoder, art.camera,
+        path = pack_avatar(art.gaussians, art.spatial, art.deformer, encoder, cam,
                            np.asarray(art.background, np.float32), self.out, name=self._name(),
-                           rest_pose=rest, overwrite=True)  # fmt: skip
-        return {"bundle": str(path), "gaussians": int(art.gaussians.count)}
+                           rest_pose=rest, upscale=upscale, overwrite=True)  # fmt: skip
+        return {"bundle": str(path), "gaussians": int(art.gaussians.count),
+                "size": [cam.width * upscale, cam.height * upscale]}  # fmt: skip
 
 
 # the stages each stage reads (their keys enter its key)

@@ -16,6 +16,9 @@ BACKENDS = ("cpu", "cuda", "emulated", "gsplat")
 # 512x512 needs about 8.3, so 16 leaves room and the first frame never grows the buffer.
 ISECTS_PER_GAUSSIAN = 16
 SCALE_ACTIVATION_CODES = {"exp": 0, "softplus": 1}
+# Every backend adds this variance (px^2) to each projected covariance's diagonal (HR_EPS2D in
+# kernels/raster_math.cuh, gsplat's eps2d): splats are never thinner than ~0.55 px.
+SCREEN_LOWPASS_PX2 = 0.3
 
 
 @dataclass

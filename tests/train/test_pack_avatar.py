@@ -329,3 +329,56 @@ def test_trained_bundle_speaking_is_the_torch_deformers_render(case):
         _assert_close_u8(frames[i], want, f"frame {i} vs torch", max_diff=2, share=0.02)
         moved += int(np.abs(want.astype(int) - rest).max() > 8)
     assert moved >= 2, "speech must move the trained mouth for the comparison to mean anything"
+
+
+def _upsample(img: np.ndarray, u: int) -> np.ndarray:
+    """Bilinear upsampling of an [h,w,3] image by u, pixel edges aligned -> float in [0, 255]."""
+    x = torch.from_numpy(img.astype(np.float32)).permute(2, 0, 1)[None]
+    return torch.nn.functional.interpolate(x, scale_factor=u, mode="bilinear", align_corners=False)[0].permute(1, 2, 0).numpy()
+
+
+def _psnr_u8(a: np.ndarray, b: np.ndarray) -> float:
+    return float(10 * np.log10(255.0**2 / np.mean((np.asarray(a, np.float64) - b) ** 2)))
+
+
+def test_upscaled_pack_draws_the_fit_larger(tmp_path):
+    """A fit of fine splats (0.1-0.5 px at the fit's size, each widened there by the screen
+    low-pass) packed at 4x: the bundle's frame is the fit's frame drawn larger, where the same
+    Gaussians drawn at 4x without the widening break up."""
+    from huma_rt.train.pack_avatar import lowpass_for_upscale, upscale_camera
+
+    from huma_rt.render._common import SCREEN_LOWPASS_PX2
+
+    g = _scene(n=6000, seed=2)
+    g = dataclasses.replace(g, log_scales=np.log(np.random.default_rng(3).uniform(0.005, 0.02, (g.count, 3))).astype(np.float32))
+    enc, spatial, deformer = _models(g=g)
+    fit = _torch_render(g, _camera(), _background(), REST)
+    out = pack_avatar(g, spatial, deformer, enc, _camera(), _background(), tmp_path / "x4.bundle", name="x4",
+                      rest_pose=REST, upscale=4)  # fmt: skip
+    b = open_bundle(out)
+    assert (b.camera.width, b.camera.height, b.camera.fx) == (4 * W, 4 * H, 4 * 70.0)
+    frame = _rest_frame(out)
+    # exactly the widened Gaussians at the larger camera
+    wide = lowpass_for_upscale(g, rest_camera(_camera(), *REST), 4)
+    _assert_close_u8(frame, _torch_render(wide, upscale_camera(_camera(), 4), np.array(b.background), REST), "x4 rest frame")
+    raw = _torch_render(g, _camera(4), plate_for_camera(_background(), _camera(4)), REST)
+    look, broken = _psnr_u8(frame, _upsample(fit, 4)), _psnr_u8(raw, _upsample(fit, 4))
+    print(f"against the fit's frame upsampled: widened {look:.1f} dB, as fitted {broken:.1f} dB")
+    assert look >= 30.0 and look >= broken + 6.0
+    # the widening is the fit's low-pass less the larger frame's, at each Gaussian's depth
+    z = (g.means.astype(np.float64) @ rest_camera(_camera(), *REST).world_to_camera[2, :3].T
+         + rest_camera(_camera(), *REST).world_to_camera[2, 3])  # fmt: skip
+    want = np.sqrt(g.scales().astype(np.float64) ** 2 + SCREEN_LOWPASS_PX2 * (1 - 1 / 16) * (z / 70.0)[:, None] ** 2)
+    np.testing.assert_allclose(wide.scales(), want, rtol=1e-5)
+    assert lowpass_for_upscale(g, _camera(), 1) is g
+    with pytest.raises(InputError, match="upscale must be an integer >= 1; got 0"):
+        lowpass_for_upscale(g, _camera(), 0)
+
+
+def test_screen_lowpass_is_the_kernels():
+    from pathlib import Path
+
+    from huma_rt.render._common import SCREEN_LOWPASS_PX2
+
+    header = (Path(__file__).resolve().parents[2] / "kernels" / "raster_math.cuh").read_text()
+    assert f"#define HR_EPS2D {SCREEN_LOWPASS_PX2}f" in header
