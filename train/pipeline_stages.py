@@ -40,8 +40,8 @@ log = logging.getLogger(__name__)
 RATE = 16000
 CODE_FPS = 25.0  # the runtime's and the audio encoder's frame rate (EncoderConfig.fps)
 SILENT_RMS = 1e-4  # a speech track quieter than this (digital silence) is treated as absent
-# options that change how often a stage logs or saves, not what it computes
-_NO_EFFECT = ("checkpoint_every", "log_every", "torch_threads")
+# options that change how often a stage logs or saves, or how soon it refuses, not what it computes
+_NO_EFFECT = ("checkpoint_every", "log_every", "torch_threads", "probe_frames")
 
 
 class StageRunner:
