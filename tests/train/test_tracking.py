@@ -8,6 +8,7 @@ import json
 
 import numpy as np
 import pytest
+from _mp4 import write_mp4  # tests/_mp4.py
 
 from huma_rt.errors import FormatError, InputError
 
@@ -259,22 +260,12 @@ def test_resume_after_interruption_gives_the_same_tracks(talking_video, tmp_path
         np.testing.assert_array_equal(getattr(whole, name), getattr(resumed, name), err_msg=name)
 
 
-def _write_video(path, frames, fps=25):
-    from huma_rt.media import Mp4Writer
-
-    h, w = frames[0].shape[:2]
-    with Mp4Writer(path, fps, (w, h)) as mp4:
-        for f in frames:
-            mp4.write(f)
-    return path
-
-
 def _wall(n: int, h: int = 120, w: int = 160) -> list[np.ndarray]:
     return [np.full((h, w, 3), 128 + 10 * (i % 3), np.uint8) for i in range(n)]
 
 
 def test_a_video_without_a_face_is_refused_by_the_probe_before_the_pass(tmp_path):
-    video = _write_video(tmp_path / "wall.mp4", _wall(260))  # 10.4 s
+    video = write_mp4(tmp_path / "wall.mp4", _wall(260))  # 10.4 s
     ckpt, calls = tmp_path / "track.ckpt.npz", []
     with pytest.raises(TrackingError, match=r"tracked in 0 of 24 frames sampled across the video \(no face found: "
                                             r"24\); at least 50 % of the frames must be tracked"):  # fmt: skip
@@ -293,7 +284,7 @@ def test_a_video_without_a_face_is_refused_by_the_probe_before_the_pass(tmp_path
 def test_tracking_stops_once_min_valid_is_out_of_reach_and_resumes_under_a_lower_one(cap13_frames, tmp_path):
     # 5 s of a face, then 7 s of wall: the probe keeps 10 of its 24 frames and lets it pass; the
     # pass stops when the 152nd frame is refused (> 0.5 x 300 x 1.01), at frame 277 of 300
-    video = _write_video(tmp_path / "gone.mp4", cap13_frames + _wall(175, *cap13_frames[0].shape[:2]))
+    video = write_mp4(tmp_path / "gone.mp4", cap13_frames + _wall(175, *cap13_frames[0].shape[:2]))
     ckpt = tmp_path / "track.ckpt.npz"
     seen = []
 

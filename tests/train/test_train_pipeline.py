@@ -10,6 +10,7 @@ import shutil
 
 import numpy as np
 import pytest
+from _mp4 import write_mp4  # tests/_mp4.py
 
 pytest.importorskip("torch")
 pytest.importorskip("dlib")
@@ -205,16 +206,6 @@ def test_a_work_folder_of_another_video_is_refused(tmp_path):
     assert (tmp_path / "mine" / "notes.txt").read_text() == "keep"
 
 
-def _write_video(path, frames, fps=25):
-    from huma_rt.media import Mp4Writer
-
-    h, w = frames[0].shape[:2]
-    with Mp4Writer(path, fps, (w, h)) as mp4:
-        for f in frames:
-            mp4.write(f)
-    return path
-
-
 def _cli(capsys, *args):
     from huma_rt.cli import main
 
@@ -225,7 +216,7 @@ def _cli(capsys, *args):
 
 def test_short_and_unreadable_videos_are_refused_in_one_line(tmp_path, capsys):
     rng = np.random.default_rng(0)
-    short = _write_video(tmp_path / "short.mp4", [rng.integers(0, 255, (64, 64, 3), np.uint8)] * 75)
+    short = write_mp4(tmp_path / "short.mp4", [rng.integers(0, 255, (64, 64, 3), np.uint8)] * 75)
     rc, err = _cli(capsys, short, "-o", tmp_path / "a.bundle")
     assert rc == 1 and len(err) == 1 and "3.0 s" in err[0] and "at least 10 s" in err[0]
     junk = tmp_path / "junk.mp4"
@@ -240,7 +231,7 @@ def test_short_and_unreadable_videos_are_refused_in_one_line(tmp_path, capsys):
 def test_a_video_without_a_face_is_refused_in_seconds(tmp_path, capsys):
     rng = np.random.default_rng(1)
     frames = [np.full((96, 128, 3), 90, np.uint8) + rng.integers(0, 40, (96, 128, 3), np.uint8) for _ in range(260)]
-    video = _write_video(tmp_path / "wall.mp4", frames)
+    video = write_mp4(tmp_path / "wall.mp4", frames)
     out = tmp_path / "w.bundle"
     rc, err = _cli(capsys, video, "-o", out)
     assert rc == 1 and len(err) == 1
@@ -265,7 +256,7 @@ def test_two_faces_are_refused(clip, tmp_path, capsys):
     # side by side at half size (256 x 512): the faces stay well above the detector's ~80 px and
     # tracking every frame (detection runs on each while two faces show) costs a quarter
     frames = [np.concatenate([f[::2, ::2], f[1::2, 1::2]], 1) for _, _, f in open_video(clip / "video.mp4").frames()]
-    video = _write_video(tmp_path / "two.mp4", frames)
+    video = write_mp4(tmp_path / "two.mp4", frames)
     rc, err = _cli(capsys, video, "-o", tmp_path / "t.bundle")
     assert rc == 1 and len(err) == 1 and "more than one face" in err[0]
 
