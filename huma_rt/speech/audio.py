@@ -102,6 +102,17 @@ def write_wav(path: str | Path, pcm: np.ndarray, sample_rate: int) -> None:
     _write(path, np.asarray(pcm, np.float32), int(sample_rate))
 
 
+def trim_leading_silence(pcm: np.ndarray, sample_rate: int = TARGET_RATE, floor_db: float = -40.0,
+                         keep_s: float = 0.005) -> np.ndarray:
+    """``pcm`` [S] f32 from ``keep_s`` before its first sample louder than ``floor_db`` under its
+    peak (a view; all of it when it starts loud, none when it is all zeros)."""
+    a = np.abs(pcm)
+    if a.size == 0 or not a.max() > 0:
+        return pcm[:0]
+    first = int(np.argmax(a > a.max() * 10.0 ** (floor_db / 20.0)))
+    return pcm[max(0, first - int(round(keep_s * sample_rate))) :]
+
+
 class Windower:
     """Audio of any chunk size -> consecutive windows of exactly ``size`` samples; what is left
     over waits for the next push. Models that see fixed windows (silero: 512 samples) give the

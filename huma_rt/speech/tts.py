@@ -25,7 +25,7 @@ from huma_rt._files import cached_sha256
 from huma_rt._optional import require
 from huma_rt.errors import FormatError, InputError, MissingDependencyError
 from huma_rt.speech._onnx_meta import encode_metadata, read_metadata
-from huma_rt.speech.audio import TARGET_RATE, resample
+from huma_rt.speech.audio import TARGET_RATE, resample, trim_leading_silence
 from huma_rt.speech.text import chunk_text, decode_text, is_speakable
 
 log = logging.getLogger(__name__)
@@ -296,10 +296,21 @@ class PiperTTS:
 
     def stream_chunks(self, chunks: Iterable[str]) -> Iterator[tuple[np.ndarray, str]]:
         """Speak already-split chunks as they arrive (e.g. from a streaming responder) ->
-        (pcm [S] f32 at 16 kHz, chunk); chunks with nothing speakable are skipped."""
+        (pcm [S] f32 at 16 kHz, chunk); chunks with nothing speakable are skipped.
+
+        The first chunk starts 5 ms before its first sound: the voice leads each chunk with
+        its own quiet (8-70 ms: "Sure," 8, "Well," 69), which at the start of an answer is only
+        time the listener waits; between chunks it stays, a pause of speech."""
+        first = True
         for chunk in chunks:
             pcm = self._generate(chunk)
             if pcm.size == 0:
                 log.debug("no audio for chunk %r", chunk)
                 continue
-            yield resample(pcm, self.sample_rate, TARGET_RATE), chunk
+            pcm = resample(pcm, self.sample_rate, TARGET_RATE)
+            if first:
+                pcm = trim_leading_silence(pcm)
+                if pcm.size == 0:  # digital silence: nothing to start the answer with
+                    continue
+                first = False
+            yield pcm, chunk

@@ -68,6 +68,24 @@ def test_stream_yields_chunks_in_order_at_16k(tts):
         assert pcm.dtype == np.float32 and pcm.ndim == 1 and pcm.size > 1600
 
 
+def test_a_stream_starts_at_its_first_sound(tts):
+    from huma_rt.speech.audio import trim_leading_silence
+
+    def onset(pcm):  # first sample within 40 dB of the chunk's peak
+        return int(np.argmax(np.abs(pcm) > np.abs(pcm).max() * 0.01))
+
+    (first, _), (second, _) = list(tts.stream("Well, the weather is fine."))
+    assert onset(first) == 80  # 5 ms after the start ("Well," leads with ~70 ms of quiet)
+    assert onset(second) > 16000 * 0.02  # the next chunk keeps its lead: a pause inside the answer
+    # the trim itself: from 5 ms before the first sample over the floor, nothing after it touched
+    x = np.concatenate([np.full(1000, 1e-5), np.sin(np.linspace(0, 60, 3000)), np.zeros(500)]).astype(np.float32)
+    cut = trim_leading_silence(x)
+    k = onset(x)
+    assert cut.size == x.size - (k - 80) and np.array_equal(cut, x[k - 80 :])
+    assert trim_leading_silence(np.zeros(100, np.float32)).size == 0
+    assert trim_leading_silence(np.ones(10, np.float32)).size == 10
+
+
 def test_long_text_streams_lazily(tts):
     stream = tts.stream("and then " * 1200)  # ~10 800 characters, no full stop
     pcm, chunk = next(stream)
