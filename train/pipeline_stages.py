@@ -302,7 +302,7 @@ class StageRunner:
                            np.asarray(art.background, np.float32), self.out, name=self._name(),
                            rest_pose=rest, upscale=upscale, overwrite=True)  # fmt: skip
         return {"bundle": str(path), "gaussians": int(art.gaussians.count),
-                "size": [cam.width * upscale, cam.height * upscale]}  # fmt: skip
+                "size": [cam.width * upscale, cam.height * upscale], "fit_size": [cam.width, cam.height]}  # fmt: skip
 
 
 # the stages each stage reads (their keys enter its key)

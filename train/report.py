@@ -213,6 +213,10 @@ def _markdown(rep: dict) -> str:
             cells = [f"{m[k]:.2f}" if isinstance(m.get(k), (int, float)) else "-"
                      for k in ("psnr", "ssim", "psnr_face", "ssim_face", "psnr_head", "psnr_mouth", "psnr_eyes")]
             lines.append(f"| {n} | {' | '.join(cells)} | {m['gaussians']} |")
+    pack = rep["stages"].get("pack", {}).get("summary") or {}
+    if "size" in pack:
+        fit = f" (the fit's frames: {pack['fit_size'][0]}x{pack['fit_size'][1]})" if "fit_size" in pack else ""
+        lines += ["", f"Bundle: {pack['size'][0]}x{pack['size'][1]} px{fit}, {pack['gaussians']} Gaussians."]
     if "audio" in rep:
         a = rep["audio"]
         lines += ["", f"Audio path: {'adapted on the speech track' if a.get('adapted') else 'the shipped one'} "

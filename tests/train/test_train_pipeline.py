@@ -23,6 +23,7 @@ from huma_rt.train.progress import StageProgress, TerminalBar  # noqa: E402
 from huma_rt.train.tracking import TrackingError  # noqa: E402
 from huma_rt.train.video import VideoError  # noqa: E402
 
+from huma_rt.bundle import open_bundle  # noqa: E402
 from huma_rt.errors import HumaError  # noqa: E402
 
 CLIP_S = 10.4  # the reader's minimum is 10 s
@@ -109,6 +110,8 @@ def test_cli_trains_a_bundle_that_speaks(trained, clip, tmp_path):
         assert (report / name).stat().st_size > 10000, name
     md = (report / "report.md").read_text()
     assert "| articulated |" in md and "Held-out" in md and f"{rep['frames']['valid']} of 260 used" in md
+    assert "Bundle: 128x128 px (the fit's frames: 64x64)" in md  # quick: pack_side 128, twice the fit
+    assert (avatar.size, open_bundle(trained).camera.fx) == ((128, 128), pytest.approx(2 * 512 / 8))
     sheet = imread(report / "heldout.png")
     assert sheet.shape[0] > 200 and sheet.std() > 0.05
 
