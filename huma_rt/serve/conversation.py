@@ -247,6 +247,9 @@ class Conversation:
         self._stop = threading.Event()
         self._lock = threading.Lock()  # guards _turn and _turn_count
         self._tts_lock = threading.Lock()  # the TTS is not thread-safe; turns overlap when cut
+        # turns cut since the frame clock last looked: it silences their queued audio itself,
+        # before it shows the next frame's (see _silence_cut)
+        self._cut_turns: deque = deque()
         self._turn: _Turn | None = None
         self._turn_count = 0
         self._threads: list[threading.Thread] = []
@@ -341,8 +344,7 @@ class Conversation:
         """Cancel ``turn``: queued answer audio is dropped, its stages stop at their next step."""
         turn.cancel.set()
         self._answer.clear()
-        if turn.first_sample is not None:
-            self._timeline.zero_from(self._timeline.popped)  # not yet shown: silence it too
+        self._cut_turns.append(turn)  # its audio on the timeline, not yet shown: silenced by the clock
         if self.on_cut is not None:
             self.on_cut()
         self.emit({"type": "answer_end", "turn": turn.id, "cut": True, "why": why})
@@ -489,9 +491,11 @@ class Conversation:
                     self.stats["drawn_ahead"] = self.stats.get("drawn_ahead", 0) + 1
             idle_due = None
             began = time.perf_counter()
+            self._silence_cut()  # cuts before this take: a next answer's audio taken now stays
             got, marks = self._answer.take(spf, chunk)
             if rest is not None and not got and not marks:  # settled and idle: same picture
                 self._timeline.push(None, spf)
+                self._silence_cut()
                 self._timeline.pop(spf, audio)
                 self.sink(index, index / self.fps, None if behind else rest, audio, due, still=True)
                 index += 1
@@ -529,6 +533,7 @@ class Conversation:
                 silence = session.pushed_samples - before
                 if silence:
                     self._timeline.push(None, silence)
+                self._silence_cut()
                 self._timeline.pop(spf, audio)
                 self._on_frame_events(index * spf, (index + 1) * spf, index / self.fps)
                 self.sink(index, index / self.fps, None if behind else frame.rgb, audio, due)
@@ -543,6 +548,19 @@ class Conversation:
                 quiet = 0 if self._timeline.pending_sound(spf) else quiet + 1
                 if quiet >= settle and not self.answering:
                     rest = frame.rgb.copy()
+
+    def _silence_cut(self) -> None:
+        """On the frame clock, before it takes answer audio and before a frame's audio leaves the
+        timeline: the queued audio of turns cut since it last looked is silenced. Done here, not
+        in ``_cut`` (another thread): the clock may have taken a cut turn's audio from the answer
+        buffer just before the cut and push it just after, where a silencing done at the cut
+        missed it (and the turn's ``first_sample``, which says it has audio queued, is only set
+        on this thread). A cut seen before the take cannot silence the next answer's audio: that
+        is taken after it."""
+        while self._cut_turns:
+            turn = self._cut_turns.popleft()
+            if turn.first_sample is not None:
+                self._timeline.zero_from(self._timeline.popped)
 
     def _on_frame_events(self, start: int, end: int, pts: float) -> None:
         turn = self._turn

@@ -177,6 +177,36 @@ def test_idle_rest_pose_is_the_sessions_own_silence_frame(conv_parts):
         session.close()
 
 
+def test_a_cut_between_the_clocks_take_and_push_silences_that_audio(conv_parts):
+    """The cut lands on the frame clock's thread right after it took answer audio from the
+    buffer and before it put that audio on the timeline (CI hit this window once, with a
+    barge-in from the listener thread): none of the answer may be heard after the cut."""
+    avatar, tts = conv_parts
+    events: list[dict] = []
+    conv, frames = _conversation(avatar, tts, ["One. Two. Three. Four. Five. Six."], events)
+    take = conv._answer.take
+    cut_at: list[int] = []
+
+    def take_then_cut(n, out):
+        got, marks = take(n, out)
+        turn = conv._turn
+        if got and not cut_at and turn is not None and turn.first_sample is not None:
+            cut_at.append(len(frames.index))  # the frames the sink has had so far
+            conv._cut(turn, "barge-in")
+        return got, marks
+
+    conv._answer.take = take_then_cut
+    conv.start()
+    try:
+        conv.ask("Count to six.")
+        _wait(lambda: cut_at and len(frames.index) > cut_at[0] + 25, 60, "a second after the cut")
+    finally:
+        conv.stop()
+    after = np.concatenate(frames.audio[cut_at[0] + 1 :])
+    assert np.all(after == 0), f"{np.count_nonzero(after)} samples of the cut answer were sent after the cut"
+    assert any(e["type"] == "answer_end" and e["cut"] for e in events)
+
+
 def test_barge_in_cuts_the_answer(conv_parts, question_pcm):
     avatar, tts = conv_parts
     events: list[dict] = []
