@@ -23,8 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from huma_rt.bench.common import write_result
-from huma_rt.train.fit_articulated import canonical_params
-from huma_rt.train.fit_pose import render_view
+from huma_rt.train.fit_articulated import render_articulated
 from huma_rt.train.pack_avatar import (
     lowpass_for_upscale,
     median_pose,
@@ -37,21 +36,6 @@ from huma_rt.train.tracking_tracks import Tracks
 from huma_rt.train.video import open_video
 
 log = logging.getLogger(__name__)
-
-
-def _render(result, g, camera, bg, quat, trans, code) -> np.ndarray:
-    """The articulated avatar with Gaussians ``g`` at ``camera`` -> float [h,w,3] in [0, 1]."""
-    rows = torch.from_numpy(np.flatnonzero(g.region != 0))
-    p = canonical_params(g)
-    with torch.no_grad():
-        feat = result.spatial(p["means"][rows])
-        deltas = result.deformer(feat, torch.tensor(code, dtype=torch.float32)[None])
-        for key, d in zip(("means", "quats", "log_scales"), deltas, strict=True):
-            p[key] = p[key].index_add(0, rows, d[0])
-        q = torch.tensor(np.asarray(quat, np.float64), dtype=torch.float32)
-        t = torch.tensor(np.asarray(trans, np.float64), dtype=torch.float32)
-        img = render_view(p, camera, q, t, torch.from_numpy(bg), g.sh_degree).image.clamp(0, 1)
-    return img.numpy()
 
 
 def _upsample(img: np.ndarray, u: int) -> np.ndarray:
@@ -90,9 +74,10 @@ def run(work: Path, video: Path, out: Path, upscale: int | None = None, frames: 
         q, t, code = poses["head_quat"][r], poses["head_trans"][r], codes[index]
         if not np.isfinite(code).all():
             continue
-        fit = _render(result, g, cam, np.asarray(result.background, np.float32), q, t, code)
-        shown = {"fit upsampled": _upsample(fit, u), "as fitted, larger": _render(result, g, big, bg_big, q, t, code),
-                 "widened, larger": _render(result, wide, big, bg_big, q, t, code)}  # fmt: skip
+        fit = render_articulated(result, q, t, code)
+        shown = {"fit upsampled": _upsample(fit, u),
+                 "as fitted, larger": render_articulated(result, q, t, code, camera=big, background=bg_big),
+                 "widened, larger": render_articulated(result, q, t, code, gaussians=wide, camera=big, background=bg_big)}  # fmt: skip
         # the video at the larger size: its pixels when u equals the fit's downscale, else area-resized
         truth = rgb[: big.height * d // u, : big.width * d // u].astype(np.float32) / 255.0
         if d != u:

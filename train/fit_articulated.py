@@ -521,11 +521,14 @@ def _to_gaussians(model: _Model) -> Gaussians:
 
 
 def render_articulated(result: ArticulatedFitResult, head_quat: np.ndarray, head_trans: np.ndarray,
-                       code: np.ndarray) -> np.ndarray:
+                       code: np.ndarray, *, gaussians: Gaussians | None = None, camera: Camera | None = None,
+                       background: np.ndarray | None = None) -> np.ndarray:  # fmt: skip
     """The articulated avatar with motion code [code_dim] at a head pose (quat [4] wxyz, trans
     [3]; model-to-camera) over the plate, at the fit's size -> rgb [h,w,3] float32 in [0,1].
-    Uses the result's own SpatialEncoder and Deformer exactly as the runtime applies them."""
-    g = result.gaussians
+    Uses the result's own SpatialEncoder and Deformer exactly as the runtime applies them.
+    ``gaussians`` (the same rows, e.g. pack_avatar.lowpass_for_upscale's), ``camera`` and its
+    ``background`` [h,w,3] replace the result's (drawn at another size)."""
+    g = result.gaussians if gaussians is None else gaussians
     c = np.asarray(code, np.float64)
     if c.shape != (result.deformer_config.code_dim,) or not np.isfinite(c).all():
         raise InputError(f"code must be finite with shape ({result.deformer_config.code_dim},); got {c.shape}")
@@ -533,12 +536,13 @@ def render_articulated(result: ArticulatedFitResult, head_quat: np.ndarray, head
     t = torch.tensor(np.asarray(head_trans, np.float64), dtype=torch.float32)
     if q.shape != (4,) or t.shape != (3,):
         raise InputError(f"head pose must be quat [4] and trans [3]; got {tuple(q.shape)}, {tuple(t.shape)}")
-    rows = torch.from_numpy(result.dynamic)
+    rows = torch.from_numpy(np.flatnonzero(g.region != 0))
     params = canonical_params(g)
     with torch.no_grad():
         feat = result.spatial(params["means"][rows])
         dmu, dquat, dscale = result.deformer(feat, torch.tensor(c, dtype=torch.float32)[None])
         for key, delta in (("means", dmu[0]), ("quats", dquat[0]), ("log_scales", dscale[0])):
             params[key] = params[key].index_add(0, rows, delta)
-        out = render_view(params, result.camera, q, t, torch.from_numpy(result.background), g.sh_degree)
+        cam, bg = (result.camera, result.background) if camera is None else (camera, background)
+        out = render_view(params, cam, q, t, torch.from_numpy(np.asarray(bg, np.float32)), g.sh_degree)
     return out.image.clamp(0, 1).numpy()
