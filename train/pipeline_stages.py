@@ -64,6 +64,8 @@ class StageRunner:
         upstream = [self.keys[u] for u in _UPSTREAM[name]]
         key = self.keys[name] = stage_key(name, options, upstream)
         if self.wf.finished(name, key, options) and self._outputs_exist(name):
+            if name == "track":  # finished under some bar: judged again under this run's
+                check_tracks(self._tracks(), self.cfg.min_valid)
             self.report(StageProgress(name, "skip"))
             self.done[name] = {"seconds": self.wf.stages[name]["seconds"], "skipped": True,
                                "summary": self.wf.stages[name].get("summary", {})}  # fmt: skip
@@ -81,7 +83,10 @@ class StageRunner:
         if name == "video":
             return {"video_sha": self.wf.video_sha, "video": c.video.to_dict()}
         if name == "track":
-            return {"tracking": _effect(c.tracking.to_dict()), "min_valid": c.min_valid}
+            # not min_valid: it judges the tracks, it does not make them. A run under another
+            # bar re-checks the same tracks (a finished stage too: ``stage``) instead of
+            # tracking the whole video again and redoing every stage after it
+            return {"tracking": _effect(c.tracking.to_dict())}
         if name == "static":
             return {"static": _effect(self._fit_config("static").to_dict()), "max_fit_frames": c.max_fit_frames}
         if name == "codes":

@@ -190,6 +190,24 @@ def test_interrupted_run_resumes_to_the_same_avatar(trained, clip, silent_clip, 
     assert [r.stage for r in events if r.event == "skip"] == ["video", "track", "static"]
     assert [r.stage for r in events if r.event == "end"] == ["codes"]
 
+    # another min_valid: the finished tracks are judged again under it, nothing is redone
+    events.clear()
+    judged: list[float] = []
+    real_check = pipeline_stages.check_tracks
+
+    def check(tracks, min_valid):
+        judged.append(min_valid)
+        return real_check(tracks, min_valid)
+
+    monkeypatch.setattr(pipeline_stages, "check_tracks", check)
+    lower = TrainConfig.from_dict({**cfg.to_dict(), "min_valid": 0.3})
+    train_avatar(silent_clip, out, lower, resume=True, until="codes", progress=_events(events))
+    assert [r.stage for r in events if r.event == "skip"] == ["video", "track", "static", "codes"]
+    assert judged == [0.3]
+    monkeypatch.setattr(pipeline_stages, "check_tracks", lambda tracks, min_valid: real_check(tracks, 1.01))
+    with pytest.raises(TrackingError, match="101 % is needed"):  # a bar no tracks meet: refused on the skip
+        train_avatar(silent_clip, out, lower, resume=True, until="codes")
+
 
 def test_a_work_folder_of_another_video_is_refused(tmp_path):
     video = tmp_path / "a.mp4"
@@ -231,7 +249,7 @@ def test_short_and_unreadable_videos_are_refused_in_one_line(tmp_path, capsys):
     assert not work_paths(tmp_path / "c.bundle")[0].exists()  # nothing is written for a bad file
 
 
-def test_a_video_without_a_face_is_refused_in_seconds(tmp_path, capsys):
+def test_a_video_without_a_face_is_refused_in_seconds(tmp_path, capsys, monkeypatch):
     rng = np.random.default_rng(1)
     frames = [np.full((96, 128, 3), 90, np.uint8) + rng.integers(0, 40, (96, 128, 3), np.uint8) for _ in range(260)]
     video = write_mp4(tmp_path / "wall.mp4", frames)
@@ -250,6 +268,14 @@ def test_a_video_without_a_face_is_refused_in_seconds(tmp_path, capsys):
     with pytest.raises(TrackingError, match=r"tracked in 0 % of 260 frames.*no face found: 260 frames"):
         train_avatar(video, out, cfg, resume=True)
     assert (work / "tracks.npz").is_file()  # kept: a later resume re-checks them without tracking
+    # under yet another bar: the bar judges the tracks, it is not part of what made them
+    def no_tracking(*a, **k):
+        raise AssertionError("the video was tracked again for a new min_valid")
+
+    monkeypatch.setattr(pipeline_stages, "track_video", no_tracking)
+    cfg = TrainConfig.from_dict({**TrainConfig.quick().to_dict(), "min_valid": 0.02})
+    with pytest.raises(TrackingError, match=r"tracked in 0 % of 260 frames.*2 % is needed"):
+        train_avatar(video, out, cfg, resume=True)
 
 
 @pytest.mark.slow
