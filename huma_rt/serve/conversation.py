@@ -196,6 +196,17 @@ class _Timeline:
             self.sound_until = self.pushed + n
         self.pushed += n
 
+    def peek(self, n: int, out: np.ndarray) -> None:
+        """What the next ``pop(n)`` will give once the session has pushed what it needs: the
+        samples queued, then silence (all the session ever pushes by itself)."""
+        cap = self._buf.size
+        m = min(n, self.pushed - self.popped)
+        i = self.popped % cap
+        k = min(m, cap - i)
+        out[:k] = self._buf[i : i + k]
+        out[k:m] = self._buf[: m - k]
+        out[m:n] = 0.0
+
     def pop(self, n: int, out: np.ndarray) -> None:
         cap = self._buf.size
         i = self.popped % cap
@@ -263,6 +274,10 @@ class Conversation:
         self.on_cut: Callable[[], None] | None = None  # an answer was cut: drop what is queued downstream
         # retract(pts, need_s) -> bool: take back the idle frame at pts not yet sent (see _ticks)
         self.retract: Callable[[float, float], bool] | None = None
+        # audio_sink(pts, audio [spf] f32, due): set before start(), it gets each frame's audio
+        # before that frame is drawn, and ``sink`` then gets audio=None (the media sends audio
+        # on a shorter slack than pictures: AvatarMedia.push_audio)
+        self.audio_sink: Callable[[float, np.ndarray, float], None] | None = None
 
     # -- control ---------------------------------------------------------------------------------
     def start(self) -> None:
@@ -449,6 +464,7 @@ class Conversation:
         index = 0
         idle_due: float | None = None  # the last tick sent the rest pose: due then (retractable)
         start_s = 0.025  # moving average: an answer's first frame drawn, from the reset to the sink
+        early_audio = self.audio_sink
         t_next = time.perf_counter()
         while not self._stop.is_set():
             retaken = early = False
@@ -497,7 +513,10 @@ class Conversation:
                 self._timeline.push(None, spf)
                 self._silence_cut()
                 self._timeline.pop(spf, audio)
-                self.sink(index, index / self.fps, None if behind else rest, audio, due, still=True)
+                if early_audio is not None:
+                    early_audio(index / self.fps, audio, due)
+                self.sink(index, index / self.fps, None if behind else rest, None if early_audio else audio, due,
+                          still=True)  # fmt: skip
                 index += 1
                 self.stats["frames"] += 1
                 self.stats["idle_skipped"] = self.stats.get("idle_skipped", 0) + 1
@@ -528,6 +547,10 @@ class Conversation:
                     turn.first_sample = at + offset
                 else:
                     turn.last_sample = at + offset
+            if early_audio is not None:  # the frame's audio leaves now; its picture once drawn
+                self._silence_cut()
+                self._timeline.peek(spf, audio)
+                early_audio(index / self.fps, audio, due)
             before = session.pushed_samples
             for frame in session.idle_frames(1, draw=not behind):
                 silence = session.pushed_samples - before
@@ -536,7 +559,7 @@ class Conversation:
                 self._silence_cut()
                 self._timeline.pop(spf, audio)
                 self._on_frame_events(index * spf, (index + 1) * spf, index / self.fps)
-                self.sink(index, index / self.fps, None if behind else frame.rgb, audio, due)
+                self.sink(index, index / self.fps, None if behind else frame.rgb, None if early_audio else audio, due)
                 if fast is not None:
                     start_s = 0.8 * start_s + 0.2 * (time.perf_counter() - began)
                     self.stats["answer_start_ms"] = round(1000 * start_s, 1)

@@ -1,10 +1,11 @@
 """The media side of one visitor's peer connection (aiortc): avatar tracks out, microphone in.
 
-Both outgoing tracks are paced by one :class:`MediaClock`: the frame with pts ``t`` and the audio
-samples of ``[t, t + 1/fps)`` are handed to the encoders at the same wall time ``t0 + t``. aiortc
-stamps each track's RTCP sender reports with the wall time of its last packet, so pacing both
-from one clock is what lets the browser line them up (aiortc puts both tracks in one stream and
-Chrome lip-syncs them).
+Both outgoing tracks are paced by one :class:`MediaClock`: the frame with pts ``t`` leaves at the
+wall time ``t0 + t`` and the audio samples of ``[t, t + 1/fps)`` at ``t0 + t - audio_lead_s``
+(0 unless the clock gives the audio a shorter slack than the picture, which needs drawing).
+aiortc stamps each track's RTCP sender reports with the wall time of its last packet, so pacing
+both from one clock is what lets the browser line them up (aiortc puts both tracks in one stream
+and Chrome lip-syncs them), and the audio lead moves the sound that much ahead of its picture.
 
 Queues are bounded: the frame clock never waits for the network. A consumer that falls behind
 (slow encoder, congested client) loses frames (``dropped`` counters), never memory: the oldest
@@ -26,6 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from huma_rt._optional import require
+from huma_rt.errors import InputError
 from huma_rt.serve.encode import OpusStream, Vp8Config, Vp8Stream, to_s16
 
 log = logging.getLogger(__name__)
@@ -51,12 +53,28 @@ class MediaClock:
     rather than adding ``dt``: a clock first set by a frame that was itself late (the first
     frame, whose encoder opens) already holds that lateness, and adding it again made every
     later frame wait ``dt`` too long in a 4-frame queue that then dropped frames.
+
+    ``audio_delay_s`` (default: ``delay_s``): the audio's own slack after the tick. Audio needs
+    no drawing, so a caller that hands each frame's audio over before drawing the frame
+    (``AvatarMedia.push_audio``) lets it leave ``delay_s - audio_delay_s`` before its picture.
+    aiortc stamps each track's sender reports with the wall time its packets left, so the
+    browser sees that audio as captured that much sooner and plays it that much sooner
+    relative to the picture (measured: the picture was ahead of its sound; see docs/serve.md).
     """
 
-    def __init__(self, delay_s: float = 0.05) -> None:
+    def __init__(self, delay_s: float = 0.05, audio_delay_s: float | None = None) -> None:
+        audio_delay_s = delay_s if audio_delay_s is None else audio_delay_s
+        if not 0.0 <= audio_delay_s <= delay_s:
+            raise InputError(f"audio_delay_s must be in [0, delay_s={delay_s}] seconds; got {audio_delay_s}")
         self.delay_s = delay_s
+        self.audio_delay_s = audio_delay_s
         self.t0: float | None = None
         self._reanchor = False
+
+    @property
+    def audio_lead_s(self) -> float:
+        """How much sooner than its picture a frame's audio leaves (``delay_s - audio_delay_s``)."""
+        return self.delay_s - self.audio_delay_s
 
     def start(self, pts: float, made: float | None = None) -> None:
         """Called with each frame (its tick due, or made, at ``made``, perf_counter s; default
@@ -155,7 +173,7 @@ class AvatarMedia:
         self._video = _Outbox(video_queue)
         self._audio = _Outbox(audio_queue)
         self.video = _make_track("video", self._video, self.clock, lead=not encode)
-        self.audio = _make_track("audio", self._audio, self.clock, lead=not encode)
+        self.audio = _make_track("audio", self._audio, self.clock, lead=not encode, early=True)
         self.pushed = 0
         self._prev: np.ndarray | None = None  # the last picture handed to the encoder (None: dropped)
         self._idle_opus: bytes | None = None  # the packet libopus settled on for digital silence
@@ -190,19 +208,17 @@ class AvatarMedia:
     def dropped(self) -> dict[str, int]:
         return {"video": self._video.dropped, "audio": self._audio.dropped}
 
-    def push(self, index: int, pts: float, rgb: np.ndarray, audio: np.ndarray, due: float | None = None,
+    def push(self, index: int, pts: float, rgb: np.ndarray, audio: np.ndarray | None, due: float | None = None,
              still: bool = False) -> None:  # fmt: skip
         """Called on the frame clock's thread with one frame and the 16 kHz samples it shows
-        (rgb None: no new picture, the frame clock is behind; only the audio is sent). due: when
+        (rgb None: no new picture, the frame clock is behind; only the audio is sent; audio None:
+        it went ahead through ``push_audio``). due: when
         the frame clock's tick for it was due (perf_counter s; None: now), what the media clock
         is anchored to. still: ``rgb`` is the very array of the previous push and the caller
         never changes it (the idle rest pose): it is neither copied nor compared again."""
         av = self._av
         made = time.perf_counter() if due is None else due
         vf = None
-        s16 = to_s16(audio)
-        first = round(pts * AUDIO_RATE)
-        packets = []
         if self.encode:
             if rgb is not None and len(self._video.items) + self._handed - self._delivered >= self._video.items.maxlen:
                 self._video.dropped += 1  # the sender is behind: not encoded (the chain stays whole)
@@ -221,22 +237,43 @@ class AvatarMedia:
                     self._prev = rgb if still else None  # the caller only keeps a still picture
                 except RuntimeError:  # closed: the visit is over
                     pass
-            for i in range(0, s16.size - AUDIO_FRAME + 1, AUDIO_FRAME):
-                packet = self._encode_audio(s16[i : i + AUDIO_FRAME], first + i)
-                packets.append((packet, packet.pts / AUDIO_RATE))  # leaves when its sound is due
-            self._deliver_soon(vf, pts, packets, made)
+            self._deliver_soon(vf, pts, self._audio_items(pts, audio), made)
             return
         if rgb is not None:
             vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")  # copies
             vf.pts = round(pts * 90000)
             vf.time_base = VIDEO_TIME_BASE
+        self._deliver_soon(vf, pts, self._audio_items(pts, audio), made)
+
+    def push_audio(self, pts: float, audio: np.ndarray, due: float | None = None) -> None:
+        """A frame's audio [spf] f32 16 kHz on its own, before its picture is drawn (the frame's
+        ``push`` then gets ``audio=None``): it leaves at its time on the clock's audio slack
+        (``MediaClock.audio_delay_s``), not after the drawing. due: as in ``push``."""
+        made = time.perf_counter() if due is None else due
+        try:
+            self.loop.call_soon_threadsafe(self._deliver, None, pts, self._audio_items(pts, audio), made)
+        except RuntimeError:  # the loop is closed: the visit is over
+            pass
+
+    def _audio_items(self, pts: float, audio: np.ndarray | None) -> list:
+        """[(Opus packet or AudioFrame, seconds)] for the 20 ms pieces of ``audio`` (None: [])."""
+        if audio is None:
+            return []
+        s16 = to_s16(audio)
+        first = round(pts * AUDIO_RATE)
+        items = []
+        if self.encode:
+            for i in range(0, s16.size - AUDIO_FRAME + 1, AUDIO_FRAME):
+                packet = self._encode_audio(s16[i : i + AUDIO_FRAME], first + i)
+                items.append((packet, packet.pts / AUDIO_RATE))  # leaves when its sound is due
+            return items
         for i in range(0, s16.size, AUDIO_FRAME):
-            af = av.AudioFrame.from_ndarray(s16[None, i : i + AUDIO_FRAME], format="s16", layout="mono")
+            af = self._av.AudioFrame.from_ndarray(s16[None, i : i + AUDIO_FRAME], format="s16", layout="mono")
             af.sample_rate = AUDIO_RATE
             af.pts = first + i
             af.time_base = AUDIO_TIME_BASE
-            packets.append((af, (first + i) / AUDIO_RATE))
-        self._deliver_soon(vf, pts, packets, made)
+            items.append((af, (first + i) / AUDIO_RATE))
+        return items
 
     def _encode_audio(self, s16: np.ndarray, pts: int):
         """One 20 ms packet. Digital silence, once libopus has settled on one packet for it
@@ -339,7 +376,7 @@ class AvatarMedia:
             self.not_retracted["busy"] += 1
             return False  # not encoded yet, not a resent packet, or already gone
         first = pts - self._opus.lookahead / AUDIO_RATE  # its first audio packet's time
-        if self.clock.t0 is None or self.clock.t0 + first - time.perf_counter() < need_s:
+        if self.clock.t0 is None or self.clock.t0 - self.clock.audio_lead_s + first - time.perf_counter() < need_s:
             self.not_retracted["no_time"] += 1
             return False  # the answer's frame could not be drawn in time: it would leave late
         tail = [p for p, t in audio if t >= first - eps]
@@ -392,7 +429,7 @@ def _silent_opus() -> bytes:
     return data
 
 
-def _make_track(kind: str, outbox: _Outbox, clock: MediaClock, lead: bool = True):
+def _make_track(kind: str, outbox: _Outbox, clock: MediaClock, lead: bool = True, early: bool = False):
     base = _track_base()
     errors = require("aiortc.mediastreams", "huma-rt serve (WebRTC)")
 
@@ -401,7 +438,8 @@ def _make_track(kind: str, outbox: _Outbox, clock: MediaClock, lead: bool = True
         takes (measured: from one recv() returning to the next being called): aiortc stamps
         its sender reports with the wall time a frame's packets left, so video must leave when
         its audio does, not an encode later. Packets (already encoded, ``lead`` False) are
-        returned when their time comes."""
+        returned when their time comes. ``early`` (the audio track): its time is the clock's
+        less ``audio_lead_s``."""
 
         def __init__(self) -> None:
             super().__init__()
@@ -424,12 +462,13 @@ def _make_track(kind: str, outbox: _Outbox, clock: MediaClock, lead: bool = True
                     raise errors.MediaStreamError
                 ready = time.perf_counter()
                 frame, pts = item
-                await clock.wait(pts - self.encode_s)
+                ahead = clock.audio_lead_s if early else 0.0
+                await clock.wait(pts - ahead - self.encode_s)
                 if outbox.items and outbox.items[0] is item:
                     outbox.items.popleft()
                     break
             if clock.t0 is not None:  # ready after its time? (the clock's slack was too short)
-                late_ms = 1000 * (ready - clock.t0 - pts)
+                late_ms = 1000 * (ready - clock.t0 - pts + ahead)
                 c = self.lateness
                 c["sent"] += 1
                 c["late_5ms"] += late_ms > 5

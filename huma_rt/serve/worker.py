@@ -35,6 +35,8 @@ CONNECT_GRACE_S = 10.0  # a visit's first media may take this long (ICE, DTLS) b
 WARM_TEXT = ("Thank you for waiting, I am here now and glad to help with whatever you would like to ask "
              "me about today.")  # fmt: skip
 WARM_FRAMES = 3  # talking frames drawn and encoded by the warm-up
+MEDIA_SLACK_S = 0.05  # a frame's picture leaves this long after its tick (drawn and encoded by then)
+AUDIO_SLACK_S = 0.015  # ... and its audio this long (handed over before the frame is drawn)
 
 
 @dataclass
@@ -53,7 +55,9 @@ class WorkerConfig:
     re-encoded; huma_rt.serve.encode) or 'frames' (aiortc encodes every frame, as before: kept
     for A/B measurements); 'packets' falls back to 'frames' when the browser's answer codec is
     not VP8. warm_up: run one thrown-away answer at load (``_Models.warm``; False: for A/B
-    measurements of the first answer).
+    measurements of the first answer). audio_slack_s: how long after its tick a frame's audio
+    leaves (its picture leaves ``MEDIA_SLACK_S`` after, the time to draw and encode it; the audio
+    is handed over before the frame is drawn); None: with its picture, as before.
     """
 
     bundle: str
@@ -72,11 +76,15 @@ class WorkerConfig:
     loopback: bool = True
     media: str = "packets"
     warm_up: bool = True
+    audio_slack_s: float | None = AUDIO_SLACK_S
     log_level: int = logging.WARNING
 
     def __post_init__(self) -> None:
         if self.media not in ("packets", "frames"):
             raise InputError(f"media must be 'packets' or 'frames'; got {self.media!r}")
+        if self.audio_slack_s is not None and not 0.0 <= self.audio_slack_s <= MEDIA_SLACK_S:
+            raise InputError(f"audio_slack_s must be in [0, {MEDIA_SLACK_S}] seconds (the picture's slack) "
+                             f"or None; got {self.audio_slack_s}")  # fmt: skip
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -211,7 +219,7 @@ class _Visit:
         from aiortc import RTCPeerConnection, RTCSessionDescription
 
         from huma_rt.serve.conversation import Conversation
-        from huma_rt.serve.peer import AvatarMedia, quicken_microphone, read_microphone
+        from huma_rt.serve.peer import AvatarMedia, MediaClock, quicken_microphone, read_microphone
 
         loop = asyncio.get_running_loop()
         self.channel = _Channel(loop)
@@ -254,7 +262,10 @@ class _Visit:
         if self.cfg.media == "packets" and not encode:
             log.warning("the browser's video codec is %s, not VP8: aiortc encodes every frame",
                         codecs[0].mimeType if codecs else "unknown")  # fmt: skip
-        self.media = AvatarMedia(loop, fps=int(self.models.avatar.fps), encode=encode)
+        clock = MediaClock(MEDIA_SLACK_S, self.cfg.audio_slack_s)
+        self.media = AvatarMedia(loop, fps=int(self.models.avatar.fps), clock=clock, encode=encode)
+        if self.cfg.audio_slack_s is not None:
+            self.conversation.audio_sink = self.media.push_audio
         pc.addTrack(self.media.audio)  # attaches to the offer's audio section (the microphone's)
         self.media.bind(pc.addTrack(self.media.video))
         self.conversation.retract = self.media.retract  # an answer may take over an unsent idle frame

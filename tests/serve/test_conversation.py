@@ -157,6 +157,55 @@ def test_frames_carry_exactly_the_answer_audio(conv_parts):
     assert "".join(e["text"] for e in events if e["type"] == "answer") == "Sure, that is easy."
 
 
+def test_audio_sink_gets_each_frames_audio_before_its_picture(conv_parts):
+    """With an audio sink (the worker's media sends audio on a shorter slack than pictures),
+    every frame's audio goes to it before that frame is drawn and handed on, the frame's sink
+    gets none, and the audio is still the answer's, sample for sample, in the answer's frame."""
+    avatar, tts = conv_parts
+    events: list[dict] = []
+    conv, frames = _conversation(avatar, tts, ["Sure, that is easy."], events)
+    early: list[tuple[float, np.ndarray, float, float]] = []  # pts, audio, due, when
+
+    def audio_sink(pts, audio, due):
+        early.append((pts, audio.copy(), due, time.perf_counter()))
+
+    conv.audio_sink = audio_sink
+    sink_audio: list = []
+    frames_call = frames.__call__
+
+    def sink(index, pts, rgb, audio, due=None, still=False):
+        sink_audio.append(audio)
+        frames_call(index, pts, rgb, np.zeros(0, np.float32), due, still)
+
+    conv.sink = sink
+    conv.start()
+    try:
+        _wait(lambda: conv.stats.get("idle_skipped", 0) >= 3, 60, "the idle rest pose")
+        conv.ask("What is two plus two?")
+        _wait(lambda: any(e["type"] == "answer_end" for e in events), 60, "the answer to end")
+        time.sleep(0.2)
+    finally:
+        conv.stop()
+    assert all(a is None for a in sink_audio), "the frame's sink gets no audio"
+    n = len(frames.index)
+    assert frames.index == list(range(n))
+    assert len(early) in (n, n + 1), (len(early), n)  # the clock may stop between the two
+    assert [round(p * conv.fps) for p, *_ in early[:n]] == frames.index, "one audio per frame, in order"
+    assert all(e[2] == d[0] for e, d in zip(early[:n], frames.due, strict=True)), "the same tick's due time"
+    assert all(e[3] <= d[1] for e, d in zip(early[:n], frames.due, strict=True)), "each frame's audio before its picture"
+    audio = np.concatenate([a for _, a, _, _ in early[:n]])
+    start = next(e for e in events if e["type"] == "answer_start")
+    first = round(start["pts"] * 16000)
+    loud = np.flatnonzero(np.abs(audio) > 1e-4)
+    assert first <= loud[0] < first + 640
+    got = audio[loud[0] : loud[0] + tts.pcm.size]
+    ref = tts.pcm[np.flatnonzero(np.abs(tts.pcm) > 1e-4)[0] :][: got.size]
+    assert np.array_equal(got[: ref.size], ref)
+    sound_frame = loud[0] // 640
+    moved = next(i for i, c in enumerate(frames.change) if c > 0.05)
+    assert sound_frame - 3 <= moved <= sound_frame + 2, (moved, sound_frame)
+
+
 def test_idle_rest_pose_is_the_sessions_own_silence_frame(conv_parts):
     avatar, tts = conv_parts
     events: list[dict] = []

@@ -102,6 +102,50 @@ def test_tracks_leave_on_one_clock(encode):
         assert at < pts + 0.5, f"{kind} at pts {pts:.3f} left late ({at:.3f})"
 
 
+@pytest.mark.parametrize("encode", [True, False], ids=["packets", "frames"])
+def test_audio_leaves_its_lead_before_its_picture(encode):
+    """A clock with a shorter audio slack: audio handed over before its frame (push_audio, then
+    push with audio=None) leaves delay_s - audio_delay_s before the picture of the same time."""
+    from huma_rt.serve.peer import AvatarMedia, MediaClock
+
+    async def run():
+        media = AvatarMedia(asyncio.get_running_loop(), fps=25, clock=MediaClock(0.05, 0.01), encode=encode)
+        rgb = np.zeros((64, 64, 3), np.uint8)
+        due = time.perf_counter()
+        for i in range(4):
+            media.push_audio(i / 25, np.zeros(640, np.float32), due + i / 25)
+            media.push(i, i / 25, rgb, None, due + i / 25)
+        await asyncio.sleep(0.01)
+        got = []
+
+        async def pull(track, n, scale):
+            for _ in range(n):
+                f = await track.recv()
+                got.append((track.kind, f.pts / scale, time.perf_counter() - due))
+
+        await asyncio.gather(pull(media.video, 4, 90000), pull(media.audio, 8, 16000))
+        return media, got
+
+    media, got = asyncio.run(run())
+    assert media.clock.audio_lead_s == pytest.approx(0.04)
+    for kind, pts, at in got:
+        want = pts + (0.05 if kind == "video" else 0.01)  # the packet's own pts (Opus: its look-ahead sooner)
+        assert want - 0.002 <= at < want + 0.03, (kind, pts, at, want)
+    assert sum(k == "audio" for k, *_ in got) == 8 and sum(k == "video" for k, *_ in got) == 4
+
+
+def test_audio_slack_is_checked():
+    from huma_rt.errors import InputError
+    from huma_rt.serve.peer import MediaClock
+    from huma_rt.serve.worker import WorkerConfig
+
+    with pytest.raises(InputError, match="audio_delay_s must be in"):
+        MediaClock(0.05, 0.06)
+    with pytest.raises(InputError, match=r"audio_slack_s must be in \[0, 0.05\].*got -0.01"):
+        WorkerConfig(bundle="x", audio_slack_s=-0.01)
+    assert MediaClock(0.05).audio_lead_s == 0.0
+
+
 def _decoded(items) -> list[np.ndarray]:
     """The queued audio as the browser would play it: frames as they are, packets through Opus."""
     import av
