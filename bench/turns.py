@@ -23,6 +23,9 @@ anything. The prompts are mostly statements (few questions), so this corpus meas
 statement rule's cut-ins; questions are what a visitor mostly says to the avatar. "energy clock
 X dB": the default rule with its silence dated from the energy drop (TurnConfig.energy_drop_db),
 beside the same rule without; ``clock early``: how far before silero's end its clock started.
+"early ASR X dB" (TurnConfig.early_asr_db, 35 dB in every other text row) against "ASR at silero's
+pause": where the speculative ASR starts; ``ASR runs / turn``: decodes made per prompt (those
+started at an energy drop in brackets; a speaker who goes on wastes them).
 
     python -m huma_rt.bench.turns [--limit N] [--only LABEL-PART] [-o bench-results]
 """
@@ -70,6 +73,16 @@ CONFIGS = {
 for _db in (30.0, 35.0, 40.0, 45.0):
     CONFIGS[f"text 0.1 / 0.3 / 0.7 s, energy clock {_db:g} dB"] = (
         TurnConfig(question_silence_s=0.1, short_silence_s=0.3, long_silence_s=0.7, energy_drop_db=_db), True)
+# the speculative ASR at silero's first silent window, or sooner at the energy drop (early_asr_db;
+# the rows above use the default, 35 dB)
+CONFIGS["text 0.1 / 0.3 / 0.7 s, ASR at silero's pause"] = (
+    TurnConfig(question_silence_s=0.1, short_silence_s=0.3, long_silence_s=0.7, early_asr_db=0.0), True)
+for _db in (30.0, 35.0, 40.0):
+    CONFIGS[f"text 0.1 / 0.3 / 0.7 s, early ASR {_db:g} dB"] = (
+        TurnConfig(question_silence_s=0.1, short_silence_s=0.3, long_silence_s=0.7, early_asr_db=_db), True)
+for _n in (2, 3):
+    CONFIGS[f"text 0.1 / 0.3 / 0.7 s, early ASR 35 dB x {_n} windows"] = (
+        TurnConfig(question_silence_s=0.1, short_silence_s=0.3, long_silence_s=0.7, early_asr_windows=_n), True)
 
 
 class _CachedAsr:
@@ -151,6 +164,7 @@ def run(limit: int | None = None, out_dir: Path | None = None, only: str | None 
         if only and only not in label:
             continue
         detector = TurnDetector(cfg, asr if with_text else None, probability=prob)
+        calls = asr.calls
         cut, lat, lat_stream, missed, pairs = 0, [], [], 0, []
         early_total, cut_multi, early_clock = 0, 0, []
         for p in corpus:
@@ -182,6 +196,8 @@ def run(limit: int | None = None, out_dir: Path | None = None, only: str | None 
             "missed": missed,
             "clock_early_p50_ms": round(1000 * float(np.median(early_clock)), 1) if early_clock else None,
             "wer": round(word_error_rate(pairs), 3),
+            "asr_runs_per_turn": round((asr.calls - calls) / len(corpus), 2) if with_text else None,
+            "early_asr_runs_per_turn": round(detector.early_asr_runs / len(corpus), 2) if with_text else None,
             "turn_config": asdict(cfg),
         }
         log.info("%s", row)
@@ -200,14 +216,15 @@ def run(limit: int | None = None, out_dir: Path | None = None, only: str | None 
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / "turns.json").write_text(json.dumps(result, indent=2))
         lines = ["| rule | false cut-in: all turns | one sentence | several | cut-ins / min of speech | "
-                 "latency p50 | p95 | p50 without the ASR's time | silence clock early p50 | missed | WER |",
-                 "|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+                 "latency p50 | p95 | p50 without the ASR's time | silence clock early p50 | missed | WER | "
+                 "ASR runs / turn (at an energy drop) |",
+                 "|---|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
         for r in rows:
             lines.append(f"| {r['config']} | {r['false_cut_in_pct']} % | {r['false_cut_in_pct_one_sentence']} % | "
                          f"{r['false_cut_in_pct_several']} % | {r['cut_ins_per_min']} | {r['latency_p50_ms']} ms | "
                          f"{r['latency_p95_ms']} ms | {r['latency_without_asr_time_p50_ms']} ms | "
                          f"{r['clock_early_p50_ms']} ms | {r['missed']} | "
-                         f"{r['wer']} |")  # fmt: skip
+                         f"{r['wer']} | {r['asr_runs_per_turn']} ({r['early_asr_runs_per_turn']}) |")  # fmt: skip
         (out_dir / "turns.md").write_text("\n".join(lines) + "\n")
     return result
 

@@ -182,6 +182,9 @@ def test_flush_and_max_speech(speech, prob):
         ({"pre_roll_s": 2.0}, "pre_roll_s"),
         ({"energy_drop_db": 5.0}, r"energy_drop_db must be 0 (off) or in \[10, 80\] dB; got 5.0"),
         ({"energy_drop_db": -35.0}, "energy_drop_db"),
+        ({"early_asr_db": 90.0}, r"early_asr_db must be 0 (off) or in \[10, 80\] dB; got 90.0"),
+        ({"early_asr_windows": 0}, "early_asr_windows must be an integer >= 1; got 0"),
+        ({"early_asr_windows": 1.5}, "early_asr_windows must be an integer >= 1; got 1.5"),
     ],
 )
 def test_bad_config_is_refused(fields, needle):
@@ -278,3 +281,52 @@ def test_a_soft_ending_does_not_start_the_energy_clock(speech, prob):
     (end,) = [ev for _, ev in _stream(det, pcm) if ev.kind == "end"]
     assert end.end >= end_of_soft - 512, "silero heard the soft speech"
     assert end.silence_start >= end_of_soft - 512, (end.silence_start, end_of_soft)
+
+
+def test_the_early_asr_transcribes_at_the_audible_end_and_its_text_stands(speech, asr, prob):
+    """early_asr_db: the speculative ASR runs at the first window 35 dB under the utterance's
+    loudest, while silero still calls the noise after the speech speech, on the audio up to
+    that window; its text is the turn's (the end event still carries all the audio up to
+    silero's end, and the silence rules still count from there)."""
+    lead = int(0.5 * RATE)
+    pcm = _noisy([_silence(0.5), speech["question"], _silence(1.5)])
+    true_end = lead + speech["question"].size
+    got, calls = {}, {}
+    for db in (0.0, 35.0):
+        seen: list[tuple[int, int]] = []  # (samples pushed when the ASR was called, samples it got)
+        box: list[TurnDetector] = []
+
+        def transcribe(x, seen=seen, box=box):
+            seen.append((box[0].pushed_samples, x.size))
+            return asr(x)
+
+        det = TurnDetector(TurnConfig(early_asr_db=db, early_asr_windows=1), transcribe, probability=prob)
+        box.append(det)
+        events = _stream(det, pcm, chunk=512)
+        ends = [(at, ev) for at, ev in events if ev.kind == "end"]
+        assert len(ends) == 1, [ev.kind for _, ev in events]
+        got[db], calls[db] = ends[0], seen
+        # espeak's gaps between words are quiet windows too: each starts a decode that the
+        # louder word after it drops; the last one is the turn's
+        assert (det.early_asr_runs >= 1) if db else det.early_asr_runs == 0
+    (_, off), (_, on) = got[0.0], got[35.0]
+    (at_off, n_off), (at_on, n_on) = calls[0.0][-1], calls[35.0][-1]
+    assert on.end > true_end + 256, "silero called the noise after the speech speech"
+    # at the first window after the speech (windows are 512 samples), before silero's pause
+    assert at_on <= true_end + 2 * 512 and at_on <= on.end < at_off, (at_on, true_end, on.end, at_off)
+    assert at_off - at_on >= 512, "the decode started a window or more sooner"
+    assert n_off - (on.end - true_end) - 512 <= n_on <= n_off, (n_on, n_off)  # the audio up to the drop
+    assert on.end == off.end and np.array_equal(on.samples, off.samples)  # silero's utterance, unchanged
+    assert "paris" in on.text.lower() and on.text.endswith("?") and on.reason == "finished", on.text
+
+
+def test_speech_after_the_early_asr_drops_its_text(speech, asr, prob):
+    """A quiet window inside the utterance starts the early ASR; the louder speech after it drops
+    that text, and the turn's text is of the whole utterance."""
+    gap = _silence(0.07)  # a breath: two windows of the noise floor, too short for silero's pause
+    pcm = _noisy([_silence(0.5), speech["lead"], gap, speech["rest"], _silence(1.5)])
+    det = TurnDetector(TurnConfig(early_asr_windows=1), asr, probability=prob)
+    ends = [ev for _, ev in _stream(det, pcm) if ev.kind == "end"]
+    assert len(ends) == 1 and det.early_asr_runs >= 2, det.early_asr_runs  # in the gap, then at the end
+    words = ends[0].text.lower()
+    assert "tell me" in words and "trains" in words, ends[0].text
