@@ -78,10 +78,10 @@ def av_lag_ms(frames: np.ndarray, levels: np.ndarray, t0: float, t1: float, max_
     return lag
 
 
-def question_wav(work: Path, quiet_after_s: float = 9.0) -> tuple[Path, float]:
+def question_wav(work: Path, quiet_after_s: float = 9.0, question: str = QUESTION) -> tuple[Path, float]:
     """The fake microphone's file: 0.5 s quiet, the question, ``quiet_after_s`` quiet (it loops).
     Returns the 48 kHz WAV and the loop's length in seconds."""
-    q = espeak(QUESTION, work / "q16.wav")
+    q = espeak(question, work / "q16.wav")
     pcm = np.concatenate([silence(0.5), q, silence(quiet_after_s)])
     return write_wav48(work / "mic.wav", pcm), pcm.size / 16000
 
@@ -168,15 +168,16 @@ def tree_env(tree: Path) -> dict[str, str]:
 
 
 def run(quick: bool, out_dir: Path, turns: int | None = None, typed: int | None = None,
-        serve_args: tuple[str, ...] = (), env: dict[str, str] | None = None) -> dict:  # fmt: skip
+        serve_args: tuple[str, ...] = (), env: dict[str, str] | None = None, question: str = QUESTION) -> dict:  # fmt: skip
     """Measure ``turns`` spoken and ``typed`` typed turns (quick: 3 and 2; full: 8 and 5).
-    env: extra environment of the server and its workers (e.g. another tree on PYTHONPATH)."""
+    env: extra environment of the server and its workers (e.g. another tree on PYTHONPATH).
+    question: what the microphone says."""
     from playwright.sync_api import sync_playwright
 
     turns = turns if turns is not None else (3 if quick else 8)
     typed = typed if typed is not None else (2 if quick else 5)
     work = Path(tempfile.mkdtemp(prefix="huma-serve-latency-"))
-    wav, loop_s = question_wav(work)
+    wav, loop_s = question_wav(work, question=question)
     load, tree = [os.getloadavg()], tree_state()
     srv = Server("--max-visitors", "1", "--warm", "1", "--responder", "scripted", "--reply", REPLY, *serve_args,
                  env=env)  # fmt: skip
@@ -213,7 +214,7 @@ def run(quick: bool, out_dir: Path, turns: int | None = None, typed: int | None 
     typed_turns = [t for t in lat if t["source"] == "text"]
     rows = summary_rows(spoken, typed_turns, server)
     extra = {"turns": {"spoken": spoken, "typed": typed_turns}, "server_ms": {str(k): v for k, v in server.items()},
-             "receive": receive, "load_avg": [list(x) for x in load], "tree": tree, "reply": REPLY, "serve_args": list(serve_args), "env": env or {},
+             "receive": receive, "load_avg": [list(x) for x in load], "tree": tree, "reply": REPLY, "question": question, "serve_args": list(serve_args), "env": env or {},
              "visit": visit}  # fmt: skip
     record = write_result(out_dir, "serve_latency", rows, extra)
     with open(Path(out_dir) / "serve_latency.md", "a") as f:
@@ -230,11 +231,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=Path("bench-results"))
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--tree", type=Path, help="run the server from DIR/huma_rt (an A/B arm)")
+    ap.add_argument("--question", default=QUESTION,
+                    help="what the microphone says (a statement waits 0.3 s of silence, a question 0.1 s)")
     ap.add_argument("serve_args", nargs="*", help="extra huma-rt serve options (after --)")
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     env = tree_env(a.tree) if a.tree is not None else None
-    record = run(a.quick, a.out, turns=a.turns, typed=a.typed, serve_args=tuple(a.serve_args), env=env)
+    record = run(a.quick, a.out, turns=a.turns, typed=a.typed, serve_args=tuple(a.serve_args), env=env,
+                 question=a.question)
     print(markdown_table(record["results"]))
     print(f"load average {record['load_avg']} ({os.cpu_count()} cores); results in {a.out}")
     return 0

@@ -10,7 +10,10 @@ Three kinds of threads, all owned by :class:`Conversation`:
   run at each pause, a silence that depends on what was said) -> a new turn; speech while an
   answer is playing -> barge-in (the answer's queued audio is dropped, its responder stream and
   TTS are cancelled). A turn decided at a pause after which the visitor goes on is dropped
-  before it is heard, or cut by barge-in, and its words open the next question.
+  before it is heard, or cut by barge-in, and its words open the next question. Once the
+  text heard at a pause looks finished, its answer is started speculatively while the turn's
+  silence goes on (responder and TTS run; its audio and events are held); the end of the turn
+  releases it when it carries the same question, anything else drops it unheard.
 - per turn: the responder's text deltas -> ChunkAssembler -> TTS -> the answer buffer that the
   frame clock reads, bounded (the TTS waits when it is ``answer_ahead_s`` ahead).
 
@@ -33,7 +36,7 @@ import numpy as np
 from huma_rt.errors import InputError
 from huma_rt.speech.pipeline import validate_question
 from huma_rt.speech.text import ChunkAssembler
-from huma_rt.speech.turns import TurnConfig, TurnDetector, TurnEvent
+from huma_rt.speech.turns import TurnConfig, TurnDetector, TurnEvent, looks_finished
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +87,12 @@ class _Turn:
         self.last_sample: int | None = None  # ... and ends (set once the TTS is done)
         self.started = self.ended = False
         self.speech_end: int | None = None  # microphone sample where a spoken question ended
+        # a speculative answer (made while the visitor's silence goes on) is held: its audio is
+        # not played and its events wait, until the end of the turn confirms its question
+        self.released = threading.Event()
+        self.released.set()
+        self.held_events: list[dict] = []
+        self.events_lock = threading.Lock()
 
 
 class _AnswerBuffer:
@@ -113,11 +122,11 @@ class _AnswerBuffer:
             self.on_put()
 
     def starting(self) -> bool:
-        """An answer's first audio waits (its turn not started, not cancelled)."""
+        """An answer's first audio waits (its turn released, not started, not cancelled)."""
         with self._cv:
             for turn, pcm, off in self._items:
                 if not turn.cancel.is_set():
-                    return pcm is not None and off == 0 and not turn.started
+                    return pcm is not None and off == 0 and not turn.started and turn.released.is_set()
             return False
 
     def put_end(self, turn: _Turn) -> None:
@@ -137,6 +146,8 @@ class _AnswerBuffer:
                     self._items.popleft()
                     self._samples -= 0 if pcm is None else pcm.size - off
                     continue
+                if not turn.released.is_set():  # a speculative answer: nothing after it plays either
+                    break
                 if pcm is None:
                     self._items.popleft()
                     marks.append((turn, got, "end"))
@@ -153,7 +164,8 @@ class _AnswerBuffer:
                 else:
                     item[2] = off + k
             # an end marker right behind the last samples belongs to this push
-            while self._items and self._items[0][1] is None and not self._items[0][0].cancel.is_set():
+            while self._items and self._items[0][1] is None and not self._items[0][0].cancel.is_set() \
+                    and self._items[0][0].released.is_set():  # fmt: skip
                 marks.append((self._items.popleft()[0], got, "end"))
             self._cv.notify_all()
         return got, marks
@@ -162,6 +174,14 @@ class _AnswerBuffer:
         with self._cv:
             self._items.clear()
             self._samples = 0
+            self._cv.notify_all()
+
+    def drop(self, turn: _Turn) -> None:
+        """Forget the audio of ``turn`` and of cancelled turns (a held speculative answer stays)."""
+        with self._cv:
+            keep = deque(it for it in self._items if it[0] is not turn and not it[0].cancel.is_set())
+            self._samples = sum(it[1].size - it[2] for it in keep if it[1] is not None)
+            self._items = keep
             self._cv.notify_all()
 
 
@@ -262,6 +282,7 @@ class Conversation:
         # before it shows the next frame's (see _silence_cut)
         self._cut_turns: deque = deque()
         self._turn: _Turn | None = None
+        self._spec: _Turn | None = None  # a speculative answer to the text heard at the pause
         self._turn_count = 0
         self._threads: list[threading.Thread] = []
         self._mic_samples = 0  # microphone samples handed to the VAD
@@ -292,8 +313,9 @@ class Conversation:
         self._stop.set()
         self._wake.set()
         with self._lock:
-            if self._turn is not None:
-                self._turn.cancel.set()
+            for turn in (self._turn, self._spec):
+                if turn is not None:
+                    turn.cancel.set()
         self._answer.clear()
         for t in self._threads:
             t.join(timeout=2.0)
@@ -338,27 +360,75 @@ class Conversation:
 
     # -- turns -----------------------------------------------------------------------------------
     def _start_turn(self, question: str, source: str, user_end: float, extra: dict | None = None,
-                    speech_end: int | None = None) -> None:  # fmt: skip
+                    speech_end: int | None = None, spec: _Turn | None = None) -> None:  # fmt: skip
+        """A new turn answering ``question`` (cutting the one in progress); ``spec``: the
+        speculative answer already made to this very question, released instead."""
         self.last_activity = time.monotonic()
         with self._lock:
             old = self._turn
             if old is not None and not old.ended and not old.cancel.is_set():
                 self._cut(old, "new question")
             self._turn_count += 1
-            turn = _Turn(self._turn_count, question, source, user_end)
+            if spec is None:
+                turn = _Turn(self._turn_count, question, source, user_end)
+            else:  # numbered now; timed from the end of speech like any answer (its stages may precede the decision)
+                turn = spec
+                turn.id = self._turn_count
+                turn.times["user_end"] = user_end
             turn.speech_end = speech_end
             if extra:
                 turn.times.update(extra)
             self._turn = turn
         self.stats["turns"] += 1
         self.emit({"type": "heard", "turn": turn.id, "text": question, "source": source})
+        if spec is not None:
+            self.stats["speculation_used"] = self.stats.get("speculation_used", 0) + 1
+            with turn.events_lock:  # its answer's events so far, after "heard"; then it plays
+                for ev in turn.held_events:
+                    ev["turn"] = turn.id
+                    self.emit(ev)
+                turn.held_events.clear()
+                turn.released.set()
+            self._wake.set()
+            return
         t = threading.Thread(target=self._speak, args=(turn,), name=f"huma-turn{turn.id}", daemon=True)
         t.start()
+
+    def _speculate(self, question: str) -> None:
+        """Start answering ``question`` (the text heard at the pause, which looks finished) while
+        the end of the turn is still being decided: responder and TTS run, the audio is held."""
+        turn = _Turn(0, question, "speech", time.perf_counter())  # numbered if it is released
+        turn.released.clear()
+        with self._lock:
+            self._spec = turn
+        self.stats["speculated"] = self.stats.get("speculated", 0) + 1
+        t = threading.Thread(target=self._speak, args=(turn,), name="huma-speculative", daemon=True)
+        t.start()
+
+    def _take_spec(self, question: str | None) -> _Turn | None:
+        """The speculative answer if it answers ``question`` (None: none does); any other is dropped."""
+        with self._lock:
+            spec, self._spec = self._spec, None
+        if spec is not None and (question is None or spec.question != question or spec.cancel.is_set()):
+            spec.cancel.set()
+            self._answer.drop(spec)
+            self.stats["speculation_dropped"] = self.stats.get("speculation_dropped", 0) + 1
+            spec = None
+        return spec
+
+    def _emit_turn(self, turn: _Turn, ev: dict) -> None:
+        """An event of ``turn``'s answer (its "turn" is set here): held while the answer is speculative."""
+        with turn.events_lock:
+            ev["turn"] = turn.id
+            if not turn.released.is_set():
+                turn.held_events.append(ev)
+                return
+        self.emit(ev)
 
     def _cut(self, turn: _Turn, why: str) -> None:
         """Cancel ``turn``: queued answer audio is dropped, its stages stop at their next step."""
         turn.cancel.set()
-        self._answer.clear()
+        self._answer.drop(turn)
         self._cut_turns.append(turn)  # its audio on the timeline, not yet shown: silenced by the clock
         if self.on_cut is not None:
             self.on_cut()
@@ -376,7 +446,7 @@ class Conversation:
                     break
                 if "responder_first" not in turn.times:
                     turn.times["responder_first"] = time.perf_counter()
-                self.emit({"type": "answer", "turn": turn.id, "text": delta})
+                self._emit_turn(turn, {"type": "answer", "turn": turn.id, "text": delta})
                 for chunk in assembler.feed(delta):
                     chunks.put(chunk)
                 if assembler.truncated:
@@ -386,7 +456,7 @@ class Conversation:
                     chunks.put(chunk)
         except Exception as exc:  # a responder failure ends this turn; the avatar stays alive
             log.warning("responder failed on turn %d: %s", turn.id, exc)
-            self.emit({"type": "error", "turn": turn.id, "message": f"responder failed: {exc}"})
+            self._emit_turn(turn, {"type": "error", "turn": turn.id, "message": f"responder failed: {exc}"})
         finally:
             close = getattr(stream, "close", None)
             if close is not None:
@@ -412,13 +482,13 @@ class Conversation:
                     self._answer.put(turn, np.ascontiguousarray(pcm, np.float32))
         except Exception as exc:
             log.warning("TTS failed on turn %d: %s", turn.id, exc)
-            self.emit({"type": "error", "turn": turn.id, "message": f"TTS failed: {exc}"})
+            self._emit_turn(turn, {"type": "error", "turn": turn.id, "message": f"TTS failed: {exc}"})
         finally:
             if turn.started or "tts_first" in turn.times:
                 self._answer.put_end(turn)
             elif not turn.cancel.is_set():
                 turn.ended = True
-                self.emit({"type": "answer_end", "turn": turn.id, "cut": False, "why": "nothing to say"})
+                self._emit_turn(turn, {"type": "answer_end", "turn": turn.id, "cut": False, "why": "nothing to say"})
             responder.join(timeout=1.0)
 
     # -- the frame clock -------------------------------------------------------------------------
@@ -627,11 +697,18 @@ class Conversation:
                     self.last_activity = time.monotonic()
             for ev in events:
                 if ev.kind == "speech":
+                    self._take_spec(None)
                     self._speech_started(ev)
+                elif ev.kind == "resume":  # the visitor went on: the text heard at the pause is not the question
+                    self._take_spec(None)
                 elif ev.kind == "pause":
                     self._pause_at = ev.at
                 elif ev.kind == "end":
                     self._utterance(ev)
+            text = det.speculative_text if self.asr is not None and self._spec is None else None
+            if text and looks_finished(text):  # the end of the turn is likely: answer it already
+                carry = self._carry
+                self._speculate(f"{carry[0]} {text}".strip() if carry is not None else text)
             turn = self._turn
             if speaking and det.speech_s >= cfg.barge_in_s and turn is not None and turn.started \
                     and not turn.ended and not turn.cancel.is_set():  # fmt: skip
@@ -666,23 +743,24 @@ class Conversation:
 
     def _utterance(self, ev: TurnEvent) -> None:
         self.last_activity = time.monotonic()
+        text = (ev.text or "").strip()
+        if self._carry is not None:  # this speech went on from a question cut before it was answered
+            text = f"{self._carry[0]} {text}".strip()
+        self._carry = None
+        spec = self._take_spec(text if self.asr is not None and text else None)
         user_end = self._arrival(ev.end)
         extra = {"end_of_turn": ev.at}
         if self._pause_at is not None and user_end <= self._pause_at <= ev.at:
             extra["vad_pause"] = self._pause_at  # the first silent window of this end's silence
         if self._turns.asr_done_at is not None:
             extra["asr_final"] = self._turns.asr_done_at
-        carry, self._carry = self._carry, None
         if self.asr is None:
             self.emit({"type": "heard", "turn": None, "text": "", "source": "speech",
                        "note": "speech heard, but no speech recogniser is configured (--asr-model DIR)"})  # fmt: skip
             return
-        text = (ev.text or "").strip()
         log.info("heard %r (%.2f s of speech, %s)", text, (ev.end - ev.start) / RATE, ev.reason)
-        if carry is not None:  # this speech went on from a question cut before it was answered
-            text = f"{carry[0]} {text}".strip()
         if not text:
             self.emit({"type": "heard", "turn": None, "text": "", "source": "speech",
                        "note": "nothing recognisable"})  # fmt: skip
             return
-        self._start_turn(text, "speech", user_end, extra, speech_end=ev.end)
+        self._start_turn(text, "speech", user_end, extra, speech_end=ev.end, spec=spec)

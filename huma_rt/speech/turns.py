@@ -323,6 +323,20 @@ class TurnDetector:
         return self._start if self._open else None
 
     @property
+    def speculative_text(self) -> str | None:
+        """What the open utterance said up to its pause, once its speculative ASR is done and the
+        silence goes on (None otherwise): the end of the turn will carry this text unless the
+        speaker goes on."""
+        if not self._open or not self._silence:
+            return None
+        if self._text is not None:
+            return self._text
+        pending = self._pending
+        if pending is not None and pending.done() and not pending.cancelled() and pending.exception() is None:
+            return pending.result()
+        return None
+
+    @property
     def pushed_samples(self) -> int:
         return self._pushed + self._windower.held
 

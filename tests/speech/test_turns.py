@@ -330,3 +330,22 @@ def test_speech_after_the_early_asr_drops_its_text(speech, asr, prob):
     assert len(ends) == 1 and det.early_asr_runs >= 2, det.early_asr_runs  # in the gap, then at the end
     words = ends[0].text.lower()
     assert "tell me" in words and "trains" in words, ends[0].text
+
+
+def test_the_speculative_text_is_offered_during_the_silence_before_the_end(speech, asr, prob):
+    """``speculative_text``: None while the visitor speaks; during the silence, once the ASR is
+    done, the very text the end will carry (what a caller may start answering)."""
+    det = TurnDetector(TurnConfig(question_silence_s=0.3, short_silence_s=0.3), asr, probability=prob)
+    pcm = _noisy([_silence(0.5), speech["question"], _silence(1.0)])
+    offered, end = [], None
+    for i in range(0, pcm.size, 320):
+        events = det.push(pcm[i : i + 320])
+        if det.speaking:
+            assert det.speculative_text is None
+        elif det.speculative_text is not None:
+            offered.append((det.pushed_samples, det.speculative_text))
+        end = next((ev for ev in events if ev.kind == "end"), end)
+    assert end is not None and offered, "offered before the end"
+    assert {t for _, t in offered} == {end.text} and "paris" in end.text.lower()
+    assert offered[0][0] <= end.end + int(0.3 * RATE), "offered well before the 0.3 s silence was over"
+    assert det.speculative_text is None  # the turn is over
