@@ -388,29 +388,39 @@ def test_a_visitor_who_goes_on_after_a_pause_is_one_question(conv_parts, recogni
     assert cut and cut[0]["cut"] and cut[0]["why"] in ("the visitor went on", "barge-in"), cut
 
 
-def _timed(events: list) -> callable:
-    """An emit that keeps (perf_counter, event)."""
-    return lambda ev: events.append((time.perf_counter(), ev))
+def _answer_spoken(conv_parts, recognizer, reply: str, silence_s: float, clip: np.ndarray):
+    """Speak ``clip`` to a conversation whose turns end after ``silence_s`` of silence (question
+    or statement) until its answer starts -> (conversation, [(perf_counter, event)], frames)."""
+    from huma_rt.speech.turns import TurnConfig
+
+    avatar, tts = conv_parts
+    timed: list[tuple[float, dict]] = []
+    frames = _Frames()
+    cfg = ConversationConfig(turns=TurnConfig(question_silence_s=silence_s, short_silence_s=silence_s))
+    conv = Conversation(avatar, tts, ScriptedResponder([reply]), recognizer, frames,
+                        lambda ev: timed.append((time.perf_counter(), ev)), cfg)  # fmt: skip
+    conv.start()
+    try:
+        _talk(conv, clip, until=lambda: any(e["type"] == "answer_start" for _, e in timed))
+        _wait(lambda: any(e["type"] == "answer_start" for _, e in timed), 30, "the answer to start")
+    finally:
+        conv.stop()
+    return conv, timed, frames
+
+
+def _first_sound_after_heard(timed: list, frames: _Frames) -> bool:
+    """The first answer audio handed out came after the question's "heard" event."""
+    decided = next(t for t, e in timed if e["type"] == "heard")
+    loud = [i for i, a in enumerate(frames.audio) if np.abs(a).max() > 1e-4]
+    return bool(loud) and frames.due[loud[0]][1] >= decided
 
 
 def test_the_answer_is_made_while_the_silence_goes_on_and_played_after_it(conv_parts, question_pcm, recognizer):
     """With the question's text in hand at the pause, the responder and the TTS run while the
     turn's silence goes on (here 0.5 s, so the text is surely ready first); nothing of that
     answer is played or shown before the turn is decided, then it plays at once."""
-    from huma_rt.speech.turns import TurnConfig
-
-    avatar, tts = conv_parts
-    timed: list[tuple[float, dict]] = []
-    frames = _Frames()
-    cfg = ConversationConfig(turns=TurnConfig(question_silence_s=0.5, short_silence_s=0.5))
-    conv = Conversation(avatar, tts, ScriptedResponder(["Sure."]), recognizer, frames, _timed(timed), cfg)
-    conv.start()
-    try:
-        _talk(conv, np.concatenate([np.zeros(8000, np.float32), _trim(question_pcm), np.zeros(24000, np.float32)]),
-              until=lambda: any(e["type"] == "answer_start" for _, e in timed))  # fmt: skip
-        _wait(lambda: any(e["type"] == "answer_start" for _, e in timed), 30, "the answer to start")
-    finally:
-        conv.stop()
+    clip = np.concatenate([np.zeros(8000, np.float32), _trim(question_pcm), np.zeros(24000, np.float32)])
+    conv, timed, frames = _answer_spoken(conv_parts, recognizer, "Sure.", 0.5, clip)
     assert conv.stats["speculated"] == 1 and conv.stats["speculation_used"] == 1, conv.stats
     events = [e for _, e in timed]
     kinds = [e["type"] for e in events if e.get("turn") is not None and e["type"] != "user_speaking"]
@@ -420,31 +430,17 @@ def test_the_answer_is_made_while_the_silence_goes_on_and_played_after_it(conv_p
     ms = next(e for e in events if e["type"] == "answer_start")["server_ms"]
     # made during the silence: the TTS had the answer's first audio before the turn was decided
     assert ms["asr_final"] <= ms["responder_first"] <= ms["tts_first"] < ms["end_of_turn"] <= ms["first_frame"], ms
-    decided = next(t for t, e in timed if e["type"] == "heard")
-    loud = [i for i, a in enumerate(frames.audio) if np.abs(a).max() > 1e-4]
-    assert loud and frames.due[loud[0]][1] >= decided, "no answer audio before the turn was decided"
+    assert _first_sound_after_heard(timed, frames), "no answer audio before the turn was decided"
 
 
 def test_speech_after_the_pause_drops_the_answer_made_during_it(conv_parts, recognizer, tmp_path):
     """A finished-sounding sentence, a pause shorter than the turn's silence, more words: the
     answer begun at the pause is dropped unheard, and the question is the whole utterance."""
-    from huma_rt.speech.turns import TurnConfig
-
-    avatar, tts = conv_parts
     first = _trim(espeak("I need some help.", tmp_path / "a.wav"))
     rest = _trim(espeak("With my homework about trains.", tmp_path / "b.wav"))
-    timed: list[tuple[float, dict]] = []
-    frames = _Frames()
-    cfg = ConversationConfig(turns=TurnConfig(question_silence_s=0.6, short_silence_s=0.6))
-    conv = Conversation(avatar, tts, ScriptedResponder(["Of course."]), recognizer, frames, _timed(timed), cfg)
-    conv.start()
-    try:
-        clip = np.concatenate([np.zeros(8000, np.float32), first, np.zeros(int(0.4 * 16000), np.float32), rest,
-                               np.zeros(32000, np.float32)])  # fmt: skip
-        _talk(conv, clip, until=lambda: any(e["type"] == "answer_start" for _, e in timed))
-        _wait(lambda: any(e["type"] == "answer_start" for _, e in timed), 30, "the answer to start")
-    finally:
-        conv.stop()
+    clip = np.concatenate([np.zeros(8000, np.float32), first, np.zeros(int(0.4 * 16000), np.float32), rest,
+                           np.zeros(32000, np.float32)])  # fmt: skip
+    conv, timed, frames = _answer_spoken(conv_parts, recognizer, "Of course.", 0.6, clip)
     assert conv.stats["speculation_dropped"] >= 1 and conv.stats["speculation_used"] <= 1, conv.stats
     events = [e for _, e in timed]
     heard = [e for e in events if e["type"] == "heard"]
@@ -453,9 +449,7 @@ def test_speech_after_the_pause_drops_the_answer_made_during_it(conv_parts, reco
     assert "help" in words and "homework" in words and "train" in words, heard
     first_answer = next(i for i, e in enumerate(events) if e["type"] == "answer")
     assert first_answer > events.index(heard[0]), "no text of the dropped answer reached the page"
-    decided = next(t for t, e in timed if e["type"] == "heard")
-    loud = [i for i, a in enumerate(frames.audio) if np.abs(a).max() > 1e-4]
-    assert loud and frames.due[loud[0]][1] >= decided, "nothing of the dropped answer was played"
+    assert _first_sound_after_heard(timed, frames), "nothing of the dropped answer was played"
 
 
 def test_a_clock_behind_sends_the_audio_on_time_and_skips_pictures(conv_parts):
