@@ -528,6 +528,8 @@ def render_articulated(result: ArticulatedFitResult, head_quat: np.ndarray, head
     Uses the result's own SpatialEncoder and Deformer exactly as the runtime applies them.
     ``gaussians`` (the same rows, e.g. pack_avatar.lowpass_for_upscale's), ``camera`` and its
     ``background`` [h,w,3] replace the result's (drawn at another size)."""
+    if (camera is None) != (background is None):
+        raise InputError("render_articulated: give camera and background together (the plate at that camera's size)")
     g = result.gaussians if gaussians is None else gaussians
     c = np.asarray(code, np.float64)
     if c.shape != (result.deformer_config.code_dim,) or not np.isfinite(c).all():

@@ -260,6 +260,8 @@ def test_render_refuses_a_bad_code(fitted, scene_data):
         render_articulated(fitted, data.head_quat[0], data.head_trans[0], codes[0, :5])
     with pytest.raises(InputError, match="head pose must be"):
         render_articulated(fitted, data.head_quat[0, :3], data.head_trans[0], codes[0])
+    with pytest.raises(InputError, match="give camera and background together"):
+        render_articulated(fitted, data.head_quat[0], data.head_trans[0], codes[0], camera=fitted.camera)
 
 
 # -- closed loop ---------------------------------------------------------------------------------
