@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from huma_rt.errors import InputError
-from huma_rt.speech.pipeline import validate_question
+from huma_rt.speech.pipeline import validate_question, yield_to_frames
 from huma_rt.speech.text import ChunkAssembler
 from huma_rt.speech.turns import TurnConfig, TurnDetector, TurnEvent, looks_finished
 
@@ -477,9 +477,12 @@ class Conversation:
                         break
                     pieces = list(self.tts.stream_chunks([chunk]))
                 for pcm, _text in pieces:
-                    if "tts_first" not in turn.times:
+                    first = "tts_first" not in turn.times
+                    if first:
                         turn.times["tts_first"] = time.perf_counter()
                     self._answer.put(turn, np.ascontiguousarray(pcm, np.float32))
+                    if first:  # the rest of the answer waits behind the frames (as in huma-rt chat)
+                        yield_to_frames()
         except Exception as exc:
             log.warning("TTS failed on turn %d: %s", turn.id, exc)
             self._emit_turn(turn, {"type": "error", "turn": turn.id, "message": f"TTS failed: {exc}"})

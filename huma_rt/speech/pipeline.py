@@ -106,7 +106,7 @@ class ChatResult:
 TTS_NICENESS = 5  # how much lower the TTS thread's CPU priority is than the frame loop's
 
 
-def _yield_to_frames() -> None:
+def yield_to_frames() -> None:
     """Lower this (TTS) thread's CPU priority below the avatar's frame loop.
 
     Called once the first audio is out. On 2 cores the TTS synthesising the next sentences and
@@ -317,7 +317,7 @@ class ChatPipeline:
                     result.times["tts_first"] = time.perf_counter()
                     # the first audio was on the critical path; from here on the frames are,
                     # and the rest of the answer can wait behind them
-                    _yield_to_frames()
+                    yield_to_frames()
                 q_audio.put(pcm)
             q_audio.put(failure[0] if failure else _DONE)
         except BaseException as exc:

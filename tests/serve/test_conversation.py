@@ -157,6 +157,52 @@ def test_frames_carry_exactly_the_answer_audio(conv_parts):
     assert "".join(e["text"] for e in events if e["type"] == "answer") == "Sure, that is easy."
 
 
+@pytest.mark.skipif(not hasattr(__import__("os"), "setpriority"), reason="no per-thread priority")
+def test_the_tts_yields_the_cpu_to_the_frame_clock_after_its_first_audio(conv_parts):
+    """As in huma-rt chat: the first chunk is made at the turn thread's own priority (it is on
+    the critical path), the rest TTS_NICENESS lower, so that on 2 cores the frame clock drawing
+    the answer wins over the TTS making its next sentences; the frame clock keeps its own."""
+    import os
+
+    from huma_rt.speech.pipeline import TTS_NICENESS
+
+    avatar, tts = conv_parts
+
+    def niceness() -> int:
+        return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+    seen: list[int] = []
+    clock: list[int] = []
+
+    class _Spy:
+        pcm = tts.pcm
+
+        def stream_chunks(self, chunks):
+            for pcm, chunk in tts.stream_chunks(chunks):
+                seen.append(niceness())
+                yield pcm, chunk
+
+    def sink(*args, **kw) -> None:
+        clock.append(niceness())
+
+    events: list[dict] = []
+    base = niceness()
+    conv = Conversation(avatar, _Spy(), ScriptedResponder(["First part. Second part. Third part."]), None, sink,
+                        events.append, ConversationConfig())  # fmt: skip
+    conv.start()
+    try:
+        _wait(lambda: len(clock) >= 3, 60, "the first frames")
+        conv.ask("What is two plus two?")
+        _wait(lambda: any(e["type"] == "answer_end" for e in events), 60, "the answer to end")
+    finally:
+        conv.stop()
+    assert len(seen) == 3, seen
+    assert seen[0] == base, seen  # the first audio at full priority
+    assert seen[1:] == [min(base + TTS_NICENESS, 19)] * 2, seen
+    assert set(clock) == {base}, set(clock)  # the frame clock is not lowered
+    assert niceness() == base
+
+
 def test_audio_sink_gets_each_frames_audio_before_its_picture(conv_parts):
     """With an audio sink (the worker's media sends audio on a shorter slack than pictures),
     every frame's audio goes to it before that frame is drawn and handed on, the frame's sink
