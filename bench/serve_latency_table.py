@@ -50,8 +50,10 @@ def run_row(name: str, data: dict) -> str:
                             for k in ("asr_final", "tts_first", "first_frame")))  # fmt: skip
     rc = data["receive"]
     cells.append(f"{rc['audio']['jitter_buffer_ms']:.0f} / {rc['video']['jitter_buffer_ms']:.0f}")
-    late = data["visit"]["video"]["late"]
-    cells.append(f"{late['video']['late_20ms']} / {late['audio']['late_20ms']}")
+    visit = data.get("visit") or {}  # {} when the bench saw no end of the visit in the server's log
+    late = visit.get("video", {}).get("late")
+    cells.append(f"{late['video']['late_20ms']} / {late['audio']['late_20ms']}" if late else "-")
+    cells.append(str(visit.get("not_drawn", 0)) if visit else "-")
     return "| " + " | ".join(cells) + " |"
 
 
@@ -61,8 +63,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     print("| run | spoken: frame / audio / later p50 | server -> frame / audio | A/V | typed: frame / audio / later "
           "| server -> frame / audio | A/V | server: asr_final / tts_first / first_frame | jitter buffer audio / "
-          "video | packets > 20 ms late video / audio |")  # fmt: skip
-    print("|" + "---|" * 11)
+          "video | packets > 20 ms late video / audio | frames not drawn |")  # fmt: skip
+    print("|" + "---|" * 12)
     pooled: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     for run in args.runs:
         data = _load(run)

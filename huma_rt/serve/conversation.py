@@ -582,6 +582,12 @@ class Conversation:
             began = time.perf_counter()
             self._silence_cut()  # cuts before this take: a next answer's audio taken now stays
             got, marks = self._answer.take(spf, chunk)
+            turn = self._turn
+            if got < spf and turn is not None and turn.started and turn.last_sample is None \
+                    and not turn.cancel.is_set() and not any(what == "end" for _, _, what in marks):  # fmt: skip
+                # the answer is not over but its audio ran out: the responder or the TTS is
+                # slower than speech, and the visitor hears a gap
+                self.stats["answer_underruns"] = self.stats.get("answer_underruns", 0) + 1
             if rest is not None and not got and not marks:  # settled and idle: same picture
                 self._timeline.push(None, spf)
                 self._silence_cut()

@@ -203,6 +203,33 @@ def test_the_tts_yields_the_cpu_to_the_frame_clock_after_its_first_audio(conv_pa
     assert niceness() == base
 
 
+def test_audio_that_runs_out_before_the_answer_ends_is_counted(conv_parts):
+    """A responder slower than speech (1 s of audio, then 1.5 s until its next sentence): the
+    frames in between carry silence and count as ``answer_underruns``; an answer whose text
+    comes at once has none."""
+    avatar, tts = conv_parts
+
+    class _Stalling:
+        def respond(self, text):
+            yield "First part. "
+            time.sleep(1.5)
+            yield "Second part."
+
+    counts = []
+    for responder in (ScriptedResponder(["First part. Second part."]), _Stalling()):
+        events: list[dict] = []
+        conv = Conversation(avatar, tts, responder, None, _Frames(), events.append, ConversationConfig())
+        conv.start()
+        try:
+            conv.ask("What is two plus two?")
+            _wait(lambda events=events: any(e["type"] == "answer_end" for e in events), 60, "the answer to end")
+        finally:
+            conv.stop()
+        counts.append(conv.stats.get("answer_underruns", 0))
+    assert counts[0] == 0, counts
+    assert 0.4 * conv.fps <= counts[1] <= 1.6 * conv.fps, counts  # ~0.5 s of the 1.5 s wait, in frames
+
+
 def test_audio_sink_gets_each_frames_audio_before_its_picture(conv_parts):
     """With an audio sink (the worker's media sends audio on a shorter slack than pictures),
     every frame's audio goes to it before that frame is drawn and handed on, the frame's sink
