@@ -53,6 +53,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                           "answer in progress")
     resp = add_responder_arguments(parser)
     resp.add_argument("--max-answer-chars", type=int, default=2000)
+    resp.add_argument("--no-speculate", action="store_true",
+                      help="call the responder only once the turn has ended (default: the answer to the text "
+                           "heard at the pause is made during the turn's silence, and dropped unheard if the "
+                           "visitor goes on: a paid endpoint is then called for it too)")
     tts = parser.add_argument_group("voice")
     tts.add_argument("--voice", type=Path, help="Piper voice .onnx (default: the packaged en_US joe voice)")
     tts.add_argument("--speed", type=float, default=1.0, help="speaking speed (> 1 faster)")
@@ -119,7 +123,7 @@ def worker_config(args):
         voice=str(args.voice) if args.voice else None, speed=args.speed, tts_threads=args.tts_threads,
         threads=args.threads, barge_in_s=args.barge_in,
         turns=turn_config(args).to_dict(),
-        max_answer_chars=args.max_answer_chars, idle_timeout_s=args.idle_timeout,
+        max_answer_chars=args.max_answer_chars, speculate=not args.no_speculate, idle_timeout_s=args.idle_timeout,
         loopback=is_loopback(args.host) and not args.public_media, media=args.media, log_level=level)  # fmt: skip
 
 

@@ -57,7 +57,10 @@ class ConversationConfig:
     barge_in_s counts from the start of the speech; speech is confirmed after
     ``turns.min_speech_s`` (0.25 s), so shorter values act as that. merge_s: speech that starts
     this soon after the end of a spoken question whose answer it cuts continues that question.
-    max_answer_chars: the answer is cut at a chunk boundary past this length."""
+    max_answer_chars: the answer is cut at a chunk boundary past this length. speculate: answer
+    the text heard at the pause while the end of the turn is still being decided (audio and
+    captions held until the end releases them); False: the responder is called only at the end
+    of the turn (a paid endpoint is never called for a question the visitor then goes on from)."""
 
     turns: TurnConfig = field(default_factory=TurnConfig)
     barge_in_s: float = 0.3
@@ -66,9 +69,12 @@ class ConversationConfig:
     mic_queue_s: float = 2.0
     max_lag_s: float = 0.2
     max_answer_chars: int = 2000
+    speculate: bool = True
 
     def validate(self) -> None:
         self.turns.validate()
+        if not isinstance(self.speculate, bool):
+            raise InputError(f"speculate must be true or false; got {self.speculate!r}")
         for name in ("barge_in_s", "answer_ahead_s", "mic_queue_s", "max_lag_s", "merge_s"):
             if not getattr(self, name) > 0:
                 raise InputError(f"{name} must be > 0 seconds; got {getattr(self, name)}")
@@ -714,7 +720,7 @@ class Conversation:
                     self._pause_at = ev.at
                 elif ev.kind == "end":
                     self._utterance(ev)
-            text = det.speculative_text if self.asr is not None and self._spec is None else None
+            text = det.speculative_text if cfg.speculate and self.asr is not None and self._spec is None else None
             if text and looks_finished(text):  # the end of the turn is likely: answer it already
                 carry = self._carry
                 self._speculate(f"{carry[0]} {text}".strip() if carry is not None else text)

@@ -47,7 +47,8 @@ class WorkerConfig:
     responder_options for make_responder. asr: AsrConfig fields, or None (no speech
     recognition). voice/speed/tts_threads: the Piper voice. threads: avatar threads (None:
     defaults). turns: TurnConfig fields (end of turn; {} = its defaults). barge_in_s: speech
-    that cuts an answer.
+    that cuts an answer. speculate: answer the text heard at the pause during the turn's silence
+    (ConversationConfig.speculate).
     idle_timeout_s: a visit with no speech and no text this long ends. gone_after_s: a visit
     whose microphone packets stop this long ends (the page vanished). loopback: offer only
     127.0.0.1 ICE candidates (the server is bound to loopback). media: 'packets' (the worker
@@ -71,6 +72,7 @@ class WorkerConfig:
     turns: dict = field(default_factory=dict)
     barge_in_s: float = 0.3
     max_answer_chars: int = 2000
+    speculate: bool = True
     idle_timeout_s: float = 300.0
     gone_after_s: float = 5.0
     loopback: bool = True
@@ -113,7 +115,7 @@ class _Models:
 
         self.conversation = ConversationConfig(
             turns=TurnConfig(**cfg.turns), barge_in_s=cfg.barge_in_s,
-            max_answer_chars=cfg.max_answer_chars)  # fmt: skip
+            max_answer_chars=cfg.max_answer_chars, speculate=cfg.speculate)  # fmt: skip
         self.conversation.validate()
         SpeechProbability(self.conversation.turns.model)  # the VAD model loads (and is checked) now
         if self.asr is not None:  # the first decode of a process is slow (allocations): not on a visitor's turn

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from _espeak import espeak  # tests/_espeak.py
 
+from huma_rt.errors import InputError
 from huma_rt.serve.conversation import (
     Conversation,
     ConversationConfig,
@@ -461,7 +462,7 @@ def test_a_visitor_who_goes_on_after_a_pause_is_one_question(conv_parts, recogni
     assert cut and cut[0]["cut"] and cut[0]["why"] in ("the visitor went on", "barge-in"), cut
 
 
-def _answer_spoken(conv_parts, recognizer, reply: str, silence_s: float, clip: np.ndarray):
+def _answer_spoken(conv_parts, recognizer, reply: str, silence_s: float, clip: np.ndarray, speculate: bool = True):
     """Speak ``clip`` to a conversation whose turns end after ``silence_s`` of silence (question
     or statement) until its answer starts -> (conversation, [(perf_counter, event)], frames)."""
     from huma_rt.speech.turns import TurnConfig
@@ -469,7 +470,8 @@ def _answer_spoken(conv_parts, recognizer, reply: str, silence_s: float, clip: n
     avatar, tts = conv_parts
     timed: list[tuple[float, dict]] = []
     frames = _Frames()
-    cfg = ConversationConfig(turns=TurnConfig(question_silence_s=silence_s, short_silence_s=silence_s))
+    cfg = ConversationConfig(turns=TurnConfig(question_silence_s=silence_s, short_silence_s=silence_s),
+                             speculate=speculate)  # fmt: skip
     conv = Conversation(avatar, tts, ScriptedResponder([reply]), recognizer, frames,
                         lambda ev: timed.append((time.perf_counter(), ev)), cfg)  # fmt: skip
     conv.start()
@@ -504,6 +506,19 @@ def test_the_answer_is_made_while_the_silence_goes_on_and_played_after_it(conv_p
     # made during the silence: the TTS had the answer's first audio before the turn was decided
     assert ms["asr_final"] <= ms["responder_first"] <= ms["tts_first"] < ms["end_of_turn"] <= ms["first_frame"], ms
     assert _first_sound_after_heard(timed, frames), "no answer audio before the turn was decided"
+
+
+def test_without_speculation_the_responder_is_called_only_at_the_end_of_the_turn(conv_parts, question_pcm,
+                                                                                 recognizer):  # fmt: skip
+    """speculate=False (--no-speculate: a paid endpoint): the same spoken question, but nothing
+    is made during the silence; the responder starts once the turn is decided."""
+    clip = np.concatenate([np.zeros(8000, np.float32), _trim(question_pcm), np.zeros(24000, np.float32)])
+    conv, timed, frames = _answer_spoken(conv_parts, recognizer, "Sure.", 0.5, clip, speculate=False)
+    assert "speculated" not in conv.stats and conv.stats["turns"] == 1, conv.stats
+    ms = next(e for _, e in timed if e["type"] == "answer_start")["server_ms"]
+    assert ms["asr_final"] < ms["end_of_turn"] <= ms["responder_first"] <= ms["tts_first"] <= ms["first_frame"], ms
+    with pytest.raises(InputError, match="speculate"):
+        ConversationConfig(speculate="no").validate()
 
 
 def test_speech_after_the_pause_drops_the_answer_made_during_it(conv_parts, recognizer, tmp_path):

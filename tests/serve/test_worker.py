@@ -248,6 +248,22 @@ def test_worker_config_names_a_bad_media_mode():
         WorkerConfig(bundle="b", media="vp9")
 
 
+def test_no_speculate_reaches_the_workers_conversation(tmp_path):
+    """huma-rt serve --no-speculate -> WorkerConfig.speculate False -> the visit's ConversationConfig."""
+    import argparse
+
+    from huma_rt.serve.cli import add_arguments, worker_config
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    bundle = tmp_path / "me.bundle"
+    bundle.mkdir()
+    for extra, want in (([], True), (["--no-speculate"], False)):
+        cfg = worker_config(parser.parse_args(["--bundle", str(bundle), "--no-asr", *extra]))
+        assert cfg.speculate is want
+        assert WorkerConfig(**{**__import__("json").loads(cfg.to_json())}).speculate is want  # what the process gets
+
+
 def _idle_media(loop, n: int):
     """An AvatarMedia fed ``n`` idle frames: the same still picture, digital silence."""
     from huma_rt.serve.encode import Vp8Config
