@@ -24,11 +24,10 @@ from pathlib import Path
 import numpy as np
 import torch
 from huma_rt.bench.common import write_result
-from huma_rt.train.articulated_region import project_canonical
 from huma_rt.train.fit_articulated import render_articulated
 from huma_rt.train.fit_data import fit_data_from_tracks
 from huma_rt.train.fit_views import Views
-from huma_rt.train.heldout_eval import head_mask
+from huma_rt.train.heldout_eval import chin_axis, head_mask
 from huma_rt.train.pipeline_work import load_articulated, read_npz
 from huma_rt.train.tracking_tracks import Tracks
 from huma_rt.train.video import open_video
@@ -82,13 +81,10 @@ def run(work: Path, video: Path, out: Path, margins: tuple[float, ...] = (0.1, 0
     held, train = np.asarray(result.held_out), np.asarray(result.train_frames)
     f = views.frames.numpy().astype(np.float32) / 255.0
     h, w = f.shape[1:3]
-    yy, xx = np.mgrid[0:h, 0:w] + 0.5
+    everywhere = torch.ones(h, w)
 
     def chin(r: int) -> tuple[np.ndarray, np.ndarray, float]:
-        px = project_canonical(np.asarray(data.anchors, np.float64), poses["head_quat"][r], poses["head_trans"][r], cam)
-        down = px[8] - px[36:48].mean(0)
-        size = float(np.linalg.norm(down))
-        return px[8], down / size, size
+        return chin_axis(data.anchors, poses["head_quat"][r], poses["head_trans"][r], cam)
 
     some = train[:: max(1, len(train) // 200)]
     y0 = int(np.median([chin(r)[0][1] for r in some]) + box_from * np.median([chin(r)[2] for r in some]))
@@ -114,9 +110,8 @@ def run(work: Path, video: Path, out: Path, margins: tuple[float, ...] = (0.1, 0
                    "psnr_band": _db(err[band].mean()) if band.any() else None,
                    "band_share_of_face": float(band.sum() / max(face.sum(), 1)), "psnr": _db(err.mean())}  # fmt: skip
             layer = ndimage.shift(torso, (*shift[r], 0), order=1, mode="nearest")
-            c, down, size = chin(r)
             for m in margins:
-                below = ((xx - c[0]) * down[0] + (yy - c[1]) * down[1]) > m * size
+                below = (head_mask(everywhere, data.anchors, q, t, cam, chin_margin=m) < 0.5).numpy()
                 e2 = ((np.where(below[..., None], layer, img) - f[r]) ** 2).mean(-1)
                 row[f"torso_{m:g}"] = {"psnr_face": _db(e2[face].mean()), "psnr": _db(e2.mean())}
             rows.append(row)

@@ -32,11 +32,21 @@ from .fit_pose import render_view
 from .fit_views import Views
 from .losses import masked_mean, psnr, ssim_map
 
-__all__ = ["KEYS", "Scorer", "evaluate", "head_mask", "summarise"]
+__all__ = ["KEYS", "Scorer", "chin_axis", "evaluate", "head_mask", "summarise"]
 
 KEYS = ("psnr", "ssim", "psnr_face", "ssim_face", "psnr_face_wide", "ssim_face_wide", "psnr_head", "ssim_head",
         "psnr_mouth", "psnr_eyes", "psnr_region", "ssim_region")  # fmt: skip
 CHIN_MARGIN = 0.1  # of the eyes-to-chin height: the chin's underside and the jaw's shadow stay in
+
+
+def chin_axis(anchors: np.ndarray, quat: np.ndarray, trans: np.ndarray, camera) -> tuple[np.ndarray, np.ndarray, float]:
+    """The face's own down axis at a pose: (the chin [2] px, the unit eyes-to-chin direction [2],
+    the eyes-to-chin height in px). anchors [68,3] canonical landmarks."""
+    px = project_canonical(np.asarray(anchors, np.float64), quat, trans, camera)
+    eyes, chin = px[36:48].mean(0), px[8]
+    down = chin - eyes
+    height = max(float(np.linalg.norm(down)), 1e-6)
+    return chin, down / height, height
 
 
 def head_mask(face: torch.Tensor, anchors: np.ndarray, quat: np.ndarray, trans: np.ndarray, camera,
@@ -44,11 +54,7 @@ def head_mask(face: torch.Tensor, anchors: np.ndarray, quat: np.ndarray, trans: 
     """The face matte [h,w] float less the pixels further below the chin than ``chin_margin`` x
     the face height, along the face's own down axis (the projected eyes-to-chin line), so a
     tilted head keeps its whole face. anchors [68,3] canonical landmarks."""
-    px = project_canonical(np.asarray(anchors, np.float64), quat, trans, camera)
-    eyes, chin = px[36:48].mean(0), px[8]
-    down = chin - eyes
-    height = max(float(np.linalg.norm(down)), 1e-6)
-    down /= height
+    chin, down, height = chin_axis(anchors, quat, trans, camera)
     h, w = face.shape
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float64) + 0.5
     below = (xx - chin[0]) * down[0] + (yy - chin[1]) * down[1]
