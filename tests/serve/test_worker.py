@@ -251,6 +251,7 @@ def test_worker_config_names_a_bad_media_mode():
 def test_no_speculate_reaches_the_workers_conversation(tmp_path):
     """huma-rt serve --no-speculate -> WorkerConfig.speculate False -> the visit's ConversationConfig."""
     import argparse
+    import json
 
     from huma_rt.serve.cli import add_arguments, worker_config
 
@@ -261,7 +262,7 @@ def test_no_speculate_reaches_the_workers_conversation(tmp_path):
     for extra, want in (([], True), (["--no-speculate"], False)):
         cfg = worker_config(parser.parse_args(["--bundle", str(bundle), "--no-asr", *extra]))
         assert cfg.speculate is want
-        assert WorkerConfig(**{**__import__("json").loads(cfg.to_json())}).speculate is want  # what the process gets
+        assert WorkerConfig(**json.loads(cfg.to_json())).speculate is want  # as the worker process reads it
 
 
 def _idle_media(loop, n: int):
