@@ -1,8 +1,8 @@
 """Text going into TTS: decoding, cleaning and cutting into speakable chunks.
 
 Chunks are what the TTS synthesizes in one call. They follow sentences, but the first chunk is
-cut short at a clause boundary (the first audio comes sooner) and no chunk exceeds a bound
-(a 10 000-character paragraph without a full stop still streams).
+cut short at a clause or phrase boundary (the first audio comes sooner; ``first_cut``) and no
+chunk exceeds a bound (a 10 000-character paragraph without a full stop still streams).
 """
 
 from __future__ import annotations
@@ -18,6 +18,16 @@ _CLAUSE_END = re.compile(r"(?<=[,:;—–])\s+")
 # grows with the chunk's length (measured: "Sure," 0.13 s vs "Sure, I can help with that."
 # 0.66 s on one loaded core), so a short first clause brings the first audio forward.
 MIN_FIRST = 4
+# Or, if one comes first, at a phrase boundary (before a conjunction or preposition) at least
+# PHRASE_FIRST characters in: a first sentence with no early comma was spoken whole (3.5-5 s of
+# audio, 0.5-1 s of Piper on one core); local LLM answers' first audio p90 857 -> 505 ms
+# (bench/results/answer-chunks-2026-12-07).
+PHRASE_FIRST = 20
+_PHRASE_START = re.compile(
+    r"\s+(?=(?:and|but|or|so|because|that|which|who|when|where|while|if|than|with|without|for|to|of|in|on|at|by"
+    r"|from|as|about|into|after|before|since|until|through|during)\s)",
+    re.IGNORECASE,
+)
 # Abbreviations whose full stop does not end a sentence (English voices).
 _ABBREV = re.compile(r"\b(?:Mr|Mrs|Ms|Dr|Prof|St|Sr|Jr|vs|etc|e\.g|i\.e|No|Fig)\.$", re.IGNORECASE)
 # Unicode categories that carry no speech: symbols and emoji (So, Sk), private use (Co),
@@ -100,11 +110,12 @@ def split_sentences(text: str) -> list[str]:
     return out
 
 
-def chunk_text(text: str, *, first_chars: int = 60, max_chars: int = 200) -> list[str]:
+def chunk_text(text: str, *, first_chars: int = 60, max_chars: int = 200, phrases: bool = True) -> list[str]:
     """Cleaned, speakable TTS chunks of ``text``.
 
-    The first chunk is cut at its first clause boundary between MIN_FIRST and ``first_chars``
-    characters; every chunk is at most ``max_chars``. Chunks without a letter or
+    The first chunk is cut at its first clause or phrase boundary (``first_cut``; ``phrases``
+    False: at a clause boundary only, for text spoken whole, where an early first chunk gains
+    nothing); every chunk is at most ``max_chars``. Chunks without a letter or
     digit are dropped. Empty result = nothing to say (the caller decides whether that is an
     error).
     """
@@ -114,22 +125,42 @@ def chunk_text(text: str, *, first_chars: int = 60, max_chars: int = 200) -> lis
     for sentence in split_sentences(clean_text(text)):
         chunks.extend(_split_long(sentence, max_chars))
     chunks = [c for c in chunks if is_speakable(c)]
-    if chunks:
-        first = chunks[0]
-        for m in _CLAUSE_END.finditer(first):
-            if MIN_FIRST <= m.start() <= first_chars and is_speakable(first[m.end() :]):
-                chunks[0:1] = [first[: m.start()], first[m.end() :]]
-                break
+    if chunks and (cut := first_cut(chunks[0], first_chars, phrases=phrases)) and is_speakable(cut[1]):
+        chunks[0:1] = list(cut)
     return chunks
+
+
+def first_cut(sentence: str, first_chars: int, *, phrases: bool = True) -> tuple[str, str] | None:
+    """The answer's first sentence (or as much of it as has arrived) -> (first chunk, the rest),
+    or None while it has no boundary to cut at.
+
+    The earliest of: a clause boundary between MIN_FIRST and ``first_chars`` characters in, and
+    a phrase boundary (before a conjunction or preposition) PHRASE_FIRST or more characters in,
+    where the first chunk gets a comma: the voice then ends it as a phrase (rising, a short pause)
+    and not as a sentence. Text streams in left to right, so the earliest boundary is the one a
+    streaming answer finds first: cutting streamed text and the whole text agree. A phrase
+    boundary counts once the word after it is whole ("soul with " - not "soul with", which may
+    become "soul without").
+    """
+    clauses = [(m.start(), m.end(), "") for m in _CLAUSE_END.finditer(sentence, 0, first_chars + 1)
+               if m.start() >= MIN_FIRST]
+    cuts = clauses[:1]
+    if phrases:
+        cuts += [(m.start(), m.end(), ",") for m in _PHRASE_START.finditer(sentence) if m.start() >= PHRASE_FIRST][:1]
+    if not cuts:
+        return None
+    head_end, tail_start, comma = min(cuts)
+    head = sentence[:head_end]
+    return (head if head.endswith((",", ":", ";", "—", "–")) else head + comma), sentence[tail_start:]
 
 
 class ChunkAssembler:
     """Cuts a stream of text deltas (a streaming responder) into TTS chunks as they complete.
 
     A sentence is complete once a space after its final punctuation (or more text) has arrived,
-    or at ``close()``; the first chunk
-    is released at its first clause boundary (MIN_FIRST characters on), so speech can start before
-    the first sentence is finished. ``max_total`` bounds the characters released (the rest is
+    or at ``close()``; the first chunk is released at the first sentence's first boundary
+    (``first_cut``: the chunks are those ``chunk_text`` cuts from the whole text), so speech can
+    start before the first sentence is finished. ``max_total`` bounds the characters released (the rest is
     dropped and ``truncated`` is set): a runaway answer cannot occupy the avatar for hours.
     """
 
@@ -164,11 +195,9 @@ class ChunkAssembler:
         # "...end. " with the space already here: the sentence is over (unless "Dr. ").
         if text.endswith(" ") and re.search(r"[.!?;…][\"')\]]*$", rest) and not _ABBREV.search(rest):
             ready, rest = [*ready, rest], ""
-        if self.released == 0 and not ready:
-            for m in _CLAUSE_END.finditer(rest):
-                if MIN_FIRST <= m.start() <= self.first_chars:
-                    ready, rest = [rest[: m.start()]], rest[m.end() :]
-                    break
+        if self.released == 0 and not ready and (cut := first_cut(rest + (" " if text.endswith(" ") else ""),
+                                                                   self.first_chars)):
+            ready, rest = [cut[0]], cut[1].strip()
         if len(rest) > self.max_chars:
             long_parts = _split_long(rest, self.max_chars)
             ready, rest = ready + long_parts[:-1], long_parts[-1]

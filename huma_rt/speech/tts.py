@@ -260,11 +260,11 @@ class PiperTTS:
         self.stats.call_latencies_s.append(dt)
         return pcm
 
-    def _chunks(self, text: str | bytes) -> list[str]:
+    def _chunks(self, text: str | bytes, *, phrases: bool) -> list[str]:
         text = decode_text(text)
         if not text.strip():
             raise InputError("text to speak is empty; expected at least one word")
-        chunks = chunk_text(text)
+        chunks = chunk_text(text, phrases=phrases)
         if not chunks:
             raise InputError(
                 f"text to speak has nothing speakable (only punctuation, symbols or emoji): {text[:40]!r}"
@@ -272,8 +272,11 @@ class PiperTTS:
         return chunks
 
     def synthesize(self, text: str | bytes) -> tuple[np.ndarray, int]:
-        """Speak ``text`` -> (pcm [S] f32 at the voice's rate, sample_rate)."""
-        parts = [self._generate(c) for c in self._chunks(text)]
+        """Speak ``text`` -> (pcm [S] f32 at the voice's rate, sample_rate).
+
+        Sentences are spoken whole: no first chunk cut at a phrase boundary, which only brings
+        a stream's first audio forward."""
+        parts = [self._generate(c) for c in self._chunks(text, phrases=False)]
         pcm = np.concatenate(parts) if parts else np.zeros(0, np.float32)
         if pcm.size == 0:
             raise InputError(f"TTS produced no audio for {str(text)[:40]!r}")
@@ -286,7 +289,7 @@ class PiperTTS:
         consumer can play it while the rest is generated. Text problems raise before the first
         chunk; a chunk that yields no audio is skipped.
         """
-        chunks = self._chunks(text)
+        chunks = self._chunks(text, phrases=True)
         produced = False
         for pcm, chunk in self.stream_chunks(chunks):
             produced = True

@@ -92,3 +92,53 @@ def test_assembler_first_clause_early_and_total_cap():
     assert b.truncated and b.close() == []
     c = ChunkAssembler()
     assert c.feed("x" * 450) == ["x" * 200, "x" * 200] and c.close() == ["x" * 50]
+
+
+def test_a_long_first_sentence_is_cut_at_a_phrase_boundary():
+    # no clause boundary in its first 60 characters: cut before a conjunction or preposition,
+    # 20 or more characters in, and given a comma so the voice ends it as a phrase
+    text = "I'm a curious and adventurous soul with a passion for sustainability. I love it."
+    assert chunk_text(text) == ["I'm a curious and adventurous soul,", "with a passion for sustainability.", "I love it."]
+    # text spoken whole (PiperTTS.synthesize) keeps its sentences
+    assert chunk_text(text, phrases=False) == [text[:69], "I love it."]
+    # the earliest boundary wins, clause or phrase
+    assert chunk_text("A rainbow is formed when light from the sun, in the sky, bends.") == [
+        "A rainbow is formed when light,", "from the sun, in the sky, bends."]
+    assert chunk_text("Well, I think that the answer is yes.") == ["Well,", "I think that the answer is yes."]
+    # a boundary under 20 characters in ('and' at 11) is not used; nor one without a word after it
+    assert chunk_text("It is sunny and warm.") == ["It is sunny and warm."]
+    assert chunk_text("This is the very thing I was thinking of.") == ["This is the very thing I was thinking of."]
+    # a clause boundary past first_chars right before a phrase boundary keeps its one comma
+    from huma_rt.speech.text import first_cut
+
+    assert first_cut("Hello there everyone out here, with love", 10) == ("Hello there everyone out here,", "with love")
+    assert first_cut("Hello there everyone out here with", 60) is None
+
+
+def test_streamed_text_is_cut_as_the_whole_text_is():
+    from huma_rt.speech.text import ChunkAssembler
+
+    texts = [
+        "I'm a curious and adventurous soul with a passion for sustainability. I love it.",
+        "A rainbow is formed when light from the sun, in the sky, bends. It is pretty.",
+        "Sure, it is sunny and warm.",
+        "The moon is a celestial body orbiting the Earth. It is far.",
+        "Why, of course! The answer to that question depends on where you live.",
+    ]
+    for text in texts:
+        for pieces in ([w + " " for w in text.split(" ")], list(text), [" " + w for w in text.split(" ")]):
+            a = ChunkAssembler()
+            chunks = [c for piece in pieces for c in a.feed(piece)] + a.close()
+            assert chunks == chunk_text(text), (text, pieces[:3])
+
+
+def test_a_phrase_boundary_waits_for_the_whole_next_word():
+    from huma_rt.speech.text import ChunkAssembler
+
+    a = ChunkAssembler()
+    assert a.feed("I'm a curious and adventurous soul with") == []  # 'with' may become 'without'
+    assert a.feed("out a doubt. ") == ["I'm a curious and adventurous soul without a doubt."]
+    b = ChunkAssembler()
+    assert b.feed("I'm a curious and adventurous soul with") == []
+    assert b.feed(" a") == ["I'm a curious and adventurous soul,"]
+    assert b.feed(" passion. ") == ["with a passion."]
