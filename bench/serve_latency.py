@@ -99,7 +99,7 @@ def page_turns(page: Page, with_av_lag: bool = True) -> tuple[list[dict], dict[i
             on = t["end"] + t["audio_ms"] if t["audio_ms"] is not None else None
             t["av_lag_ms"] = av_lag_ms(frames, levels, on - 200, on + 1500) if on is not None else None
     starts = page.events("answer_start")
-    split_at_server(lat, starts, page.js("performance.timeOrigin"))
+    split_at_server(lat, starts, page_wall_origin(page))
     server = {e["turn"]: e["server_ms"] for e in starts}
     return lat, server
 
@@ -119,9 +119,23 @@ def visit_stats(server_log: str) -> dict | None:
     return found
 
 
+def page_wall_origin(page: Page) -> float:
+    """The wall-clock time (ms, as the server's ``time.time()``) of the page's ``performance.now()``
+    zero: ``Date.now() - performance.now()`` now. ``performance.timeOrigin`` is not it when the
+    machine's wall clock was stepped after Chromium started (the likely cause, not reproduced, of
+    two runs' -55 ms and -23.7 s server -> page splits); a step is logged."""
+    samples = [page.js("[Date.now() - performance.now(), performance.timeOrigin]") for _ in range(5)]
+    origin = float(np.median([now for now, _ in samples]))
+    step = origin - samples[-1][1]
+    if abs(step) > 5.0:
+        log.warning("the wall clock moved %.0f ms since the page opened: server -> page times of turns "
+                    "before the step are off by that much", step)  # fmt: skip
+    return origin
+
+
 def split_at_server(lat: list[dict], starts: list[dict], time_origin: float) -> None:
     """Add to each turn of ``lat`` where its time went, on the wall clock the page and the server
-    share (same machine: the page's ``performance.timeOrigin + t`` and the server's ``time.time()``):
+    share (same machine: the page's ``page_wall_origin + t`` and the server's ``time.time()``):
     ``to_server_ms`` from the end of the question (spoken: in the page's microphone; typed: sent)
     to the server's end of it (spoken: the arrival of the audio where the VAD's last speech window
     ends; typed: the question's arrival), and ``server_to_frame_ms`` / ``server_to_audio_ms`` from
