@@ -7,10 +7,13 @@ once; later loads open the cached files in ~1-2 s. Construction also runs the sy
 through the decoder and keeps its keys/values, so the first answer only pays for the user's
 words: a worker process that builds its responder at start-up never loads on an answer's path.
 
-``respond(text)`` streams text deltas (UTF-8 characters split across tokens are held back until
-whole) and stops at ``<|im_end|>``/EOS or ``max_tokens``; closing the generator (barge-in)
-stops generation before the next decoder step. Each call keeps its own KV cache, so calls from
-several threads never share state.
+``respond(text, history)`` streams text deltas (UTF-8 characters split across tokens are held
+back until whole) and stops at ``<|im_end|>``/EOS or ``max_tokens``; closing the generator
+(barge-in) stops generation before the next decoder step. ``history`` (the conversation's
+earlier exchanges) goes into the prompt, newest kept within ``history_tokens``. The keys/values
+of the last answer's whole context are kept: the next turn, whose prompt starts with that
+context, runs the decoder over its new tokens only (the user's words), not over the whole
+conversation again. Calls from several threads share only that read-only cache.
 """
 
 from __future__ import annotations
@@ -18,8 +21,9 @@ from __future__ import annotations
 import json
 import logging
 import re
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,10 +52,14 @@ class LocalLLMConfig(_JsonConfig):
     system_prompt: the chat's system turn (a voice avatar: short spoken answers).
     max_tokens: answer length limit. max_sentences: the answer ends after this many sentences
     (0: no limit; a small model rambles, and the avatar should not). repeat_penalty: llama.cpp's
-    penalty on tokens already in the answer's last 64 (1.0: none; greedy decoding of a 135M model
-    loops without it). temperature: 0 = greedy (deterministic); > 0 samples from the ``top_k``
+    penalty on tokens already in the last 64 of the previous answer and this one (1.0: none;
+    greedy decoding of a 135M model loops without it, and repeats its previous answer). temperature: 0 = greedy (deterministic); > 0 samples from the ``top_k``
     most likely tokens with a generator seeded by ``seed``.
     num_threads: onnxruntime intra-op threads (1: the TTS and ASR share the cores).
+    history_tokens: the most prompt tokens the conversation's earlier exchanges take; when they
+    would take more, the oldest are dropped down to half of it (then the prompt keeps that start
+    for several turns, so the kept context is reused). reuse_context: start a turn from the kept
+    keys/values of the previous one (False: every turn runs the whole prompt; for measuring).
     accuracy_level: MatMulNBits' activation precision: 4 = int8 (fast; as llama.cpp does),
     0 = float32 (exact; ~3x slower). max_context: prompt + answer tokens.
     cache_dir: where built decoders are kept (empty: ``cache_root()/llm``).
@@ -66,12 +74,15 @@ class LocalLLMConfig(_JsonConfig):
     top_k: int = 40
     seed: int = 0
     num_threads: int = 1
+    history_tokens: int = 512
+    reuse_context: bool = True
     accuracy_level: int = 4
     max_context: int = 2048
     cache_dir: str = ""
 
     def __post_init__(self) -> None:
-        for name, low in (("max_tokens", 1), ("max_sentences", 0), ("top_k", 1), ("num_threads", 1), ("max_context", 16)):
+        for name, low in (("max_tokens", 1), ("max_sentences", 0), ("top_k", 1), ("num_threads", 1), ("max_context", 16),
+                          ("history_tokens", 0)):  # fmt: skip
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < low:
                 raise InputError(f"local LLM {name} must be an integer >= {low}; got {value!r}")
@@ -179,6 +190,11 @@ class LocalLLMResponder:
         # the system turn never changes: its keys/values are computed once (this is also the warm-up)
         self._system_ids = self._turn("system", c.system_prompt)
         _, self._system_kv = self._step(np.array(self._system_ids, np.int64), self._empty)
+        # the last answer's context after the system turn (token ids) and its keys/values
+        self._kept: tuple[list[int], list] | None = None
+        self._kept_lock = threading.Lock()
+        self._history_from = 0  # the first exchange of the history the prompt holds (see context_ids)
+        self.last_prefill = 0  # tokens the decoder ran over before the last answer's first token
         self.load_s = time.perf_counter() - t0
         log.info("local LLM ready in %.2f s (%s, %d threads)", self.load_s, "built" if built.built else "cached",
                  c.num_threads)  # fmt: skip
@@ -190,6 +206,24 @@ class LocalLLMResponder:
     def prompt_ids(self, text: str) -> list[int]:
         """The ChatML prompt after the cached system turn: the user's turn and the assistant's start."""
         return self._turn("user", text) + [self.tokenizer.specials["<|im_start|>"], *self.tokenizer.encode("assistant\n")]
+
+    def context_ids(self, text: str, history: Sequence[tuple[str, str]] = ()) -> list[int]:
+        """The prompt after the system turn: the exchanges of ``history`` it keeps, then ``prompt_ids``.
+
+        The kept exchanges start at the same one as last time while they fit in ``history_tokens``
+        (a prompt that starts the same reuses the kept context); when they no longer fit, the
+        start moves on until they take at most half of it. A history shorter than last time's
+        start (a new conversation) starts over from its first exchange."""
+        if not self.config.history_tokens or not history:
+            return self.prompt_ids(text)
+        turns = [self._turn("user", u) + self._turn("assistant", a) for u, a in history]
+        start = self._history_from if self._history_from < len(turns) else 0
+        limit = self.config.history_tokens
+        while start < len(turns) and sum(map(len, turns[start:])) > limit:
+            limit = self.config.history_tokens // 2
+            start += 1
+        self._history_from = start
+        return [i for t in turns[start:] for i in t] + self.prompt_ids(text)
 
     def _step(self, ids: np.ndarray, past: list) -> tuple[np.ndarray, list]:
         """ids int64 [S] + per-layer (keys, values) [1, Hkv, P, hd] -> logits [vocab], new cache."""
@@ -212,36 +246,67 @@ class LocalLLMResponder:
         p = np.exp(z - z.max())
         return int(top[self._rng.choice(len(top), p=p / p.sum())])
 
-    def generate(self, text: str) -> Iterator[int]:
-        """Token ids of the answer to ``text`` (the end token excluded), one per decoder step."""
+    def _start(self, ids: list[int]) -> tuple[int, list]:
+        """(how many of ``ids`` the kept context already holds, the keys/values to go on from)."""
+        with self._kept_lock:
+            kept = self._kept
+        if kept is None or not self.config.reuse_context:
+            return 0, self._system_kv
+        kept_ids, kept_kv = kept
+        n = 0
+        for a, b in zip(kept_ids, ids, strict=False):
+            if a != b:
+                break
+            n += 1
+        n = min(n, len(ids) - 1)  # the last prompt token is run again: its logits start the answer
+        if n <= 0:
+            return 0, self._system_kv
+        end = len(self._system_ids) + n
+        return n, [(np.ascontiguousarray(k[:, :, :end]), np.ascontiguousarray(v[:, :, :end])) for k, v in kept_kv]
+
+    def generate(self, text: str, history: Sequence[tuple[str, str]] = ()) -> Iterator[int]:
+        """Token ids of the answer to ``text`` after ``history`` (the end token excluded), one
+        per decoder step."""
         if not isinstance(text, str) or not text.strip():
             raise InputError(f"the local LLM needs a non-empty question; got {text!r}")
-        ids = self.prompt_ids(text)
+        ids = self.context_ids(text, history)
         budget = self.config.max_context - len(self._system_ids) - len(ids)
         if budget < 1:
             raise InputError(f"the question is {len(ids)} tokens; the local LLM's context ({self.config.max_context}) "
                              f"leaves no room to answer")  # fmt: skip
-        logits, past = self._step(np.array(ids, np.int64), self._system_kv)
+        have, past = self._start(ids)
+        self.last_prefill = len(ids) - have
+        logits, past = self._step(np.array(ids[have:], np.int64), past)
+        fed = list(ids)  # the tokens ``past`` holds after the system turn
         answer: list[int] = []
-        for n in range(min(self.config.max_tokens, budget)):
-            token = self._pick(logits, answer)
-            if token in self.end_ids:
-                return
-            answer.append(token)
-            yield token
-            if n + 1 < min(self.config.max_tokens, budget):
-                logits, past = self._step(np.array([token], np.int64), past)
+        # the previous answer counts as said for the repeat penalty: a 135M model given the
+        # conversation otherwise answers every follow-up with its last answer again
+        before = self.tokenizer.encode(history[-1][1]) if history and self.config.history_tokens else []
+        try:
+            for n in range(min(self.config.max_tokens, budget)):
+                token = self._pick(logits, before + answer)
+                if token in self.end_ids:
+                    return
+                answer.append(token)
+                yield token
+                if n + 1 < min(self.config.max_tokens, budget):
+                    logits, past = self._step(np.array([token], np.int64), past)
+                    fed.append(token)
+        finally:  # also when the answer is cut: its context is the next turn's prompt so far
+            with self._kept_lock:
+                self._kept = (fed, past)
 
-    def respond(self, text: str) -> Iterator[str]:
-        """Text deltas of the answer to ``text``; closing the iterator stops the decoder."""
-        deltas = self._deltas(text)
+    def respond(self, text: str, history: Sequence[tuple[str, str]] = ()) -> Iterator[str]:
+        """Text deltas of the answer to ``text`` after the conversation's ``history``; closing
+        the iterator stops the decoder."""
+        deltas = self._deltas(text, history)
         if self.config.max_sentences:
             deltas = cut_after_sentences(deltas, self.config.max_sentences)
         return deltas
 
-    def _deltas(self, text: str) -> Iterator[str]:
+    def _deltas(self, text: str, history: Sequence[tuple[str, str]]) -> Iterator[str]:
         stream = self.tokenizer.stream_decoder()
-        for token in self.generate(text):
+        for token in self.generate(text, history):
             delta = stream.push(token)
             if delta:
                 yield delta

@@ -1,4 +1,7 @@
-"""Responders: ``respond(text) -> iterator of text chunks`` (the LLM slot of the chain).
+"""Responders: ``respond(text, history=()) -> iterator of text chunks`` (the LLM slot of the chain).
+
+``history``: the conversation so far, oldest first, as ``(user's words, avatar's answer)`` pairs
+(``Exchange``); a served visit passes its earlier turns, so "and in Berlin?" has its context.
 
 - :class:`EchoResponder` (default, offline): answers with a fixed template around the input.
 - :class:`ScriptedResponder` (offline): replies from a list, in order, cycling.
@@ -13,12 +16,13 @@
 from __future__ import annotations
 
 import http.client
+import inspect
 import json
 import logging
 import os
 import ssl
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 from urllib.parse import urlsplit
@@ -33,10 +37,31 @@ class ResponderError(BackendError):
     """The responder (an LLM endpoint) failed; the message names the endpoint and the cause."""
 
 
-class Responder(Protocol):
-    """Anything with ``respond(text) -> iterator of text chunks``."""
+Exchange = tuple[str, str]  # (what the user said, what the avatar answered)
 
-    def respond(self, text: str) -> Iterator[str]: ...
+
+class Responder(Protocol):
+    """Anything with ``respond(text, history=()) -> iterator of text chunks`` (one that takes
+    ``text`` alone still works: ``respond_in_context`` calls it without the history)."""
+
+    def respond(self, text: str, history: Sequence[Exchange] = ()) -> Iterator[str]: ...
+
+
+def takes_history(responder) -> bool:
+    """Whether ``responder.respond`` accepts the conversation's history (a second argument)."""
+    try:
+        params = list(inspect.signature(responder.respond).parameters.values())
+    except (TypeError, ValueError):  # a builtin or C callable: assume the plain form
+        return False
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    return len(positional) >= 2 or any(p.kind == p.VAR_POSITIONAL for p in params)
+
+
+def respond_in_context(responder, text: str, history: Sequence[Exchange]) -> Iterator[str]:
+    """``responder.respond(text, history)``, or ``respond(text)`` for a responder without history."""
+    if history and takes_history(responder):
+        return responder.respond(text, tuple(history))
+    return responder.respond(text)
 
 
 @dataclass
@@ -45,7 +70,7 @@ class EchoResponder:
 
     template: str = "You said: {text}"
 
-    def respond(self, text: str) -> Iterator[str]:
+    def respond(self, text: str, history: Sequence[Exchange] = ()) -> Iterator[str]:
         yield self.template.format(text=text.strip())
 
 
@@ -64,7 +89,7 @@ class ScriptedResponder:
         if not self.replies or not all(isinstance(r, str) and r.strip() for r in self.replies):
             raise InputError(f"ScriptedResponder needs non-empty reply strings; got {self.replies!r}")
 
-    def respond(self, text: str) -> Iterator[str]:
+    def respond(self, text: str, history: Sequence[Exchange] = ()) -> Iterator[str]:
         reply = self.replies[self._next % len(self.replies)]
         self._next += 1
         words = reply.split(" ")
@@ -119,15 +144,19 @@ class OpenAIResponder:
             )
         return http.client.HTTPConnection(self._url.hostname, self._url.port, timeout=c.timeout_s)
 
-    def respond(self, text: str) -> Iterator[str]:
-        """POST the user's text; yield content deltas as they stream in."""
+    def respond(self, text: str, history: Sequence[Exchange] = ()) -> Iterator[str]:
+        """POST the conversation (system prompt, ``history``, the user's text); yield content
+        deltas as they stream in."""
         c = self.config
+        messages = [{"role": "system", "content": c.system_prompt}]
+        for user, answer in history:
+            messages += [{"role": "user", "content": user}, {"role": "assistant", "content": answer}]
         body = json.dumps({
             "model": c.model,
             "stream": True,
             "max_tokens": c.max_tokens,
             "temperature": c.temperature,
-            "messages": [{"role": "system", "content": c.system_prompt}, {"role": "user", "content": text}],
+            "messages": [*messages, {"role": "user", "content": text}],
         }).encode()
         headers = {"Content-Type": "application/json", "Accept": "text/event-stream"}
         key = os.environ.get(c.api_key_env, "")

@@ -106,6 +106,27 @@ def test_streams_deltas_with_key_from_env(server, monkeypatch):
     assert req["body"]["messages"][-1] == {"role": "user", "content": "hi there"}
 
 
+def test_the_conversation_so_far_goes_to_the_endpoint(server):
+    history = [("What is the capital of France?", "Paris."), ("And Germany?", "Berlin …")]
+    assert "".join(_responder(server).respond("Which is bigger?", history)) == "Hello there, friend."
+    assert _Handler.seen[-1]["body"]["messages"][1:] == [
+        {"role": "user", "content": "What is the capital of France?"}, {"role": "assistant", "content": "Paris."},
+        {"role": "user", "content": "And Germany?"}, {"role": "assistant", "content": "Berlin …"},
+        {"role": "user", "content": "Which is bigger?"}]
+
+
+def test_responders_with_and_without_history_are_called_alike():
+    from huma_rt.speech.responder import respond_in_context, takes_history
+
+    class Plain:
+        def respond(self, text, *, loud=False):
+            yield text.upper() if loud else text
+
+    assert not takes_history(Plain()) and takes_history(EchoResponder()) and takes_history(ScriptedResponder(["a"]))
+    assert list(respond_in_context(Plain(), "hi", [("a", "b")])) == ["hi"]
+    assert list(respond_in_context(EchoResponder(), "hi", [("a", "b")])) == ["You said: hi"]
+
+
 def test_no_key_no_header(server, monkeypatch):
     monkeypatch.delenv("HUMA_UNSET_KEY", raising=False)
     assert "".join(_responder(server, api_key_env="HUMA_UNSET_KEY").respond("x")) == "Hello there, friend."
