@@ -57,6 +57,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       help="call the responder only once the turn has ended (default: the answer to the text "
                            "heard at the pause is made during the turn's silence, and dropped unheard if the "
                            "visitor goes on: a paid endpoint is then called for it too)")
+    resp.add_argument("--history", type=int, default=16, metavar="N",
+                      help="the visit's last N exchanges (question, answer) go to the responder with each "
+                           "question, so a follow-up has its context (0: every question alone)")
     tts = parser.add_argument_group("voice")
     tts.add_argument("--voice", type=Path, help="Piper voice .onnx (default: the packaged en_US joe voice)")
     tts.add_argument("--speed", type=float, default=1.0, help="speaking speed (> 1 faster)")
@@ -123,7 +126,8 @@ def worker_config(args):
         voice=str(args.voice) if args.voice else None, speed=args.speed, tts_threads=args.tts_threads,
         threads=args.threads, barge_in_s=args.barge_in,
         turns=turn_config(args).to_dict(),
-        max_answer_chars=args.max_answer_chars, speculate=not args.no_speculate, idle_timeout_s=args.idle_timeout,
+        max_answer_chars=args.max_answer_chars, speculate=not args.no_speculate, history_turns=args.history,
+        idle_timeout_s=args.idle_timeout,
         loopback=is_loopback(args.host) and not args.public_media, media=args.media, log_level=level)  # fmt: skip
 
 

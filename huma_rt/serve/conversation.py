@@ -35,6 +35,7 @@ import numpy as np
 
 from huma_rt.errors import InputError
 from huma_rt.speech.pipeline import validate_question, yield_to_frames
+from huma_rt.speech.responder import Exchange, respond_in_context
 from huma_rt.speech.text import ChunkAssembler
 from huma_rt.speech.turns import TurnConfig, TurnDetector, TurnEvent, looks_finished
 
@@ -60,7 +61,9 @@ class ConversationConfig:
     max_answer_chars: the answer is cut at a chunk boundary past this length. speculate: answer
     the text heard at the pause while the end of the turn is still being decided (audio and
     captions held until the end releases them); False: the responder is called only at the end
-    of the turn (a paid endpoint is never called for a question the visitor then goes on from)."""
+    of the turn (a paid endpoint is never called for a question the visitor then goes on from).
+    history_turns: the visit's earlier exchanges (question, answer) the responder is given with
+    each question, most recent kept (0: every question alone)."""
 
     turns: TurnConfig = field(default_factory=TurnConfig)
     barge_in_s: float = 0.3
@@ -70,11 +73,14 @@ class ConversationConfig:
     max_lag_s: float = 0.2
     max_answer_chars: int = 2000
     speculate: bool = True
+    history_turns: int = 16
 
     def validate(self) -> None:
         self.turns.validate()
         if not isinstance(self.speculate, bool):
             raise InputError(f"speculate must be true or false; got {self.speculate!r}")
+        if not isinstance(self.history_turns, int) or isinstance(self.history_turns, bool) or self.history_turns < 0:
+            raise InputError(f"history_turns must be an integer >= 0; got {self.history_turns!r}")
         for name in ("barge_in_s", "answer_ahead_s", "mic_queue_s", "max_lag_s", "merge_s"):
             if not getattr(self, name) > 0:
                 raise InputError(f"{name} must be > 0 seconds; got {getattr(self, name)}")
@@ -99,6 +105,7 @@ class _Turn:
         self.released.set()
         self.held_events: list[dict] = []
         self.events_lock = threading.Lock()
+        self.said: list[str] = []  # the responder's text deltas so far
 
 
 class _AnswerBuffer:
@@ -283,6 +290,8 @@ class Conversation:
         self._mic: queue.Queue = queue.Queue(maxsize=max(4, int(self.config.mic_queue_s * RATE / per_push)))
         self._stop = threading.Event()
         self._lock = threading.Lock()  # guards _turn and _turn_count
+        self._history: deque[Exchange] = deque(maxlen=self.config.history_turns)
+        self._history_lock = threading.Lock()
         self._tts_lock = threading.Lock()  # the TTS is not thread-safe; turns overlap when cut
         # turns cut since the frame clock last looked: it silences their queued audio itself,
         # before it shows the next frame's (see _silence_cut)
@@ -431,8 +440,26 @@ class Conversation:
                 return
         self.emit(ev)
 
+    def history(self) -> tuple[Exchange, ...]:
+        """The visit's exchanges so far, oldest first: (question, answer as the responder gave
+        it; a cut answer is the text made until the cut, then "…")."""
+        with self._history_lock:
+            return tuple(self._history)
+
+    def _remember(self, turn: _Turn, cut: bool) -> None:
+        """Add ``turn`` to the history once its answer is over. Not: an answer cut before its
+        audio started (the visitor went on: never heard), one whose question the next one
+        continues (merged into it), or one with no text."""
+        answer = "".join(turn.said).strip()
+        carried = self._carry is not None and self._carry[0] == turn.question
+        if not answer or (cut and (not turn.started or carried)):
+            return
+        with self._history_lock:
+            self._history.append((turn.question, answer + " …" if cut else answer))
+
     def _cut(self, turn: _Turn, why: str) -> None:
         """Cancel ``turn``: queued answer audio is dropped, its stages stop at their next step."""
+        self._remember(turn, cut=True)
         turn.cancel.set()
         self._answer.drop(turn)
         self._cut_turns.append(turn)  # its audio on the timeline, not yet shown: silenced by the clock
@@ -446,10 +473,11 @@ class Conversation:
         assembler = ChunkAssembler(max_total=self.config.max_answer_chars)
         stream = None
         try:
-            stream = iter(self.responder.respond(turn.question))
+            stream = iter(respond_in_context(self.responder, turn.question, self.history()))
             for delta in stream:
                 if turn.cancel.is_set():
                     break
+                turn.said.append(delta)
                 if "responder_first" not in turn.times:
                     turn.times["responder_first"] = time.perf_counter()
                 self._emit_turn(turn, {"type": "answer", "turn": turn.id, "text": delta})
@@ -681,6 +709,7 @@ class Conversation:
             self.emit({"type": "answer_start", "turn": turn.id, "pts": pts, "server_ms": ms})
         if turn.last_sample is not None and not turn.ended and end >= turn.last_sample:
             turn.ended = True
+            self._remember(turn, cut=False)
             self.emit({"type": "answer_end", "turn": turn.id, "cut": False, "why": "done"})
 
     # -- the listener ----------------------------------------------------------------------------

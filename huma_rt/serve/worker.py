@@ -48,7 +48,8 @@ class WorkerConfig:
     recognition). voice/speed/tts_threads: the Piper voice. threads: avatar threads (None:
     defaults). turns: TurnConfig fields (end of turn; {} = its defaults). barge_in_s: speech
     that cuts an answer. speculate: answer the text heard at the pause during the turn's silence
-    (ConversationConfig.speculate).
+    (ConversationConfig.speculate). history_turns: the visit's earlier exchanges the responder
+    is given (ConversationConfig.history_turns).
     idle_timeout_s: a visit with no speech and no text this long ends. gone_after_s: a visit
     whose microphone packets stop this long ends (the page vanished). loopback: offer only
     127.0.0.1 ICE candidates (the server is bound to loopback). media: 'packets' (the worker
@@ -73,6 +74,7 @@ class WorkerConfig:
     barge_in_s: float = 0.3
     max_answer_chars: int = 2000
     speculate: bool = True
+    history_turns: int = 16
     idle_timeout_s: float = 300.0
     gone_after_s: float = 5.0
     loopback: bool = True
@@ -87,6 +89,8 @@ class WorkerConfig:
         if self.audio_slack_s is not None and not 0.0 <= self.audio_slack_s <= MEDIA_SLACK_S:
             raise InputError(f"audio_slack_s must be in [0, {MEDIA_SLACK_S}] seconds (the picture's slack) "
                              f"or None; got {self.audio_slack_s}")  # fmt: skip
+        if not isinstance(self.history_turns, int) or isinstance(self.history_turns, bool) or self.history_turns < 0:
+            raise InputError(f"history_turns (--history) must be an integer >= 0; got {self.history_turns!r}")
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -115,7 +119,8 @@ class _Models:
 
         self.conversation = ConversationConfig(
             turns=TurnConfig(**cfg.turns), barge_in_s=cfg.barge_in_s,
-            max_answer_chars=cfg.max_answer_chars, speculate=cfg.speculate)  # fmt: skip
+            max_answer_chars=cfg.max_answer_chars, speculate=cfg.speculate,
+            history_turns=cfg.history_turns)  # fmt: skip
         self.conversation.validate()
         SpeechProbability(self.conversation.turns.model)  # the VAD model loads (and is checked) now
         if self.asr is not None:  # the first decode of a process is slow (allocations): not on a visitor's turn

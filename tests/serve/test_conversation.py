@@ -686,3 +686,77 @@ def test_an_answer_too_late_for_the_idle_frame_is_drawn_before_its_tick(conv_par
     # a frame drawn ahead still leaves at its time: never before the media clock says so
     t0 = media.clock.t0
     assert all(at >= t0 + p - 0.002 for p, at in sent["video"] + sent["audio"])
+
+
+class _RememberingResponder:
+    """Answers from a list, word by word, and records the history each call was given."""
+
+    def __init__(self, replies: list[str]) -> None:
+        self.replies, self.calls = replies, []
+
+    def respond(self, text, history=()):
+        self.calls.append((text, tuple(history)))
+        for word in self.replies[len(self.calls) - 1].split(" "):
+            yield word + " "
+
+
+def test_the_responder_is_given_the_visits_earlier_exchanges(conv_parts):
+    """A follow-up question comes with the visit's earlier exchanges: a finished answer as it
+    was given, a cut one up to the cut and marked so; the oldest beyond history_turns drop."""
+    avatar, tts = conv_parts
+    events: list[dict] = []
+    long = "One. Two. Three. Four. Five. Six."  # ~6 s of answer audio: cut by the next question
+    responder = _RememberingResponder(["It is four.", long, "Berlin.", "Yes."])
+    conv = Conversation(avatar, tts, responder, None, _Frames(), events.append, ConversationConfig(history_turns=2))
+    conv.start()
+
+    def ended(n: int) -> bool:
+        return sum(e["type"] == "answer_end" for e in events) >= n
+
+    try:
+        _wait(lambda: conv.stats.get("idle_skipped", 0) >= 3, 60, "the idle rest pose")
+        conv.ask("What is two plus two?")
+        _wait(lambda: ended(1), 60, "the first answer to end")
+        conv.ask("Count to six.")
+        _wait(lambda: sum(e["type"] == "answer_start" for e in events) >= 2, 60, "the second answer to start")
+        conv.ask("And the capital of Germany?")  # cuts the counting
+        _wait(lambda: ended(3), 60, "the third answer to end")
+        conv.ask("Is that right?")
+        _wait(lambda: ended(4), 60, "the fourth answer to end")
+    finally:
+        conv.stop()
+    assert [c[0] for c in responder.calls] == [
+        "What is two plus two?", "Count to six.", "And the capital of Germany?", "Is that right?"]
+    assert responder.calls[0][1] == ()
+    assert responder.calls[1][1] == (("What is two plus two?", "It is four."),)
+    history = responder.calls[2][1]
+    assert history[0] == ("What is two plus two?", "It is four.")
+    assert history[1][0] == "Count to six." and history[1][1].endswith(" …"), history  # cut
+    assert responder.calls[3][1] == (history[1], ("And the capital of Germany?", "Berlin."))  # 2 kept
+    assert conv.history() == (("And the capital of Germany?", "Berlin."), ("Is that right?", "Yes."))
+
+
+def test_a_responder_without_history_still_answers(conv_parts):
+    """``respond(text)`` alone (a responder written before history): called without it."""
+    avatar, tts = conv_parts
+    events: list[dict] = []
+    seen = []
+
+    class _Plain:
+        def respond(self, text):
+            seen.append(text)
+            yield "Fine."
+
+    conv = Conversation(avatar, tts, _Plain(), None, _Frames(), events.append, ConversationConfig())
+    conv.start()
+    try:
+        _wait(lambda: conv.stats.get("idle_skipped", 0) >= 3, 60, "the idle rest pose")
+        for n, q in enumerate(("Hello?", "Are you there?"), 1):
+            conv.ask(q)
+            _wait(lambda n=n: sum(e["type"] == "answer_end" for e in events) >= n, 60, "the answer to end")
+    finally:
+        conv.stop()
+    assert seen == ["Hello?", "Are you there?"] and len(conv.history()) == 2
+    assert not [e for e in events if e["type"] == "error"], events
+    with pytest.raises(InputError, match="history_turns must be an integer >= 0; got -1"):
+        ConversationConfig(history_turns=-1).validate()

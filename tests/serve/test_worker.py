@@ -248,11 +248,12 @@ def test_worker_config_names_a_bad_media_mode():
         WorkerConfig(bundle="b", media="vp9")
 
 
-def test_no_speculate_reaches_the_workers_conversation(tmp_path):
-    """huma-rt serve --no-speculate -> WorkerConfig.speculate False -> the visit's ConversationConfig."""
+def test_no_speculate_and_history_reach_the_workers_conversation(tmp_path):
+    """huma-rt serve --no-speculate / --history N -> WorkerConfig -> the visit's ConversationConfig."""
     import argparse
     import json
 
+    from huma_rt.errors import InputError
     from huma_rt.serve.cli import add_arguments, worker_config
 
     parser = argparse.ArgumentParser()
@@ -263,6 +264,12 @@ def test_no_speculate_reaches_the_workers_conversation(tmp_path):
         cfg = worker_config(parser.parse_args(["--bundle", str(bundle), "--no-asr", *extra]))
         assert cfg.speculate is want
         assert WorkerConfig(**json.loads(cfg.to_json())).speculate is want  # as the worker process reads it
+    # --history N likewise (the visit's exchanges the responder is given)
+    for extra, want in (([], 16), (["--history", "0"], 0), (["--history", "3"], 3)):
+        cfg = WorkerConfig(**json.loads(worker_config(parser.parse_args(["--bundle", str(bundle), *extra])).to_json()))
+        assert cfg.history_turns == want
+    with pytest.raises(InputError, match=r"history_turns \(--history\) must be an integer >= 0; got -2"):
+        worker_config(parser.parse_args(["--bundle", str(bundle), "--history", "-2"]))
 
 
 def _idle_media(loop, n: int):
