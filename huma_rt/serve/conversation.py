@@ -482,12 +482,12 @@ class Conversation:
                     turn.times["responder_first"] = time.perf_counter()
                 self._emit_turn(turn, {"type": "answer", "turn": turn.id, "text": delta})
                 for chunk in assembler.feed(delta):
-                    chunks.put(chunk)
+                    self._put_chunk(turn, chunks, chunk)
                 if assembler.truncated:
                     break
             if not turn.cancel.is_set():
                 for chunk in assembler.close():
-                    chunks.put(chunk)
+                    self._put_chunk(turn, chunks, chunk)
         except Exception as exc:  # a responder failure ends this turn; the avatar stays alive
             log.warning("responder failed on turn %d: %s", turn.id, exc)
             self._emit_turn(turn, {"type": "error", "turn": turn.id, "message": f"responder failed: {exc}"})
@@ -496,6 +496,12 @@ class Conversation:
             if close is not None:
                 close()  # an HTTP stream closes its connection
             chunks.put(None)
+
+    @staticmethod
+    def _put_chunk(turn: _Turn, chunks: queue.Queue, chunk: str) -> None:
+        if "text_first" not in turn.times:  # the stage between responder_first and tts_first
+            turn.times["text_first"] = time.perf_counter()
+        chunks.put(chunk)
 
     def _speak(self, turn: _Turn) -> None:
         chunks: queue.Queue = queue.Queue()

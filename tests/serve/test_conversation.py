@@ -504,7 +504,7 @@ def test_the_answer_is_made_while_the_silence_goes_on_and_played_after_it(conv_p
     assert heard["turn"] == 1 and all(e["turn"] == 1 for e in events if e["type"] in ("answer", "answer_start"))
     ms = next(e for e in events if e["type"] == "answer_start")["server_ms"]
     # made during the silence: the TTS had the answer's first audio before the turn was decided
-    assert ms["asr_final"] <= ms["responder_first"] <= ms["tts_first"] < ms["end_of_turn"] <= ms["first_frame"], ms
+    assert ms["asr_final"] <= ms["responder_first"] <= ms["text_first"] <= ms["tts_first"] < ms["end_of_turn"] <= ms["first_frame"], ms
     assert _first_sound_after_heard(timed, frames), "no answer audio before the turn was decided"
 
 
@@ -516,7 +516,7 @@ def test_without_speculation_the_responder_is_called_only_at_the_end_of_the_turn
     conv, timed, frames = _answer_spoken(conv_parts, recognizer, "Sure.", 0.5, clip, speculate=False)
     assert "speculated" not in conv.stats and conv.stats["turns"] == 1, conv.stats
     ms = next(e for _, e in timed if e["type"] == "answer_start")["server_ms"]
-    assert ms["asr_final"] < ms["end_of_turn"] <= ms["responder_first"] <= ms["tts_first"] <= ms["first_frame"], ms
+    assert ms["asr_final"] < ms["end_of_turn"] <= ms["responder_first"] <= ms["text_first"] <= ms["tts_first"] <= ms["first_frame"], ms
     with pytest.raises(InputError, match="speculate"):
         ConversationConfig(speculate="no").validate()
 
