@@ -217,12 +217,18 @@ def run(quick: bool, out_dir: Path, turns: int | None = None, typed: int | None 
                 page.close()
         try:  # the visit's end (the page said it left) is logged with the worker's stats
             srv.wait_health(lambda h: h["visitors"] == 0, 15, "the visit to end")
-            time.sleep(0.5)
         except (AssertionError, OSError) as exc:
             log.warning("no visit end seen: %s", exc)
+        # the worker reports its stats once its peer connection is closed, which can take
+        # longer than the server's visitor count to drop (the stats were missing in 4 of 6 runs)
+        deadline = time.monotonic() + 15
+        while visit_stats(Path(srv.log.name).read_text(errors="replace")) is None and time.monotonic() < deadline:
+            time.sleep(0.25)
     finally:
         srv.close()
     visit = visit_stats(Path(srv.log.name).read_text(errors="replace"))
+    if visit is None:
+        log.warning("the worker's visit stats were not logged within 15 s of the visit's end")
     load.append(os.getloadavg())
     spoken = [t for t in lat if t["source"] == "speech"][1:]  # the first may have started mid-question
     typed_turns = [t for t in lat if t["source"] == "text"]
