@@ -53,8 +53,9 @@ class LocalLLMConfig(_JsonConfig):
     max_tokens: answer length limit. max_sentences: the answer ends after this many sentences
     (0: no limit; a small model rambles, and the avatar should not). repeat_penalty: llama.cpp's
     penalty on tokens already in the last 64 of the previous answer and this one (1.0: none;
-    greedy decoding of a 135M model loops without it, and repeats its previous answer). temperature: 0 = greedy (deterministic); > 0 samples from the ``top_k``
-    most likely tokens with a generator seeded by ``seed``.
+    greedy decoding of a 135M model loops without it, and repeats its previous answer).
+    temperature: 0 = greedy (deterministic); > 0 samples from the ``top_k`` most likely tokens
+    with a generator seeded by ``seed``.
     num_threads: onnxruntime intra-op threads (1: the TTS and ASR share the cores).
     history_tokens: the most prompt tokens the conversation's earlier exchanges take; when they
     would take more, the oldest are dropped down to half of it (then the prompt keeps that start
