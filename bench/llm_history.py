@@ -32,13 +32,16 @@ QUESTIONS = [
     "Is it expensive?",
     "Thanks! What was the first city we talked about?",
 ]
+# --turns past 8: more follow-ups, until the history overflows ``history_tokens`` (512)
+MORE = ["Tell me more about that.", "What else?", "Why is that?", "Can you give an example?",
+        "What do you think?", "Is that true?", "How so?", "Anything else?"]  # fmt: skip
 ARMS = ("kept", "cold", "alone")
 
 
-def _conversation(responder, with_history: bool) -> list[dict]:
+def _conversation(responder, with_history: bool, questions: list[str]) -> list[dict]:
     history: list[tuple[str, str]] = []
     turns = []
-    for q in QUESTIONS:
+    for q in questions:
         t0 = time.perf_counter()
         first, parts = None, []
         for delta in responder.respond(q, history if with_history else ()):
@@ -46,8 +49,7 @@ def _conversation(responder, with_history: bool) -> list[dict]:
                 first = time.perf_counter() - t0
             parts.append(delta)
         answer = "".join(parts)
-        turns.append({"question": q, "answer": answer,
-                      "prompt_tokens": len(responder.context_ids(q, history if with_history else ())),
+        turns.append({"question": q, "answer": answer, "prompt_tokens": responder.last_prompt,
                       "prefill_tokens": responder.last_prefill, "first_delta_ms": round((first or 0) * 1e3, 1),
                       "answer_ms": round((time.perf_counter() - t0) * 1e3, 1)})  # fmt: skip
         history.append((q, answer))
@@ -58,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--max-tokens", type=int, default=48)
+    p.add_argument("--turns", type=int, default=len(QUESTIONS), help=f"questions (at most {len(QUESTIONS + MORE)})")
     p.add_argument("--out", type=Path, default=Path("bench-results"))
     a = p.parse_args(argv)
 
@@ -71,19 +74,21 @@ def main(argv: list[str] | None = None) -> int:
     runs = []
     for rnd in range(a.rounds):
         for arm in ARMS if rnd % 2 == 0 else ARMS[::-1]:
-            turns = _conversation(responders[arm], arm != "alone")
+            turns = _conversation(responders[arm], arm != "alone", (QUESTIONS + MORE)[: a.turns])
             runs.append({"arm": arm, "round": rnd, "turns": turns})
             print(f"round {rnd} {arm}: first delta per turn (ms) {[t['first_delta_ms'] for t in turns]}", flush=True)
     rows = []
     for arm in ARMS:
         turns = [t for r in runs if r["arm"] == arm for t in r["turns"]]
-        late = [t for t in turns if QUESTIONS.index(t["question"]) >= 4]  # turns 5-8: a longer history
+        late = [t for r in runs if r["arm"] == arm for t in r["turns"][4:8]]  # turns 5-8: a longer history
         rows.append({"arm": arm, "turns": len(turns),
                      "first_delta_p50_ms": round(float(np.median([t["first_delta_ms"] for t in turns]))),
                      "first_delta_turns_5_8_p50_ms": round(float(np.median([t["first_delta_ms"] for t in late]))),
                      "prefill_tokens_turns_5_8_p50": float(np.median([t["prefill_tokens"] for t in late])),
-                     "prompt_tokens_turn_8": turns[len(QUESTIONS) - 1]["prompt_tokens"]})  # fmt: skip
-    write_result(a.out, "llm_history", rows, {"runs": runs, "questions": QUESTIONS})
+                     "prompt_tokens_turn_8": turns[min(a.turns, 8) - 1]["prompt_tokens"],
+                     "first_delta_max_ms": round(max(t["first_delta_ms"] for t in turns)),
+                     "prefill_tokens_max": max(t["prefill_tokens"] for t in turns)})  # fmt: skip
+    write_result(a.out, "llm_history", rows, {"runs": runs, "questions": (QUESTIONS + MORE)[: a.turns]})
     print((a.out / "llm_history.md").read_text())
     return 0
 

@@ -195,7 +195,8 @@ class LocalLLMResponder:
         self._kept: tuple[list[int], list] | None = None
         self._kept_lock = threading.Lock()
         self._history_from = 0  # the first exchange of the history the prompt holds (see context_ids)
-        self.last_prefill = 0  # tokens the decoder ran over before the last answer's first token
+        self.last_prompt = 0  # the last answer's prompt tokens after the system turn
+        self.last_prefill = 0  # ... of which the decoder ran over (the rest was kept)
         self.load_s = time.perf_counter() - t0
         log.info("local LLM ready in %.2f s (%s, %d threads)", self.load_s, "built" if built.built else "cached",
                  c.num_threads)  # fmt: skip
@@ -276,7 +277,7 @@ class LocalLLMResponder:
             raise InputError(f"the question is {len(ids)} tokens; the local LLM's context ({self.config.max_context}) "
                              f"leaves no room to answer")  # fmt: skip
         have, past = self._start(ids)
-        self.last_prefill = len(ids) - have
+        self.last_prompt, self.last_prefill = len(ids), len(ids) - have
         logits, past = self._step(np.array(ids[have:], np.int64), past)
         fed = list(ids)  # the tokens ``past`` holds after the system turn
         answer: list[int] = []
