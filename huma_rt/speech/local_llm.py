@@ -249,22 +249,33 @@ class LocalLLMResponder:
         return int(top[self._rng.choice(len(top), p=p / p.sum())])
 
     def _start(self, ids: list[int]) -> tuple[int, list]:
-        """(how many of ``ids`` the kept context already holds, the keys/values to go on from)."""
+        """(how many of ``ids`` the kept context already holds, the keys/values to go on from).
+
+        The kept context is used from its start (the prompt starts as it does) or, when the
+        prompt dropped the history's oldest exchanges, from where the prompt's start lies in it:
+        those keys/values are moved to the front, the keys rotated back by the dropped positions
+        (RoPE turns a key by its position; the rotations add up), as llama.cpp's context shift."""
         with self._kept_lock:
             kept = self._kept
         if kept is None or not self.config.reuse_context:
             return 0, self._system_kv
         kept_ids, kept_kv = kept
-        n = 0
-        for a, b in zip(kept_ids, ids, strict=False):
-            if a != b:
-                break
-            n += 1
+        n, shift = _common_prefix(kept_ids, ids), 0
+        if n < len(ids) // 2:  # the history's start moved on: find the prompt's start in the kept context
+            for d in range(1, len(kept_ids)):
+                if kept_ids[d] == ids[0] and (m := _common_prefix(kept_ids[d:], ids)) > n:
+                    n, shift = m, d
         n = min(n, len(ids) - 1)  # the last prompt token is run again: its logits start the answer
         if n <= 0:
             return 0, self._system_kv
-        end = len(self._system_ids) + n
-        return n, [(np.ascontiguousarray(k[:, :, :end]), np.ascontiguousarray(v[:, :, :end])) for k, v in kept_kv]
+        s = len(self._system_ids)
+        if shift == 0:
+            return n, [(np.ascontiguousarray(k[:, :, : s + n]), np.ascontiguousarray(v[:, :, : s + n])) for k, v in kept_kv]
+        past = []
+        for (k, v), (k0, v0) in zip(kept_kv, self._system_kv, strict=True):
+            moved = rotate_keys(k[:, :, s + shift : s + shift + n], -shift, self.spec.rope_base)
+            past.append((np.concatenate([k0, moved], axis=2), np.concatenate([v0, v[:, :, s + shift : s + shift + n]], axis=2)))
+        return n, past
 
     def generate(self, text: str, history: Sequence[tuple[str, str]] = ()) -> Iterator[int]:
         """Token ids of the answer to ``text`` after ``history`` (the end token excluded), one
@@ -315,6 +326,28 @@ class LocalLLMResponder:
         tail = stream.flush()
         if tail:
             yield tail
+
+
+def _common_prefix(a: list[int], b: list[int]) -> int:
+    """How many leading tokens ``a`` and ``b`` share."""
+    n = min(len(a), len(b))
+    if n == 0:
+        return 0
+    differ = np.asarray(a[:n]) != np.asarray(b[:n])
+    return int(np.argmax(differ)) if differ.any() else n
+
+
+def rotate_keys(keys: np.ndarray, positions: int, base: float) -> np.ndarray:
+    """Keys [1, Hkv, P, hd] float32 rotated by ``positions`` more (negative: back), as the
+    decoder's RoPE turns a key at position p (ggml's adjacent pairs (2i, 2i+1) by p * base^(-2i/hd))."""
+    hd = keys.shape[-1]
+    angle = positions / (base ** (np.arange(0, hd, 2, dtype=np.float64) / hd))
+    cos, sin = np.cos(angle).astype(np.float32), np.sin(angle).astype(np.float32)
+    a, b = keys[..., 0::2], keys[..., 1::2]
+    out = np.empty_like(keys)
+    out[..., 0::2] = a * cos - b * sin
+    out[..., 1::2] = a * sin + b * cos
+    return out
 
 
 def cut_after_sentences(deltas: Iterator[str], limit: int) -> Iterator[str]:

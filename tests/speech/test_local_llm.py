@@ -340,6 +340,53 @@ def test_the_history_kept_in_the_prompt_is_bounded_and_starts_steadily(responder
         r.config, r._history_from = saved
 
 
+def test_rotating_a_key_moves_it_to_another_position(responder):
+    """rotate_keys turns keys as the decoder's RoPE does: the first layer's keys of the same
+    tokens run after the system turn (positions P..) and from position 0 differ by exactly that
+    rotation (the first layer's keys depend on the tokens alone)."""
+    from huma_rt.speech.local_llm import rotate_keys
+
+    r = responder
+    ids = np.array(r.prompt_ids("Hello there, how are you?"), np.int64)
+    _, alone = r._step(ids, r._empty)
+    _, after = r._step(ids, r._system_kv)
+    p = len(r._system_ids)
+    moved = rotate_keys(after[0][0][:, :, p:], -p, r.spec.rope_base)
+    assert np.abs(moved - alone[0][0]).max() < 1e-3 * np.abs(alone[0][0]).max()
+    assert np.abs(after[0][0][:, :, p:] - alone[0][0]).max() > 0.1 * np.abs(alone[0][0]).max()  # not by accident
+    assert np.array_equal(after[0][1][:, :, p:], alone[0][1])  # values carry no position
+
+
+def test_the_kept_context_survives_the_historys_overflow(responder, monkeypatch):
+    """When the history passes history_tokens and its oldest exchanges leave the prompt, the
+    kept context is shifted (not run again): the new question's tokens alone are run. The first
+    logits are close to a run of the whole prompt, not equal: the kept keys/values of the
+    exchanges that stay were computed after the dropped ones (measured corr 0.975-0.99 over 7
+    shifted turns; 0.9993+ for a kept context that was not shifted; 0.956-0.969 with the keys
+    moved but not rotated, which the rotation test above rules out exactly)."""
+    r = responder
+    monkeypatch.setattr(r, "config", dataclasses.replace(r.config, history_tokens=150, max_tokens=12))
+    monkeypatch.setattr(r, "_history_from", 0)
+    history = []
+    for i in range(12):
+        q = f"Tell me fact number {i} about the sea."
+        start = r._history_from
+        answer = "".join(r.respond(q, history))
+        if r._history_from != start:  # this turn's prompt dropped the oldest exchanges
+            # run: the new question, and the previous answer's last token (its decoder step was
+            # not taken: max_tokens) and end-of-turn tokens
+            assert r.last_prefill <= len(r.prompt_ids(q)) + 4 < r.last_prompt // 2, (r.last_prefill, r.last_prompt)
+            ids = r.context_ids(q, history)
+            have, past = r._start(ids)
+            shifted, _ = r._step(np.array(ids[have:], np.int64), past)
+            whole, _ = r._step(np.array(ids, np.int64), r._system_kv)
+            assert have > len(ids) // 2 and int(np.argmax(shifted)) == int(np.argmax(whole))
+            assert np.corrcoef(shifted, whole)[0, 1] > 0.95
+            return
+        history.append((q, answer))
+    pytest.fail("the history never overflowed history_tokens=150")
+
+
 def test_cache_is_reused(responder):
     from huma_rt.speech.local_llm import build_model
 
