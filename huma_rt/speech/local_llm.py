@@ -12,8 +12,9 @@ back until whole) and stops at ``<|im_end|>``/EOS or ``max_tokens``; closing the
 (barge-in) stops generation before the next decoder step. ``history`` (the conversation's
 earlier exchanges) goes into the prompt, newest kept within ``history_tokens``. The keys/values
 of the last answer's whole context are kept: the next turn, whose prompt starts with that
-context, runs the decoder over its new tokens only (the user's words), not over the whole
-conversation again. Calls from several threads share only that read-only cache.
+context (or with part of it, once the oldest exchanges leave the prompt: ``_start`` shifts it),
+runs the decoder over its new tokens only (the user's words), not over the whole conversation
+again. Calls from several threads share only that read-only cache.
 """
 
 from __future__ import annotations
