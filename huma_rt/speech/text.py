@@ -160,8 +160,9 @@ class ChunkAssembler:
     A sentence is complete once a space after its final punctuation (or more text) has arrived,
     or at ``close()``; the first chunk is released at the first sentence's first boundary
     (``first_cut``: the chunks are those ``chunk_text`` cuts from the whole text), so speech can
-    start before the first sentence is finished. ``max_total`` bounds the characters released (the rest is
-    dropped and ``truncated`` is set): a runaway answer cannot occupy the avatar for hours.
+    start before the first sentence is finished. ``max_total`` bounds the characters released
+    (the rest is dropped and ``truncated`` is set): a runaway answer cannot occupy the avatar for
+    hours.
     """
 
     def __init__(self, *, first_chars: int = 60, max_chars: int = 200, max_total: int | None = None) -> None:
