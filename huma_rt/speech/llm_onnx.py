@@ -172,7 +172,7 @@ def build_decoder(model: GgufModel, accuracy_level: int = 4, fused_attention: bo
     past0 = g.op("Shape", ["past_key.0"], start=2, end=3)  # [1] = P
     total = g.op("Add", [past0, seq])
     pos = g.op("Range", [g.op("Squeeze", [past0]), g.op("Squeeze", [total]), g.const(1)])  # P .. P+S-1
-    inv = 1.0 / (sp.rope_base ** (np.arange(0, hd, 2, dtype=np.float64) / hd))
+    inv = rope_frequencies(sp.rope_base, hd)
     if fused_attention:
         angles = np.arange(max_context, dtype=np.float64)[:, None] * inv[None, :]  # [max_context, hd/2]
         ctx = {"cos": g.init("cos", np.cos(angles).astype(np.float32)), "sin": g.init("sin", np.sin(angles).astype(np.float32)),
@@ -286,6 +286,11 @@ def _embed(g: _Graph, table: QTensor, ids: str) -> str:
     scale = g.op("Unsqueeze", [g.op("Gather", [g.init("emb_s", d), ids], axis=0), g.const([-1])])
     shift = g.op("Unsqueeze", [g.op("Gather", [g.init("emb_m", off), ids], axis=0), g.const([-1])])
     return g.op("Reshape", [g.op("Add", [g.op("Mul", [q, scale]), shift]), g.const([-1, k])])
+
+
+def rope_frequencies(base: float, hd: int) -> np.ndarray:
+    """RoPE's angle per position of each pair (2i, 2i+1) of a head: base^(-2i/hd), float64 [hd/2]."""
+    return 1.0 / (base ** (np.arange(0, hd, 2, dtype=np.float64) / hd))
 
 
 def _rope(g: _Graph, x: str, cos: str, sin: str, hd: int) -> str:

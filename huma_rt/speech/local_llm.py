@@ -34,6 +34,7 @@ from huma_rt._files import atomic_write, cached_sha256
 from huma_rt.errors import FormatError, InputError
 from huma_rt.model_config import _JsonConfig  # to_dict/save
 from huma_rt.speech.llm_gguf import INSTALL, PACKAGED_SHA256, LlamaSpec, packaged_gguf
+from huma_rt.speech.llm_onnx import rope_frequencies
 from huma_rt.speech.llm_tokenizer import BpeTokenizer
 
 log = logging.getLogger(__name__)
@@ -342,7 +343,7 @@ def rotate_keys(keys: np.ndarray, positions: int, base: float) -> np.ndarray:
     """Keys [1, Hkv, P, hd] float32 rotated by ``positions`` more (negative: back), as the
     decoder's RoPE turns a key at position p (ggml's adjacent pairs (2i, 2i+1) by p * base^(-2i/hd))."""
     hd = keys.shape[-1]
-    angle = positions / (base ** (np.arange(0, hd, 2, dtype=np.float64) / hd))
+    angle = positions * rope_frequencies(base, hd)
     cos, sin = np.cos(angle).astype(np.float32), np.sin(angle).astype(np.float32)
     a, b = keys[..., 0::2], keys[..., 1::2]
     out = np.empty_like(keys)
