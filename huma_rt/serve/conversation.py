@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from huma_rt.config_checks import check_ints
 from huma_rt.errors import InputError
 from huma_rt.speech.pipeline import validate_question, yield_to_frames
 from huma_rt.speech.responder import Exchange, respond_in_context
@@ -79,8 +80,7 @@ class ConversationConfig:
         self.turns.validate()
         if not isinstance(self.speculate, bool):
             raise InputError(f"speculate must be true or false; got {self.speculate!r}")
-        if not isinstance(self.history_turns, int) or isinstance(self.history_turns, bool) or self.history_turns < 0:
-            raise InputError(f"history_turns must be an integer >= 0; got {self.history_turns!r}")
+        check_ints(self, {"history_turns": 0})
         for name in ("barge_in_s", "answer_ahead_s", "mic_queue_s", "max_lag_s", "merge_s"):
             if not getattr(self, name) > 0:
                 raise InputError(f"{name} must be > 0 seconds; got {getattr(self, name)}")
