@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import numpy as np
 import pytest
@@ -77,6 +78,11 @@ def test_a_stream_starts_at_its_first_sound(tts):
     (first, _), (second, _) = list(tts.stream("Well, the weather is fine."))
     assert onset(first) == 80  # 5 ms after the start ("Well," leads with ~70 ms of quiet)
     assert onset(second) > 16000 * 0.02  # the next chunk keeps its lead: a pause inside the answer
+    # chunks spoken one call at a time (huma-rt serve): only the answer's first is trimmed
+    (again, _), = list(tts.stream_chunks(["the weather is fine."], starts_answer=False))
+    assert onset(again) > 16000 * 0.02
+    (alone, _), = list(tts.stream_chunks(["the weather is fine."]))
+    assert onset(alone) == 80
     # the trim itself: from 5 ms before the first sample over the floor, nothing after it touched
     x = np.concatenate([np.full(1000, 1e-5), np.sin(np.linspace(0, 60, 3000)), np.zeros(500)]).astype(np.float32)
     cut = trim_leading_silence(x)
@@ -84,6 +90,40 @@ def test_a_stream_starts_at_its_first_sound(tts):
     assert cut.size == x.size - (k - 80) and np.array_equal(cut, x[k - 80 :])
     assert trim_leading_silence(np.zeros(100, np.float32)).size == 0
     assert trim_leading_silence(np.ones(10, np.float32)).size == 10
+
+
+def test_the_voice_knows_how_much_text_it_can_make_in_a_given_time(voice_cache):
+    from huma_rt.speech.tts import CALL_CHARS, PiperTTS
+
+    tts = PiperTTS.load(cache_dir=voice_cache, num_threads=1)
+    assert tts.chars_within(1.0) is None  # the warm-up is no measure: nothing measured yet
+    t0 = time.perf_counter()
+    list(tts.stream_chunks(["It is sunny and warm today in Paris."]))
+    took = time.perf_counter() - t0
+    # the rate of that call: the same text fits the time it took (give or take a character)
+    assert abs(tts.chars_within(took) - len("It is sunny and warm today in Paris.")) <= 2
+    assert tts.chars_within(0.0) == 0 and tts.s_per_char * (10 + CALL_CHARS) < took
+    # a running average: a slower call moves it part of the way
+    before = tts.s_per_char
+    tts._tts, real = _Slow(tts._tts, 0.2), tts._tts
+    try:
+        t0 = time.perf_counter()
+        list(tts.stream_chunks(["Sure."]))
+        slow = (time.perf_counter() - t0) / (len("Sure.") + CALL_CHARS)
+    finally:
+        tts._tts = real
+    assert before * 1.5 < tts.s_per_char < slow
+
+
+class _Slow:
+    """The sherpa-onnx voice, each call ``extra`` seconds slower (a busy core)."""
+
+    def __init__(self, tts, extra: float) -> None:
+        self.tts, self.extra = tts, extra
+
+    def generate(self, *args):
+        time.sleep(self.extra)
+        return self.tts.generate(*args)
 
 
 def test_long_text_streams_lazily(tts):
