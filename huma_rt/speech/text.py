@@ -154,6 +154,31 @@ def first_cut(sentence: str, first_chars: int, *, phrases: bool = True) -> tuple
     return (head if head.endswith((",", ":", ";", "—", "–")) else head + comma), sentence[tail_start:]
 
 
+# A chunk cut so that its synthesis ends before the answer's audio runs out (``pace_cut``) keeps
+# at least this many characters in each piece: every Piper call costs ~5 characters' worth.
+PACE_MIN = 8
+
+
+def pace_cut(chunk: str, max_chars: int, *, min_chars: int = PACE_MIN) -> tuple[str, str] | None:
+    """A chunk too long to synthesize before the audio ahead of it runs out -> (piece, the rest),
+    or None when it has no clause or phrase boundary that leaves both sides speakable.
+
+    The piece ends at the last boundary with at most ``max_chars`` characters before it (the
+    longest piece that is in time: fewer cuts in the voice), or, when none is that early, at the
+    first one at least ``min_chars`` in (the shortest piece there is). A phrase boundary gets a
+    comma, as in ``first_cut``.
+    """
+    cuts = [(m.start(), m.end(), "") for m in _CLAUSE_END.finditer(chunk)]
+    cuts += [(m.start(), m.end(), ",") for m in _PHRASE_START.finditer(chunk)]
+    cuts = sorted(c for c in cuts if c[0] >= min_chars and is_speakable(chunk[c[1]:]))
+    if not cuts:
+        return None
+    fitting = [c for c in cuts if c[0] <= max_chars]
+    head_end, tail_start, comma = fitting[-1] if fitting else cuts[0]
+    head = chunk[:head_end]
+    return (head if head.endswith((",", ":", ";", "—", "–")) else head + comma), chunk[tail_start:]
+
+
 class ChunkAssembler:
     """Cuts a stream of text deltas (a streaming responder) into TTS chunks as they complete.
 

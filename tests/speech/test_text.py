@@ -142,3 +142,20 @@ def test_a_phrase_boundary_waits_for_the_whole_next_word():
     assert b.feed("I'm a curious and adventurous soul with") == []
     assert b.feed(" a") == ["I'm a curious and adventurous soul,"]
     assert b.feed(" passion. ") == ["with a passion."]
+
+
+def test_a_chunk_that_would_be_late_is_cut_to_the_longest_piece_in_time():
+    from huma_rt.speech.text import pace_cut
+
+    text = "Paris is famous for its landmarks, like the Eiffel Tower and the Louvre."
+    # the last boundary with at most max_chars before it; a phrase boundary gets its comma
+    assert pace_cut(text, 40) == ("Paris is famous for its landmarks,", "like the Eiffel Tower and the Louvre.")
+    assert pace_cut(text, 20) == ("Paris is famous,", "for its landmarks, like the Eiffel Tower and the Louvre.")
+    assert pace_cut(text, 60) == ("Paris is famous for its landmarks, like the Eiffel Tower,",
+                                  "and the Louvre.")
+    # no boundary that early: the shortest piece there is, PACE_MIN (8) characters or more
+    assert pace_cut("It is sunny and warm.", 3) == ("It is sunny,", "and warm.")
+    assert pace_cut("Yes, it is.", 3) is None  # the comma is 3 characters in: too short a piece
+    # nothing to cut at, or nothing speakable after the cut
+    assert pace_cut("Hello there.", 3) is None
+    assert pace_cut("Hello there, !", 3) is None
