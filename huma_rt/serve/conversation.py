@@ -35,6 +35,7 @@ import numpy as np
 
 from huma_rt.config_checks import check_ints
 from huma_rt.errors import InputError
+from huma_rt.speech.pacing import PacingConfig, SynthesisPacer
 from huma_rt.speech.pipeline import validate_question, yield_to_frames
 from huma_rt.speech.responder import Exchange, respond_in_context
 from huma_rt.speech.text import ChunkAssembler
@@ -64,7 +65,8 @@ class ConversationConfig:
     captions held until the end releases them); False: the responder is called only at the end
     of the turn (a paid endpoint is never called for a question the visitor then goes on from).
     history_turns: the visit's earlier exchanges (question, answer) the responder is given with
-    each question, most recent kept (0: every question alone)."""
+    each question, most recent kept (0: every question alone). pacing: how the TTS stays ahead of
+    the answer's playback (``speech.pacing``)."""
 
     turns: TurnConfig = field(default_factory=TurnConfig)
     barge_in_s: float = 0.3
@@ -75,9 +77,11 @@ class ConversationConfig:
     max_answer_chars: int = 2000
     speculate: bool = True
     history_turns: int = 16
+    pacing: PacingConfig = field(default_factory=PacingConfig)
 
     def validate(self) -> None:
         self.turns.validate()
+        self.pacing.validate()
         if not isinstance(self.speculate, bool):
             raise InputError(f"speculate must be true or false; got {self.speculate!r}")
         check_ints(self, {"history_turns": 0})
@@ -141,6 +145,15 @@ class _AnswerBuffer:
                 if not turn.cancel.is_set():
                     return pcm is not None and off == 0 and not turn.started and turn.released.is_set()
             return False
+
+    def ahead_s(self, turn: _Turn, lead: int) -> float:
+        """Seconds until the frame clock, taking ``turn``'s audio, finds none: its samples waiting
+        (less the ``lead`` that the answer's first frame takes at once, until it started). A
+        speculative answer held back counts as if released now: the end of the turn may come
+        at any moment."""
+        with self._cv:
+            waiting = sum(pcm.size - off for t, pcm, off in self._items if t is turn and pcm is not None)
+        return (waiting - (0 if turn.started else lead)) / RATE
 
     def put_end(self, turn: _Turn) -> None:
         with self._cv:
@@ -283,6 +296,10 @@ class Conversation:
         self._session = avatar.session(live=True)
         self.fps = int(self._session.fps)
         self.spf = int(self._session.samples_per_frame)
+        # silence ahead of frame 0 after a reset: what idle_frames keeps pushed in the continuous
+        # stream, so that one push of a frame's audio makes exactly one frame ready; an answer's
+        # first frame takes this much of its audio at once
+        self._lead = -(-int(avatar.lookahead_samples) // self.spf) * self.spf
         self._wake = threading.Event()  # answer audio arrived: an idle frame clock looks at once
         self._answer = _AnswerBuffer(int(self.config.answer_ahead_s * RATE), on_put=self._wake.set)
         self._timeline = _Timeline(int(avatar.lookahead_samples) + 8 * self.spf)
@@ -507,22 +524,25 @@ class Conversation:
         chunks: queue.Queue = queue.Queue()
         responder = threading.Thread(target=self._respond, args=(turn, chunks), daemon=True)
         responder.start()
+        # the next piece is cut short when it would not be made before the audio ahead runs out;
+        # once enough audio waits, the rest of the answer waits behind the frames
+        pacer = SynthesisPacer(self.tts, lambda: self._answer.ahead_s(turn, self._lead), yield_to_frames,
+                               self.config.pacing)  # fmt: skip
         try:
             while not turn.cancel.is_set():
                 chunk = chunks.get()
                 if chunk is None or turn.cancel.is_set():
                     break
-                with self._tts_lock:
-                    if turn.cancel.is_set():
-                        break
-                    pieces = list(self.tts.stream_chunks([chunk]))
-                for pcm, _text in pieces:
-                    first = "tts_first" not in turn.times
-                    if first:
-                        turn.times["tts_first"] = time.perf_counter()
-                    self._answer.put(turn, np.ascontiguousarray(pcm, np.float32))
-                    if first:  # the rest of the answer waits behind the frames (as in huma-rt chat)
-                        yield_to_frames()
+                for piece in pacer.pieces(chunk):
+                    with self._tts_lock:
+                        if turn.cancel.is_set():
+                            break
+                        made = list(self.tts.stream_chunks([piece], starts_answer="tts_first" not in turn.times))
+                    for pcm, _text in made:
+                        if "tts_first" not in turn.times:
+                            turn.times["tts_first"] = time.perf_counter()
+                        self._answer.put(turn, np.ascontiguousarray(pcm, np.float32))
+                        pacer.audio_out()
         except Exception as exc:
             log.warning("TTS failed on turn %d: %s", turn.id, exc)
             self._emit_turn(turn, {"type": "error", "turn": turn.id, "message": f"TTS failed: {exc}"})
@@ -568,9 +588,7 @@ class Conversation:
         audio = np.zeros(spf, np.float32)
         enc = self.avatar.encoder_config
         settle = int(enc.past_frames) + int(enc.lookahead_frames) + 4
-        # silence ahead of frame 0 after a reset: what idle_frames keeps pushed in the continuous
-        # stream, so that one push of a frame's audio makes exactly one frame ready
-        lead = -(-int(self.avatar.lookahead_samples) // spf) * spf
+        lead = self._lead
         ahead = np.zeros(lead, np.float32)
         rest = None  # the rest-pose picture, once settled
         quiet = 0  # frames in a row drawn from silence only

