@@ -110,6 +110,9 @@ class _Turn:
         self.held_events: list[dict] = []
         self.events_lock = threading.Lock()
         self.said: list[str] = []  # the responder's text deltas so far
+        # (end sample in the answer's own audio, text) of each piece spoken so far: what a cut
+        # answer got as far as (``Conversation._heard``)
+        self.spoken: list[tuple[int, str]] = []
 
 
 class _AnswerBuffer:
@@ -459,7 +462,7 @@ class Conversation:
 
     def history(self) -> tuple[Exchange, ...]:
         """The visit's exchanges so far, oldest first: (question, answer as the responder gave
-        it; a cut answer is the text made until the cut, then "…")."""
+        it; a cut answer is its words the visitor heard before the cut, then "…")."""
         with self._history_lock:
             return tuple(self._history)
 
@@ -471,8 +474,28 @@ class Conversation:
         carried = self._carry is not None and self._carry[0] == turn.question
         if not answer or (cut and (not turn.started or carried)):
             return
+        if cut:
+            answer = f"{self._heard(turn, answer)} …".lstrip()
         with self._history_lock:
-            self._history.append((turn.question, answer + " …" if cut else answer))
+            self._history.append((turn.question, answer))
+
+    def _heard(self, turn: _Turn, answer: str) -> str:
+        """The words of ``answer`` the visitor heard before ``turn`` was cut: the pieces whose
+        audio the frame clock sent whole, and of the piece it was sending the share of its words
+        that its audio sent so far is of its length (words are taken as evenly spread). Counted
+        in words onto the responder's own text: a piece's text is cleaned and may carry a comma
+        that the cut into pieces added. The responder is usually well ahead of the voice."""
+        if turn.first_sample is None:
+            return ""
+        sent = self._timeline.popped - turn.first_sample
+        words, start = 0, 0
+        for end, text in turn.spoken:
+            n = len(text.split())
+            if sent < end:
+                words += n * max(0, sent - start) // (end - start)
+                break
+            words, start = words + n, end
+        return " ".join(answer.split()[:words])
 
     def _cut(self, turn: _Turn, why: str) -> None:
         """Cancel ``turn``: queued answer audio is dropped, its stages stop at their next step."""
@@ -538,9 +561,10 @@ class Conversation:
                         if turn.cancel.is_set():
                             break
                         made = list(self.tts.stream_chunks([piece], starts_answer="tts_first" not in turn.times))
-                    for pcm, _text in made:
+                    for pcm, text in made:
                         if "tts_first" not in turn.times:
                             turn.times["tts_first"] = time.perf_counter()
+                        turn.spoken.append(((turn.spoken[-1][0] if turn.spoken else 0) + pcm.size, text))
                         self._answer.put(turn, np.ascontiguousarray(pcm, np.float32))
                         pacer.audio_out()
         except Exception as exc:

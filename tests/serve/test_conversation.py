@@ -787,9 +787,36 @@ def test_the_responder_is_given_the_visits_earlier_exchanges(conv_parts):
     assert responder.calls[1][1] == (("What is two plus two?", "It is four."),)
     history = responder.calls[2][1]
     assert history[0] == ("What is two plus two?", "It is four.")
-    assert history[1][0] == "Count to six." and history[1][1].endswith(" …"), history  # cut
+    # cut within its first word's second of audio: begun and cut, no word of it heard
+    assert history[1] == ("Count to six.", "…"), history
     assert responder.calls[3][1] == (history[1], ("And the capital of Germany?", "Berlin."))  # 2 kept
     assert conv.history() == (("And the capital of Germany?", "Berlin."), ("Is that right?", "Yes."))
+
+
+def test_a_cut_answer_is_remembered_as_far_as_it_was_heard(conv_parts):
+    """The responder made the whole answer at once, the voice said a sentence and a half of it
+    before the next question cut it: the history holds those words, not the rest."""
+    avatar, tts = conv_parts  # each chunk is 1 s of audio
+    events: list[dict] = []
+    responder = _RememberingResponder(["First part. Second part. Third part.", "Fine."])
+    conv = Conversation(avatar, tts, responder, None, _Frames(), events.append, ConversationConfig())
+    conv.start()
+
+    def sent_s() -> float:
+        turn = conv._turn
+        if turn is None or turn.first_sample is None:
+            return 0.0
+        return (conv._timeline.popped - turn.first_sample) / 16000
+
+    try:
+        _wait(lambda: conv.stats.get("idle_skipped", 0) >= 3, 60, "the idle rest pose")
+        conv.ask("Tell me something.")
+        _wait(lambda: sent_s() >= 1.5, 60, "1.5 s of the answer sent")
+        conv.ask("And then?")  # cuts it in its second sentence
+        _wait(lambda: sum(e["type"] == "answer_end" for e in events) >= 2, 60, "the second answer to end")
+    finally:
+        conv.stop()
+    assert responder.calls[1][1] == (("Tell me something.", "First part. Second …"),)
 
 
 def test_a_responder_without_history_still_answers(conv_parts):
