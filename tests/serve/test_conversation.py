@@ -9,6 +9,7 @@ import time
 
 import numpy as np
 import pytest
+from _busy_core import BusyCore, Unpaced  # tests/_busy_core.py
 from _espeak import espeak  # tests/_espeak.py
 
 from huma_rt.errors import InputError
@@ -234,28 +235,6 @@ def test_audio_that_runs_out_before_the_answer_ends_is_counted(conv_parts):
     assert 0.4 * conv.fps <= counts[1] <= 1.6 * conv.fps, counts  # ~0.5 s of the 1.5 s wait, in frames
 
 
-class _BusyCore:
-    """The real Piper voice on a busy core: each call ``per_phoneme`` s slower per phoneme (how
-    a loaded 2-core host runs it, 2-3x slower than quiet; made deterministic here)."""
-
-    def __init__(self, voice, per_phoneme: float) -> None:
-        self.voice, self.per_phoneme = voice, per_phoneme
-
-    def generate(self, text, gen):
-        time.sleep(self.per_phoneme * len(gen.phoneme_codepoints[0]))
-        return self.voice.generate(text, gen)
-
-
-class _Unpaced:
-    """The same voice without its cost estimate (``chars_within``): chunks are made whole."""
-
-    def __init__(self, tts) -> None:
-        self.tts = tts
-
-    def stream_chunks(self, chunks, **kw):
-        return self.tts.stream_chunks(chunks, **kw)
-
-
 def test_a_chunk_the_tts_would_make_late_is_cut_and_the_visitor_hears_no_gap(demo_avatar):
     """A short first chunk, then a long sentence that a busy core synthesizes in more time than
     the first chunk's audio lasts: made whole, the answer's audio runs out and the visitor hears
@@ -265,11 +244,11 @@ def test_a_chunk_the_tts_would_make_late_is_cut_and_the_visitor_hears_no_gap(dem
     from huma_rt.speech.tts import PiperTTS
 
     tts = PiperTTS.load(num_threads=1)
-    tts._tts = _BusyCore(tts._tts, 0.006)
+    tts._tts = BusyCore(tts._tts, 0.006)
     reply = ("Of course, the weather in Paris is sunny and warm today with a light wind from the west "
              "and a few small clouds over the river.")  # fmt: skip
     gaps, made = [], []
-    for voice in (_Unpaced(tts), tts):
+    for voice in (Unpaced(tts), tts):
         calls = tts.stats.calls
         events: list[dict] = []
         conv = Conversation(demo_avatar, voice, ScriptedResponder([reply]), None, _Frames(), events.append,

@@ -85,6 +85,30 @@ def test_live_clock_fills_a_slow_stage_with_silence(tts):
     assert result.silence_s > 0.2  # the 1.2 s pause showed as silence, not a stall
 
 
+def test_live_a_chunk_the_tts_would_make_late_is_cut_so_no_silence_is_pushed(voice_cache):
+    """Live, a short first chunk then a long sentence that a busy core makes in more time than
+    the first chunk's audio lasts: made whole, the clock pushes silence (the listener hears a
+    gap); paced, it is cut into a first piece made in time and no silence is pushed."""
+    from _busy_core import BusyCore, Unpaced  # tests/_busy_core.py
+
+    from huma_rt.speech.tts import PiperTTS
+
+    tts = PiperTTS.load(cache_dir=voice_cache, num_threads=1)
+    tts._tts = BusyCore(tts._tts, 0.006)
+    reply = ("Of course, the weather in Paris is sunny and warm today with a light wind from the west "
+             "and a few small clouds over the river.")  # fmt: skip
+    silence, pieces = [], []
+    for voice in (Unpaced(tts), tts):
+        calls = tts.stats.calls
+        result = ChatPipeline(StandInAvatar(), voice, ScriptedResponder([reply]),
+                              config=PipelineConfig(live=True)).run_text("What is the weather like?", Frames())  # fmt: skip
+        assert result.answer == reply
+        silence.append(result.silence_s)
+        pieces.append(tts.stats.calls - calls)
+    assert pieces[0] == 2 and pieces[1] >= 3, pieces
+    assert silence[0] >= 0.2 and silence[1] == 0.0, silence
+
+
 def test_stage_failure_is_a_clear_error_and_frames_stay_in_sync(tts):
     avatar = StandInAvatar()
     frames = Frames()
