@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import queue
 import subprocess
@@ -90,15 +91,31 @@ def _answer(responder, tts, question: str) -> dict:
             chunks.put(None)
 
     done: list[tuple[str, float, float, float]] = []
+    made_s = 0.0
+
+    def ahead_s() -> float:  # played back to back from the first audio on, as listening_gaps does
+        return done[0][2] + made_s - (time.perf_counter() - t0) if done else math.inf
 
     def speak() -> None:
+        nonlocal made_s
+        try:  # as serve's and chat's TTS threads do
+            from huma_rt.speech.pacing import SynthesisPacer
+
+            pacer = SynthesisPacer(tts, ahead_s, yield_to_frames)
+        except ImportError:  # a tree from before the pacing: chunks whole, the CPU yielded at the first audio
+            pacer = None
         while (item := chunks.get()) is not None:
             chunk, ready = item
-            pcm = [p for p, _ in tts.stream_chunks([chunk])]
-            seconds = sum(p.size for p in pcm) / 16000
-            done.append((chunk, ready, time.perf_counter() - t0, seconds))
-            if len(done) == 1:
-                yield_to_frames()  # as serve's and chat's TTS threads do
+            for piece in pacer.pieces(chunk) if pacer else [chunk]:
+                kw = {"starts_answer": not done} if pacer else {}
+                pcm = [p for p, _ in tts.stream_chunks([piece], **kw)]
+                seconds = sum(p.size for p in pcm) / 16000
+                done.append((piece, ready, time.perf_counter() - t0, seconds))
+                made_s += seconds
+                if pacer:
+                    pacer.audio_out()
+                elif len(done) == 1:
+                    yield_to_frames()
 
     threads = [threading.Thread(target=respond), threading.Thread(target=speak)]
     for t in threads:

@@ -54,6 +54,7 @@ def run_row(name: str, data: dict) -> str:
     late = visit.get("video", {}).get("late")
     cells.append(f"{late['video']['late_20ms']} / {late['audio']['late_20ms']}" if late else "-")
     cells.append(str(visit.get("not_drawn", 0)) if visit else "-")
+    cells.append(str(visit.get("answer_underruns", 0)) if visit else "-")  # the key appears at the first gap
     return "| " + " | ".join(cells) + " |"
 
 
@@ -63,8 +64,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     print("| run | spoken: frame / audio / later p50 | server -> frame / audio | A/V | typed: frame / audio / later "
           "| server -> frame / audio | A/V | server: asr_final / tts_first / first_frame | jitter buffer audio / "
-          "video | packets > 20 ms late video / audio | frames not drawn |")  # fmt: skip
-    print("|" + "---|" * 12)
+          "video | packets > 20 ms late video / audio | frames not drawn | gap frames |")  # fmt: skip
+    print("|" + "---|" * 13)
     pooled: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     for run in args.runs:
         data = _load(run)
