@@ -6,6 +6,19 @@ from __future__ import annotations
 
 import time
 
+# A short first chunk, then a sentence a busy core makes in more time than that chunk's audio lasts
+LATE_REPLY = ("Of course, the weather in Paris is sunny and warm today with a light wind from the west "
+              "and a few small clouds over the river.")  # fmt: skip
+
+
+def busy_piper(cache_dir=None, per_phoneme: float = 0.006):
+    """The packaged Piper voice (1 thread) on a busy core (``BusyCore``)."""
+    from huma_rt.speech.tts import PiperTTS
+
+    tts = PiperTTS.load(cache_dir=cache_dir, num_threads=1)
+    tts._tts = BusyCore(tts._tts, per_phoneme)
+    return tts
+
 
 class BusyCore:
     """Wraps ``PiperTTS._tts`` (the sherpa-onnx voice): ``tts._tts = BusyCore(tts._tts, 0.006)``."""

