@@ -98,8 +98,9 @@ def test_files_decode_with_matching_lengths(moving):
         assert vs.codec_context.name == "h264" and aus.codec_context.name == "aac"
         assert (vs.width, vs.height) == (512, 512)
         decoded = [f.to_ndarray(format="rgb24") for f in c.decode(vs)]
+        fps = float(vs.average_rate)  # read while the container is open (PyAV refuses it after)
     assert len(decoded) == frames
-    video_s = len(decoded) / float(vs.average_rate)
+    video_s = len(decoded) / fps
     assert video_s == pytest.approx(MOVING["duration_s"], abs=1e-9)
     with av.open(str(moving.path("video.mp4"))) as c:
         audio = np.concatenate([f.to_ndarray().reshape(-1) for f in c.decode(audio=0)])
