@@ -9,6 +9,7 @@ import time
 
 import numpy as np
 import pytest
+from _answer import answer_once, wait_for  # tests/_answer.py
 from _espeak import espeak  # tests/_espeak.py
 
 from huma_rt.errors import InputError
@@ -83,12 +84,12 @@ def _ask_just_after_ticks(conv, media, events, ticked, loop, runner, *, resent, 
     conv.start()
     try:
         for _ in range(4):
-            _wait(resent, 60, "the rest pose resent")
+            wait_for(resent, 60, "the rest pose resent")
             ticked.clear()
             ticked.wait(1.0)
             n = len(events)
             conv.ask("What is two plus two?")
-            _wait(lambda n=n: any(e["type"] == "answer_end" for e in events[n:]), 60, "the answer to end")
+            wait_for(lambda n=n: any(e["type"] == "answer_end" for e in events[n:]), 60, "the answer to end")
             if conv.stats.get(until, 0) >= 2:
                 break
     finally:
@@ -96,27 +97,6 @@ def _ask_just_after_ticks(conv, media, events, ticked, loop, runner, *, resent, 
         loop.call_soon_threadsafe(loop.stop)
         runner.join(5)
         media.close()
-
-
-def _wait(cond, timeout: float, what: str) -> None:
-    end = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > end:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.05)
-
-
-def _answer_once(avatar, tts, responder) -> tuple[Conversation, list[dict]]:
-    """A started conversation asked one typed question, stopped once the answer ended."""
-    events: list[dict] = []
-    conv = Conversation(avatar, tts, responder, None, _Frames(), events.append, ConversationConfig())
-    conv.start()
-    try:
-        conv.ask("What is the weather like?")
-        _wait(lambda: any(e["type"] == "answer_end" for e in events), 60, "the answer to end")
-    finally:
-        conv.stop()
-    return conv, events
 
 
 @pytest.fixture(scope="module")
@@ -137,9 +117,9 @@ def test_frames_carry_exactly_the_answer_audio(conv_parts):
     conv, frames = _conversation(avatar, tts, ["Sure, that is easy."], events)
     conv.start()
     try:
-        _wait(lambda: conv.stats.get("idle_skipped", 0) >= 3, 60, "the idle rest pose")
+        wait_for(lambda: conv.stats.get("idle_skipped", 0) >= 3, 60, "the idle rest pose")
         conv.ask("What is two plus two?")  # the session is reset from its rest pose
-        _wait(lambda: any(e["type"] == "answer_end" for e in events), 60, "the answer to end")
+        wait_for(lambda: any(e["type"] == "answer_end" for e in events), 60, "the answer to end")
         time.sleep(0.2)
     finally:
         conv.stop()
@@ -208,9 +188,9 @@ def test_the_tts_yields_the_cpu_to_the_frame_clock_once_a_second_of_audio_waits(
                         events.append, ConversationConfig())  # fmt: skip
     conv.start()
     try:
-        _wait(lambda: len(clock) >= 3, 60, "the first frames")
+        wait_for(lambda: len(clock) >= 3, 60, "the first frames")
         conv.ask("What is two plus two?")
-        _wait(lambda: any(e["type"] == "answer_end" for e in events), 60, "the answer to end")
+        wait_for(lambda: any(e["type"] == "answer_end" for e in events), 60, "the answer to end")
     finally:
         conv.stop()
     assert len(seen) == 3, seen
@@ -234,7 +214,7 @@ def test_audio_that_runs_out_before_the_answer_ends_is_counted(conv_parts):
 
     counts = []
     for responder in (ScriptedResponder(["First part. Second part."]), _Stalling()):
-        conv, _events = _answer_once(avatar, tts, responder)
+        conv, _events = answer_once(avatar, tts, responder)
         counts.append(conv.stats.get("answer_underruns", 0))
     assert counts[0] == 0, counts
     assert 0.4 * conv.fps <= counts[1] <= 1.6 * conv.fps, counts  # ~0.5 s of the 1.5 s wait, in frames
@@ -263,9 +243,9 @@ def test_audio_sink_gets_each_frames_audio_before_its_picture(conv_parts):
     conv.sink = sink
     conv.start()
     try:
-        _wait(lambda: conv.stats.get("idle_skipped", 0) >= 3, 60, "the idle rest pose")
+        wait_for(lambda: conv.stats.get("idle_skipped", 0) >= 3, 60, "the idle rest pose")
         conv.ask("What is two plus two?")
-        _wait(lambda: any(e["type"] == "answer_end" for e in events), 60, "the answer to end")
+        wait_for(lambda: any(e["type"] == "answer_end" for e in events), 60, "the answer to end")
         time.sleep(0.2)
     finally:
         conv.stop()
@@ -295,7 +275,7 @@ def test_idle_rest_pose_is_the_sessions_own_silence_frame(conv_parts):
     conv, frames = _conversation(avatar, tts, ["Fine."], events)
     conv.start()
     try:
-        _wait(lambda: conv.stats.get("idle_skipped", 0) >= 5, 60, "the idle skip to start")
+        wait_for(lambda: conv.stats.get("idle_skipped", 0) >= 5, 60, "the idle skip to start")
     finally:
         conv.stop()
     session = avatar.session(live=True)
@@ -331,7 +311,7 @@ def test_a_cut_between_the_clocks_take_and_push_silences_that_audio(conv_parts):
     conv.start()
     try:
         conv.ask("Count to six.")
-        _wait(lambda: cut_at and len(frames.index) > cut_at[0] + 25, 60, "a second after the cut")
+        wait_for(lambda: cut_at and len(frames.index) > cut_at[0] + 25, 60, "a second after the cut")
     finally:
         conv.stop()
     after = np.concatenate(frames.audio[cut_at[0] + 1 :])
@@ -347,13 +327,13 @@ def test_barge_in_cuts_the_answer(conv_parts, question_pcm):
     conv.start()
     try:
         conv.ask("Count to eight.")
-        _wait(lambda: any(e["type"] == "answer_start" for e in events), 60, "the answer to start")
+        wait_for(lambda: any(e["type"] == "answer_start" for e in events), 60, "the answer to start")
         for i in range(0, question_pcm.size, 320):  # the visitor talks over it, in real time
             conv.push_mic(question_pcm[i : i + 320])
             time.sleep(0.02)
             if any(e["type"] == "barge_in" for e in events):
                 break
-        _wait(lambda: any(e["type"] == "barge_in" for e in events), 10, "barge-in")
+        wait_for(lambda: any(e["type"] == "barge_in" for e in events), 10, "barge-in")
         n_cut = len(frames.index)
         time.sleep(1.0)
     finally:
@@ -431,7 +411,7 @@ def test_spoken_question_is_answered_after_a_short_silence(conv_parts, question_
     try:
         _talk(conv, np.concatenate([np.zeros(8000, np.float32), _trim(question_pcm), np.zeros(16000, np.float32)]),
               until=lambda: any(e["type"] == "answer_start" for e in events))  # fmt: skip
-        _wait(lambda: any(e["type"] == "answer_start" for e in events), 30, "the answer to start")
+        wait_for(lambda: any(e["type"] == "answer_start" for e in events), 30, "the answer to start")
     finally:
         conv.stop()
     heard = [e for e in events if e["type"] == "heard" and e["source"] == "speech"]
@@ -458,7 +438,7 @@ def test_a_visitor_who_goes_on_after_a_pause_is_one_question(conv_parts, recogni
         clip = np.concatenate([np.zeros(8000, np.float32), first, np.zeros(int(0.4 * 16000), np.float32), rest,
                                np.zeros(24000, np.float32)])  # fmt: skip
         _talk(conv, clip)
-        _wait(lambda: sum(e["type"] == "heard" for e in events) >= 2, 30, "the continued question")
+        wait_for(lambda: sum(e["type"] == "heard" for e in events) >= 2, 30, "the continued question")
     finally:
         conv.stop()
     heard = [e["text"] for e in events if e["type"] == "heard"]
@@ -486,7 +466,7 @@ def _answer_spoken(conv_parts, recognizer, reply: str, silence_s: float, clip: n
     conv.start()
     try:
         _talk(conv, clip, until=lambda: any(e["type"] == "answer_start" for _, e in timed))
-        _wait(lambda: any(e["type"] == "answer_start" for _, e in timed), 30, "the answer to start")
+        wait_for(lambda: any(e["type"] == "answer_start" for _, e in timed), 30, "the answer to start")
     finally:
         conv.stop()
     return conv, timed, frames
@@ -566,9 +546,9 @@ def test_a_clock_behind_sends_the_audio_on_time_and_skips_pictures(conv_parts):
                         events.append, ConversationConfig())  # fmt: skip
     conv.start()
     try:
-        _wait(lambda: conv.stats.get("idle_skipped", 0) >= 3, 60, "the idle rest pose")
+        wait_for(lambda: conv.stats.get("idle_skipped", 0) >= 3, 60, "the idle rest pose")
         conv.ask("What is two plus two?")
-        _wait(lambda: any(e["type"] == "answer_end" for e in events), 60, "the answer to end")
+        wait_for(lambda: any(e["type"] == "answer_end" for e in events), 60, "the answer to end")
     finally:
         conv.stop()
     assert frames.index == list(range(len(frames.index))), "every frame (drawn or not) is sent"
@@ -723,15 +703,15 @@ def test_the_responder_is_given_the_visits_earlier_exchanges(conv_parts):
         return sum(e["type"] == "answer_end" for e in events) >= n
 
     try:
-        _wait(lambda: conv.stats.get("idle_skipped", 0) >= 3, 60, "the idle rest pose")
+        wait_for(lambda: conv.stats.get("idle_skipped", 0) >= 3, 60, "the idle rest pose")
         conv.ask("What is two plus two?")
-        _wait(lambda: ended(1), 60, "the first answer to end")
+        wait_for(lambda: ended(1), 60, "the first answer to end")
         conv.ask("Count to six.")
-        _wait(lambda: sum(e["type"] == "answer_start" for e in events) >= 2, 60, "the second answer to start")
+        wait_for(lambda: sum(e["type"] == "answer_start" for e in events) >= 2, 60, "the second answer to start")
         conv.ask("And the capital of Germany?")  # cuts the counting
-        _wait(lambda: ended(3), 60, "the third answer to end")
+        wait_for(lambda: ended(3), 60, "the third answer to end")
         conv.ask("Is that right?")
-        _wait(lambda: ended(4), 60, "the fourth answer to end")
+        wait_for(lambda: ended(4), 60, "the fourth answer to end")
     finally:
         conv.stop()
     assert [c[0] for c in responder.calls] == [
@@ -762,11 +742,11 @@ def test_a_cut_answer_is_remembered_as_far_as_it_was_heard(conv_parts):
         return (conv._timeline.popped - turn.first_sample) / 16000
 
     try:
-        _wait(lambda: conv.stats.get("idle_skipped", 0) >= 3, 60, "the idle rest pose")
+        wait_for(lambda: conv.stats.get("idle_skipped", 0) >= 3, 60, "the idle rest pose")
         conv.ask("Tell me something.")
-        _wait(lambda: sent_s() >= 1.5, 60, "1.5 s of the answer sent")
+        wait_for(lambda: sent_s() >= 1.5, 60, "1.5 s of the answer sent")
         conv.ask("And then?")  # cuts it in its second sentence
-        _wait(lambda: sum(e["type"] == "answer_end" for e in events) >= 2, 60, "the second answer to end")
+        wait_for(lambda: sum(e["type"] == "answer_end" for e in events) >= 2, 60, "the second answer to end")
     finally:
         conv.stop()
     assert responder.calls[1][1] == (("Tell me something.", "First part. Second …"),)
@@ -786,10 +766,10 @@ def test_a_responder_without_history_still_answers(conv_parts):
     conv = Conversation(avatar, tts, _Plain(), None, _Frames(), events.append, ConversationConfig())
     conv.start()
     try:
-        _wait(lambda: conv.stats.get("idle_skipped", 0) >= 3, 60, "the idle rest pose")
+        wait_for(lambda: conv.stats.get("idle_skipped", 0) >= 3, 60, "the idle rest pose")
         for n, q in enumerate(("Hello?", "Are you there?"), 1):
             conv.ask(q)
-            _wait(lambda n=n: sum(e["type"] == "answer_end" for e in events) >= n, 60, "the answer to end")
+            wait_for(lambda n=n: sum(e["type"] == "answer_end" for e in events) >= n, 60, "the answer to end")
     finally:
         conv.stop()
     assert seen == ["Hello?", "Are you there?"] and len(conv.history()) == 2

