@@ -48,6 +48,7 @@ _ENDPAUSE = 0x1000  # a pause after the last clause, as the espeak-ng CLI adds
 _PHONEMES_IPA = 0x02
 _P_RATE, _P_VOLUME, _P_PITCH, _P_RANGE = 1, 2, 3, 4
 _EE_OK = 0
+_VOICE_CHANGES_SAFE = 8  # queued voice events a synthesis's first event list surely has room for
 
 _TERMINATOR = re.compile(r"([.,?!;:])[\"')\]]*(?:\s+\S?)?\s*$")
 RATE_RANGE = (80, 450)  # words per minute, as documented by speak_lib.h
@@ -133,6 +134,8 @@ class _Lib:
         self.chunks: list[np.ndarray] = []
         self.marks: list[tuple[int, str]] = []
         self.total = 0
+        self.voice: str | None = None  # the voice last set
+        self.voice_changes = 0  # voices set since the last synthesis (each queues an event)
         self._callback = _SynthCallback(self._on_synth)  # kept referenced: C holds the pointer
         self.dll.espeak_SetSynthCallback(self._callback)
 
@@ -180,7 +183,12 @@ class _Lib:
     def set_voice(self, voice: str) -> None:
         if not isinstance(voice, str) or not voice:
             raise InputError(f"voice must be a non-empty espeak-ng voice name such as 'en-us'; got {voice!r}")
+        if voice == self.voice:
+            return
+        self.voice = None
+        self.voice_changes += 1
         if self.dll.espeak_SetVoiceByName(voice.encode()) == _EE_OK:
+            self.voice = voice
             return
         # like the espeak-ng CLI: a name that is no voice file is tried as a language ("en-gb")
         spec = _VoiceSpec(languages=voice.encode())
@@ -189,6 +197,20 @@ class _Lib:
                 f"espeak-ng has no voice {voice!r}; expected a name listed by `espeak-ng --voices` "
                 "(optionally with a variant, e.g. 'en-us+f3')"
             )
+        self.voice = voice
+
+    def drain_voice_changes(self) -> None:
+        """Deliver the events that setting voices queued, before a synthesis whose phonemes count.
+
+        Every voice set queues a sample-rate event that only the next synthesis delivers, in the
+        event list of its first buffer, which has room for ~25 (libespeak-ng 1.51): after 25
+        voices set by phonemize calls in a row, that synthesis lost its first phoneme, word and
+        sentence events (20 still fitted). An empty synthesis delivers them (~0.03 ms)."""
+        if self.voice_changes > _VOICE_CHANGES_SAFE:
+            self.chunks, self.marks, self.total = [], [], 0
+            self.dll.espeak_Synth(b"\x00", 1, 0, 1, 0, _CHARS_UTF8, None, None)
+            self.dll.espeak_Synchronize()
+        self.voice_changes = 0
 
 
 def _candidate_libraries() -> list[tuple[str, str | None]]:
@@ -331,6 +353,7 @@ def synthesize(text: str, voice: str = "en-us", rate: int = 175, pitch: int = 50
         lib.set_voice(voice)
         for param, value in ((_P_RATE, rate), (_P_PITCH, pitch), (_P_RANGE, pitch_range), (_P_VOLUME, 100)):
             lib.dll.espeak_SetParameter(param, value, 0)
+        lib.drain_voice_changes()
         lib.chunks, lib.marks, lib.total = [], [], 0
         data = text.encode("utf-8") + b"\x00"
         buf = ctypes.create_string_buffer(data)

