@@ -98,10 +98,14 @@ class MediaClock:
 
 
 class _Outbox:
-    """A bounded FIFO filled from another thread (through the loop) and read by one track."""
+    """A bounded FIFO filled from another thread (through the loop) and read by one track.
+
+    ``queued_at`` keeps each item's arrival (perf_counter s) in step with ``items``: items are
+    replaced in place (barge-in silence) but only added and removed through these methods."""
 
     def __init__(self, maxlen: int) -> None:
         self.items: deque = deque(maxlen=maxlen)
+        self.queued_at: deque[float] = deque(maxlen=maxlen)
         self.dropped = 0
         self.ready = asyncio.Event()
         self.closed = False
@@ -110,8 +114,7 @@ class _Outbox:
         """Append, dropping the oldest when full."""
         if len(self.items) == self.items.maxlen:
             self.dropped += 1
-        self.items.append(item)
-        self.ready.set()
+        self._append(item)
 
     def offer(self, item) -> bool:  # on the event loop
         """Append unless full (-> False: the item was dropped). For encoded video: dropping a
@@ -119,9 +122,21 @@ class _Outbox:
         if len(self.items) == self.items.maxlen:
             self.dropped += 1
             return False
-        self.items.append(item)
-        self.ready.set()
+        self._append(item)
         return True
+
+    def _append(self, item) -> None:
+        self.items.append(item)
+        self.queued_at.append(time.perf_counter())
+        self.ready.set()
+
+    def popleft(self) -> None:
+        self.items.popleft()
+        self.queued_at.popleft()
+
+    def pop(self) -> None:
+        self.items.pop()
+        self.queued_at.pop()
 
     async def peek(self):
         """The oldest item, left in place (None: closed and empty)."""
@@ -196,9 +211,11 @@ class AvatarMedia:
     def video_stats(self) -> dict:
         """Video frames encoded, resent without encoding (an unchanged picture), keyframes, the
         browser's keyframe requests and encoder restarts (a new bitrate); and how late both
-        tracks' packets were ready against the media clock (``late``: per track, items sent,
-        how many were ready more than 5 / 20 ms after they were due, the latest in ms): the
-        media clock's ``delay_s`` is too short where many are."""
+        tracks' packets were ready (queued for their track) against the media clock (``late``:
+        per track, items sent, how many were ready more than 5 / 20 ms after they were due, the
+        latest in ms): the media clock's ``delay_s`` is too short where many are. And how many
+        left more than 20 ms after they were due (``left_late_20ms``): those ready late, and
+        those ready in time that the event loop was too busy to hand over."""
         v = self._vp8
         late = {"video": self.video.lateness, "audio": self.audio.lateness}
         return {"late": late} if v is None else {"encoded": v.encoded, "held": v.held, "keyframes": v.keyframes,
@@ -384,9 +401,9 @@ class AvatarMedia:
                 or any(bytes(p) != self._idle_opus for p in tail):  # fmt: skip
             self.not_retracted["sent"] += 1
             return False  # some of its audio left already, or it is not the idle silence
-        video.pop()
+        self._video.pop()
         for _ in tail:
-            audio.pop()
+            self._audio.pop()
         self._still_pts = None
         self._prev = None
         self.retracted += 1
@@ -446,7 +463,7 @@ def _make_track(kind: str, outbox: _Outbox, clock: MediaClock, lead: bool = True
             self.kind = kind
             self.encode_s = 0.0  # moving average of the encoder's time per frame
             self._returned: float | None = None
-            self.lateness = {"sent": 0, "late_5ms": 0, "late_20ms": 0, "max_ms": 0.0}
+            self.lateness = {"sent": 0, "late_5ms": 0, "late_20ms": 0, "max_ms": 0.0, "left_late_20ms": 0}
 
         async def recv(self):
             if lead and self._returned is not None:
@@ -460,12 +477,14 @@ def _make_track(kind: str, outbox: _Outbox, clock: MediaClock, lead: bool = True
                 if item is None:
                     self.stop()
                     raise errors.MediaStreamError
-                ready = time.perf_counter()
+                # ready when it was queued: a recv() called late (the loop stalled) is not the
+                # item's lateness
+                ready = outbox.queued_at[0]
                 frame, pts = item
                 ahead = clock.audio_lead_s if early else 0.0
                 await clock.wait(pts - ahead - self.encode_s)
                 if outbox.items and outbox.items[0] is item:
-                    outbox.items.popleft()
+                    outbox.popleft()
                     break
             if clock.t0 is not None:  # ready after its time? (the clock's slack was too short)
                 late_ms = 1000 * (ready - clock.t0 - pts + ahead)
@@ -474,6 +493,7 @@ def _make_track(kind: str, outbox: _Outbox, clock: MediaClock, lead: bool = True
                 c["late_5ms"] += late_ms > 5
                 c["late_20ms"] += late_ms > 20
                 c["max_ms"] = round(max(c["max_ms"], late_ms), 1)
+                c["left_late_20ms"] += time.perf_counter() - clock.t0 - pts + ahead > 0.02
             self._returned = time.perf_counter()
             return frame
 

@@ -155,14 +155,15 @@ def test_opus_packet_carries_the_frame_it_was_given():
 def test_the_media_clock_starts_at_the_tick_and_counts_packets_ready_late():
     """The worker's tracks (huma_rt.serve.peer): stream time 0 leaves ``delay_s`` after the frame
     clock's tick for it was due (not after the frame was made), and packets ready after their
-    time are counted per track."""
+    time are counted per track; a packet queued in time is not, though the loop stalled before
+    its track asked for it (the sender's lateness, not the packet's)."""
     import asyncio
     import time
 
     pytest.importorskip("aiortc")
     from huma_rt.serve.peer import AvatarMedia
 
-    async def run(behind_s: float):
+    async def run(behind_s: float, stall_s: float = 0.0):
         media = AvatarMedia(asyncio.get_running_loop(), fps=25, encode=True)
         rgb = np.zeros((64, 64, 3), np.uint8)
         due = time.perf_counter() - behind_s  # when the first tick was due
@@ -173,6 +174,7 @@ def test_the_media_clock_starts_at_the_tick_and_counts_packets_ready_late():
         async def pull(track, n):  # as aiortc's senders do
             for _ in range(n):
                 await track.recv()
+                time.sleep(stall_s)  # the whole loop stalls (a busy host, a long callback)
 
         await asyncio.gather(pull(media.video, 3), pull(media.audio, 6))
         stats = media.video_stats
@@ -183,7 +185,12 @@ def test_the_media_clock_starts_at_the_tick_and_counts_packets_ready_late():
     assert clock.t0 == pytest.approx(due + clock.delay_s, abs=1e-9)
     assert late["video"]["sent"] == 3 and late["audio"]["sent"] == 6
     assert late["video"]["late_5ms"] == late["audio"]["late_5ms"] == 0, late
+    clock, due, late = asyncio.run(run(-0.1, stall_s=0.045))  # asked for 45 ms late: none late
+    assert late["video"]["sent"] == 3 and late["audio"]["sent"] == 6
+    assert late["video"]["late_5ms"] == late["audio"]["late_5ms"] == 0, late
+    assert late["audio"]["left_late_20ms"] >= 4, late  # but they left late: 9 stalls of 45 ms
     clock, due, late = asyncio.run(run(0.3))  # made 300 ms after their ticks: all late
     assert clock.t0 == pytest.approx(due + clock.delay_s, abs=1e-9)
     assert late["audio"]["late_20ms"] == 6 and late["video"]["late_20ms"] == 3, late
+    assert late["audio"]["left_late_20ms"] == 6 and late["video"]["left_late_20ms"] == 3, late
     assert late["audio"]["max_ms"] >= 1000 * (0.3 - clock.delay_s) - 1, late
