@@ -205,9 +205,9 @@ class _Lib:
         Every voice set queues a sample-rate event that only the next synthesis delivers, in the
         event list of its first buffer, which has room for ~25 (libespeak-ng 1.51): after 25
         voices set by phonemize calls in a row, that synthesis lost its first phoneme, word and
-        sentence events (20 still fitted). An empty synthesis delivers them (~0.03 ms)."""
+        sentence events (20 still fitted). An empty synthesis delivers them (~0.03 ms; what it
+        hands the callback is dropped by the caller's reset)."""
         if self.voice_changes > _VOICE_CHANGES_SAFE:
-            self.chunks, self.marks, self.total = [], [], 0
             self.dll.espeak_Synth(b"\x00", 1, 0, 1, 0, _CHARS_UTF8, None, None)
             self.dll.espeak_Synchronize()
         self.voice_changes = 0
