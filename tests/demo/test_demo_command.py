@@ -13,8 +13,9 @@ import pytest
 
 import huma_rt
 from huma_rt.cli import main
-from huma_rt.commands.demo import contact_sheet, load_wav, sheet_indices, speak
+from huma_rt.commands.demo import contact_sheet, load_wav, sheet_indices
 from huma_rt.errors import InputError
+from huma_rt.speech.say import speak
 
 
 def _read_png(path):

@@ -145,6 +145,54 @@ def test_render_command_errors(media_bundle, tmp_path, capsys):
     assert ".mp4" in capsys.readouterr().err
 
 
+def test_render_command_speaks_text(media_bundle, tmp_path, capsys, monkeypatch):
+    """``render --text``: the MP4 carries the spoken text as its audio, one frame per 40 ms of it; with
+    --png-dir the speech is written beside the frames; the default voice is the shipped Piper one."""
+    from huma_rt.cli import main
+    from huma_rt.speech import say
+
+    text = "Hello there, this is a test."
+    # espeak-ng's length varies between calls (its first synthesis in a process ran 53 ms shorter
+    # than the next ones here), so each run is checked against its own speech
+    spoken_s = say.speak(text, "espeak")[0].size / 16000
+
+    out = tmp_path / "o.mp4"
+    argv = ["render", "--bundle", str(media_bundle), "--text", text, "--tts", "espeak", "--threads", "1"]
+    assert main([*argv, "-o", str(out)]) == 0
+    frames, info = decode_mp4(out)
+    assert info["audio_codec"] == "aac" and abs(info["audio_s"] - spoken_s) < 0.1
+    assert abs(info["frames"] - info["audio_s"] * 25) <= 1.5
+
+    png = tmp_path / "png"
+    assert main([*argv, "--png-dir", str(png)]) == 0
+    pcm, sr = read_wav(png / "speech.wav")
+    assert sr == 16000 and abs(pcm.size / 16000 - spoken_s) < 0.1 and np.abs(pcm).max() > 0.1
+    n = math.ceil(pcm.size / 640)  # one frame per 40 ms of the speech written beside them
+    assert sorted(p.name for p in png.iterdir()) == [f"frame_{i:06d}.png" for i in range(n)] + ["speech.wav"]
+
+    piper = tmp_path / "piper.mp4"
+    assert main(["render", "--bundle", str(media_bundle), "--text", text, "-o", str(piper), "--threads", "1"]) == 0
+    _, piper_info = decode_mp4(piper)
+    assert piper_info["audio_s"] > 1.0 and piper_info["frames"] > 25
+    capsys.readouterr()
+
+    # refused before any voice is loaded: --raw (its ffmpeg command muxes an audio file), a bad bundle
+    def no_voice(*_a, **_k):
+        raise AssertionError("a voice was loaded for a command that must fail first")
+
+    monkeypatch.setattr(say, "speak", no_voice)
+    assert main(["render", "--bundle", str(media_bundle), "--text", text, "--raw"]) == 1
+    assert "--raw" in capsys.readouterr().err
+    assert main(["render", "--bundle", str(tmp_path / "none"), "--text", text, "-o", str(out)]) == 1
+    assert "does not exist" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["render", "--bundle", str(media_bundle), "--text", text, "--audio", str(png / "speech.wav"), "-o", str(out)])
+    assert "not allowed with" in capsys.readouterr().err
+    monkeypatch.undo()
+    assert main(["render", "--bundle", str(media_bundle), "--text", "   ", "-o", str(out)]) == 1
+    assert "--text must contain something to say" in capsys.readouterr().err
+
+
 def test_pack_command_repacks_as_archive(media_bundle, tmp_path, capsys):
     from huma_rt.bundle import open_bundle
     from huma_rt.cli import main
