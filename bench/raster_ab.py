@@ -11,7 +11,7 @@ change's own effect.
     python -m huma_rt.bench.raster_ab --base 3a867e8 [--head REV] [--frames 300] [-o DIR]
 
 Each frame is what Renderer.render does on the CPU: project, bin + sort, blend, composite into a
-float image. Only revisions whose library has this package's ABI load (ABI 3: 2026-11 on).
+float image. Only revisions whose library has this package's ABI load (ABI 4: 2026-12-07 on; ABI 3 before).
 """
 
 from __future__ import annotations

@@ -132,15 +132,21 @@ class CpuStages:
         self.p["static_offsets"] = self.static_offsets.ctypes.data
         self.p["static_keys"] = self.static_keys.ctypes.data
 
-    def bin_merge(self, dyn_index: np.ndarray, rect: np.ndarray) -> int:
+    def bin_merge(self, dyn_index: np.ndarray, rect: np.ndarray, touched: np.ndarray | None = None,
+                  draw: np.ndarray | None = None) -> int:
         """bin_sort for the tiles of rect when only the dyn_index rows moved: bins those rows
-        and merges them into the static lists of prebin_static (same lists as bin_sort)."""
+        and merges them into the static lists of prebin_static (same lists as bin_sort).
+
+        touched, draw: uint8 [tiles_y * tiles_x], both or neither. touched marks the tiles the
+        dynamic rows touched last frame (inside rect) and is updated to those they touch now;
+        draw receives the tiles of rect in either set, the only ones given lists (blend skips
+        the rest: they show the static Gaussians, as the blend buffers already hold)."""
         while True:
             total = self.lib.hr_cpu_bin_merge(
                 dyn_index.shape[0], _ptr(dyn_index), self.p["proj"], self.camera.width,
                 self.camera.height, _ptr(rect), self.p["static_offsets"], self.p["static_keys"],
                 self.p["tile_offsets"], self.p["tile_counts"], self.p["keys"],
-                self.keys.shape[0], self.p["sort_scratch"], self.threads,
+                self.keys.shape[0], self.p["sort_scratch"], _ptr(touched), _ptr(draw), self.threads,
             )
             if self._keys_fit(total):
                 return self.num_isects
@@ -152,12 +158,14 @@ class CpuStages:
         """Always False: bin_sort / bin_merge grow their buffers before they return."""
         return False
 
-    def blend(self, rect: np.ndarray, with_depth: bool) -> None:
-        """Front-to-back blend of the tiles of rect into self.rgb / alpha (/ depth)."""
+    def blend(self, rect: np.ndarray, with_depth: bool, draw: np.ndarray | None = None) -> None:
+        """Front-to-back blend of the tiles of rect (those draw [tiles] uint8 marks, when
+        given) into self.rgb / alpha (/ depth)."""
         self.lib.hr_cpu_blend(
             self.p["records"], self.camera.width, self.camera.height, _ptr(rect),
             self.p["tile_offsets"], self.p["keys"], self.p["scratch"], self.scratch_per_thread,
-            self.p["rgb"], self.p["alpha"], self.p["depth"] if with_depth else None, self.threads,
+            self.p["rgb"], self.p["alpha"], self.p["depth"] if with_depth else None, _ptr(draw),
+            self.threads,
         )
 
     def composite(self, bg_image: np.ndarray | None, bg_color: np.ndarray,

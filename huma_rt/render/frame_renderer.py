@@ -3,7 +3,9 @@
 Canonical Gaussians never move except the dynamic ones, so the constructor projects every
 Gaussian once and renders the whole frame; each frame then re-projects only the dynamic rows,
 and re-bins, sorts and blends only the tiles those Gaussians touch now or touched last frame
-(with ALL Gaussians that overlap those tiles), so the rectangle equals a full render.
+(with ALL Gaussians that overlap those tiles), so the rectangle equals a full render. On the
+CPU the tiles of that rectangle that neither frame touched (a cheek between the eyes and the
+mouth) are not redrawn: the blend buffers still hold them as the static Gaussians draw them.
 """
 
 from __future__ import annotations
@@ -82,10 +84,27 @@ class FrameRenderer:
         self._merge = hasattr(s, "prebin_static")  # CPU: static tile lists built once
         if self._merge:
             s.prebin_static(n, self._dyn_index)
+            # the tiles the dynamic Gaussians touched last frame (at rest: all of the rest box,
+            # which a new output buffer shows) and those to redraw this frame
+            tiles_x, tiles_y = int(s.full_rect[2]), int(s.full_rect[3])
+            self._touched_rest = np.zeros((tiles_y, tiles_x), np.uint8)
+            bx0, by0, bx1, by1 = (int(v) for v in self._rest_box)
+            self._touched_rest[by0:by1, bx0:bx1] = 1
+            self._touched_rest = self._touched_rest.reshape(-1)
+            self._touched = self._touched_rest.copy()
+            self._draw = np.zeros_like(self._touched)
         self._last_box = self._rest_box.copy()
         self._rect = np.zeros(4, dtype=np.int32)
         self._last_out: np.ndarray | None = None
         self.stage_times = dict.fromkeys(_STAGES, 0.0)
+
+    @property
+    def redrawn_tiles(self) -> int:
+        """Tiles the last frame blended: on the CPU those the dynamic Gaussians touched then or
+        the frame before; on a GPU every tile (for benchmarks; computed when asked)."""
+        if self._merge:
+            return int(np.count_nonzero(self._draw))
+        return int(self._stages.full_rect[2] * self._stages.full_rect[3])
 
     def use_stream(self, stream) -> None:
         """GPU backends: launch this renderer's kernels and copies on ``stream`` (a session's
@@ -122,6 +141,8 @@ class FrameRenderer:
         if out is not self._last_out:
             np.copyto(out, self.static_frame)
             self._last_box[:] = self._rest_box
+            if self._merge:
+                np.copyto(self._touched, self._touched_rest)
             self._last_out = out
         times = self.stage_times
         t0 = time.perf_counter()
@@ -143,13 +164,16 @@ class FrameRenderer:
             x0 = y0 = x1 = y1 = 0
         while True:  # once, unless a GPU frame's intersections overflowed (then drawn again)
             with annotate("huma/sort"):
-                if self._merge:
-                    s.bin_merge(self._dyn_index, rect)
+                if self._merge:  # only the tiles touched now or last frame get lists
+                    s.bin_merge(self._dyn_index, rect, self._touched, self._draw)
                 else:
                     s.bin_sort(self.count, rect)
             t2 = time.perf_counter()
             with annotate("huma/blend"):
-                s.blend(rect, False)
+                if self._merge:
+                    s.blend(rect, False, self._draw)
+                else:
+                    s.blend(rect, False)
             t3 = time.perf_counter()
             with annotate("huma/composite"):
                 s.composite(self._bg_image, self._bg_color, (x0, y0, x1, y1), out_u8=out)

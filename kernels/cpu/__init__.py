@@ -19,7 +19,7 @@ from huma_rt.errors import MissingDependencyError
 
 log = logging.getLogger(__name__)
 
-ABI_VERSION = 3
+ABI_VERSION = 4
 
 # One projected Gaussian (struct HrProjected in raster_math.cuh): 36 bytes, no padding.
 PROJECTED_DTYPE = np.dtype(
@@ -35,8 +35,8 @@ _SIGNATURES = {
     "hr_cpu_abi_version": (_I, []),
     "hr_cpu_project": (None, [_I, _P, _P, _P, _P, _P, _I, _I, _P, _P, _P, _P, _P, _P, _I]),
     "hr_cpu_bin_sort": (_I64, [_I, _P, _I, _I, _P, _P, _P, _P, _I64, _P, _I]),
-    "hr_cpu_blend": (None, [_P, _I, _I, _P, _P, _P, _P, _I64, _P, _P, _P, _I]),
-    "hr_cpu_bin_merge": (_I64, [_I, _P, _P, _I, _I, _P, _P, _P, _P, _P, _P, _I64, _P, _I]),
+    "hr_cpu_blend": (None, [_P, _I, _I, _P, _P, _P, _P, _I64, _P, _P, _P, _P, _I]),
+    "hr_cpu_bin_merge": (_I64, [_I, _P, _P, _I, _I, _P, _P, _P, _P, _P, _P, _I64, _P, _P, _P, _I]),
     "hr_cpu_blend_scratch_bytes": (_I64, [_I64]),
     "hr_cpu_visible_size": (_I, []),
     "hr_cpu_record_size": (_I, []),

@@ -103,7 +103,7 @@ HR_INLINE bool clipped_bounds(const HrProjected &p, int tiles_x, int tiles_y, co
 
 }  // namespace
 
-HR_EXPORT int hr_cpu_abi_version() { return 3; }
+HR_EXPORT int hr_cpu_abi_version() { return 4; }
 
 // hr_project's out for 8 Gaussians: HrProjected's fields, a lane each.
 struct LaneProjected {
@@ -391,12 +391,19 @@ HR_EXPORT int64_t hr_cpu_bin_sort(int n, const HrProjected *proj, int width, int
 // the static entries of each tile, then merged with them, which yields exactly
 // hr_cpu_bin_sort's lists (same unique keys). tile_counts, sort_scratch: as there, for n_dyn.
 // Returns the intersections; > capacity: nothing emitted, as there.
+// touched / draw [tiles] (both given, else both ignored): a renderer that redraws only the tiles that
+// changed. On entry touched marks the tiles the dynamic rows touched last frame (rect must
+// cover them); on return it marks those they touch now, and draw marks the tiles of rect that
+// either set holds: the only tiles whose lists are built (the others of rect get empty lists;
+// hr_cpu_blend given draw skips them). A tile in neither set shows the static Gaussians alone,
+// as the blend buffers already hold from the frame after its last change.
 HR_CLONES int64_t hr_cpu_bin_merge_impl(int n_dyn, const int *dyn_index,
                                         const HrProjected *proj, int width, int height,
                                         const int *rect, const int *static_offsets,
                                         const uint64_t *static_keys, int *tile_offsets,
                                         int *tile_counts, uint64_t *keys, int64_t capacity,
-                                        void *sort_scratch, int threads) {
+                                        void *sort_scratch, uint8_t *touched, uint8_t *draw,
+                                        int threads) {
     const Binning b = make_binning(proj, width, height, rect, tile_counts, sort_scratch, threads);
     const Visible *sorted = nullptr;
     const int m = collect_and_sort(b, n_dyn, dyn_index, tile_offsets, &sorted);
@@ -405,27 +412,44 @@ HR_CLONES int64_t hr_cpu_bin_merge_impl(int n_dyn, const int *dyn_index,
         const int tx = t % tiles_x, ty = t / tiles_x;
         return tx >= rect[0] && tx < rect[2] && ty >= rect[1] && ty < rect[3];
     };
+    const bool masked = touched && draw;
+    if (masked) {
+        // tile_offsets holds each tile's dynamic count: a tile is touched now when it is > 0.
+        // Bit 0 of draw: draw it; bit 1: touched now, moved into touched only once the lists
+        // fit (a caller that grows its buffers calls again with touched as it was).
+        for (int t = 0; t < b.tiles; ++t) {
+            const bool inside = in_rect(t), now = inside && tile_offsets[t] > 0;
+            draw[t] = (uint8_t)((inside && (now || touched[t])) | (now << 1));
+        }
+    }
+    auto listed = [&](int t) { return masked ? (draw[t] & 1) != 0 : in_rect(t); };
     // tile_offsets holds the dynamic counts of each tile; add the static lists
     int64_t total = 0;
     for (int t = 0; t < b.tiles; ++t) {
-        const int c = in_rect(t) ? tile_offsets[t] + static_offsets[t + 1] - static_offsets[t]
+        const int c = listed(t) ? tile_offsets[t] + static_offsets[t + 1] - static_offsets[t]
                                  : 0;
         tile_offsets[t] = (int)std::min<int64_t>(total, capacity);
         total += c;
     }
     tile_offsets[b.tiles] = (int)std::min<int64_t>(total, capacity);
     if (total > capacity) return total;
+    if (masked)
+        for (int t = 0; t < b.tiles; ++t) {
+            touched[t] = (uint8_t)(draw[t] >> 1);
+            draw[t] &= 1;
+        }
     // the dynamic keys go after each tile's static share (emitted with the starts shifted by
     // it, then shifted back), and are merged with it below
     for (int t = 0; t < b.tiles; ++t)
-        if (in_rect(t)) tile_offsets[t] += static_offsets[t + 1] - static_offsets[t];
+        if (listed(t)) tile_offsets[t] += static_offsets[t + 1] - static_offsets[t];
     emit_sorted(b, sorted, m, tile_offsets, keys);
     for (int t = 0; t < b.tiles; ++t)
-        if (in_rect(t)) tile_offsets[t] -= static_offsets[t + 1] - static_offsets[t];
+        if (listed(t)) tile_offsets[t] -= static_offsets[t + 1] - static_offsets[t];
     const int rw = std::max(0, rect[2] - rect[0]), rh = std::max(0, rect[3] - rect[1]);
 #pragma omp parallel for num_threads(b.threads) schedule(dynamic, 4)
     for (int k = 0; k < rw * rh; ++k) {
         const int t = (rect[1] + k / rw) * tiles_x + rect[0] + k % rw;
+        if (masked && !draw[t]) continue;  // an empty list: no room for its static entries
         const int s0 = static_offsets[t], slen = static_offsets[t + 1] - s0;
         uint64_t *dst = keys + tile_offsets[t], *end = keys + tile_offsets[t + 1];
         uint64_t *dyn = dst + slen;  // already in depth order
@@ -444,10 +468,11 @@ HR_EXPORT int64_t hr_cpu_bin_merge(int n_dyn, const int *dyn_index, const HrProj
                                    int width, int height, const int *rect,
                                    const int *static_offsets, const uint64_t *static_keys,
                                    int *tile_offsets, int *tile_counts, uint64_t *keys,
-                                   int64_t capacity, void *sort_scratch, int threads) {
+                                   int64_t capacity, void *sort_scratch, uint8_t *touched,
+                                   uint8_t *draw, int threads) {
     return hr_cpu_bin_merge_impl(n_dyn, dyn_index, proj, width, height, rect, static_offsets,
                                  static_keys, tile_offsets, tile_counts, keys, capacity,
-                                 sort_scratch, threads);
+                                 sort_scratch, touched, draw, threads);
 }
 
 namespace {
@@ -739,6 +764,7 @@ HR_INLINE void blend_tile(int t, const BlendRecord *rec, int width, int height, 
             omp_get_thread_num() * scratch_bytes(scratch_per_thread));                          \
         _Pragma("omp for schedule(dynamic, 1)") for (int k = 0; k < rw * rh; ++k) {             \
             const int t = (rect[1] + k / rw) * tiles_x + rect[0] + k % rw;                      \
+            if (draw && !draw[t]) continue;                                                     \
             if (out_T)                                                                          \
                 blend_tile<false, FMA, true>(t, rec, width, height, tiles_x, tile_offsets,      \
                                              keys, mine, scratch_per_thread, out_rgb,           \
@@ -758,14 +784,16 @@ __attribute__((target("arch=x86-64-v3")))
 void blend_tiles_fma(const BlendRecord *rec, int width, int height, const int *rect,
                      const int *tile_offsets, const uint64_t *keys, void *scratch,
                      int64_t scratch_per_thread, float *out_rgb, float *out_alpha,
-                     float *out_depth, float *out_T, int *out_last, int threads) {
+                     float *out_depth, float *out_T, int *out_last, const uint8_t *draw,
+                     int threads) {
     HR_BLEND_TILES(true)
 }
 
 void blend_tiles_base(const BlendRecord *rec, int width, int height, const int *rect,
                       const int *tile_offsets, const uint64_t *keys, void *scratch,
                       int64_t scratch_per_thread, float *out_rgb, float *out_alpha,
-                      float *out_depth, float *out_T, int *out_last, int threads) {
+                      float *out_depth, float *out_T, int *out_last, const uint8_t *draw,
+                      int threads) {
     HR_BLEND_TILES(false)
 }
 
@@ -785,20 +813,20 @@ static bool cpu_has_avx2_fma() {
 #endif
 }
 
-// Blend every tile of rect front to back. Writes un-composited colour sum(c * alpha * T)
-// [H,W,3], alpha = 1 - T [H,W] and, when out_depth is not null, the expected depth
-// sum(z * alpha * T) / alpha [H,W] for the pixels of rect; pixels outside rect are untouched.
-// scratch: threads x hr_cpu_blend_scratch_bytes(scratch_per_thread) bytes, with
-// scratch_per_thread >= the longest tile list.
+// Blend every tile of rect front to back (only those draw [tiles] marks, when it is not null).
+// Writes un-composited colour sum(c * alpha * T) [H,W,3], alpha = 1 - T [H,W] and, when
+// out_depth is not null, the expected depth sum(z * alpha * T) / alpha [H,W] for the pixels of
+// those tiles; other pixels are untouched. scratch: threads x
+// hr_cpu_blend_scratch_bytes(scratch_per_thread) bytes, scratch_per_thread >= the longest list.
 HR_EXPORT void hr_cpu_blend(const void *records, int width, int height, const int *rect,
                             const int *tile_offsets, const uint64_t *keys, void *scratch,
                             int64_t scratch_per_thread, float *out_rgb, float *out_alpha,
-                            float *out_depth, int threads) {
+                            float *out_depth, const uint8_t *draw, int threads) {
     const bool fma = cpu_has_avx2_fma();
     (fma ? blend_tiles_fma : blend_tiles_base)(static_cast<const BlendRecord *>(records), width,
                                                height, rect, tile_offsets, keys, scratch,
                                                scratch_per_thread, out_rgb, out_alpha,
-                                               out_depth, nullptr, nullptr, threads);
+                                               out_depth, nullptr, nullptr, draw, threads);
 }
 
 // hr_cpu_blend for training: also writes each pixel's final transmittance out_T [H,W] and
@@ -812,7 +840,7 @@ HR_EXPORT void hr_cpu_blend_save(const void *records, int width, int height, con
     (fma ? blend_tiles_fma : blend_tiles_base)(static_cast<const BlendRecord *>(records), width,
                                                height, rect, tile_offsets, keys, scratch,
                                                scratch_per_thread, out_rgb, out_alpha, nullptr,
-                                               out_T, out_last, threads);
+                                               out_T, out_last, nullptr, threads);
 }
 
 HR_EXPORT int64_t hr_cpu_blend_scratch_bytes(int64_t per_thread) {

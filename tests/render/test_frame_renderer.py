@@ -120,3 +120,69 @@ def test_bad_inputs_name_the_contract(scene):
         fr.render(means, quats, scales, out[:, :-1])
     with pytest.raises(InputError, match="background"):
         FrameRenderer(cam, g, dyn, background=np.zeros((3, 3, 3), np.float32))
+
+
+def two_parts_scene():
+    """A larger frame whose dynamic Gaussians are two small patches, eyes-like and mouth-like,
+    with untouched tiles between them inside the rectangle that bounds both."""
+    g, cam = blob_scene(5, n=2400, width=192, height=160)
+    m = g.means
+    front = (m[:, 2] < -0.3) & (np.abs(m[:, 0]) < 0.35)
+    dyn = front & (((m[:, 1] > -0.7) & (m[:, 1] < -0.45)) | ((m[:, 1] > 0.45) & (m[:, 1] < 0.7)))
+    log_scales = g.log_scales.copy()
+    log_scales[dyn] = np.float32(-4.2)  # small splats: the parts do not reach across the gap
+    return replace(g, log_scales=log_scales), cam, dyn
+
+
+def test_tiles_between_moving_parts_are_not_redrawn():
+    """The CPU renderer redraws only the tiles the dynamic Gaussians touch now or touched last
+    frame: the frames still equal full renders, including after a part moved out of tiles it
+    covered and after a new output buffer, while fewer tiles than the rectangle's are drawn."""
+    g, cam, dyn = two_parts_scene()
+    background = np.random.default_rng(1).uniform(0, 1, (cam.height, cam.width, 3)).astype(np.float32)
+    fr = FrameRenderer(cam, g, dyn, background=background)
+    out = np.full((cam.height, cam.width, 3), 7, dtype=np.uint8)
+    fewer = 0
+    for k, t in enumerate((0.4, 1.3, 2.1, 2.2, 4.0, 5.5, 0.0, 3.0)):
+        if k == 5:
+            out = np.full_like(out, 200)  # a new buffer mid-run: the static frame, then redrawn
+        parts = moved(g, dyn, t)
+        x0, y0, x1, y1 = fr.render(*parts, out=out)
+        np.testing.assert_array_equal(out, full_render_u8(g, cam, dyn, parts, background), err_msg=f"t={t}")
+        rect_tiles = -(-(x1 - x0) // 16) * -(-(y1 - y0) // 16)
+        assert 0 < fr.redrawn_tiles <= rect_tiles
+        fewer += fr.redrawn_tiles < rect_tiles
+    assert fewer >= 4, "the gap between the parts should not be redrawn"
+
+
+def test_bin_merge_growing_its_buffer_keeps_the_touched_tiles():
+    """A frame whose tile lists overflow the key buffer is binned again after the buffer grows;
+    the tiles touched last frame must survive the failed try (else the next frame's draw set
+    loses them and a moved part leaves a ghost)."""
+    from huma_rt.render._cpu import CpuStages
+
+    g, cam, dyn = two_parts_scene()
+    idx = np.flatnonzero(dyn).astype(np.int32)
+    parts = moved(g, dyn, 1.3)
+
+    def staged():
+        s = CpuStages(cam, g.count, threads=1)
+        s.project(g.means, g.quats, g.log_scales, g.opacity_logits, g.sh, g.scale_activation)
+        s.prebin_static(g.count, idx)
+        s.project(*parts, np.ascontiguousarray(g.opacity_logits[dyn]), np.ascontiguousarray(g.sh[dyn]),
+                  g.scale_activation, out_index=idx)
+        touched = np.zeros(s.tiles_x * s.tiles_y, np.uint8)
+        touched[[0, 5, s.tiles_x + 3]] = 1  # "last frame" (inside the full rect used below)
+        return s, touched, np.zeros_like(touched)
+
+    s, touched, draw = staged()
+    total = s.bin_merge(idx, s.full_rect, touched, draw)
+    small, touched_small, draw_small = staged()
+    small._replace_keys(64)  # far too few: the first try fails, the buffer grows, the second fits
+    assert small.bin_merge(idx, small.full_rect, touched_small, draw_small) == total
+    assert small.keys.shape[0] > 64
+    np.testing.assert_array_equal(touched_small, touched)
+    np.testing.assert_array_equal(draw_small, draw)
+    assert draw[[0, 5, s.tiles_x + 3]].all() and not touched[[0, 5]].any()
+    np.testing.assert_array_equal(small.tile_offsets, s.tile_offsets)
+    np.testing.assert_array_equal(small.keys[:total], s.keys[:total])
