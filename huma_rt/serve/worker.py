@@ -109,6 +109,7 @@ class _Models:
 
         self.responder = make_responder(cfg.responder, **cfg.responder_options)
         self.avatar = Avatar.load(cfg.bundle, threads=cfg.threads)
+        self.moving_box = moving_box(self.avatar.bundle)
         self.tts = PiperTTS.load(cfg.voice, num_threads=cfg.tts_threads, speed=cfg.speed)
         self.asr = None
         if cfg.asr is not None:
@@ -165,11 +166,36 @@ class _Models:
         log.info("warmed an answer's path in %.2f s", time.perf_counter() - t0)
 
 
-class _Channel:
-    """Events for the page over the data channel; sent from any thread, kept (bounded) until open."""
+def moving_box(bundle, margin: float = 0.04) -> list[float]:
+    """Where the avatar moves, for the page's frame-motion meter: [x0, y0, x1, y1] as fractions
+    of the frame, the box of the dynamic Gaussians' centres at rest widened by ``margin`` of the
+    frame (their splats reach past the centres) and clipped to it; the whole frame when none
+    lies in front of the camera. A small face in a large frame (a trained avatar) moves few
+    pixels of the whole picture: measured on this box, its mouth's first movement is seen."""
+    import numpy as np
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    cam = bundle.camera
+    means = np.asarray(bundle.arrays["means"], np.float64)[np.asarray(bundle.arrays["region"]) != 0]
+    w2c = np.asarray(cam.world_to_camera, np.float64)
+    p = means @ w2c[:3, :3].T + w2c[:3, 3]
+    p = p[p[:, 2] > 1e-6]
+    if p.shape[0] == 0:
+        return [0.0, 0.0, 1.0, 1.0]
+    x = (cam.fx * p[:, 0] / p[:, 2] + cam.cx) / cam.width
+    y = (cam.fy * p[:, 1] / p[:, 2] + cam.cy) / cam.height
+    box = np.clip([x.min() - margin, y.min() - margin, x.max() + margin, y.max() + margin], 0.0, 1.0)
+    if box[2] - box[0] < 0.05 or box[3] - box[1] < 0.05:  # off screen, or a degenerate sliver
+        return [0.0, 0.0, 1.0, 1.0]
+    return [round(float(v), 4) for v in box]
+
+
+class _Channel:
+    """Events for the page over the data channel; sent from any thread, kept (bounded) until open.
+    ``hello``: more of what the 'open' event tells the page (where the avatar moves)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, hello: dict | None = None) -> None:
         self.loop = loop
+        self.hello = dict(hello or {})
         self.dc = None
         self.pending: list[str] = []
         self.events: list[dict] = []  # the last few, for the 'ended' report
@@ -193,10 +219,14 @@ class _Channel:
 
     def attach(self, dc) -> None:
         self.dc = dc
+        hello = json.dumps({"type": "open", **self.hello})
+        if dc.readyState == "open":  # a channel the page made is open when aiortc announces it
+            self._send(hello)
+            return
 
         @dc.on("open")
         def _open() -> None:
-            self._send(json.dumps({"type": "open"}))
+            self._send(hello)
 
 
 def _loopback_candidates_only() -> None:
@@ -229,7 +259,7 @@ class _Visit:
         from huma_rt.serve.peer import AvatarMedia, MediaClock, quicken_microphone, read_microphone
 
         loop = asyncio.get_running_loop()
-        self.channel = _Channel(loop)
+        self.channel = _Channel(loop, {"moving_box": self.models.moving_box})
         pc = self.pc = RTCPeerConnection()
         m = self.models
         # the media object is made once the codecs are negotiated; the frame clock starts after

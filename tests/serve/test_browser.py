@@ -30,6 +30,8 @@ from huma_rt.bench._browser import (
     write_wav48,
 )
 
+from huma_rt.serve.worker import moving_box
+
 pytest.importorskip("aiortc")
 pytest.importorskip("aiohttp")
 sync_api = pytest.importorskip("playwright.sync_api")
@@ -186,7 +188,7 @@ def test_a_visitors_page_reads_no_pixels_and_pages_share_one_browser(server, pla
     server.wait_health(lambda h: h["visitors"] == 0, 30, "both visits to end")
 
 
-def test_talk_caption_mouth_bargein_text_and_vanish(server, playwright, wavs, rest_pose):
+def test_talk_caption_mouth_bargein_text_and_vanish(server, playwright, wavs, rest_pose, demo_avatar):
     server.wait_health(lambda h: h["warm"] >= 1, 120, "a warm worker")
     page = Page(playwright, server.url, wavs["question"])
     try:
@@ -194,6 +196,9 @@ def test_talk_caption_mouth_bargein_text_and_vanish(server, playwright, wavs, re
         worker = page.js("huma.worker")
         err = _shows_avatar(page, rest_pose)
         print(f"\npage frame vs rest pose: {err:.2f} levels mean abs difference")
+        # the channel's open event reached the page, with where the avatar moves (its meter's box)
+        box = page.wait("huma.movingBox", 10, "the open event's moving_box")
+        assert box == moving_box(demo_avatar.bundle), box
 
         # the fake microphone's question is recognised and answered
         heard = page.wait("huma.events.find(e => e.type === 'heard' && e.source === 'speech' && "

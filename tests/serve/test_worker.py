@@ -332,3 +332,37 @@ def test_an_answer_takes_over_the_idle_frame_not_yet_sent():
     assert np.all(np.diff(apts) == 320), "audio: one packet per 20 ms, no gap, no repeat"
     assert len(apts) == 26
     assert max(np.abs(x).max() for x in _decoded(list(media._audio.items)[-4:])) > 0.3
+
+
+def test_moving_box_holds_what_moves_when_the_avatar_talks(demo_avatar, question_pcm):
+    """The box the page reads its motion meter on covers every pixel that changes between the
+    avatar at rest and the avatar speaking a question, and is well inside the frame."""
+    from types import SimpleNamespace
+
+    from huma_rt.gaussians import Camera
+
+    box = worker.moving_box(demo_avatar.bundle)
+    w, h = demo_avatar.size
+    x0, y0, x1, y1 = box[0] * w, box[1] * h, box[2] * w, box[3] * h
+    assert 0 < (x1 - x0) * (y1 - y0) < 0.5 * w * h, box
+
+    session = demo_avatar.session(live=True)
+    try:
+        rest = next(iter(session.idle_frames(1))).rgb.copy()
+    finally:
+        session.close()
+    changed = np.zeros((h, w), bool)
+    for frame in demo_avatar.render(question_pcm):
+        changed |= np.abs(frame.rgb.astype(np.int16) - rest).max(axis=2) > 8
+    ys, xs = np.nonzero(changed)
+    assert xs.size > 500, "the avatar did not move while speaking"
+    assert xs.min() >= x0 - 1 and xs.max() <= x1 + 1 and ys.min() >= y0 - 1 and ys.max() <= y1 + 1, (
+        f"pixels changed over x {xs.min()}..{xs.max()}, y {ys.min()}..{ys.max()}; box {x0:.0f}..{x1:.0f}, "
+        f"{y0:.0f}..{y1:.0f}")
+
+    # nothing dynamic in front of the camera: the whole frame
+    cam = demo_avatar.bundle.camera
+    behind = {"means": np.array([[0.0, 0.0, -100.0]], np.float32), "region": np.array([1], np.uint8)}
+    flipped = Camera(cam.width, cam.height, cam.fx, cam.fy, cam.cx, cam.cy,
+                     world_to_camera=np.diag([1.0, 1.0, 1.0, 1.0]).astype(np.float32))
+    assert worker.moving_box(SimpleNamespace(camera=flipped, arrays=behind)) == [0.0, 0.0, 1.0, 1.0]

@@ -19,7 +19,7 @@ const LEVEL_FFT = 256;
 const MEASURE = new URLSearchParams(location.search).has("measure");
 
 const huma = (window.huma = {
-  state: "idle", worker: null, events: [], captions: [], frames: [], levels: [],
+  state: "idle", worker: null, movingBox: null, events: [], captions: [], frames: [], levels: [],
   micEnds: [], audioOnsets: [], motionOnsets: [], turns: {}, errors: [],
   setMic(on) { if (micTrack) micTrack.enabled = on; $("mic").textContent = on ? "Mute mic" : "Unmute mic"; },
   ask(text) { return send({ type: "text", text }); },
@@ -75,13 +75,22 @@ function watchLevels() {
 }
 
 // -- frames: pixels of every presented frame (requestVideoFrameCallback) ---------------------------
+// Read on the part of the picture where the avatar moves (the server's moving_box, fractions of
+// the frame; the whole frame until it comes): a small face in a large frame moves few of the
+// whole picture's pixels, and its first mouth movement would go unseen at this resolution.
 function watchFrames(video) {
   const N = 128, canvas = document.createElement("canvas");
   canvas.width = canvas.height = N;
   const ctx = canvas.getContext("2d", { willReadFrequently: true });
-  let prev = null, lastMotion = -1e9, rest = null, still = 0;
+  let prev = null, lastMotion = -1e9, rest = null, still = 0, box = null;
   const onFrame = (now, meta) => {
-    ctx.drawImage(video, 0, 0, N, N);
+    if (huma.movingBox !== box) { box = huma.movingBox; prev = rest = null; still = 0; }
+    const vw = video.videoWidth, vh = video.videoHeight;
+    if (box && vw && vh) {
+      ctx.drawImage(video, box[0] * vw, box[1] * vh, (box[2] - box[0]) * vw, (box[3] - box[1]) * vh, 0, 0, N, N);
+    } else {
+      ctx.drawImage(video, 0, 0, N, N);
+    }
     const px = ctx.getImageData(0, 0, N, N).data;
     const lum = new Float32Array(N * N);
     let sum = 0, sum2 = 0;
@@ -109,7 +118,9 @@ function watchFrames(video) {
     const mean = sum / (N * N), std = Math.sqrt(Math.max(0, sum2 / (N * N) - mean * mean));
     push(huma.frames, [Math.round(t), +motion.toFixed(2), +std.toFixed(1), meta.rtpTimestamp || 0,
                        meta.presentedFrames || 0, +opening.toFixed(2)]);
-    if (motion > MOTION_ON) {
+    // an onset: the picture changes fast, or has left the rest pose (a mouth that opens slowly
+    // changes little from one frame to the next)
+    if (motion > MOTION_ON || opening > MOTION_ON) {
       if (t - lastMotion > QUIET_MS) push(huma.motionOnsets, t);
       lastMotion = t;
     }
@@ -156,6 +167,9 @@ function onEvent(ev) {
   push(huma.events, ev);
   const turn = ev.turn ? (huma.turns[ev.turn] = huma.turns[ev.turn] || { id: ev.turn, answer: "" }) : null;
   switch (ev.type) {
+    case "open":
+      if (Array.isArray(ev.moving_box) && ev.moving_box.length === 4) huma.movingBox = ev.moving_box;
+      break;
     case "heard":
       if (!turn) { caption("note", ev.note || "(nothing heard)"); break; }
       turn.question = ev.text; turn.source = ev.source; turn.heardAt = ev.at;
