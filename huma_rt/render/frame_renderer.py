@@ -140,9 +140,12 @@ class FrameRenderer:
         s = self._stages
         if out is not self._last_out:
             np.copyto(out, self.static_frame)
-            self._last_box[:] = self._rest_box
+            # the new buffer shows the rest pose: its tiles are redrawn, and so are those the
+            # last frame touched (their blend buffers hold that frame, not the static picture)
+            np.minimum(self._last_box[:2], self._rest_box[:2], out=self._last_box[:2])
+            np.maximum(self._last_box[2:], self._rest_box[2:], out=self._last_box[2:])
             if self._merge:
-                np.copyto(self._touched, self._touched_rest)
+                np.maximum(self._touched, self._touched_rest, out=self._touched)
             self._last_out = out
         times = self.stage_times
         t0 = time.perf_counter()

@@ -186,3 +186,24 @@ def test_bin_merge_growing_its_buffer_keeps_the_touched_tiles():
     assert draw[[0, 5, s.tiles_x + 3]].all() and not touched[[0, 5]].any()
     np.testing.assert_array_equal(small.tile_offsets, s.tile_offsets)
     np.testing.assert_array_equal(small.keys[:total], s.keys[:total])
+
+
+def test_parts_moving_apart_across_new_output_buffers():
+    """Each part moves on its own, far from rest, and the output buffer changes every few frames:
+    a tile a part left must not keep its old picture in the blend buffers when the next frame's
+    rectangle spans it untouched (a new buffer starts from the rest pose, not from the last)."""
+    g, cam, dyn = two_parts_scene()
+    upper = dyn & (g.means[:, 1] < 0)
+    rng = np.random.default_rng(7)
+    fr = FrameRenderer(cam, g, dyn, background=(0.1, 0.2, 0.3))
+    out = np.zeros((cam.height, cam.width, 3), np.uint8)
+    for k in range(24):
+        if k % 3 == 2:
+            out = np.full_like(out, 40 * (k % 5))  # a new buffer, poisoned
+        means = g.means.copy()
+        for part in (upper, dyn & ~upper):
+            means[part] += np.array([*rng.uniform(-0.45, 0.45, 2), 0.0], np.float32)
+        parts = (np.ascontiguousarray(means[dyn]), np.ascontiguousarray(g.quats[dyn]),
+                 np.ascontiguousarray(g.log_scales[dyn]))
+        fr.render(*parts, out=out)
+        np.testing.assert_array_equal(out, full_render_u8(g, cam, dyn, parts, (0.1, 0.2, 0.3)), err_msg=f"frame {k}")
