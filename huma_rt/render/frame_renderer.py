@@ -86,11 +86,10 @@ class FrameRenderer:
             s.prebin_static(n, self._dyn_index)
             # the tiles the dynamic Gaussians touched last frame (at rest: all of the rest box,
             # which a new output buffer shows) and those to redraw this frame
-            tiles_x, tiles_y = int(s.full_rect[2]), int(s.full_rect[3])
-            self._touched_rest = np.zeros((tiles_y, tiles_x), np.uint8)
+            rest = np.zeros((int(s.full_rect[3]), int(s.full_rect[2])), np.uint8)  # [tiles_y, tiles_x]
             bx0, by0, bx1, by1 = (int(v) for v in self._rest_box)
-            self._touched_rest[by0:by1, bx0:bx1] = 1
-            self._touched_rest = self._touched_rest.reshape(-1)
+            rest[by0:by1, bx0:bx1] = 1
+            self._touched_rest = rest.reshape(-1)
             self._touched = self._touched_rest.copy()
             self._draw = np.zeros_like(self._touched)
         self._last_box = self._rest_box.copy()
