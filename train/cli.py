@@ -3,7 +3,7 @@
   huma-rt train talk.mp4 -o me.bundle                 # the video's own speech track (or none)
   huma-rt train talk.mp4 --audio speech.wav -o me.bundle
   huma-rt train talk.mp4 -o me.bundle --resume        # after Ctrl-C or a crash
-  huma-rt render --bundle me.bundle --wav hello.wav -o hello.mp4
+  huma-rt render --bundle me.bundle --text "Hello, this is me." -o hello.mp4   # printed at the end
 
 Builds the same TrainConfig as the Python API (huma_rt.train.pipeline.train_avatar) and draws a
 progress bar per stage. The work folder (me.train/) keeps every finished stage and the fits'
@@ -16,12 +16,15 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import shlex
 import sys
 from pathlib import Path
 
 from huma_rt.errors import HumaError, InputError
 
 log = logging.getLogger(__name__)
+
+HELLO = "Hello, this is me."  # the sentence of the render command printed after training
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -93,6 +96,10 @@ def run(args: argparse.Namespace) -> int:
                   file=sys.stderr)  # fmt: skip
     print(f"bundle: {result.bundle or '(not packed: stopped after ' + str(args.until) + ')'}; "
           f"report: {result.report}", file=sys.stderr)  # fmt: skip
+    if result.bundle:  # what a person does next with it
+        b = shlex.quote(str(result.bundle))
+        print(f"next: huma-rt render --bundle {b} --text {shlex.quote(HELLO)} -o hello.mp4\n"
+              f"      huma-rt serve --bundle {b}", file=sys.stderr)  # fmt: skip
     return 0
 
 

@@ -57,14 +57,42 @@ def silent_clip(clip, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def trained(clip, tmp_path_factory):
-    """``huma-rt train video.mp4 -o me.bundle --preset quick`` through the CLI, uninterrupted."""
+def trained_run(clip, tmp_path_factory):
+    """``huma-rt train video.mp4 -o me.bundle --preset quick`` through the CLI, uninterrupted:
+    (the bundle, what the command printed on stderr)."""
+    import contextlib
+    import io
+
     from huma_rt.cli import main
 
     out = tmp_path_factory.mktemp("run") / "me.bundle"
-    rc = main(["train", str(clip / "video.mp4"), "-o", str(out), "--preset", "quick", "--no-progress"])
-    assert rc == 0
-    return out
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        rc = main(["train", str(clip / "video.mp4"), "-o", str(out), "--preset", "quick", "--no-progress"])
+    assert rc == 0, err.getvalue()
+    return out, err.getvalue()
+
+
+@pytest.fixture(scope="module")
+def trained(trained_run):
+    return trained_run[0]
+
+
+def test_cli_ends_with_commands_that_work(trained_run, tmp_path):
+    """The last lines name what to do with the bundle; the render command runs as printed
+    (its output name moved into tmp_path)."""
+    import shlex
+
+    from huma_rt.cli import main
+
+    bundle, err = trained_run
+    lines = err.splitlines()
+    render = next(line for line in lines if line.startswith("next: huma-rt render"))
+    argv = shlex.split(render)[2:]  # past "next:" and "huma-rt"
+    assert argv[:3] == ["render", "--bundle", str(bundle)] and "--text" in argv, argv
+    argv[argv.index("-o") + 1] = str(tmp_path / "hello.mp4")
+    assert main(argv) == 0 and (tmp_path / "hello.mp4").stat().st_size > 10000
+    assert lines[lines.index(render) + 1].split() == ["huma-rt", "serve", "--bundle", str(bundle)]
 
 
 def _events(sink: list):
