@@ -18,6 +18,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+
 from huma_rt.errors import FormatError
 
 from ..checkpoint import DEMO_CHECKPOINT_DIR, is_checkpoint, load_checkpoint
@@ -77,9 +79,16 @@ def build_bundle(out: Path, checkpoint: Path = DEMO_CHECKPOINT_DIR) -> Path:
         source = AvatarSource(
             gaussians=build_head(head_spec), camera=build_camera(head_spec.image_size),
             background=build_background(head_spec.image_size), export_dir=export_dir,
-            name="huma-demo",
+            name="huma-demo", blink_code=blink_code(meta),
         )
         return Path(pack(source, out))
+
+
+def blink_code(meta: dict) -> np.ndarray:
+    """[code_dim] f32: the code of shut eyes, E @ (0, 0, 0, 0, 1) with the checkpoint's embedding
+    (the deformer learnt blinks from it; the encoder never emits one)."""
+    emb = np.asarray(meta["code_embedding"], np.float32)  # [code_dim, len(params)]
+    return np.ascontiguousarray(emb[:, list(meta["params"]).index("blink")])
 
 
 def _check_export(failures: list[str], export_dir: Path) -> None:

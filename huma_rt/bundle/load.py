@@ -80,6 +80,12 @@ class Bundle:
             sh=a["sh"], region=a["region"], scale_activation=self.manifest["gaussians"]["scale_activation"],
         )  # fmt: skip
 
+    @property
+    def blink_code(self) -> np.ndarray | None:
+        """[code_dim] f32: the motion code of shut eyes (``expressions.blink``), or None."""
+        code = self.manifest.get("expressions", {}).get("blink")
+        return None if code is None else np.asarray(code, np.float32)
+
     def model_file(self, graph: str, precision: str) -> Path:
         if graph not in GRAPHS or precision not in PRECISIONS:
             raise InputError(f"graph must be one of {GRAPHS} and precision one of {PRECISIONS}; got {graph!r}, {precision!r}")

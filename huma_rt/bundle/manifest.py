@@ -113,6 +113,10 @@ def check_consistency(m: dict[str, Any], what: str) -> None:
             raise FormatError(f"{what}: field $.{key} is {top[key]}, but the encoder config gives {want}")
     if enc.code_dim != dfm.code_dim:
         raise FormatError(f"{what}: $.encoder.code_dim {enc.code_dim} must equal $.deformer.code_dim {dfm.code_dim}")
+    for name, code in m.get("expressions", {}).items():
+        if len(code) != dfm.code_dim:
+            raise FormatError(f"{what}: $.expressions.{name} has {len(code)} values; the deformer's code_dim is "
+                              f"{dfm.code_dim}")  # fmt: skip
     cam = m["camera"]
     if not cam.get("near", 0.01) < cam.get("far", 1e10):
         raise FormatError(f"{what}: camera needs near < far; got near={cam.get('near')}, far={cam.get('far')}")

@@ -47,6 +47,8 @@ class AvatarSource:
     camera: the avatar's fixed camera. background: [H,W,3] float32 image in [0,1] matching the
     camera, an (r, g, b) colour in [0,1], or None (black). export_dir: a ``huma-rt export``
     folder. plans_dir: optional folder of TensorRT plans (``<graph>.fp16.plan`` + sidecar JSON).
+    blink_code: optional [code_dim] motion code of shut eyes, which the deformer was trained on
+    (live sessions add a weight of it to the encoder's code to blink); None: the avatar cannot blink.
     """
 
     gaussians: Gaussians
@@ -55,6 +57,7 @@ class AvatarSource:
     export_dir: str | Path
     plans_dir: str | Path | None = None
     name: str = "avatar"
+    blink_code: np.ndarray | None = None
 
 
 def _log_progress(step: str, done: int, total: int) -> None:
@@ -126,6 +129,16 @@ def _check_models(export_dir: Path, gaussians: Gaussians) -> tuple[EncoderConfig
     return enc, dfm
 
 
+def _expressions(source: AvatarSource, dfm: DeformerConfig) -> dict:
+    if source.blink_code is None:
+        return {}
+    code = np.asarray(source.blink_code)
+    if code.shape != (dfm.code_dim,) or not np.issubdtype(code.dtype, np.floating) or not np.isfinite(code).all():
+        raise InputError(f"blink_code must be {dfm.code_dim} finite floats (the deformer's code_dim); got an array "
+                         f"of shape {code.shape}, dtype {code.dtype}")  # fmt: skip
+    return {"expressions": {"blink": [float(v) for v in code.astype(np.float32)]}}
+
+
 def _write_array(path: Path, arr: np.ndarray, dtype: str) -> None:
     # raw little-endian bytes, C order: exactly what np.memmap(dtype, shape) reads back
     np.ascontiguousarray(arr, dtype=dtype).tofile(path)
@@ -156,6 +169,7 @@ def pack(source: AvatarSource, out: str | Path, *, archive: bool = False, overwr
     export_dir = Path(source.export_dir)
     models = _export_files(export_dir)
     enc, dfm = _check_models(export_dir, g)
+    expressions = _expressions(source, dfm)
     plans, engines = _plan_files(Path(source.plans_dir) if source.plans_dir is not None else None)
     bg_entry, bg_img = _background_entry(source.background, source.camera)
 
@@ -213,6 +227,7 @@ def pack(source: AvatarSource, out: str | Path, *, archive: bool = False, overwr
             "arrays": arrays,
             "encoder": enc.to_dict(),
             "deformer": dfm.to_dict(),
+            **expressions,
             "models": {gr: {p: f"models/{gr}.{p}.onnx" for p in PRECISIONS} for gr in GRAPHS},
             "precisions": list(PRECISIONS),
             "engines": engines,

@@ -21,6 +21,7 @@ from huma_rt.backends import open_runner
 from huma_rt.bundle import Bundle, open_bundle
 from huma_rt.errors import InputError
 from huma_rt.runtime.audio_input import check_rate, to_mono
+from huma_rt.runtime.blink import blink_mask
 from huma_rt.runtime.frame import Frame
 from huma_rt.runtime.preload import (
     PreloadReport,
@@ -57,6 +58,7 @@ class _Shared:
     gaussians: Any
     dynamic: np.ndarray
     background: Any
+    blink_mask: Any = None  # [Nd, 1] f32 (xp): how much of a blink each dynamic Gaussian takes
 
     def make_renderer(self):
         return self.factory(self.camera, self.gaussians, self.dynamic, background=self.background)
@@ -78,7 +80,8 @@ class Avatar:
 
     fps, sample_rate: video rate and the 16 kHz audio rate sessions run at; size: (width,
     height) of frames; lookahead_samples: audio needed past a frame before it is ready;
-    preload_report: PreloadReport of the load.
+    preload_report: PreloadReport of the load; blink_code: [code_dim] f32 motion code of shut
+    eyes from the bundle, or None (``can_blink``: sessions may set ``blink``).
     """
 
     def __init__(self, bundle: Bundle, shared: _Shared, report: PreloadReport) -> None:
@@ -92,6 +95,7 @@ class Avatar:
         self.lookahead_samples = bundle.encoder.lookahead_samples
         self.device = shared.device
         self.name = bundle.name
+        self.blink_code = bundle.blink_code
         self._spare: Session | None = None
         self._lock = threading.Lock()
 
@@ -140,12 +144,16 @@ class Avatar:
             if dev == "cuda":
                 xp.cuda.get_current_stream().synchronize()
             spatial.close()
+        blink = None
+        if bundle.blink_code is not None:
+            with report.phase("blink"):
+                blink = _blink_mask(runners["deformer"], feat, bundle.blink_code, base[0], xp, dev)
         with report.phase("renderer"):
             factory, report.renderer = renderer_factory(renderer, dev, threads)
             bg = bundle.background
             bg = np.ascontiguousarray(bg, np.float32) if isinstance(bg, np.ndarray) else bg
             shared = _Shared(dev, xp, runners["encoder"], runners["deformer"], feat, *base, int(rows.size),
-                             factory, bundle.camera, g, dynamic, bg)  # fmt: skip
+                             factory, bundle.camera, g, dynamic, bg, blink)  # fmt: skip
             first_renderer = shared.make_renderer()
         avatar = cls(bundle, shared, report)
         with report.phase("session"):
@@ -155,6 +163,18 @@ class Avatar:
         avatar._spare = spare
         log.info("%s", report)
         return avatar
+
+    @property
+    def can_blink(self) -> bool:
+        return self.blink_code is not None
+
+    def blink_mask(self) -> np.ndarray | None:
+        """[Nd] f32, the dynamic Gaussians in bundle order: how much of a blink each takes
+        (huma_rt.runtime.blink.blink_mask); None when the avatar cannot blink."""
+        m = self._shared.blink_mask
+        if m is None:
+            return None
+        return (m.get() if self.device == "cuda" else np.array(m))[:, 0]
 
     def session(self, live: bool = False, *, dry_run: bool = False, frame_budget_s: float | None = None) -> Session:
         """A new stream on this avatar (its own buffers; networks and splats shared).
@@ -215,6 +235,28 @@ class Avatar:
     def __repr__(self) -> str:
         w, h = self.size
         return f"<Avatar {self.name!r} {w}x{h} @ {self.fps} fps on {self.device}>"
+
+
+def _blink_mask(deformer, feat, blink_code: np.ndarray, means: np.ndarray, xp, device: str):
+    """[Nd, 1] f32 (xp): blink.blink_mask of how far the blink code alone moves each dynamic
+    Gaussian (the deformer at code 0 vs the blink code; run once at load)."""
+    nd = means.shape[0]
+    code = xp.zeros((1, blink_code.size), np.float32)
+    out = {k: xp.zeros((1, nd, c), np.float32) for k, c in (("dmu", 3), ("dquat", 4), ("dscale", 3))}
+    runner = deformer.fork()
+    try:
+        runner.bind(inputs={"feat": feat, "code": code}, outputs=out)
+        runner.run()
+        rest = (xp.asnumpy(out["dmu"]) if device == "cuda" else out["dmu"].copy())[0]
+        code[0] = xp.asarray(blink_code)
+        runner.run()
+        shut = (xp.asnumpy(out["dmu"]) if device == "cuda" else out["dmu"])[0]
+    finally:
+        runner.close()
+    mask = blink_mask(means, np.linalg.norm(shut - rest, axis=1))
+    log.info("blink: %d of %d dynamic Gaussians follow it (%d in part)", int((mask >= 1).sum()), nd,
+             int(((mask > 0) & (mask < 1)).sum()))  # fmt: skip
+    return xp.asarray(mask[:, None])
 
 
 def _xp(device: str):

@@ -44,6 +44,10 @@ class Session:
     dry_run: runs the audio clock only (input checks, resampling, frame readiness by the timing
     contract; no features, networks or rendering; ``rgb`` stays black) - for checking timing
     over long streams cheaply.
+    blink: set between frames (0 open .. 1 shut, avatars with ``can_blink``): frames drawn from
+    then on add ``blink`` x the bundle's code of shut eyes to the encoder's code, the way the
+    deformer learnt blinks, on the Gaussians about the eyes (the avatar's blink mask; elsewhere
+    the frame's own deltas). huma_rt.runtime.blink gives a live caller a natural schedule.
     frame_budget_s: with runners that take a frame deadline (Triton), the most one frame's
     network runs may take together (the encoder and deformer runs of a frame share one deadline,
     so a slow answer to one leaves less for the other); None: the runners' own ``budget_s``.
@@ -70,6 +74,11 @@ class Session:
         self._stream = sh.new_stream() if self._cuda else None
         self._mel = xp.asarray(self._mel_host) if self._cuda else self._mel_host
         self._code = xp.zeros((1, 1, cfg.code_dim), np.float32)
+        self._blink_code = avatar.blink_code
+        self._blink_host = np.zeros((1, 1, cfg.code_dim), np.float32)  # blink * blink_code
+        self._blink_delta = xp.zeros_like(self._code) if self._cuda else self._blink_host
+        self._blink = 0.0
+        self._deformer_blink = None
         self._dmu, self._dquat, self._dscale = (xp.zeros((1, nd, k), np.float32) for k in (3, 4, 3))
         if self._cuda:
             # FrameRenderer takes host arrays: deltas come back into pinned memory asynchronously
@@ -95,6 +104,16 @@ class Session:
                 inputs={"feat": sh.feat, "code": self._code.reshape(1, cfg.code_dim)},
                 outputs={"dmu": self._dmu, "dquat": self._dquat, "dscale": self._dscale},
             )
+            if avatar.can_blink:  # a second deformer run, on code + blink, for frames with a blink
+                self._code_blink = xp.zeros_like(self._code)
+                self._blink_mask = sh.blink_mask
+                self._dev_out = (self._dmu, self._dquat, self._dscale)
+                self._blink_out = tuple(xp.zeros_like(a) for a in self._dev_out)
+                self._deformer_blink = sh.deformer.fork(**opts)
+                self._deformer_blink.bind(
+                    inputs={"feat": sh.feat, "code": self._code_blink.reshape(1, cfg.code_dim)},
+                    outputs=dict(zip(("dmu", "dquat", "dscale"), self._blink_out, strict=True)),
+                )
             self._renderer = renderer if renderer is not None else sh.make_renderer()
             if self._cuda and hasattr(self._renderer, "use_stream"):
                 self._renderer.use_stream(self._stream)  # networks and kernels on one stream
@@ -119,6 +138,27 @@ class Session:
         self._frame_budget_s = None if value is None or not self._deadline_runners else float(value)
 
     @property
+    def blink(self) -> float:
+        """How shut the eyes are in the frames drawn from now on (0 .. 1); reset() sets 0."""
+        return self._blink
+
+    @blink.setter
+    def blink(self, value: float) -> None:
+        if isinstance(value, bool) or not isinstance(value, (int, float, np.floating)) or not 0.0 <= value <= 1.0:
+            raise InputError(f"blink must be a number in [0, 1]; got {value!r}")
+        value = float(value)
+        if value == self._blink:
+            return
+        if value and self._blink_code is None:
+            raise InputError(f"avatar {self.avatar.name!r} cannot blink: its bundle has no expressions.blink code "
+                             "(trained from a video that shows no shut eye, or packed without one)")  # fmt: skip
+        if self._blink_code is not None:
+            np.multiply(self._blink_code, value, out=self._blink_host[0, 0])
+            if self._cuda:
+                self._blink_delta.set(self._blink_host, stream=self._stream)
+        self._blink = value
+
+    @property
     def pushed_samples(self) -> int:
         """Samples on the session's 16 kHz clock so far (pushed audio, resampled, plus idle silence)."""
         return self._features.pushed_samples
@@ -128,7 +168,7 @@ class Session:
         return self._emitted
 
     def reset(self) -> None:
-        """Start a new stream on the same buffers (frame indices restart at 0)."""
+        """Start a new stream on the same buffers (frame indices restart at 0, blink 0)."""
         self._features.reset()
         self._reset_state()
 
@@ -138,6 +178,7 @@ class Session:
         self._finished = False
         self._emitted = 0
         self.silence_samples = 0
+        self.blink = 0.0
 
     def push_audio(self, pcm: np.ndarray, sample_rate: int = 16000, *, strict: bool = False) -> None:
         """Append audio: float [S] mono, or stereo [S, 2] / [2, S] (downmixed), at ``sample_rate``.
@@ -180,8 +221,8 @@ class Session:
 
         The silence pushed (``silence_samples`` in all) is part of the stream's timeline, so
         frames stay in sync with the audio clock: the caller plays it as silence. Idle frames
-        are what the model makes of silence (mouth closed); the model has no blink, so none is
-        added. Frames of audio pushed before come out first, in order.
+        are what the model makes of silence (mouth closed), with the eyes as ``blink`` says.
+        Frames of audio pushed before come out first, in order.
 
         draw=False (a live caller behind its clock): the frames advance the stream without
         running the networks or the renderer; their ``rgb`` is the last picture drawn. A frame's
@@ -220,15 +261,15 @@ class Session:
                 self._renderer.render(*self._bases, self._rgb)
         else:
             self._encoder.run()
-            self._deformer.run()
+            self._deform()
             self._apply_deltas()
 
     def close(self) -> None:
         """Release this session's network bindings."""
-        for r in (self._encoder, self._deformer):
+        for r in (self._encoder, self._deformer, self._deformer_blink):
             if r is not None:
                 r.close()
-        self._encoder = self._deformer = None
+        self._encoder = self._deformer = self._deformer_blink = None
 
     def __enter__(self) -> Session:
         return self
@@ -275,13 +316,26 @@ class Session:
             self._encoder.run()
         t2 = time.perf_counter()
         with annotate("huma/deform"):
-            self._deformer.run()
+            self._deform()
             self._apply_deltas()
         t3 = time.perf_counter()
         self._renderer.render(self._posed[0], self._posed[1], self._posed[2], self._rgb)
         t4 = time.perf_counter()
         st = self.stage_times
         st["encode"], st["deform"], st["render"] = t2 - t1, t3 - t2, t4 - t3
+
+    def _deform(self) -> None:
+        """The deltas of the frame's code; with a blink, those of code + blink where the blink
+        mask says (deltas += mask * (blink deltas - deltas); on the session's stream on CUDA)."""
+        self._deformer.run()
+        if self._blink:
+            xp = self._xp
+            xp.add(self._code, self._blink_delta, out=self._code_blink)
+            self._deformer_blink.run()
+            for d, b in zip(self._dev_out, self._blink_out):  # noqa: B905 (hot path)
+                xp.subtract(b, d, out=b)
+                xp.multiply(b, self._blink_mask, out=b)
+                xp.add(d, b, out=d)
 
     def _apply_deltas(self) -> None:
         for base, delta, posed in zip(self._bases, self._deltas, self._posed):  # noqa: B905 (hot path)
@@ -302,7 +356,7 @@ class Session:
                 self._mel.set(self._mel_host, stream=stream)
                 self._encoder.run()
             with annotate("huma/deform"):
-                self._deformer.run()
+                self._deform()
                 for dev, host in zip(self._dev_deltas, self._deltas):  # noqa: B905 (hot path)
                     dev.get(stream=stream, out=host)  # async into pinned memory
         stream.synchronize()
