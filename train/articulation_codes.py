@@ -42,6 +42,8 @@ from .tracking_tracks import Tracks
 
 log = logging.getLogger(__name__)
 
+BLINK_SHUT = 0.7  # a tracked blink this strong is an eye shut (1: fully, on the demo's scale)
+MIN_BLINK_FRAMES = 3  # shut-eye frames the deformer must have been fitted on for the avatar to blink
 PARAMS = ARTICULATION[:5]  # the demo's (jaw, round, spread, closure, blink)
 SPEECH_PARAMS = PARAMS[:4]  # what the demo encoder drives from audio
 QUANTILE = 90.0
@@ -158,3 +160,19 @@ def params_to_codes(params: np.ndarray) -> np.ndarray:
         raise InputError(f"params must be finite [T, {len(PARAMS)}] ({PARAMS}); got {p.shape}"
                          f"{'' if np.isfinite(p).all() else ' with NaN'}")  # fmt: skip
     return codes.params_to_codes(p, demo_embedding())
+
+
+def blink_code(params: np.ndarray, *, shut: float = BLINK_SHUT, min_frames: int = MIN_BLINK_FRAMES) -> np.ndarray | None:
+    """The code of shut eyes for a trained avatar's bundle, float32 [code_dim] = E @ (0, 0, 0, 0, 1),
+    or None when fewer than ``min_frames`` rows of ``params`` [T, 5] (the frames the deformer was
+    fitted on, demo scale, NaN rows ignored) show a blink of at least ``shut``: a deformer never
+    shown a shut eye would move the lids anywhere, so such an avatar does not blink."""
+    from .synthetic import demo_embedding
+
+    p = np.asarray(params, np.float32)
+    if p.ndim != 2 or p.shape[1] != len(PARAMS):
+        raise InputError(f"params must be [T, {len(PARAMS)}] ({PARAMS}); got {p.shape}")
+    b = p[:, PARAMS.index("blink")]
+    if int(np.count_nonzero(b[np.isfinite(b)] >= shut)) < min_frames:
+        return None
+    return np.ascontiguousarray(demo_embedding()[:, PARAMS.index("blink")], np.float32)

@@ -191,7 +191,7 @@ def _check_export(failures: list[str], export_dir: Path, name: str) -> None:
 
 def pack_avatar(gaussians: Gaussians, spatial, deformer, encoder, camera: Camera, background: np.ndarray,
                 out: str | Path, *, name: str, rest_pose: tuple[np.ndarray, np.ndarray], upscale: int = 1,
-                overwrite: bool = False, archive: bool = False,
+                overwrite: bool = False, archive: bool = False, blink_code: np.ndarray | None = None,
                 progress: Callable[[str, int, int], None] | None = None) -> Path:  # fmt: skip
     """Write the trained avatar as bundle ``out`` (a folder; ``archive``: one .tar) -> its path.
 
@@ -203,7 +203,8 @@ def pack_avatar(gaussians: Gaussians, spatial, deformer, encoder, camera: Camera
     plate_for_camera. rest_pose: (quat [4] wxyz, trans [3]) model-to-camera, e.g. median_pose of
     the fit's frames. upscale: the bundle renders at ``upscale`` times ``camera``'s size, the
     Gaussians widened by :func:`lowpass_for_upscale` (``camera`` must then be the size they were
-    fitted at). The modules are put in eval mode. Refuses an existing ``out`` unless
+    fitted at). blink_code: [code_dim] code of shut eyes the deformer was fitted on
+    (articulation_codes.blink_code), or None: the avatar does not blink. The modules are put in eval mode. Refuses an existing ``out`` unless
     ``overwrite``. progress(step, done, total): huma_rt.bundle.pack's callback."""
     from huma_rt.export.onnx_export import export_models
 
@@ -226,7 +227,8 @@ def pack_avatar(gaussians: Gaussians, spatial, deformer, encoder, camera: Camera
         result = export_models(export_dir, encoder, spatial, deformer, source=f"trained avatar {name!r}",
                                raise_on_failure=False)  # fmt: skip
         _check_export(result.report.get("failures", []), export_dir, name)
-        source = AvatarSource(gaussians=gaussians, camera=cam, background=plate, export_dir=export_dir, name=name)
+        source = AvatarSource(gaussians=gaussians, camera=cam, background=plate, export_dir=export_dir, name=name,
+                              blink_code=blink_code)  # fmt: skip
         path = Path(pack(source, out, archive=archive, overwrite=overwrite, progress=progress))
     log.info("packed trained avatar %r: %d Gaussians (%d dynamic), %dx%d, into %s", name, gaussians.count,
              int(np.count_nonzero(gaussians.region)), cam.width, cam.height, path)  # fmt: skip

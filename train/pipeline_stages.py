@@ -294,6 +294,7 @@ class StageRunner:
         return {k: v for k, v in metrics.items() if isinstance(v, (bool, str, int, float))}
 
     def _run_pack(self) -> dict:
+        from .articulation_codes import blink_code
         from .pack_avatar import median_pose, pack_avatar
 
         art = self._cache.get("articulated") or load_articulated(self.wf.path("articulated"))
@@ -302,11 +303,14 @@ class StageRunner:
         rest = median_pose(poses["head_quat"], poses["head_trans"], poses["valid"])
         cam = art.camera
         upscale = max(1, self.cfg.pack_side // max(cam.width, cam.height))
+        blink = blink_code(read_npz(self.wf.path("codes.npz"))["params"][self._fit_index()])
+        if blink is None:
+            log.info("pack: the fitted frames show no shut eye, so the avatar will not blink")
         # an existing bundle was refused before the run began unless resuming or overwriting
         path = pack_avatar(art.gaussians, art.spatial, art.deformer, encoder, cam,
                            np.asarray(art.background, np.float32), self.out, name=self._name(),
-                           rest_pose=rest, upscale=upscale, overwrite=True)  # fmt: skip
-        return {"bundle": str(path), "gaussians": int(art.gaussians.count),
+                           rest_pose=rest, upscale=upscale, overwrite=True, blink_code=blink)  # fmt: skip
+        return {"bundle": str(path), "gaussians": int(art.gaussians.count), "blinks": blink is not None,
                 "size": [cam.width * upscale, cam.height * upscale], "fit_size": [cam.width, cam.height]}  # fmt: skip
 
 

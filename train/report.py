@@ -217,6 +217,9 @@ def _markdown(rep: dict) -> str:
     if "size" in pack:
         fit = f" (the fit's frames: {pack['fit_size'][0]}x{pack['fit_size'][1]})" if "fit_size" in pack else ""
         lines += ["", f"Bundle: {pack['size'][0]}x{pack['size'][1]} px{fit}, {pack['gaussians']} Gaussians."]
+        if "blinks" in pack:
+            lines[-1] += (" It blinks when served (the fitted frames show shut eyes)." if pack["blinks"] else
+                          " It does not blink: the fitted frames show no shut eye.")  # fmt: skip
     if "audio" in rep:
         a = rep["audio"]
         lines += ["", f"Audio path: {'adapted on the speech track' if a.get('adapted') else 'the shipped one'} "

@@ -29,6 +29,7 @@ from huma_rt.train.articulation_codes import (  # noqa: E402
     PARAMS,
     REFERENCE_Q,
     ArticulationCalibration,
+    blink_code,
     calibrate,
     params_to_codes,
     tracked_params,
@@ -165,6 +166,22 @@ def test_params_to_codes_uses_the_demo_embedding(clip):
         params_to_codes(np.full((3, 5), np.nan))
     with pytest.raises(InputError, match=r"\[T, 5\]"):
         params_to_codes(np.zeros((3, 4)))
+
+
+def test_an_avatar_blinks_only_if_its_fitted_frames_show_shut_eyes():
+    from huma_rt.train.synthetic import demo_embedding
+
+    p = np.zeros((100, 5), np.float32)
+    p[:, 0] = np.linspace(0, 1, 100)  # jaw: speech, no blink
+    assert blink_code(p) is None
+    p[[10, 11, 12], 4] = [0.8, 1.0, 0.6]  # two shut-eye frames and a half-shut one: too few
+    assert blink_code(p) is None
+    p[13, 4] = 0.9
+    p[14] = np.nan  # a frame tracking lost
+    code = blink_code(p)
+    assert code.dtype == np.float32 and np.array_equal(code, demo_embedding()[:, 4])
+    with pytest.raises(InputError, match=r"params must be \[T, 5\]"):
+        blink_code(np.zeros((3, 4)))
 
 
 def test_calibrate_refuses_bad_input():

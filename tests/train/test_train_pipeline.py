@@ -139,6 +139,8 @@ def test_cli_trains_a_bundle_that_speaks(trained, clip, tmp_path):
     md = (report / "report.md").read_text()
     assert "| articulated |" in md and "Held-out" in md and f"{rep['frames']['valid']} of 260 used" in md
     assert "Bundle: 128x128 px (the fit's frames: 64x64)" in md  # quick: pack_side 128, twice the fit
+    # the demo avatar the clip was rendered from never blinks in it: nor does the trained one
+    assert "It does not blink: the fitted frames show no shut eye." in md and not avatar.can_blink
     assert (avatar.size, open_bundle(trained).camera.fx) == ((128, 128), pytest.approx(2 * 512 / 8))
     sheet = imread(report / "heldout.png")
     assert sheet.shape[0] > 200 and sheet.std() > 0.05
