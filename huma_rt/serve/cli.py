@@ -43,6 +43,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--media", choices=("packets", "frames"), default="packets",
                         help="packets: each worker encodes VP8/Opus itself and does not re-encode an "
                              "unchanged picture (default); frames: aiortc encodes every frame (for A/B)")
+    parser.add_argument("--no-blink", action="store_true",
+                        help="the avatar's eyes stay open (default: it blinks every few seconds when its bundle "
+                             "has a blink code)")
     parser.add_argument("--threads", type=int, default=1,
                         help="avatar threads per worker (default 1: one visitor per core; measured under load "
                              "66 ms a frame on 1 thread vs 214 ms on 2)")
@@ -127,7 +130,7 @@ def worker_config(args):
         threads=args.threads, barge_in_s=args.barge_in,
         turns=turn_config(args).to_dict(),
         max_answer_chars=args.max_answer_chars, speculate=not args.no_speculate, history_turns=args.history,
-        idle_timeout_s=args.idle_timeout,
+        blink=not args.no_blink, idle_timeout_s=args.idle_timeout,
         loopback=is_loopback(args.host) and not args.public_media, media=args.media, log_level=level)  # fmt: skip
 
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import queue
+import random
 import threading
 import time
 from collections import deque
@@ -35,6 +36,7 @@ import numpy as np
 
 from huma_rt.config_checks import check_ints
 from huma_rt.errors import InputError
+from huma_rt.runtime.blink import BlinkSchedule
 from huma_rt.speech.pacing import PacingConfig, SynthesisPacer
 from huma_rt.speech.pipeline import validate_question, yield_to_frames
 from huma_rt.speech.responder import Exchange, respond_in_context
@@ -66,7 +68,9 @@ class ConversationConfig:
     of the turn (a paid endpoint is never called for a question the visitor then goes on from).
     history_turns: the visit's earlier exchanges (question, answer) the responder is given with
     each question, most recent kept (0: every question alone). pacing: how the TTS stays ahead of
-    the answer's playback (``speech.pacing``)."""
+    the answer's playback (``speech.pacing``). blink: the avatar blinks now and then, idle or
+    talking (huma_rt.runtime.blink; avatars whose bundle has a blink code), at a random phase per
+    visit; False: its eyes stay open (frame-exact comparisons)."""
 
     turns: TurnConfig = field(default_factory=TurnConfig)
     barge_in_s: float = 0.3
@@ -78,12 +82,14 @@ class ConversationConfig:
     speculate: bool = True
     history_turns: int = 16
     pacing: PacingConfig = field(default_factory=PacingConfig)
+    blink: bool = True
 
     def validate(self) -> None:
         self.turns.validate()
         self.pacing.validate()
-        if not isinstance(self.speculate, bool):
-            raise InputError(f"speculate must be true or false; got {self.speculate!r}")
+        for name in ("speculate", "blink"):
+            if not isinstance(getattr(self, name), bool):
+                raise InputError(f"{name} must be true or false; got {getattr(self, name)!r}")
         check_ints(self, {"history_turns": 0})
         for name in ("barge_in_s", "answer_ahead_s", "mic_queue_s", "max_lag_s", "merge_s"):
             if not getattr(self, name) > 0:
@@ -299,6 +305,8 @@ class Conversation:
         self._session = avatar.session(live=True)
         self.fps = int(self._session.fps)
         self.spf = int(self._session.samples_per_frame)
+        self._blinks = BlinkSchedule(self.fps, seed=random.getrandbits(32)) \
+            if self.config.blink and avatar.can_blink else None  # fmt: skip
         # silence ahead of frame 0 after a reset: what idle_frames keeps pushed in the continuous
         # stream, so that one push of a frame's audio makes exactly one frame ready; an answer's
         # first frame takes this much of its audio at once
@@ -596,6 +604,8 @@ class Conversation:
         model's rest pose), so the clock re-sends that picture instead of running the networks
         and renderer; when an answer starts, the session is reset (a fresh stream = silence
         before it) and fed the answer's first frame and the ``lead`` samples after it at once.
+        A blink (``_blinks``, by timeline index) is drawn on the settled stream as it stands,
+        and the frame after it too (the eyes open again); then the rest picture is re-sent.
 
         Idle, the clock also wakes when answer audio arrives between ticks: if the idle frame of
         the last tick has not left yet and can still be replaced in time (``retract``: the
@@ -616,6 +626,8 @@ class Conversation:
         ahead = np.zeros(lead, np.float32)
         rest = None  # the rest-pose picture, once settled
         quiet = 0  # frames in a row drawn from silence only
+        blinks = self._blinks
+        shut = 0.0  # the blink of the last picture drawn
         index = 0
         idle_due: float | None = None  # the last tick sent the rest pose: due then (retractable)
         start_s = 0.025  # moving average: an answer's first frame drawn, from the reset to the sink
@@ -670,7 +682,9 @@ class Conversation:
                 # the answer is not over but its audio ran out: the responder or the TTS is
                 # slower than speech, and the visitor hears a gap
                 self.stats["answer_underruns"] = self.stats.get("answer_underruns", 0) + 1
-            if rest is not None and not got and not marks:  # settled and idle: same picture
+            blink = blinks.weight(index) if blinks is not None else 0.0
+            idle = rest is not None and not got and not marks
+            if idle and not blink and not shut:  # settled and idle: same picture
                 self._timeline.push(None, spf)
                 self._silence_cut()
                 self._timeline.pop(spf, audio)
@@ -684,7 +698,9 @@ class Conversation:
                 idle_due = None if behind else due
                 continue
             fast: tuple[int, list] | None = None
-            if rest is not None:  # an answer starts from the rest pose: a fresh stream
+            # settled, a blink is drawn on the silent stream as it stands; an answer starts
+            # from the rest pose with a fresh stream
+            if rest is not None and not idle:
                 session.reset()  # drops the silent lookahead it held: so does the timeline
                 self._timeline.discard()
                 # The answer's first frame and its lookahead at once (the TTS has made them):
@@ -713,6 +729,11 @@ class Conversation:
                 self._timeline.peek(spf, audio)
                 early_audio(index / self.fps, audio, due)
             before = session.pushed_samples
+            session.blink = blink
+            if not behind:
+                shut = blink
+                if blink:
+                    self.stats["blink_frames"] = self.stats.get("blink_frames", 0) + 1
             for frame in session.idle_frames(1, draw=not behind):
                 silence = session.pushed_samples - before
                 if silence:
@@ -730,7 +751,7 @@ class Conversation:
                 index += 1
                 self.stats["frames"] += 1
                 quiet = 0 if self._timeline.pending_sound(spf) else quiet + 1
-                if quiet >= settle and not self.answering:
+                if quiet >= settle and not self.answering and not shut and rest is None:
                     rest = frame.rgb.copy()
 
     def _silence_cut(self) -> None:

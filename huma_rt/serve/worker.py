@@ -49,7 +49,7 @@ class WorkerConfig:
     defaults). turns: TurnConfig fields (end of turn; {} = its defaults). barge_in_s: speech
     that cuts an answer. speculate: answer the text heard at the pause during the turn's silence
     (ConversationConfig.speculate). history_turns: the visit's earlier exchanges the responder
-    is given (ConversationConfig.history_turns).
+    is given (ConversationConfig.history_turns). blink: the avatar blinks (ConversationConfig.blink).
     idle_timeout_s: a visit with no speech and no text this long ends. gone_after_s: a visit
     whose microphone packets stop this long ends (the page vanished). loopback: offer only
     127.0.0.1 ICE candidates (the server is bound to loopback). media: 'packets' (the worker
@@ -75,6 +75,7 @@ class WorkerConfig:
     max_answer_chars: int = 2000
     speculate: bool = True
     history_turns: int = 16
+    blink: bool = True
     idle_timeout_s: float = 300.0
     gone_after_s: float = 5.0
     loopback: bool = True
@@ -109,7 +110,7 @@ class _Models:
 
         self.responder = make_responder(cfg.responder, **cfg.responder_options)
         self.avatar = Avatar.load(cfg.bundle, threads=cfg.threads)
-        self.moving_box = moving_box(self.avatar.bundle)
+        self.moving_box = moving_box(self.avatar.bundle, self.avatar.blink_mask())
         self.tts = PiperTTS.load(cfg.voice, num_threads=cfg.tts_threads, speed=cfg.speed)
         self.asr = None
         if cfg.asr is not None:
@@ -121,7 +122,7 @@ class _Models:
         self.conversation = ConversationConfig(
             turns=TurnConfig(**cfg.turns), barge_in_s=cfg.barge_in_s,
             max_answer_chars=cfg.max_answer_chars, speculate=cfg.speculate,
-            history_turns=cfg.history_turns)  # fmt: skip
+            history_turns=cfg.history_turns, blink=cfg.blink)  # fmt: skip
         self.conversation.validate()
         SpeechProbability(self.conversation.turns.model)  # the VAD model loads (and is checked) now
         if self.asr is not None:  # the first decode of a process is slow (allocations): not on a visitor's turn
@@ -166,24 +167,35 @@ class _Models:
         log.info("warmed an answer's path in %.2f s", time.perf_counter() - t0)
 
 
-def moving_box(bundle, margin: float = 0.04) -> list[float]:
-    """Where the avatar moves, for the page's frame-motion meter: [x0, y0, x1, y1] as fractions
-    of the frame, the box of the dynamic Gaussians' centres at rest widened by ``margin`` of the
-    frame (their splats reach past the centres) and clipped to it; the whole frame when none
-    lies in front of the camera. A small face in a large frame (a trained avatar) moves few
-    pixels of the whole picture: measured on this box, its mouth's first movement is seen."""
+def moving_box(bundle, blink_mask=None, margin: float = 0.04) -> list[float]:
+    """Where the avatar moves when it talks, for the page's frame-motion meter: [x0, y0, x1, y1]
+    as fractions of the frame, the box of the dynamic Gaussians' centres at rest widened by
+    ``margin`` of the frame (their splats reach past the centres) and clipped to it; the whole
+    frame when none lies in front of the camera. A small face in a large frame (a trained avatar)
+    moves few pixels of the whole picture: measured on this box, its mouth's first movement is
+    seen. blink_mask [Nd] (Avatar.blink_mask): the box starts below the Gaussians a blink moves,
+    where that leaves the mouth, so a blink is not taken for the answer's first movement."""
     import numpy as np
 
     cam = bundle.camera
     means = np.asarray(bundle.arrays["means"], np.float64)[np.asarray(bundle.arrays["region"]) != 0]
     w2c = np.asarray(cam.world_to_camera, np.float64)
     p = means @ w2c[:3, :3].T + w2c[:3, 3]
-    p = p[p[:, 2] > 1e-6]
+    front = p[:, 2] > 1e-6
+    p = p[front]
     if p.shape[0] == 0:
         return [0.0, 0.0, 1.0, 1.0]
     x = (cam.fx * p[:, 0] / p[:, 2] + cam.cx) / cam.width
     y = (cam.fy * p[:, 1] / p[:, 2] + cam.cy) / cam.height
     box = np.clip([x.min() - margin, y.min() - margin, x.max() + margin, y.max() + margin], 0.0, 1.0)
+    if blink_mask is not None:
+        eyes = np.asarray(blink_mask)[front] > 0
+        if eyes.any() and (~eyes).any():
+            # the lowest Gaussian a blink moves, its splat's reach and the lid's travel (the
+            # demo's shut lids draw to 0.3184 of the frame, its lowest centre + margin is 0.3189)
+            below = y[eyes].max() + 2 * margin
+            if below < box[3] - 0.1:  # leaves room for the mouth
+                box[1] = max(box[1], below)
     if box[2] - box[0] < 0.05 or box[3] - box[1] < 0.05:  # off screen, or a degenerate sliver
         return [0.0, 0.0, 1.0, 1.0]
     return [round(float(v), 4) for v in box]

@@ -198,7 +198,7 @@ def test_talk_caption_mouth_bargein_text_and_vanish(server, playwright, wavs, re
         print(f"\npage frame vs rest pose: {err:.2f} levels mean abs difference")
         # the channel's open event reached the page, with where the avatar moves (its meter's box)
         box = page.wait("huma.movingBox", 10, "the open event's moving_box")
-        assert box == moving_box(demo_avatar.bundle), box
+        assert box == moving_box(demo_avatar.bundle, demo_avatar.blink_mask()), box
 
         # the fake microphone's question is recognised and answered
         heard = page.wait("huma.events.find(e => e.type === 'heard' && e.source === 'speech' && "

@@ -108,7 +108,7 @@ def conv_parts(demo_avatar, question_pcm):
 def _conversation(avatar, tts, replies, events):
     frames = _Frames()
     conv = Conversation(avatar, tts, ScriptedResponder(replies), None, frames,
-                        lambda ev: events.append(ev), ConversationConfig())  # fmt: skip
+                        lambda ev: events.append(ev), ConversationConfig(blink=False))  # fmt: skip
     return conv, frames
 
 
@@ -186,7 +186,7 @@ def test_the_tts_yields_the_cpu_to_the_frame_clock_once_a_second_of_audio_waits(
     events: list[dict] = []
     base = niceness()
     conv = Conversation(avatar, _Spy(), ScriptedResponder(["First part. Second part. Third part."]), None, sink,
-                        events.append, ConversationConfig())  # fmt: skip
+                        events.append, ConversationConfig(blink=False))  # fmt: skip
     conv.start()
     try:
         wait_for(lambda: len(clock) >= 3, 60, "the first frames")
@@ -306,6 +306,46 @@ def test_idle_rest_pose_is_the_sessions_own_silence_frame(conv_parts):
         assert np.array_equal(frames.rgb[last], ref), "the re-sent rest pose must be what the session draws"
     finally:
         session.close()
+
+
+def test_the_idle_avatar_blinks_and_its_rest_picture_is_resent_between(conv_parts):
+    """Idle with blinks on: every few seconds some frames shut the eyes (drawn, not the rest
+    picture: the rows of the eyes differ, nothing else), the frame after a blink is the rest
+    picture again, and between blinks the rest picture is re-sent without drawing."""
+    avatar, tts = conv_parts
+    sent: list[tuple[int, np.ndarray | None]] = []  # (index, picture; None: the rest re-sent)
+
+    def sink(index, pts, rgb, audio, due=None, still=False):
+        sent.append((index, None if still else rgb.copy()))
+
+    conv = Conversation(avatar, tts, ScriptedResponder(["Fine."]), None, sink, lambda ev: None, ConversationConfig())
+    conv.start()
+    try:
+        wait_for(lambda: conv.stats.get("blink_frames", 0) >= 12, 30, "two blinks")
+    finally:
+        conv.stop()
+    assert conv.stats["idle_skipped"] > 25, conv.stats
+    session = avatar.session(live=True)
+    try:
+        for frame in session.idle_frames(60):
+            rest = frame.rgb.copy()
+    finally:
+        session.close()
+    settled = next(k for k, (i, p) in enumerate(sent) if p is None)  # the first rest picture re-sent
+    weight = conv._blinks.weight
+    shut = []
+    for i, p in sent[settled + 1 :]:
+        if weight(i) > 0:  # a blink: drawn, and not the rest picture
+            assert p is not None and not np.array_equal(p, rest), f"frame {i} of a blink is the rest picture"
+            shut.append(p)
+        elif weight(i - 1) > 0:  # the frame after a blink is drawn: the rest picture again
+            assert p is not None and np.array_equal(p, rest), f"frame {i} after a blink is not the rest picture"
+        else:  # between blinks: the rest picture re-sent, not drawn
+            assert p is None, f"frame {i} was drawn between blinks"
+    assert len(shut) >= 10, f"{len(shut)} blink frames after the avatar settled"
+    rows = np.flatnonzero(np.any([np.abs(p.astype(np.int16) - rest).max(axis=(1, 2)) > 0 for p in shut], 0))
+    h = rest.shape[0]
+    assert rows.min() > 0.2 * h and rows.max() < 0.4 * h, f"a blink changed rows {rows.min()}..{rows.max()} of {h}"
 
 
 def test_a_cut_between_the_clocks_take_and_push_silences_that_audio(conv_parts):
@@ -478,7 +518,7 @@ def _answer_spoken(conv_parts, recognizer, reply: str, silence_s: float, clip: n
     avatar, tts = conv_parts
     timed: list[tuple[float, dict]] = []
     frames = _Frames()
-    cfg = ConversationConfig(turns=TurnConfig(question_silence_s=silence_s, short_silence_s=silence_s),
+    cfg = ConversationConfig(blink=False, turns=TurnConfig(question_silence_s=silence_s, short_silence_s=silence_s),
                              speculate=speculate)  # fmt: skip
     conv = Conversation(avatar, tts, ScriptedResponder([reply]), recognizer, frames,
                         lambda ev: timed.append((time.perf_counter(), ev)), cfg)  # fmt: skip
@@ -562,7 +602,7 @@ def test_a_clock_behind_sends_the_audio_on_time_and_skips_pictures(conv_parts):
             time.sleep(0.09)
 
     conv = Conversation(avatar, tts, ScriptedResponder(["Sure, that is easy."]), None, slow_sink,
-                        events.append, ConversationConfig())  # fmt: skip
+                        events.append, ConversationConfig(blink=False))  # fmt: skip
     conv.start()
     try:
         wait_for(lambda: conv.stats.get("idle_skipped", 0) >= 3, 60, "the idle rest pose")
@@ -611,7 +651,7 @@ def test_an_answer_starts_in_the_idle_frame_not_yet_sent(conv_parts):
         ticked.set()
 
     events: list[dict] = []
-    conv = Conversation(avatar, tts, ScriptedResponder(["Sure."] * 4), None, sink, events.append, ConversationConfig())
+    conv = Conversation(avatar, tts, ScriptedResponder(["Sure."] * 4), None, sink, events.append, ConversationConfig(blink=False))
     conv.retract = media.retract
     _ask_just_after_ticks(conv, media, events, ticked, loop, runner,
                           resent=lambda: media._vp8.held >= 3 and calls[-1][1], until="retaken")
@@ -663,7 +703,7 @@ def test_an_answer_too_late_for_the_idle_frame_is_drawn_before_its_tick(conv_par
         ticked.set()
 
     events: list[dict] = []
-    conv = Conversation(avatar, tts, ScriptedResponder(["Sure."] * 4), None, sink, events.append, ConversationConfig())
+    conv = Conversation(avatar, tts, ScriptedResponder(["Sure."] * 4), None, sink, events.append, ConversationConfig(blink=False))
     conv.retract = media.retract
     session, resets = conv._session, []  # when each answer's first frame began to be drawn
     real_reset = session.reset
@@ -751,7 +791,7 @@ def test_a_cut_answer_is_remembered_as_far_as_it_was_heard(conv_parts):
     avatar, tts = conv_parts  # each chunk is 1 s of audio
     events: list[dict] = []
     responder = _RememberingResponder(["First part. Second part. Third part.", "Fine."])
-    conv = Conversation(avatar, tts, responder, None, _Frames(), events.append, ConversationConfig())
+    conv = Conversation(avatar, tts, responder, None, _Frames(), events.append, ConversationConfig(blink=False))
     conv.start()
 
     def sent_s() -> float:
@@ -782,7 +822,7 @@ def test_a_responder_without_history_still_answers(conv_parts):
             seen.append(text)
             yield "Fine."
 
-    conv = Conversation(avatar, tts, _Plain(), None, _Frames(), events.append, ConversationConfig())
+    conv = Conversation(avatar, tts, _Plain(), None, _Frames(), events.append, ConversationConfig(blink=False))
     conv.start()
     try:
         wait_for(lambda: conv.stats.get("idle_skipped", 0) >= 3, 60, "the idle rest pose")

@@ -270,6 +270,10 @@ def test_no_speculate_and_history_reach_the_workers_conversation(tmp_path):
         assert cfg.history_turns == want
     with pytest.raises(InputError, match=r"history_turns \(--history\) must be an integer >= 0; got -2"):
         worker_config(parser.parse_args(["--bundle", str(bundle), "--history", "-2"]))
+    # --no-blink likewise
+    for extra, want in (([], True), (["--no-blink"], False)):
+        cfg = WorkerConfig(**json.loads(worker_config(parser.parse_args(["--bundle", str(bundle), *extra])).to_json()))
+        assert cfg.blink is want
 
 
 def _idle_media(loop, n: int):
@@ -335,13 +339,14 @@ def test_an_answer_takes_over_the_idle_frame_not_yet_sent():
 
 
 def test_moving_box_holds_what_moves_when_the_avatar_talks(demo_avatar, question_pcm):
-    """The box the page reads its motion meter on covers every pixel that changes between the
-    avatar at rest and the avatar speaking a question, and is well inside the frame."""
+    """The box the page reads its motion meter on holds no pixel a blink changes (a blink is not
+    the answer's first movement) and, below the eyes, every pixel that changes between the avatar
+    at rest and the avatar speaking a question; it is well inside the frame."""
     from types import SimpleNamespace
 
     from huma_rt.gaussians import Camera
 
-    box = worker.moving_box(demo_avatar.bundle)
+    box = worker.moving_box(demo_avatar.bundle, demo_avatar.blink_mask())
     w, h = demo_avatar.size
     x0, y0, x1, y1 = box[0] * w, box[1] * h, box[2] * w, box[3] * h
     assert 0 < (x1 - x0) * (y1 - y0) < 0.5 * w * h, box
@@ -349,16 +354,28 @@ def test_moving_box_holds_what_moves_when_the_avatar_talks(demo_avatar, question
     session = demo_avatar.session(live=True)
     try:
         rest = next(iter(session.idle_frames(1))).rgb.copy()
+        shut = np.zeros((h, w), bool)
+        for weight in (0.0, 0.5, 1.0, 0.5):
+            session.blink = weight
+            shut |= np.abs(next(iter(session.idle_frames(1))).rgb.astype(np.int16) - rest).max(axis=2) > 0
     finally:
         session.close()
+    ys, xs = np.nonzero(shut)
+    assert xs.size > 500, "the avatar did not blink"
+    assert ys.max() < y0 - 1, f"a blink changed rows down to {ys.max()}; the box starts at {y0:.0f}"
+    eyes = ys.max()
+
     changed = np.zeros((h, w), bool)
     for frame in demo_avatar.render(question_pcm):
         changed |= np.abs(frame.rgb.astype(np.int16) - rest).max(axis=2) > 8
+    changed[: eyes + 1] = False  # speech moves the demo's eyes a little too (rows 136-163): the box leaves them out
     ys, xs = np.nonzero(changed)
     assert xs.size > 500, "the avatar did not move while speaking"
     assert xs.min() >= x0 - 1 and xs.max() <= x1 + 1 and ys.min() >= y0 - 1 and ys.max() <= y1 + 1, (
         f"pixels changed over x {xs.min()}..{xs.max()}, y {ys.min()}..{ys.max()}; box {x0:.0f}..{x1:.0f}, "
         f"{y0:.0f}..{y1:.0f}")
+    # without the blink mask the box is the whole moving region, eyes included
+    assert worker.moving_box(demo_avatar.bundle)[1] * h < eyes - 20
 
     # nothing dynamic in front of the camera: the whole frame
     cam = demo_avatar.bundle.camera
