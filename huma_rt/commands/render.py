@@ -45,6 +45,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=None, help="onnxruntime threads (default: its own)")
     p.add_argument("--tts", choices=VOICES, default="auto",
                    help="voice for --text: the Piper voice package, or espeak-ng (auto: Piper if installed)")
+    p.add_argument("--blink", action="store_true",
+                   help="the avatar blinks every few seconds, as when served (bundles with a blink code)")
     p.add_argument("--strict-rate", action="store_true", help="refuse audio that is not 16 kHz instead of resampling")
     p.add_argument("--trusted-key", dest="trusted_keys", action="append", type=Path, metavar="KEY.pub",
                    help="ed25519 public key (repeatable): the bundle must be signed by one of them "
@@ -54,6 +56,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from huma_rt.media import Mp4Writer, load_audio, write_png, write_wav
     from huma_rt.runtime import Avatar
+    from huma_rt.runtime.blink import BlinkSchedule
     from huma_rt.speech.say import speak
 
     if args.output is not None and args.output.suffix.lower() != ".mp4":
@@ -75,7 +78,8 @@ def run(args: argparse.Namespace) -> int:
         mono, voice = speak(args.text, args.tts)
         log.info("text spoken by %s: %.2f s", voice, mono.size / RATE)
     w, h = avatar.size
-    frames = avatar.render(mono, sample_rate=rate, strict=args.strict_rate)
+    blinks = BlinkSchedule(avatar.fps) if args.blink else None
+    frames = avatar.render(mono, sample_rate=rate, strict=args.strict_rate, blinks=blinks)
     t1 = time.perf_counter()
     n = 0
     if args.output is not None:

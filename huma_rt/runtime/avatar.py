@@ -21,7 +21,7 @@ from huma_rt.backends import open_runner
 from huma_rt.bundle import Bundle, open_bundle
 from huma_rt.errors import InputError
 from huma_rt.runtime.audio_input import check_rate, to_mono
-from huma_rt.runtime.blink import blink_mask
+from huma_rt.runtime.blink import BlinkSchedule, blink_mask, check_blinks
 from huma_rt.runtime.frame import Frame
 from huma_rt.runtime.preload import (
     PreloadReport,
@@ -194,21 +194,25 @@ class Avatar:
             return spare
         return Session(self, live=live, dry_run=dry_run, frame_budget_s=frame_budget_s)
 
-    def render(self, audio: np.ndarray, sample_rate: int = 16000, *, strict: bool = False) -> Iterator[Frame]:
+    def render(self, audio: np.ndarray, sample_rate: int = 16000, *, strict: bool = False,
+               blinks: BlinkSchedule | None = None) -> Iterator[Frame]:  # fmt: skip
         """One-shot: all frames of ``audio`` (ceil(duration * fps) of them), lazily.
 
         Input is checked now (InputError before any frame); frames are produced as iterated,
-        each valid until the next. Equal to streaming the same audio in any chunks.
+        each valid until the next. Equal to streaming the same audio in any chunks (with the
+        same ``blinks``: a BlinkSchedule the frames blink by; avatars with ``can_blink``).
         """
         sr = check_rate(sample_rate)
         pcm = to_mono(audio)
         if strict and sr != self.sample_rate:
             raise InputError(f"sample_rate must be {self.sample_rate} (strict=True); got {sr}")
-        return self._render(pcm, sr, strict)
+        check_blinks(blinks, self)
+        return self._render(pcm, sr, strict, blinks)
 
-    def _render(self, pcm: np.ndarray, sr: int, strict: bool) -> Iterator[Frame]:
+    def _render(self, pcm: np.ndarray, sr: int, strict: bool, blinks: BlinkSchedule | None) -> Iterator[Frame]:
         session = self.session()
         try:
+            session.blinks = blinks
             step = int(sr * _RENDER_CHUNK_S)
             for start in range(0, pcm.size, step):
                 session.push_audio(pcm[start : start + step], sr, strict=strict)
@@ -221,6 +225,7 @@ class Avatar:
     def _recycle(self, session: Session) -> None:
         with self._lock:
             if self._spare is None and not session.dry_run:
+                session.blinks = None
                 session.reset()
                 self._spare = session
                 return

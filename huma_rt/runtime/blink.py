@@ -122,3 +122,16 @@ def blink_mask(means: np.ndarray, moved: np.ndarray, *, reach: float = 0.08) -> 
         near2[i : i + 8192] = ((m * m).sum(1)[:, None] + s2[None] - 2.0 * (m @ seeds.T)).min(1)
     near = np.sqrt(np.maximum(near2, 0.0))
     return np.clip((2 * r - near) / r, 0.0, 1.0).astype(np.float32)
+
+
+def check_blinks(schedule: BlinkSchedule | None, avatar) -> None:
+    """InputError unless ``schedule`` is None or a BlinkSchedule at ``avatar``'s fps for an
+    avatar that can blink."""
+    if schedule is None:
+        return
+    if not isinstance(schedule, BlinkSchedule):
+        raise InputError(f"blinks must be a huma_rt.runtime.blink.BlinkSchedule or None; got {type(schedule).__name__}")
+    if not avatar.can_blink:
+        raise InputError(f"avatar {avatar.name!r} cannot blink: its bundle has no expressions.blink code")
+    if schedule.fps != avatar.fps:
+        raise InputError(f"blinks must be scheduled at the avatar's {avatar.fps} fps; got {schedule.fps}")

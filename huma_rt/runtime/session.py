@@ -27,6 +27,7 @@ from huma_rt.audio.features import StreamingFeatures
 from huma_rt.errors import InputError
 from huma_rt.nvtx import annotate
 from huma_rt.runtime.audio_input import StreamResampler, check_rate, to_mono
+from huma_rt.runtime.blink import BlinkSchedule, check_blinks
 from huma_rt.runtime.frame import Frame
 
 if TYPE_CHECKING:
@@ -48,6 +49,8 @@ class Session:
     then on add ``blink`` x the bundle's code of shut eyes to the encoder's code, the way the
     deformer learnt blinks, on the Gaussians about the eyes (the avatar's blink mask; elsewhere
     the frame's own deltas). huma_rt.runtime.blink gives a live caller a natural schedule.
+    blinks: a BlinkSchedule the session follows itself, by its own frame index (then ``blink``
+    is set from it before each frame; None: ``blink`` stays as the caller sets it).
     frame_budget_s: with runners that take a frame deadline (Triton), the most one frame's
     network runs may take together (the encoder and deformer runs of a frame share one deadline,
     so a slow answer to one leaves less for the other); None: the runners' own ``budget_s``.
@@ -78,6 +81,7 @@ class Session:
         self._blink_host = np.zeros((1, 1, cfg.code_dim), np.float32)  # blink * blink_code
         self._blink_delta = xp.zeros_like(self._code) if self._cuda else self._blink_host
         self._blink = 0.0
+        self._blinks: BlinkSchedule | None = None
         self._deformer_blink = None
         self._dmu, self._dquat, self._dscale = (xp.zeros((1, nd, k), np.float32) for k in (3, 4, 3))
         if self._cuda:
@@ -157,6 +161,18 @@ class Session:
             if self._cuda:
                 self._blink_delta.set(self._blink_host, stream=self._stream)
         self._blink = value
+
+    @property
+    def blinks(self) -> BlinkSchedule | None:
+        """The schedule the session blinks by (frame index -> weight), or None."""
+        return self._blinks
+
+    @blinks.setter
+    def blinks(self, schedule: BlinkSchedule | None) -> None:
+        check_blinks(schedule, self.avatar)
+        self._blinks = schedule
+        if schedule is None:
+            self.blink = 0.0
 
     @property
     def pushed_samples(self) -> int:
@@ -298,6 +314,8 @@ class Session:
                 r.deadline = end
         t0 = time.perf_counter()
         t = self._features.next_window(self._window)
+        if self._blinks is not None:
+            self.blink = self._blinks.weight(t)
         t1 = time.perf_counter()
         if not self.dry_run and draw:
             if self._cuda:

@@ -59,7 +59,7 @@ def _path() -> st.SearchStrategy[str]:
 _VALUE = st.one_of(_path(), _TEXT, st.integers(-3, 10**9).map(str), st.sampled_from(["auto", "cpu", "cuda", "fp16", "-1"]))
 _FLAGS = {
     "render": ["--bundle", "--audio", "--wav", "--text", "--tts", "-o", "--output", "--png-dir", "--raw", "--device", "--backend",
-               "--precision", "--threads", "--strict-rate", "--bogus"],
+               "--precision", "--threads", "--strict-rate", "--blink", "--bogus"],
     "demo": ["-o", "--out", "--sheet", "--tts", "--backend", "--device", "--cache-dir", "--rebuild", "--bogus"],
     "pack": ["--regions", "--camera", "--export", "-o", "--name", "--background", "--archive", "--bogus"],
     "chat": ["--asr-model", "--asr-kind", "--asr-mode", "-o", "--output", "--responder", "--timeout", "--bogus"],

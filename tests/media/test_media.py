@@ -135,6 +135,38 @@ def test_render_command_mp4_png_raw(media_bundle, tmp_path):
     np.testing.assert_array_equal(np.frombuffer(proc.stdout[: 40 * 48 * 3], np.uint8).reshape(40, 48, 3), first_png)
 
 
+def test_render_command_blinks(media_bundle, tmp_path, capsys):
+    """--blink: the frames of BlinkSchedule(fps)'s blinks differ from a render without it, every
+    other frame is the same; an avatar without a blink code is refused with the reason."""
+    import matplotlib.image
+    from _runtime_avatar import shared_export, small_source
+
+    from huma_rt.bundle import pack
+    from huma_rt.cli import main
+    from huma_rt.runtime.blink import BlinkSchedule
+
+    export = shared_export(tmp_path / "export")
+    code = np.random.default_rng(5).normal(0, 1.0, 8).astype(np.float32)  # the small configs' code_dim
+    bundle = pack(small_source(export, blink_code=code), tmp_path / "blinking")
+    t = np.arange(16000 * 8) / 16000
+    wav = write_wav(tmp_path / "a.wav", (0.3 * np.sin(2 * np.pi * 220 * t) * (t % 1 < 0.5)).astype(np.float32), 16000)
+    pngs = {}
+    for flag in ((), ("--blink",)):
+        out = tmp_path / ("blink" if flag else "plain")
+        assert main(["render", "--bundle", str(bundle), "--wav", str(wav), "--png-dir", str(out), "--threads", "1",
+                     *flag]) == 0  # fmt: skip
+        pngs[bool(flag)] = [matplotlib.image.imread(p) for p in sorted(out.glob("frame_*.png"))]
+    assert len(pngs[True]) == len(pngs[False]) == 200
+    sched = BlinkSchedule(25)
+    differ = [i for i in range(200) if not np.array_equal(pngs[True][i], pngs[False][i])]
+    assert differ == [i for i in range(200) if sched.weight(i) > 0] and len(differ) >= sched.blink_frames
+
+    capsys.readouterr()
+    assert main(["render", "--bundle", str(media_bundle), "--wav", str(wav), "-o", str(tmp_path / "o.mp4"),
+                 "--blink"]) == 1  # fmt: skip
+    assert "cannot blink: its bundle has no expressions.blink code" in capsys.readouterr().err
+
+
 def test_render_command_errors(media_bundle, tmp_path, capsys):
     from huma_rt.cli import main
 

@@ -183,3 +183,36 @@ def test_blinking_allocates_nothing_on_the_hot_path(blinking):
 def test_a_small_avatar_without_a_code_still_packs(export_dir, tmp_path):
     a = Avatar.load(pack_small(export_dir, tmp_path / "plain"), device="cpu", renderer=renderer_arg(), threads=1)
     assert not a.can_blink and "expressions" not in json.loads((tmp_path / "plain" / "manifest.json").read_text())
+
+
+def test_one_shot_render_blinks_by_its_schedule_as_a_stream_does(blinking, avatar):
+    pcm = np.random.default_rng(2).normal(0, 0.1, 16000 * 9).astype(np.float32)
+    sched = BlinkSchedule(25, seed=3)
+    plain = [f.rgb.copy() for f in blinking.render(pcm)]
+    shut = [(f.index, f.rgb.copy()) for f in blinking.render(pcm, blinks=sched)]
+    blinked = [i for i, _ in shut if sched.weight(i) > 0]
+    assert len(blinked) >= 2 * sched.blink_frames  # two blinks in 9 s at least
+    for i, rgb in shut:
+        assert np.array_equal(rgb, plain[i]) == (sched.weight(i) == 0.0), f"frame {i}"
+    # streamed in odd chunks with the same schedule: the same frames
+    s = blinking.session()
+    s.blinks = sched
+    streamed = []
+    for k in range(0, pcm.size, 7777):
+        s.push_audio(pcm[k : k + 7777])
+        streamed += [f.rgb.copy() for f in s.frames()]
+    s.finish()
+    streamed += [f.rgb.copy() for f in s.frames()]
+    s.close()
+    assert len(streamed) == len(shut) and all(np.array_equal(a, b) for a, (_, b) in zip(streamed, shut, strict=True))
+    # the spare session the render used comes back without the schedule
+    again = blinking.session()
+    assert again.blinks is None and again.blink == 0.0
+    again.close()
+    with pytest.raises(InputError, match="blinks must be scheduled at the avatar's 25 fps; got 30"):
+        blinking.render(pcm, blinks=BlinkSchedule(30))
+    with pytest.raises(InputError, match="blinks must be a huma_rt.runtime.blink.BlinkSchedule or None; got float"):
+        blinking.render(pcm, blinks=0.5)
+    if not avatar.can_blink:
+        with pytest.raises(InputError, match="cannot blink"):
+            avatar.render(pcm, blinks=sched)
