@@ -251,11 +251,14 @@ def _blink_mask(deformer, feat, blink_code: np.ndarray, means: np.ndarray, xp, d
     runner = deformer.fork()
     try:
         runner.bind(inputs={"feat": feat, "code": code}, outputs=out)
-        runner.run()
-        rest = (xp.asnumpy(out["dmu"]) if device == "cuda" else out["dmu"].copy())[0]
-        code[0] = xp.asarray(blink_code)
-        runner.run()
-        shut = (xp.asnumpy(out["dmu"]) if device == "cuda" else out["dmu"])[0]
+        dmu = []
+        for c in (np.zeros_like(blink_code), blink_code):
+            code[0] = xp.asarray(c)
+            runner.run()
+            if device == "cuda":  # as the spatial graph's run at preload: its stream, then read
+                xp.cuda.get_current_stream().synchronize()
+            dmu.append(xp.asnumpy(out["dmu"])[0] if device == "cuda" else out["dmu"][0].copy())
+        rest, shut = dmu
     finally:
         runner.close()
     mask = blink_mask(means, np.linalg.norm(shut - rest, axis=1))
