@@ -60,8 +60,10 @@ async def _run(args) -> dict:
     from huma_rt.serve.worker import WorkerConfig, _Models
 
     bundle, _ = ensure_bundle()
-    models = _Models(WorkerConfig(bundle=str(bundle), responder="scripted",
-                                  responder_options={"replies": [args.reply]}))  # fmt: skip
+    cfg = WorkerConfig(bundle=str(bundle), responder="scripted", responder_options={"replies": [args.reply]})
+    if args.no_blink:
+        cfg.blink = False  # an older tree's WorkerConfig has no such field: set only when asked
+    models = _Models(cfg)
     loop = asyncio.get_running_loop()
     media = AvatarMedia(loop, fps=int(models.avatar.fps))
     events: list[dict] = []
@@ -89,7 +91,8 @@ async def _run(args) -> dict:
     tasks = [asyncio.ensure_future(drain(media.video, 90000)), asyncio.ensure_future(drain(media.audio, AUDIO_RATE)),
              asyncio.ensure_future(microphone())]  # fmt: skip
     conv.start()
-    result: dict = {"load_before": os.getloadavg(), "tree": __import__("huma_rt").__file__}
+    result: dict = {"load_before": os.getloadavg(), "tree": __import__("huma_rt").__file__,
+                    "blink": getattr(models.conversation, "blink", False)}
     try:
         await asyncio.sleep(args.settle)
         if args.idle:
@@ -140,6 +143,7 @@ async def _run(args) -> dict:
                                     "tts_to_video_ms_p50": statistics.median(x["tts_to_video_ms"] for x in r),
                                     "tts_to_audio_ms_mean": round(statistics.mean(x["tts_to_audio_ms"] for x in r), 1)}  # fmt: skip
         result["late"] = media.video_stats.get("late")
+        result["blink_frames"] = conv.stats.get("blink_frames", 0)
         result["answer_start_ms"] = conv.stats.get("answer_start_ms")
         result["not_retracted"] = getattr(media, "not_retracted", None)
     finally:
@@ -158,6 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--settle", type=float, default=4.0, help="seconds before measuring")
     ap.add_argument("--gap", type=float, default=2.5, help="seconds between turns")
     ap.add_argument("--reply", default="Sure.")
+    ap.add_argument("--no-blink", action="store_true", help="the avatar's eyes stay open (A/B of the blink's cost)")
     ap.add_argument("--out", type=Path, help="JSON file to write")
     args = ap.parse_args(argv)
     import torch

@@ -291,7 +291,9 @@ class Conversation:
     avatar: a loaded Avatar (its live session is opened here). tts: a PiperTTS (used by one turn
     at a time). responder: ``respond(text) -> iterator of text deltas``. asr: ``transcribe(pcm)``
     or None (then speech is detected, for barge-in, but not answered). sink: gets every frame
-    with its audio, on the frame clock's thread. emit: gets the page's events.
+    with its audio, on the frame clock's thread: ``sink(index, pts, rgb, audio, due)``, with
+    ``still=True`` when rgb is the rest picture re-sent and ``transient=True`` (only then) for a
+    blink drawn on it, after which the rest picture comes back. emit: gets the page's events.
     """
 
     def __init__(self, avatar, tts, responder, asr, sink: FrameSink, emit: Emit,
@@ -741,7 +743,11 @@ class Conversation:
                 self._silence_cut()
                 self._timeline.pop(spf, audio)
                 self._on_frame_events(index * spf, (index + 1) * spf, index / self.fps)
-                self.sink(index, index / self.fps, None if behind else frame.rgb, None if early_audio else audio, due)
+                if idle and blink and not behind:  # a blink on the rest picture: shown once
+                    self.sink(index, index / self.fps, frame.rgb, None if early_audio else audio, due, transient=True)
+                else:
+                    self.sink(index, index / self.fps, None if behind else frame.rgb, None if early_audio else audio,
+                              due)  # fmt: skip
                 if fast is not None:
                     start_s = 0.8 * start_s + 0.2 * (time.perf_counter() - began)
                     self.stats["answer_start_ms"] = round(1000 * start_s, 1)

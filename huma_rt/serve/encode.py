@@ -14,6 +14,11 @@ then only packetizes them):
   hold the same references when the next picture changes (checked with two decoders in
   ``tests/serve/test_encode.py``). libvpx takes per-frame flags through FFmpeg's ``vp8-flags``
   frame metadata, which PyAV can only set through a filter graph (``metadata`` filter).
+- **Blinks.** A blink on the still picture is a few frames shown once, after which the same
+  picture returns: each is encoded as a display-only frame too (``transient``), predicted from
+  the held picture and updating nothing, so afterwards the held packet is resent as before and
+  decodes to exactly the picture it did (``tests/serve/test_encode.py``), with no re-encoding
+  of the still picture and no change outside the eyes.
 - **Talking.** Only the mouth and jaw change (~15 % of the picture): only that box is converted
   to yuv420p (``Yuv420``, bit-identical to converting the whole picture), and libvpx runs
   without its denoiser and skips unchanged macroblocks (``Vp8Config``): ~6 -> ~3 ms a frame.
@@ -91,7 +96,8 @@ class Vp8Stream:
     packet a keyframe; ``target_bitrate`` may be set from any thread (a change of more than 10 %
     restarts the encoder at the next frame, whose first frame is a keyframe, as aiortc does).
     Counters: ``encoded``, ``held`` (packets resent without encoding), ``keyframes``,
-    ``requests`` (keyframe requests), ``restarts`` (new encoders: size or bitrate changed).
+    ``requests`` (keyframe requests), ``restarts`` (new encoders: size or bitrate changed),
+    ``transient`` (pictures encoded display-only between copies of the held one).
     """
 
     def __init__(self, config: Vp8Config | None = None) -> None:
@@ -105,7 +111,7 @@ class Vp8Stream:
         self._same = 0  # how many times in a row it was given the same picture
         self._held: bytes | None = None  # the display-only frame of the last picture
         self._keyframe = False
-        self.encoded = self.held = self.keyframes = self.requests = self.restarts = 0
+        self.encoded = self.held = self.keyframes = self.requests = self.restarts = self.transient = 0
 
     def request_keyframe(self) -> None:
         self.requests += 1
@@ -142,12 +148,15 @@ class Vp8Stream:
         graph.push(frame)
         return graph.pull()
 
-    def encode(self, rgb: np.ndarray, pts: float, same: bool | None = None):
+    def encode(self, rgb: np.ndarray, pts: float, same: bool | None = None, transient: bool = False):
         """rgb [H, W, 3] uint8 shown at ``pts`` seconds -> one av.Packet (VP8 frame).
 
         same: the caller knows the picture equals the last one given (True) or not (False);
         None: compared here (the 786 KB picture, the idle cost it saves; the box that changed is
-        all that is converted to yuv420p)."""
+        all that is converted to yuv420p). transient: the picture is shown once and the last one
+        comes back after it (a blink on the still picture): while a display-only frame of the
+        last picture is held, it is encoded display-only against it and changes no state here or
+        in the decoder; otherwise it is encoded as usual."""
         av = self._av
         if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
             raise InputError(f"expected an RGB picture [H, W, 3] uint8; got {rgb.shape} {rgb.dtype}")
@@ -165,6 +174,15 @@ class Vp8Stream:
         if same and self._held is not None and not keyframe and not restart:
             self.held += 1
             return self._packet(self._held, pts)
+        if transient and self._held is not None and not keyframe and not restart and not same:
+            # the whole picture converted (bit-identical to the held planes where it is the same)
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24").reformat(format="yuv420p")
+            frame.pts, frame.time_base = self._frames, c.time_base
+            self._frames += 1
+            data = b"".join(bytes(p) for p in c.encode(self._display_only(frame)))
+            self.encoded += 1
+            self.transient += 1
+            return self._packet(data, pts)
         if restart:
             self.restarts += c is not None
             self._open(w, h)  # a new encoder starts with a keyframe

@@ -219,20 +219,22 @@ class AvatarMedia:
         v = self._vp8
         late = {"video": self.video.lateness, "audio": self.audio.lateness}
         return {"late": late} if v is None else {"encoded": v.encoded, "held": v.held, "keyframes": v.keyframes,
-                                                 "keyframe_requests": v.requests, "restarts": v.restarts, "late": late}  # fmt: skip
+                                                 "keyframe_requests": v.requests, "restarts": v.restarts,
+                                                 "transient": v.transient, "late": late}  # fmt: skip
 
     @property
     def dropped(self) -> dict[str, int]:
         return {"video": self._video.dropped, "audio": self._audio.dropped}
 
     def push(self, index: int, pts: float, rgb: np.ndarray, audio: np.ndarray | None, due: float | None = None,
-             still: bool = False) -> None:  # fmt: skip
+             still: bool = False, transient: bool = False) -> None:  # fmt: skip
         """Called on the frame clock's thread with one frame and the 16 kHz samples it shows
         (rgb None: no new picture, the frame clock is behind; only the audio is sent; audio None:
         it went ahead through ``push_audio``). due: when
         the frame clock's tick for it was due (perf_counter s; None: now), what the media clock
         is anchored to. still: ``rgb`` is the very array of the previous push and the caller
-        never changes it (the idle rest pose): it is neither copied nor compared again."""
+        never changes it (the idle rest pose): it is neither copied nor compared again.
+        transient: shown once, the still picture comes back after it (a blink; ``Vp8Stream``)."""
         av = self._av
         made = time.perf_counter() if due is None else due
         vf = None
@@ -249,7 +251,8 @@ class AvatarMedia:
                     slot = self._ring[self._handed % len(self._ring)]
                     np.copyto(slot, rgb)
                 try:
-                    self._encoder.submit(self._encode_video, rgb if same else slot, pts, made, True if same else None)
+                    self._encoder.submit(self._encode_video, rgb if same else slot, pts, made, True if same else None,
+                                         transient)  # fmt: skip
                     self._handed += 1
                     self._prev = rgb if still else None  # the caller only keeps a still picture
                 except RuntimeError:  # closed: the visit is over
@@ -316,11 +319,12 @@ class AvatarMedia:
             self._idle_opus = data
         return packet
 
-    def _encode_video(self, rgb: np.ndarray, pts: float, made: float, same: bool | None = None) -> None:
+    def _encode_video(self, rgb: np.ndarray, pts: float, made: float, same: bool | None = None,
+                      transient: bool = False) -> None:  # fmt: skip
         try:  # on huma-encode
             self._follow_bitrate()
             held = self._vp8.held
-            packet = self._vp8.encode(rgb, pts, same=same)
+            packet = self._vp8.encode(rgb, pts, same=same, transient=transient)
             resent = self._vp8.held > held
         except Exception:
             log.exception("VP8 encoding failed")

@@ -4,8 +4,9 @@ The page loads from the server, its fake microphone (a WAV of synthesized speech
 server, the video shows the avatar (pixels compared with the session's own rest pose), the
 caption shows the recognised question, the mouth moves while the answer's audio plays and not
 before, barge-in cuts the answer, two pages run at once while a third visitor is told "busy",
-a visitor's page (no ?measure=1) reads no pixels and two of them share one browser, and a
-visitor who vanishes mid-answer frees its worker.
+a visitor's page (no ?measure=1) reads no pixels and two of them share one browser, the idle
+avatar blinks in the page and its mouth stays still, and a visitor who vanishes mid-answer
+frees its worker.
 
 Timing figures are printed (run with -s), never asserted tightly: this machine is shared.
 """
@@ -155,6 +156,66 @@ def test_two_pages_at_once_and_a_third_is_busy(server, playwright, wavs, rest_po
         for p in pages:
             p.close()
     server.wait_health(lambda h: h["visitors"] == 0, 30, "both visits to end")
+
+
+def _eyes(avatar) -> list[float]:
+    """The box (fractions of the frame) of what a full blink changes."""
+    session = avatar.session(live=True)
+    try:
+        for frame in session.idle_frames(40):
+            rest = frame.rgb.astype(np.int16)
+        session.blink = 1.0
+        shut = next(iter(session.idle_frames(1))).rgb.astype(np.int16)
+    finally:
+        session.close()
+    ys, xs = np.nonzero(np.abs(shut - rest).max(axis=2) > 30)
+    h, w = rest.shape[:2]
+    return [xs.min() / w, ys.min() / h, (xs.max() + 1) / w, (ys.max() + 1) / h]
+
+
+def test_the_idle_avatar_blinks_in_the_page(server, playwright, wavs, demo_avatar):
+    """Nobody speaks: in the page the avatar's eyes shut now and then (their pixels depart from
+    their usual picture for a few frames at a time), and the page's own meter, which stamps the
+    answer's first frame, sees no movement: a blink is not taken for an answer."""
+    eyes = _eyes(demo_avatar)
+    page = Page(playwright, server.url, wavs["silence"])
+    try:
+        page.start()
+        # settled: the visit's first seconds re-encode the picture (its first keyframe is refined,
+        # and the browser's first bitrate estimate restarts the encoder), which the meter sees
+        page.wait("huma.frames.length > 50 && huma.frames.slice(-15).every(f => f[1] === 0)", 30,
+                  "idle frames that are one picture")  # fmt: skip
+        t0 = page.js("performance.now()")
+        # the test's own probe: each presented frame's mean absolute luminance difference over
+        # the eyes' box from the first frame it sees
+        page.js(f"""(() => {{ const v = document.getElementById('avatar'), c = document.createElement('canvas');
+            const ctx = c.getContext('2d', {{ willReadFrequently: true }}); window.probe = []; let ref = null;
+            const f = () => {{ c.width = v.videoWidth; c.height = v.videoHeight; ctx.drawImage(v, 0, 0);
+                const b = {json.dumps(eyes)}, x = b[0] * c.width, y = b[1] * c.height;
+                const d = ctx.getImageData(x, y, (b[2] - b[0]) * c.width, (b[3] - b[1]) * c.height).data;
+                const lum = new Float32Array(d.length / 4);
+                for (let i = 0; i < lum.length; i++) lum[i] = 0.299 * d[4 * i] + 0.587 * d[4 * i + 1] + 0.114 * d[4 * i + 2];
+                if (!ref) ref = lum;
+                let s = 0; for (let i = 0; i < lum.length; i++) s += Math.abs(lum[i] - ref[i]);
+                window.probe.push(s / lum.length);
+                v.requestVideoFrameCallback(f); }};
+            v.requestVideoFrameCallback(f); }})()""")  # fmt: skip
+        time.sleep(10.0)  # one blink per 4 s slot: two at least
+        probe = np.array(page.js("window.probe"), dtype=float)
+        frames = np.array(page.js("huma.frames"), dtype=float)
+        onsets = page.js(f"huma.motionOnsets.filter(t => t > {t0})")
+    finally:
+        page.close()
+    assert len(probe) > 200, f"{len(probe)} frames presented in 10 s"
+    # the reference may itself be a blink's frame: measure from the usual (median) difference
+    eye = np.abs(probe - np.median(probe))
+    shut = eye > 8.0
+    blinks = int(np.count_nonzero(shut[1:] & ~shut[:-1]) + shut[0])
+    meter = frames[frames[:, 0] > t0]
+    print(f"\nblinks seen in the page: {blinks} in {len(probe) / 25:.1f} s, the eyes' pixels {eye.max():.0f} levels "
+          f"off on average; the page's meter: motion <= {meter[:, 1].max():.2f}, opening <= {meter[:, 5].max():.2f}")  # fmt: skip
+    assert blinks >= 2 and shut.mean() < 0.2, (blinks, shut.mean())
+    assert onsets == [] and meter[:, 1].max() <= MOVING and meter[:, 5].max() <= MOVING, "the meter saw a blink"
 
 
 def test_a_visitors_page_reads_no_pixels_and_pages_share_one_browser(server, playwright, wavs, rest_pose):

@@ -315,8 +315,8 @@ def test_the_idle_avatar_blinks_and_its_rest_picture_is_resent_between(conv_part
     avatar, tts = conv_parts
     sent: list[tuple[int, np.ndarray | None]] = []  # (index, picture; None: the rest re-sent)
 
-    def sink(index, pts, rgb, audio, due=None, still=False):
-        sent.append((index, None if still else rgb.copy()))
+    def sink(index, pts, rgb, audio, due=None, still=False, transient=False):
+        sent.append((index, None if still else rgb.copy(), transient))
 
     conv = Conversation(avatar, tts, ScriptedResponder(["Fine."]), None, sink, lambda ev: None, ConversationConfig())
     conv.start()
@@ -331,11 +331,12 @@ def test_the_idle_avatar_blinks_and_its_rest_picture_is_resent_between(conv_part
             rest = frame.rgb.copy()
     finally:
         session.close()
-    settled = next(k for k, (i, p) in enumerate(sent) if p is None)  # the first rest picture re-sent
+    settled = next(k for k, (i, p, _) in enumerate(sent) if p is None)  # the first rest picture re-sent
     weight = conv._blinks.weight
     shut = []
-    for i, p in sent[settled + 1 :]:
-        if weight(i) > 0:  # a blink: drawn, and not the rest picture
+    for i, p, transient in sent[settled + 1 :]:
+        assert transient == (weight(i) > 0), f"frame {i}: transient {transient}, blink {weight(i)}"
+        if weight(i) > 0:  # a blink: drawn, and not the rest picture; shown once (the encoder's transient)
             assert p is not None and not np.array_equal(p, rest), f"frame {i} of a blink is the rest picture"
             shut.append(p)
         elif weight(i - 1) > 0:  # the frame after a blink is drawn: the rest picture again

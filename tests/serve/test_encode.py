@@ -71,6 +71,54 @@ def test_an_unchanged_picture_is_resent_and_decodes_exactly_as_encoded(pictures,
     assert err < 4.0, f"the held frame shows the rest pose {err:.2f} levels off on average"
 
 
+@pytest.mark.parametrize("decoder", ["vp8", "libvpx"])
+def test_a_blink_on_the_held_picture_is_shown_once_and_the_held_packet_then_decodes_as_before(demo_avatar,
+                                                                                             pictures, decoder):  # fmt: skip
+    """Transient pictures (a blink on the rest pose) go out as display-only frames against the
+    held picture: the held packet resent after them decodes to exactly the picture it did before,
+    the still picture is not encoded again, and the answer that follows decodes as it would have
+    without the blink. While a restart is due, a transient picture is encoded as usual."""
+    rest, talk = pictures
+    session = demo_avatar.session(live=True)
+    try:
+        for _ in session.idle_frames(12):  # settled: the rest pose
+            pass
+        blink = []
+        for w in (0.25, 0.75, 1.0, 0.9, 0.6, 0.4, 0.2):
+            session.blink = w
+            blink.append(next(iter(session.idle_frames(1))).rgb.copy())
+    finally:
+        session.close()
+    enc = Vp8Stream(Vp8Config(settle_frames=4))
+    sent = [enc.encode(rest, i / 25) for i in range(10)]
+    encoded = enc.encoded
+    sent += [enc.encode(b, (10 + i) / 25, transient=True) for i, b in enumerate(blink)]
+    assert enc.transient == len(blink) and enc.encoded == encoded + len(blink)
+    for p in sent[10:]:
+        hdr = vp8_frame_header(bytes(p))
+        assert hdr["show"] and not hdr["key"] and (hdr["refresh_last"], hdr["refresh_golden"],
+                                                    hdr["refresh_alternate"], hdr["refresh_entropy_probs"]) == (0, 0, 0, 0)  # fmt: skip
+    n = len(sent)
+    sent += [enc.encode(rest, (n + i) / 25) for i in range(5)]  # the rest pose again: the held packet
+    assert enc.encoded == encoded + len(blink) and all(bytes(p) == bytes(sent[9]) for p in sent[n:])
+    m = len(sent)
+    sent += [enc.encode(rgb, (m + i) / 25) for i, rgb in enumerate(talk)]
+
+    got = _decode(sent, decoder)
+    plain = _decode(sent[:10] + sent[n:], decoder)  # the same stream without the blink
+    for k in range(n, m):
+        assert np.array_equal(got[k], got[9]), f"the held frame after the blink ({k - n}) decodes differently"
+    for i in range(len(talk)):
+        assert np.array_equal(got[m + i], plain[10 + (m - n) + i]), f"answer frame {i} differs after the blink"
+    for i, b in enumerate(blink):
+        shown = av.VideoFrame.from_ndarray(got[10 + i], format="yuv420p").to_ndarray(format="rgb24")
+        assert np.abs(shown.astype(np.int16) - b).mean() < 4.0, f"blink frame {i} is not shown"
+
+    enc.target_bitrate = 1_000_000  # a restart is due: the transient picture is a new encoder's keyframe
+    assert vp8_frame_header(bytes(enc.encode(blink[2], 1.0, transient=True)))["key"]
+    assert enc.transient == len(blink) and enc.restarts == 1
+
+
 def _changes(rest, talk):
     """Pictures in order: the rest pose, noisy boxes as the first changes after it (the held box
     only grows, so a box's edges are tested where it is the first change), the avatar talking,
