@@ -1,5 +1,6 @@
 """The visitor's conversation engine without a browser: frames paired with their audio on one
-timeline, the rest pose re-sent while idle, barge-in cutting an answer."""
+timeline, the rest pose re-sent while idle, barge-in cutting an answer, the idle avatar blinking.
+Blinks are off (``blink=False``) wherever a test compares pictures or times the rest pose."""
 
 from __future__ import annotations
 
@@ -62,7 +63,7 @@ class _Frames:
         self.due: list[tuple[float, float]] = []  # (tick due, sink called), perf_counter s
         self.lock = threading.Lock()
 
-    def __call__(self, index, pts, rgb, audio, due=None, still=False) -> None:
+    def __call__(self, index, pts, rgb, audio, due=None, still=False, transient=False) -> None:
         with self.lock:
             self.due.append((due, time.perf_counter()))
             self.index.append(index)
@@ -255,7 +256,7 @@ def test_audio_sink_gets_each_frames_audio_before_its_picture(conv_parts):
     sink_audio: list = []
     frames_call = frames.__call__
 
-    def sink(index, pts, rgb, audio, due=None, still=False):
+    def sink(index, pts, rgb, audio, due=None, still=False, transient=False):
         sink_audio.append(audio)
         frames_call(index, pts, rgb, np.zeros(0, np.float32), due, still)
 
@@ -466,7 +467,8 @@ def test_spoken_question_is_answered_after_a_short_silence(conv_parts, question_
     avatar, tts = conv_parts
     events: list[dict] = []
     frames = _Frames()
-    conv = Conversation(avatar, tts, ScriptedResponder(["Sure."]), recognizer, frames, events.append)
+    conv = Conversation(avatar, tts, ScriptedResponder(["Sure."]), recognizer, frames, events.append,
+                        ConversationConfig(blink=False))  # fmt: skip
     conv.start()
     try:
         _talk(conv, np.concatenate([np.zeros(8000, np.float32), _trim(question_pcm), np.zeros(16000, np.float32)]),
@@ -491,7 +493,8 @@ def test_a_visitor_who_goes_on_after_a_pause_is_one_question(conv_parts, recogni
     first = _trim(espeak("I need some help.", tmp_path / "a.wav"))
     rest = _trim(espeak("With my homework about trains.", tmp_path / "b.wav"))
     events: list[dict] = []
-    conv = Conversation(avatar, tts, ScriptedResponder(["Of course."]), recognizer, _Frames(), events.append)
+    conv = Conversation(avatar, tts, ScriptedResponder(["Of course."]), recognizer, _Frames(), events.append,
+                        ConversationConfig(blink=False))  # fmt: skip
     conv.start()
     try:
         # a finished-sounding sentence, a pause longer than the statement silence, then more words
@@ -597,7 +600,7 @@ def test_a_clock_behind_sends_the_audio_on_time_and_skips_pictures(conv_parts):
     events: list[dict] = []
     frames = _Frames()
 
-    def slow_sink(index, pts, rgb, audio, due, still=False):
+    def slow_sink(index, pts, rgb, audio, due, still=False, transient=False):
         frames(index, pts, rgb, audio, due)
         if rgb is not None and index % 4 == 0 and any(e["type"] == "answer_start" for e in events):
             time.sleep(0.09)
@@ -646,7 +649,7 @@ def test_an_answer_starts_in_the_idle_frame_not_yet_sent(conv_parts):
     calls: list[tuple[int, bool]] = []
     ticked = threading.Event()
 
-    def sink(index, pts, rgb, audio, due=None, still=False):
+    def sink(index, pts, rgb, audio, due=None, still=False, transient=False):
         calls.append((index, still))
         media.push(index, pts, rgb, audio, due, still=still)
         ticked.set()
@@ -698,7 +701,7 @@ def test_an_answer_too_late_for_the_idle_frame_is_drawn_before_its_tick(conv_par
     calls: list[tuple[int, float, float, bool]] = []  # index, due, called, still
     ticked = threading.Event()
 
-    def sink(index, pts, rgb, audio, due=None, still=False):
+    def sink(index, pts, rgb, audio, due=None, still=False, transient=False):
         calls.append((index, due, time.perf_counter(), still))
         media.push(index, pts, rgb, audio, due, still=still)
         ticked.set()
@@ -756,7 +759,7 @@ def test_the_responder_is_given_the_visits_earlier_exchanges(conv_parts):
     events: list[dict] = []
     long = "One. Two. Three. Four. Five. Six."  # ~6 s of answer audio: cut by the next question
     responder = _RememberingResponder(["It is four.", long, "Berlin.", "Yes."])
-    conv = Conversation(avatar, tts, responder, None, _Frames(), events.append, ConversationConfig(history_turns=2))
+    conv = Conversation(avatar, tts, responder, None, _Frames(), events.append, ConversationConfig(history_turns=2, blink=False))
     conv.start()
 
     def ended(n: int) -> bool:
