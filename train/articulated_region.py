@@ -188,14 +188,14 @@ def _outside_distance(xy: np.ndarray, hull: np.ndarray) -> np.ndarray:
 
 
 def landmark_region(means: np.ndarray, landmarks: np.ndarray, *, margin: float = 0.06, below_jaw: float = 0.03,
-                    depth_front: float = 0.15, depth_back: float = 0.2) -> np.ndarray:
+                    depth_front: float = 0.15, depth_back: float = 0.2, parts: tuple[str, ...] | None = None) -> np.ndarray:
     """bool [N]: the Gaussians (canonical means [N,3]) on the face parts articulation moves
     (PARTS; see module), from the 68 canonical landmarks [68,3]. Each part: within ``margin``
     of its landmarks' convex hull in (x, y); for the mouth part also at most ``below_jaw``
     below the jaw line (landmarks 2..14, interpolated in x); and between ``depth_front`` in
     front of and ``depth_back`` behind the landmarks' depth there (inverse-distance weighted
     over the part's 4 nearest landmarks in x, y). All lengths are fractions of the face height
-    (:func:`face_height`, ~112 mm on the mean face)."""
+    (:func:`face_height`, ~112 mm on the mean face). parts: only these PARTS (None: all)."""
     lm = landmark_frame(landmarks)
     if lm is None:
         raise InputError(f"landmarks must be 68 finite canonical points [68,3]; got {np.asarray(landmarks).shape}")
@@ -206,7 +206,11 @@ def landmark_region(means: np.ndarray, landmarks: np.ndarray, *, margin: float =
     m = np.asarray(means, np.float64)
     unit = face_height(lm)
     chosen = np.zeros(m.shape[0], bool)
+    if parts is not None and not set(parts) <= set(PARTS):
+        raise InputError(f"parts must be among {sorted(PARTS)}; got {parts!r}")
     for name, idx in PARTS.items():
+        if parts is not None and name not in parts:
+            continue
         part = lm[idx]
         near = _outside_distance(m[:, :2], _hull(part[:, :2])) <= margin * unit
         if name == "mouth":

@@ -95,6 +95,7 @@ log = logging.getLogger(__name__)
 CHECKPOINT = "articulated.ckpt.pt"
 STAGE = "articulated"
 REGION_DYNAMIC = 1  # any non-zero region id is deformed by the runtime
+REGION_EYES = 2  # the dynamic Gaussians on the eye parts (the lids: what a blink may move)
 REGION_SOURCES = ("landmarks", "residual")
 _CANONICAL = ("log_scales", "quats", "opacity_logits", "sh_dc", "sh_rest")
 
@@ -464,7 +465,12 @@ def _fit(data, static, codes, cfg: ArticulatedFitConfig, out_dir, resume, progre
         log.info("articulated fit: held-out PSNR %.2f dB (face %s, region %s); static %.2f (region %s)",
                  metrics["psnr"], metrics.get("psnr_face"), metrics.get("psnr_region"), metrics["static"]["psnr"],
                  metrics["static"].get("psnr_region"))  # fmt: skip
-    return ArticulatedFitResult(_to_gaussians(model), model.spatial, _folded(model.deformer, scale), dcfg,
+    eyes = None
+    if landmarks is not None and region.get("source") == "landmarks":
+        eyes = landmark_region(means, landmarks, margin=cfg.region_margin, below_jaw=cfg.region_below_jaw,
+                               depth_front=cfg.region_depth_front, depth_back=cfg.region_depth_back,
+                               parts=("eye_right", "eye_left"))  # fmt: skip
+    return ArticulatedFitResult(_to_gaussians(model, eyes), model.spatial, _folded(model.deformer, scale), dcfg,
                                 plate.numpy(), views.camera, metrics, region, history, train, held, seconds)  # fmt: skip
 
 
@@ -508,11 +514,15 @@ def _folded(deformer: Deformer, scale: float) -> Deformer:
     return d
 
 
-def _to_gaussians(model: _Model) -> Gaussians:
+def _to_gaussians(model: _Model, eyes: np.ndarray | None = None) -> Gaussians:
+    """The fitted Gaussians; region REGION_DYNAMIC on the dynamic rows, REGION_EYES on those of
+    them ``eyes`` [N] bool marks (the bundle names that region as the one a blink moves)."""
     p = {k: v.detach() for k, v in model.params.items()}
     sh = p["sh_dc"] if "sh_rest" not in p else torch.cat([p["sh_dc"], p["sh_rest"]], 1)
     region = np.zeros(p["means"].shape[0], np.uint8)
     region[model.dynamic.numpy()] = REGION_DYNAMIC
+    if eyes is not None:
+        region[model.dynamic.numpy()[eyes[model.dynamic.numpy()]]] = REGION_EYES
     q = p["quats"] / p["quats"].norm(dim=1, keepdim=True)
     f = {k: np.ascontiguousarray(v.numpy(), np.float32) for k, v in (("means", p["means"]), ("log_scales", p["log_scales"]),
                                                                       ("opacity_logits", p["opacity_logits"]),

@@ -192,6 +192,7 @@ def _check_export(failures: list[str], export_dir: Path, name: str) -> None:
 def pack_avatar(gaussians: Gaussians, spatial, deformer, encoder, camera: Camera, background: np.ndarray,
                 out: str | Path, *, name: str, rest_pose: tuple[np.ndarray, np.ndarray], upscale: int = 1,
                 overwrite: bool = False, archive: bool = False, blink_code: np.ndarray | None = None,
+                blink_regions: list[int] | None = None,
                 progress: Callable[[str, int, int], None] | None = None) -> Path:  # fmt: skip
     """Write the trained avatar as bundle ``out`` (a folder; ``archive``: one .tar) -> its path.
 
@@ -204,7 +205,8 @@ def pack_avatar(gaussians: Gaussians, spatial, deformer, encoder, camera: Camera
     the fit's frames. upscale: the bundle renders at ``upscale`` times ``camera``'s size, the
     Gaussians widened by :func:`lowpass_for_upscale` (``camera`` must then be the size they were
     fitted at). blink_code: [code_dim] code of shut eyes the deformer was fitted on
-    (articulation_codes.blink_code), or None: the avatar does not blink. The modules are put in eval mode. Refuses an existing ``out`` unless
+    (articulation_codes.blink_code), or None: the avatar does not blink; blink_regions: the
+    region ids a blink moves (fit_articulated.REGION_EYES when the fit labelled the eyes). The modules are put in eval mode. Refuses an existing ``out`` unless
     ``overwrite``. progress(step, done, total): huma_rt.bundle.pack's callback."""
     from huma_rt.export.onnx_export import export_models
 
@@ -228,7 +230,7 @@ def pack_avatar(gaussians: Gaussians, spatial, deformer, encoder, camera: Camera
                                raise_on_failure=False)  # fmt: skip
         _check_export(result.report.get("failures", []), export_dir, name)
         source = AvatarSource(gaussians=gaussians, camera=cam, background=plate, export_dir=export_dir, name=name,
-                              blink_code=blink_code)  # fmt: skip
+                              blink_code=blink_code, blink_regions=blink_regions)  # fmt: skip
         path = Path(pack(source, out, archive=archive, overwrite=overwrite, progress=progress))
     log.info("packed trained avatar %r: %d Gaussians (%d dynamic), %dx%d, into %s", name, gaussians.count,
              int(np.count_nonzero(gaussians.region)), cam.width, cam.height, path)  # fmt: skip

@@ -306,10 +306,14 @@ class StageRunner:
         blink = blink_code(read_npz(self.wf.path("codes.npz"))["params"][self._fit_index()])
         if blink is None:
             log.info("pack: the fitted frames show no shut eye, so the avatar will not blink")
+        from .fit_articulated import REGION_EYES
+
+        eyes = [REGION_EYES] if blink is not None and (art.gaussians.region == REGION_EYES).any() else None
         # an existing bundle was refused before the run began unless resuming or overwriting
         path = pack_avatar(art.gaussians, art.spatial, art.deformer, encoder, cam,
                            np.asarray(art.background, np.float32), self.out, name=self._name(),
-                           rest_pose=rest, upscale=upscale, overwrite=True, blink_code=blink)  # fmt: skip
+                           rest_pose=rest, upscale=upscale, overwrite=True, blink_code=blink,
+                           blink_regions=eyes)  # fmt: skip
         return {"bundle": str(path), "gaussians": int(art.gaussians.count), "blinks": blink is not None,
                 "size": [cam.width * upscale, cam.height * upscale], "fit_size": [cam.width, cam.height]}  # fmt: skip
 

@@ -79,9 +79,12 @@ def build_bundle(out: Path, checkpoint: Path = DEMO_CHECKPOINT_DIR) -> Path:
         source = AvatarSource(
             gaussians=build_head(head_spec), camera=build_camera(head_spec.image_size),
             background=build_background(head_spec.image_size), export_dir=export_dir,
-            name="huma-demo", blink_code=blink_code(meta),
+            name="huma-demo", blink_code=blink_code(meta), blink_regions=[REGION_LIDS],
         )
         return Path(pack(source, out))
+
+
+REGION_LIDS = 4  # head.py's region id of the eyelids
 
 
 def blink_code(meta: dict) -> np.ndarray:

@@ -86,6 +86,12 @@ class Bundle:
         code = self.manifest.get("expressions", {}).get("blink")
         return None if code is None else np.asarray(code, np.float32)
 
+    @property
+    def blink_regions(self) -> list[int] | None:
+        """The region ids a blink moves (``expressions.blink_regions``), or None (not declared)."""
+        regions = self.manifest.get("expressions", {}).get("blink_regions")
+        return None if regions is None else [int(r) for r in regions]
+
     def model_file(self, graph: str, precision: str) -> Path:
         if graph not in GRAPHS or precision not in PRECISIONS:
             raise InputError(f"graph must be one of {GRAPHS} and precision one of {PRECISIONS}; got {graph!r}, {precision!r}")

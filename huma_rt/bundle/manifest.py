@@ -113,8 +113,18 @@ def check_consistency(m: dict[str, Any], what: str) -> None:
             raise FormatError(f"{what}: field $.{key} is {top[key]}, but the encoder config gives {want}")
     if enc.code_dim != dfm.code_dim:
         raise FormatError(f"{what}: $.encoder.code_dim {enc.code_dim} must equal $.deformer.code_dim {dfm.code_dim}")
-    for name, code in m.get("expressions", {}).items():
-        if len(code) != dfm.code_dim:
+    expressions = m.get("expressions", {})
+    if "blink_regions" in expressions:
+        if "blink" not in expressions:
+            raise FormatError(f"{what}: $.expressions.blink_regions needs $.expressions.blink")
+        regions = m["gaussians"].get("regions", {})
+        missing = [r for r in expressions["blink_regions"] if regions.get(str(r), 0) == 0]
+        if missing:
+            raise FormatError(f"{what}: $.expressions.blink_regions names region ids {missing} that hold no Gaussian "
+                              f"($.gaussians.regions: {sorted(regions)})")  # fmt: skip
+    for name in ("blink",):
+        code = expressions.get(name)
+        if code is not None and len(code) != dfm.code_dim:
             raise FormatError(f"{what}: $.expressions.{name} has {len(code)} values; the deformer's code_dim is "
                               f"{dfm.code_dim}")  # fmt: skip
     cam = m["camera"]

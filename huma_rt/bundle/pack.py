@@ -49,6 +49,8 @@ class AvatarSource:
     folder. plans_dir: optional folder of TensorRT plans (``<graph>.fp16.plan`` + sidecar JSON).
     blink_code: optional [code_dim] motion code of shut eyes, which the deformer was trained on
     (live sessions add a weight of it to the encoder's code to blink); None: the avatar cannot blink.
+    blink_regions: the region ids of the Gaussians a blink moves (e.g. the lids); None: the runtime
+    keeps the blink near what its code moves most.
     """
 
     gaussians: Gaussians
@@ -58,6 +60,7 @@ class AvatarSource:
     plans_dir: str | Path | None = None
     name: str = "avatar"
     blink_code: np.ndarray | None = None
+    blink_regions: list[int] | None = None
 
 
 def _log_progress(step: str, done: int, total: int) -> None:
@@ -131,12 +134,17 @@ def _check_models(export_dir: Path, gaussians: Gaussians) -> tuple[EncoderConfig
 
 def _expressions(source: AvatarSource, dfm: DeformerConfig) -> dict:
     if source.blink_code is None:
+        if source.blink_regions is not None:
+            raise InputError("blink_regions needs a blink_code (the code a blink adds)")
         return {}
     code = np.asarray(source.blink_code)
     if code.shape != (dfm.code_dim,) or not np.issubdtype(code.dtype, np.floating) or not np.isfinite(code).all():
         raise InputError(f"blink_code must be {dfm.code_dim} finite floats (the deformer's code_dim); got an array "
                          f"of shape {code.shape}, dtype {code.dtype}")  # fmt: skip
-    return {"expressions": {"blink": [float(v) for v in code.astype(np.float32)]}}
+    out = {"blink": [float(v) for v in code.astype(np.float32)]}
+    if source.blink_regions is not None:
+        out["blink_regions"] = [int(r) for r in source.blink_regions]
+    return {"expressions": out}
 
 
 def _write_array(path: Path, arr: np.ndarray, dtype: str) -> None:

@@ -147,7 +147,11 @@ class Avatar:
         blink = None
         if bundle.blink_code is not None:
             with report.phase("blink"):
-                blink = _blink_mask(runners["deformer"], feat, bundle.blink_code, base[0], xp, dev)
+                if bundle.blink_regions is not None:  # the bundle says which Gaussians a blink moves
+                    mask = np.isin(np.asarray(g.region)[rows], bundle.blink_regions).astype(np.float32)
+                    blink = xp.asarray(mask[:, None])
+                else:
+                    blink = _blink_mask(runners["deformer"], feat, bundle.blink_code, base[0], xp, dev)
         with report.phase("renderer"):
             factory, report.renderer = renderer_factory(renderer, dev, threads)
             bg = bundle.background

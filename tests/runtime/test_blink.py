@@ -82,6 +82,12 @@ def test_the_bundle_carries_the_blink_code(blinking, blink_code, export_dir, tmp
     (broken / "manifest.json").write_text(json.dumps(doc))
     with pytest.raises(FormatError, match=rf"\$.expressions.blink has 3 values; the deformer's code_dim is {CODE_DIM}"):
         Avatar.load(broken, device="cpu", verify=False)
+    # blink regions: only with a code, only regions that hold Gaussians
+    with pytest.raises(InputError, match="blink_regions needs a blink_code"):
+        pack(small_source(export_dir, blink_regions=[1]), tmp_path / "bad2")
+    with pytest.raises(FormatError, match=r"blink_regions names region ids \[7\] that hold no Gaussian"):
+        pack(small_source(export_dir, blink_code=blink_code, blink_regions=[1, 7]), tmp_path / "bad3")
+    assert blinking.bundle.blink_regions is None  # not declared: the mask is measured at load
 
 
 def _frames(avatar: Avatar, pcm: np.ndarray, weights) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -100,6 +106,17 @@ def _frames(avatar: Avatar, pcm: np.ndarray, weights) -> list[tuple[np.ndarray, 
 
 
 @pytest.fixture(scope="module")
+def lids(export_dir, blink_code, tmp_path_factory):
+    """The tiny avatar with part of its moving cap as region 2, named the blink's region."""
+    from _runtime_avatar import small_gaussians
+
+    g = small_gaussians()
+    g.region[(g.region == 1) & (g.means[:, 0] > 0)] = 2
+    src = small_source(export_dir, gaussians=g, blink_code=blink_code, blink_regions=[2])
+    return Avatar.load(pack(src, tmp_path_factory.mktemp("lids") / "b"), device="cpu", renderer=renderer_arg(), threads=1)
+
+
+@pytest.fixture(scope="module")
 def demo():
     pytest.importorskip("onnxruntime")
     from huma_rt.export.demo.bundle import ensure_bundle
@@ -107,16 +124,19 @@ def demo():
     return Avatar.load(ensure_bundle()[0], device="cpu", threads=1)
 
 
-@pytest.mark.parametrize("which", ["tiny", "demo"])
+@pytest.mark.parametrize("which", ["tiny", "lids", "demo"])
 def test_a_blink_moves_only_the_masked_gaussians_and_zero_is_the_plain_frame(which, blinking, request):
-    av = blinking if which == "tiny" else request.getfixturevalue("demo")
+    av = blinking if which == "tiny" else request.getfixturevalue(which)
     pcm = np.random.default_rng(1).normal(0, 0.1, 640 * 24).astype(np.float32)
     weights = [0.0] * 8 + [0.5, 1.0, 1.0, 0.5] + [0.0] * 12
     plain = _frames(av, pcm, [0.0] * len(weights))
     shut = _frames(av, pcm, weights)
     mask = av.blink_mask()
-    if which == "demo":  # the lids and about them, of the jaw, lips, mouth and eyes
-        assert 0 < (mask > 0).sum() < 0.3 * mask.size, (mask > 0).sum()
+    if which != "tiny":  # the regions the bundle names: the demo's lids (4), the tiny one's region 2
+        region = np.asarray(av.bundle.gaussians().region)
+        dyn = region[region != 0]
+        assert np.array_equal(mask, np.isin(dyn, av.bundle.blink_regions).astype(np.float32))
+        assert av.bundle.blink_regions == ([4] if which == "demo" else [2]) and 0 < mask.sum() < mask.size
     for t, w in enumerate(weights):
         (rgb0, mu0), (rgb1, mu1) = plain[t], shut[t]
         if w == 0.0:

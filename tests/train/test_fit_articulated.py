@@ -429,6 +429,17 @@ def test_blink_code_closes_the_eye(eye_fit):
     print(f"held-out closed eyes ({len(held)} frames), eyes' footprint PSNR: {got}")
     assert got["blink"] >= got["static"] + 3.0
     assert got["blink"] >= got["no blink"] + 3.0
+    # the dynamic Gaussians on the eye parts carry their own region id: the bundle names it as
+    # the one a blink moves
+    from huma_rt.train.articulated_region import landmark_frame, landmark_region
+    from huma_rt.train.fit_articulated import REGION_DYNAMIC, REGION_EYES
+
+    region = fit.gaussians.region
+    on_eyes = landmark_region(static.gaussians.means, landmark_frame(data.anchors), parts=("eye_right", "eye_left"))
+    dynamic = np.zeros(region.size, bool)
+    dynamic[fit.dynamic] = True
+    assert np.array_equal(region == REGION_EYES, dynamic & on_eyes) and (region == REGION_EYES).any()
+    assert np.array_equal(region == REGION_DYNAMIC, dynamic & ~on_eyes) and (region == REGION_DYNAMIC).any()
 
 
 def test_coarse_splats_on_the_face_parts_stay_static(eye_fit):
