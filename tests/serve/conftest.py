@@ -27,3 +27,16 @@ def demo_avatar():
 
     bundle, _built = ensure_bundle()
     return Avatar.load(bundle, threads=1)
+
+
+@pytest.fixture(scope="session")
+def rest_pose(demo_avatar) -> np.ndarray:
+    """The demo avatar's rest pose: what its live session draws from silence alone (frame 40,
+    long past the receptive field), [H, W, 3] uint8."""
+    session = demo_avatar.session(live=True)
+    try:
+        for frame in session.idle_frames(40):
+            rgb = frame.rgb.copy()
+    finally:
+        session.close()
+    return rgb

@@ -72,17 +72,6 @@ def wavs(tmp_path_factory):
     }
 
 
-@pytest.fixture(scope="module")
-def rest_pose(demo_avatar):
-    session = demo_avatar.session(live=True)
-    try:
-        for frame in session.idle_frames(40):
-            rgb = frame.rgb.copy()
-    finally:
-        session.close()
-    return rgb
-
-
 def _shows_avatar(page: Page, rest_pose: np.ndarray) -> float:
     page.wait("huma.frames.length > 5", 60, "video frames in the page")
     img = page.frame_png()
@@ -158,14 +147,13 @@ def test_two_pages_at_once_and_a_third_is_busy(server, playwright, wavs, rest_po
     server.wait_health(lambda h: h["visitors"] == 0, 30, "both visits to end")
 
 
-def _eyes(avatar) -> list[float]:
-    """The box (fractions of the frame) of what a full blink changes."""
+def _eyes(avatar, rest: np.ndarray) -> list[float]:
+    """The box (fractions of the frame) of what a full blink changes on the rest pose ``rest``."""
     session = avatar.session(live=True)
     try:
-        for frame in session.idle_frames(40):
-            rest = frame.rgb.astype(np.int16)
         session.blink = 1.0
-        shut = next(iter(session.idle_frames(1))).rgb.astype(np.int16)
+        for frame in session.idle_frames(40):  # as the rest pose: from silence alone
+            shut = frame.rgb.astype(np.int16)
     finally:
         session.close()
     ys, xs = np.nonzero(np.abs(shut - rest).max(axis=2) > 30)
@@ -173,11 +161,11 @@ def _eyes(avatar) -> list[float]:
     return [xs.min() / w, ys.min() / h, (xs.max() + 1) / w, (ys.max() + 1) / h]
 
 
-def test_the_idle_avatar_blinks_in_the_page(server, playwright, wavs, demo_avatar):
+def test_the_idle_avatar_blinks_in_the_page(server, playwright, wavs, demo_avatar, rest_pose):
     """Nobody speaks: in the page the avatar's eyes shut now and then (their pixels depart from
     their usual picture for a few frames at a time), and the page's own meter, which stamps the
     answer's first frame, sees no movement: a blink is not taken for an answer."""
-    eyes = _eyes(demo_avatar)
+    eyes = _eyes(demo_avatar, rest_pose)
     page = Page(playwright, server.url, wavs["silence"])
     try:
         page.start()
