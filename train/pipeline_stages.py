@@ -295,6 +295,7 @@ class StageRunner:
 
     def _run_pack(self) -> dict:
         from .articulation_codes import blink_code
+        from .fit_articulated import REGION_EYES
         from .pack_avatar import median_pose, pack_avatar
 
         art = self._cache.get("articulated") or load_articulated(self.wf.path("articulated"))
@@ -306,8 +307,6 @@ class StageRunner:
         blink = blink_code(read_npz(self.wf.path("codes.npz"))["params"][self._fit_index()])
         if blink is None:
             log.info("pack: the fitted frames show no shut eye, so the avatar will not blink")
-        from .fit_articulated import REGION_EYES
-
         eyes = [REGION_EYES] if blink is not None and (art.gaussians.region == REGION_EYES).any() else None
         # an existing bundle was refused before the run began unless resuming or overwriting
         path = pack_avatar(art.gaussians, art.spatial, art.deformer, encoder, cam,
