@@ -75,7 +75,9 @@ class TrainConfig:
     at the largest whole multiple of the fit's size whose longer side is at most this (franck's
     180 px fit: 360, its video's size; the closed loop's 170: 510; 0 or less than the fit: the
     fit's size), the Gaussians widened to look as the fit drew them
-    (pack_avatar.lowpass_for_upscale); a frame's cost grows with its pixels. max_fit_frames: the most frames the fits hold (all frames are decoded into memory at
+    (pack_avatar.lowpass_for_upscale); a frame's cost grows with its pixels. prune_below: the
+    bundle leaves out the Gaussians that never cover this share of one fit-size pixel at the rest
+    pose (prune_hidden.py; 0: keep all). max_fit_frames: the most frames the fits hold (all frames are decoded into memory at
     the tracking size: 1500 of 360x288 are ~0.5 GB, with mattes ~0.6 GB); a longer video's frames
     are taken evenly spread (2 minutes at 24 fps: every 2nd). static: StaticFitConfig
     (:func:`default_static_config`). articulated: ArticulatedFitConfig. audio: AudioAdaptConfig.
@@ -87,6 +89,7 @@ class TrainConfig:
     min_valid: float = 0.5
     fit_side: int = 180
     pack_side: int = 512
+    prune_below: float = 0.02
     max_fit_frames: int = 1500
     static: StaticFitConfig = field(default_factory=lambda: default_static_config())
     articulated: ArticulatedFitConfig = field(default_factory=lambda: ArticulatedFitConfig(checkpoint_every=100))
@@ -103,6 +106,10 @@ class TrainConfig:
             raise InputError(f"fit_side must be an integer >= 0 (0: the fit configs' own downscale); got {self.fit_side!r}")
         if isinstance(self.pack_side, bool) or not isinstance(self.pack_side, int) or self.pack_side < 0:
             raise InputError(f"pack_side must be an integer >= 0 (0: the fit's size); got {self.pack_side!r}")
+        if isinstance(self.prune_below, bool) or not isinstance(self.prune_below, (int, float)) \
+                or not 0 <= self.prune_below < 1:  # fmt: skip
+            raise InputError(f"prune_below must be a share of one pixel in [0, 1) (0: keep every Gaussian); "
+                             f"got {self.prune_below!r}")
         if self.threads is not None and (isinstance(self.threads, bool) or not isinstance(self.threads, int)
                                          or self.threads < 1):  # fmt: skip
             raise InputError(f"threads must be None or an integer >= 1; got {self.threads!r}")

@@ -96,7 +96,8 @@ class StageRunner:
         if name == "audio":  # the speech: --audio's bytes, else the video's (its key is upstream)
             audio_sha = sha256_file(self.audio) if self.audio is not None else None
             return {"audio": _effect(as_dict(c.audio)), "audio_sha": audio_sha}
-        return {"name": self._name(), "out": str(self.out.resolve()), "pack_side": c.pack_side}
+        return {"name": self._name(), "out": str(self.out.resolve()), "pack_side": c.pack_side,
+                "prune_below": c.prune_below}
 
     def _outputs_exist(self, name: str) -> bool:
         files = {"video": ["video.json"], "track": ["tracks.npz"], "static": ["static/result.npz", "poses.npz"],
@@ -297,6 +298,7 @@ class StageRunner:
         from .articulation_codes import blink_code
         from .fit_articulated import REGION_EYES
         from .pack_avatar import median_pose, pack_avatar
+        from .prune_hidden import prune_hidden
 
         art = self._cache.get("articulated") or load_articulated(self.wf.path("articulated"))
         encoder, _ = load_encoder(self.wf.path("audio"))
@@ -304,17 +306,24 @@ class StageRunner:
         rest = median_pose(poses["head_quat"], poses["head_trans"], poses["valid"])
         cam = art.camera
         upscale = max(1, self.cfg.pack_side // max(cam.width, cam.height))
-        blink = blink_code(read_npz(self.wf.path("codes.npz"))["params"][self._fit_index()])
+        codes = read_npz(self.wf.path("codes.npz"))
+        blink = blink_code(codes["params"][self._fit_index()])
         if blink is None:
             log.info("pack: the fitted frames show no shut eye, so the avatar will not blink")
-        eyes = [REGION_EYES] if blink is not None and (art.gaussians.region == REGION_EYES).any() else None
+        plate = np.asarray(art.background, np.float32)
+        pruned = prune_hidden(art.gaussians, art.spatial, art.deformer, cam, rest, plate,
+                              codes["codes"][self._fit_index()], below=self.cfg.prune_below, blink_code=blink)  # fmt: skip
+        gaussians = art.gaussians.subset(pruned.keep)
+        eyes = [REGION_EYES] if blink is not None and (gaussians.region == REGION_EYES).any() else None
         # an existing bundle was refused before the run began unless resuming or overwriting
-        path = pack_avatar(art.gaussians, art.spatial, art.deformer, encoder, cam,
-                           np.asarray(art.background, np.float32), self.out, name=self._name(),
+        path = pack_avatar(gaussians, art.spatial, art.deformer, encoder, cam, plate, self.out, name=self._name(),
                            rest_pose=rest, upscale=upscale, overwrite=True, blink_code=blink,
                            blink_regions=eyes)  # fmt: skip
-        return {"bundle": str(path), "gaussians": int(art.gaussians.count), "blinks": blink is not None,
-                "size": [cam.width * upscale, cam.height * upscale], "fit_size": [cam.width, cam.height]}  # fmt: skip
+        return {"bundle": str(path), "gaussians": int(gaussians.count), "fitted_gaussians": int(art.gaussians.count),
+                "prune_below": self.cfg.prune_below,
+                "prune_psnr": round(pruned.psnr, 2) if np.isfinite(pruned.psnr) else None,
+                "blinks": blink is not None, "size": [cam.width * upscale, cam.height * upscale],
+                "fit_size": [cam.width, cam.height]}  # fmt: skip
 
 
 # the stages each stage reads (their keys enter its key)

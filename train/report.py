@@ -217,6 +217,11 @@ def _markdown(rep: dict) -> str:
     if "size" in pack:
         fit = f" (the fit's frames: {pack['fit_size'][0]}x{pack['fit_size'][1]})" if "fit_size" in pack else ""
         lines += ["", f"Bundle: {pack['size'][0]}x{pack['size'][1]} px{fit}, {pack['gaussians']} Gaussians."]
+        left = pack.get("fitted_gaussians", pack["gaussians"]) - pack["gaussians"]
+        if left:
+            lines[-1] += (f" {left} of the fit's {pack['fitted_gaussians']} were left out: no frame shows them (they "
+                          f"never cover {pack.get('prune_below', 0):g} of a pixel; at rest, the avatar drawn without "
+                          f"them matches the fit's picture at {pack.get('prune_psnr')} dB PSNR).")  # fmt: skip
         if "blinks" in pack:
             lines[-1] += (" It blinks when served (the fitted frames show shut eyes)." if pack["blinks"] else
                           " It does not blink: the fitted frames show no shut eye.")  # fmt: skip

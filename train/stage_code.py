@@ -28,7 +28,7 @@ STAGE_MODULES: dict[str, tuple[str, ...]] = {
     "codes": ("articulation_codes",),
     "articulated": ("fit_articulated",),
     "audio": ("audio_adapt",),
-    "pack": ("pack_avatar",),
+    "pack": ("pack_avatar", "prune_hidden"),
 }
 
 

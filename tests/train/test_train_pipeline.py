@@ -142,6 +142,12 @@ def test_cli_trains_a_bundle_that_speaks(trained, clip, tmp_path):
     # the demo avatar the clip was rendered from never blinks in it: nor does the trained one
     assert "It does not blink: the fitted frames show no shut eye." in md and not avatar.can_blink
     assert (avatar.size, open_bundle(trained).camera.fx) == ((128, 128), pytest.approx(2 * 512 / 8))
+    # the Gaussians no frame shows are left out of the bundle, and the report says so
+    pack = rep["stages"]["pack"]["summary"]
+    assert open_bundle(trained).gaussians().count == pack["gaussians"] <= pack["fitted_gaussians"]
+    assert pack["fitted_gaussians"] == rep["articulated"]["gaussians"]
+    if pack["gaussians"] < pack["fitted_gaussians"]:
+        assert f"{pack['fitted_gaussians'] - pack['gaussians']} of the fit's" in md and pack["prune_psnr"] > 40
     sheet = imread(report / "heldout.png")
     assert sheet.shape[0] > 200 and sheet.std() > 0.05
 
@@ -329,6 +335,9 @@ def test_config_round_trips_and_refuses_bad_values(tmp_path):
         TrainConfig.from_dict({"statik": {}})
     with pytest.raises(HumaError, match="min_valid"):
         TrainConfig(min_valid=0)
+    for bad in (1.0, -0.01, True, "0.02"):
+        with pytest.raises(HumaError, match="prune_below must be a share of one pixel in"):
+            TrainConfig(prune_below=bad)
     with pytest.raises(HumaError, match="until"):
         train_avatar(tmp_path / "x.mp4", tmp_path / "x.bundle", until="everything")
 
