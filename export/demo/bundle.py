@@ -27,6 +27,8 @@ from ..checkpoint import DEMO_CHECKPOINT_DIR, is_checkpoint, load_checkpoint
 log = logging.getLogger(__name__)
 
 DEMO_JSON = "demo.json"
+# the head's rows some frame shows (train/demo_visibility.py writes it beside the checkpoint)
+VISIBLE_NPZ = "visible.npz"
 _CODE_FILES = ("head.py", "articulation.py", "bundle.py", "../onnx_export.py", "../fp16.py")
 
 
@@ -57,6 +59,9 @@ def bundle_key(checkpoint: Path = DEMO_CHECKPOINT_DIR) -> str:
     for name in _CODE_FILES:
         h.update(name.encode())
         h.update((here / name).read_bytes())
+    if (checkpoint / VISIBLE_NPZ).is_file():
+        h.update(VISIBLE_NPZ.encode())
+        h.update((checkpoint / VISIBLE_NPZ).read_bytes())
     h.update(f"bundle schema {SCHEMA_VERSION}".encode())
     return h.hexdigest()[:16]
 
@@ -76,8 +81,10 @@ def build_bundle(out: Path, checkpoint: Path = DEMO_CHECKPOINT_DIR) -> Path:
         result = export_models(export_dir, encoder, spatial, deformer, source=f"demo checkpoint {checkpoint}",
                                raise_on_failure=False)
         _check_export(result.report.get("failures", []), export_dir)
+        head = build_head(head_spec)
+        rows = visible_rows(checkpoint, head)
         source = AvatarSource(
-            gaussians=build_head(head_spec), camera=build_camera(head_spec.image_size),
+            gaussians=head if rows is None else head.subset(rows), camera=build_camera(head_spec.image_size),
             background=build_background(head_spec.image_size), export_dir=export_dir,
             name="huma-demo", blink_code=blink_code(meta), blink_regions=[REGION_LIDS],
         )
@@ -85,6 +92,30 @@ def build_bundle(out: Path, checkpoint: Path = DEMO_CHECKPOINT_DIR) -> Path:
 
 
 REGION_LIDS = 4  # head.py's region id of the eyelids
+
+
+def head_digest(head) -> str:
+    """sha256 of a head's means and region ids: which head a visibility list was computed for."""
+    h = hashlib.sha256()
+    for a in (head.means, head.region):
+        h.update(np.ascontiguousarray(a).tobytes())
+    return h.hexdigest()
+
+
+def visible_rows(checkpoint: Path, head) -> np.ndarray | None:
+    """The rows of ``head`` [M] int64 that ``visible.npz`` beside the checkpoint keeps, or None
+    (every row) when there is no such file or it was computed for another head (logged: rerun
+    ``python -m huma_rt.train.demo_visibility``)."""
+    path = Path(checkpoint) / VISIBLE_NPZ
+    if not path.is_file():
+        return None
+    with np.load(path) as z:
+        count, digest, bits = int(z["count"]), str(z["head_sha256"]), z["keep"]
+    if count != head.count or digest != head_digest(head):
+        log.warning("%s was computed for another demo head (%d Gaussians; this one has %d): every Gaussian is "
+                    "packed; rerun python -m huma_rt.train.demo_visibility", path, count, head.count)  # fmt: skip
+        return None
+    return np.flatnonzero(np.unpackbits(bits, count=count).astype(bool))
 
 
 def blink_code(meta: dict) -> np.ndarray:
