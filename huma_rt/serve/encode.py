@@ -67,7 +67,10 @@ class Vp8Config:
     to remove: 0 saves ~1 ms a talking frame. static_thresh: macroblocks whose change is under
     this are coded as unchanged without the search (aiortc's: 1); 100 saves ~1 ms a talking frame
     and ~25 % of its bits with the mouth as sharp (demo avatar talking, mouth-box PSNR 40.7 dB
-    vs 40.4; ``bench/serve_worker_cost.py --stages``)."""
+    vs 40.4; ``bench/serve_worker_cost.py --stages``). quiet_after_transient: a bitrate change
+    waits until this many pictures after the last transient one (a blink) before it restarts the
+    encoder: the new encoder's keyframe re-encodes the whole picture at another quality, which the
+    page's meter would take for movement at the blink (a size change restarts at once)."""
 
     bitrate: int = 500_000
     min_bitrate: int = 250_000
@@ -77,6 +80,7 @@ class Vp8Config:
     threads: int = 1
     noise_sensitivity: int = 0
     static_thresh: int = 100
+    quiet_after_transient: int = 10
 
     def validate(self) -> None:
         if not 0 < self.min_bitrate <= self.bitrate <= self.max_bitrate:
@@ -94,7 +98,8 @@ class Vp8Stream:
     ``encode(rgb, pts)`` runs libvpx unless the picture equals the last one and a display-only
     frame of it exists; ``request_keyframe()`` (a browser's PLI/FIR, any thread) makes the next
     packet a keyframe; ``target_bitrate`` may be set from any thread (a change of more than 10 %
-    restarts the encoder at the next frame, whose first frame is a keyframe, as aiortc does).
+    restarts the encoder at the next frame, whose first frame is a keyframe, as aiortc does; not
+    during a blink and ``quiet_after_transient`` pictures after it).
     Counters: ``encoded``, ``held`` (packets resent without encoding), ``keyframes``,
     ``requests`` (keyframe requests), ``restarts`` (new encoders: size or bitrate changed),
     ``transient`` (pictures encoded display-only between copies of the held one).
@@ -111,6 +116,7 @@ class Vp8Stream:
         self._same = 0  # how many times in a row it was given the same picture
         self._held: bytes | None = None  # the display-only frame of the last picture
         self._keyframe = False
+        self._since_transient = 1 << 30  # pictures since the last transient one
         self.encoded = self.held = self.keyframes = self.requests = self.restarts = self.transient = 0
 
     def request_keyframe(self) -> None:
@@ -170,7 +176,10 @@ class Vp8Stream:
         # a new size, or a bitrate more than 10 % away (aiortc's rule), needs a new encoder; done
         # at once, also while holding, so that an answer does not start with its keyframe
         rate = max(self.config.min_bitrate, min(int(self.target_bitrate), self.config.max_bitrate))
-        restart = c is None or (c.width, c.height) != (w, h) or abs(rate - c.bit_rate) > 0.1 * c.bit_rate
+        resize = c is None or (c.width, c.height) != (w, h)
+        self._since_transient = 0 if transient else self._since_transient + 1
+        restart = resize or (abs(rate - c.bit_rate) > 0.1 * c.bit_rate
+                             and self._since_transient > self.config.quiet_after_transient)  # fmt: skip
         if same and self._held is not None and not keyframe and not restart:
             self.held += 1
             return self._packet(self._held, pts)

@@ -167,7 +167,10 @@ def test_the_idle_avatar_blinks_in_the_page(server, playwright, wavs, demo_avata
     answer's first frame, sees no movement on a blink's frames: a blink is not taken for an
     answer. (A new encoder's keyframe while idle, when the browser's bitrate estimate moves,
     re-encodes the whole still picture, which the meter can see: that is not a blink's doing and
-    is printed, not asserted; CI saw one 10.7 s into a visit.)"""
+    is printed, not asserted; CI saw one 10.7 s into a visit, and one that fell on a blink, which
+    re-encoded the blink's own frames and left the meter's rest picture stale: the encoder now
+    waits until a blink is over to restart, and the meter takes its rest picture again whenever
+    one picture has been shown 10 times.)"""
     eyes = _eyes(demo_avatar, rest_pose)
     page = Page(playwright, server.url, wavs["silence"])
     try:

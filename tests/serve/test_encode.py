@@ -77,7 +77,8 @@ def test_a_blink_on_the_held_picture_is_shown_once_and_the_held_packet_then_deco
     """Transient pictures (a blink on the rest pose) go out as display-only frames against the
     held picture: the held packet resent after them decodes to exactly the picture it did before,
     the still picture is not encoded again, and the answer that follows decodes as it would have
-    without the blink. While a restart is due, a transient picture is encoded as usual."""
+    without the blink. A bitrate change waits until the blink is over (its new encoder's
+    keyframe would re-encode the whole picture at the blink)."""
     rest, talk = pictures
     session = demo_avatar.session(live=True)
     try:
@@ -114,9 +115,18 @@ def test_a_blink_on_the_held_picture_is_shown_once_and_the_held_packet_then_deco
         shown = av.VideoFrame.from_ndarray(got[10 + i], format="yuv420p").to_ndarray(format="rgb24")
         assert np.abs(shown.astype(np.int16) - b).mean() < 4.0, f"blink frame {i} is not shown"
 
-    enc.target_bitrate = 1_000_000  # a restart is due: the transient picture is a new encoder's keyframe
-    assert vp8_frame_header(bytes(enc.encode(blink[2], 1.0, transient=True)))["key"]
-    assert enc.transient == len(blink) and enc.restarts == 1
+    for i in range(10):  # settled again, long after the blink
+        enc.encode(rest, 2.0 + i / 25)
+    enc.target_bitrate = 1_000_000  # a restart is due, but not during a blink and shortly after it
+    held = enc.encode(rest, 3.0)
+    assert vp8_frame_header(bytes(held))["key"] and enc.restarts == 1  # settled: at once, as before
+    for i in range(30):
+        enc.encode(rest, 3.04 + i / 25)
+    enc.target_bitrate = 250_000
+    hdr = vp8_frame_header(bytes(enc.encode(blink[2], 5.0, transient=True)))
+    assert not hdr["key"] and hdr["refresh_last"] == 0 and enc.restarts == 1
+    quiet = [vp8_frame_header(bytes(enc.encode(rest, 5.04 + i / 25)))["key"] for i in range(11)]
+    assert quiet == [False] * 10 + [True] and enc.restarts == 2
 
 
 def _changes(rest, talk):

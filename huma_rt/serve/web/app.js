@@ -82,9 +82,9 @@ function watchFrames(video) {
   const N = 128, canvas = document.createElement("canvas");
   canvas.width = canvas.height = N;
   const ctx = canvas.getContext("2d", { willReadFrequently: true });
-  let prev = null, lastMotion = -1e9, rest = null, still = 0, box = null;
+  let prev = null, lastMotion = -1e9, rest = null, still = 0, same = 0, box = null;
   const onFrame = (now, meta) => {
-    if (huma.movingBox !== box) { box = huma.movingBox; prev = rest = null; still = 0; }
+    if (huma.movingBox !== box) { box = huma.movingBox; prev = rest = null; still = same = 0; }
     const vw = video.videoWidth, vh = video.videoHeight;
     if (box && vw && vh) {
       ctx.drawImage(video, box[0] * vw, box[1] * vh, (box[2] - box[0]) * vw, (box[3] - box[1]) * vh, 0, 0, N, N);
@@ -112,7 +112,11 @@ function watchFrames(video) {
       opening = Math.max(opening, o / 64);
     }
     still = prev && motion < 1.5 ? still + 1 : 0;
-    if (!rest && still >= 10) rest = lum;  // the idle avatar, once the picture has settled
+    same = prev && motion === 0 ? same + 1 : 0;
+    // the rest pose: the idle avatar once the picture has settled, and again whenever one picture
+    // has been shown 10 times (a new encoder re-encodes the idle picture at another quality, and
+    // the picture taken while the first keyframe was still being refined is not the settled one)
+    if ((!rest && still >= 10) || same >= 10) rest = lum;
     prev = lum;
     const t = meta.expectedDisplayTime || now;
     const mean = sum / (N * N), std = Math.sqrt(Math.max(0, sum2 / (N * N) - mean * mean));
