@@ -194,7 +194,7 @@ def test_the_idle_avatar_blinks_in_the_page(server, playwright, wavs, demo_avata
                 window.probe.push([meta.expectedDisplayTime || now, s / lum.length]);
                 v.requestVideoFrameCallback(f); }};
             v.requestVideoFrameCallback(f); }})()""")  # fmt: skip
-        time.sleep(10.0)  # one blink per 4 s slot: two at least
+        time.sleep(12.0)  # one blink per 4 s slot: two at least
         probe = np.array(page.js("window.probe"), dtype=float)
         frames = np.array(page.js("huma.frames"), dtype=float)
         onsets = page.js(f"huma.motionOnsets.filter(t => t > {t0})")
@@ -207,17 +207,37 @@ def test_the_idle_avatar_blinks_in_the_page(server, playwright, wavs, demo_avata
     shut = eye > 8.0
     blinks = int(np.count_nonzero(shut[1:] & ~shut[:-1]) + shut[0])
     meter = frames[frames[:, 0] > t0]
-    # the meter's rows of a blink's frames and of the frame after each (the same display times)
-    during = shut | np.r_[False, shut[:-1]]
-    at = np.isin(np.round(meter[:, 0]), np.round(probe[during, 0]))
-    near = [t for t in onsets if np.any(np.abs(probe[during, 0] - t) <= 80)]
-    print(f"\nblinks seen in the page: {blinks} in {len(probe) / 25:.1f} s, the eyes' pixels {eye.max():.0f} levels "
-          f"off on average; the page's meter on their frames: motion <= {meter[at, 1].max():.2f}, opening <= "
-          f"{meter[at, 5].max():.2f}; elsewhere {meter[~at, 1].max():.2f} / {meter[~at, 5].max():.2f}, onsets "
-          f"{len(onsets) - len(near)}, keyframes {keyframes}")  # fmt: skip
+    # each blink's span of display times, from its first shut frame to the frame after its last:
+    # the meter's rows in it. Matched by span, not frame by frame: the meter's and the probe's
+    # frame callbacks each skip presented frames when the page is busy (CI: 4 of 24 blink frames
+    # had no meter row), and a frame the meter skips still shows in its next row's motion, which
+    # is measured against the last frame it read
+    starts = np.flatnonzero(shut & ~np.r_[False, shut[:-1]])
+    ends = np.flatnonzero(shut & ~np.r_[shut[1:], False])
+    spans = [(probe[a, 0], probe[min(b + 1, len(probe) - 1), 0]) for a, b in zip(starts, ends, strict=True)]
+    # judged: the blinks with no new encoder's keyframe near them: the held picture, shown
+    # unchanged for 1 s before the blink and again after it (a restart re-encodes the whole
+    # picture, eyes included, which the meter sees whether or not the eyes move, and the meter's
+    # rest picture is retaken only once the picture is still again; printed, not asserted, as above)
+    def _held(lo: float, hi: float) -> bool:
+        before = probe[(probe[:, 0] >= lo - 1000) & (probe[:, 0] < lo), 1]
+        after = probe[(probe[:, 0] > hi) & (probe[:, 0] <= hi + 160), 1]
+        return before.size > 10 and np.ptp(before) <= 0.1 and after.size > 0 and np.abs(after - before[-1]).max() <= 0.1
+
+    clean = [_held(lo, hi) for lo, hi in spans]
+    spans = [sp for sp, ok in zip(spans, clean, strict=True) if ok]
+    rows = [(meter[:, 0] >= lo - 1) & (meter[:, 0] <= hi + 1) for lo, hi in spans]
+    at = np.logical_or.reduce(rows) if rows else np.zeros(len(meter), bool)
+    near = [t for t in onsets if any(lo - 80 <= t <= hi + 80 for lo, hi in spans)]
+    on = (meter[at, 1].max(initial=0.0), meter[at, 5].max(initial=0.0))
+    print(f"\nblinks seen in the page: {blinks} in {len(probe) / 25:.1f} s ({len(spans)} with no keyframe near), the "
+          f"eyes' pixels {eye.max():.0f} levels off on average; the page's meter on their frames: motion <= "
+          f"{on[0]:.2f}, opening <= {on[1]:.2f}; elsewhere {meter[~at, 1].max(initial=0.0):.2f} / "
+          f"{meter[~at, 5].max(initial=0.0):.2f}, onsets {len(onsets) - len(near)}, keyframes {keyframes}")  # fmt: skip
     assert blinks >= 2 and shut.mean() < 0.2, (blinks, shut.mean())
-    assert at.sum() >= during.sum() - 2, "the meter's frames are not the probe's"
-    assert near == [] and meter[at, 1].max() <= MOVING and meter[at, 5].max() <= MOVING, "the meter saw a blink"
+    assert spans, f"a new encoder's keyframe fell near every blink ({blinks}); none could be judged"
+    assert all(r.sum() >= 2 for r in rows), f"the meter read {[int(r.sum()) for r in rows]} frames of the blinks"
+    assert near == [] and on[0] <= MOVING and on[1] <= MOVING, "the meter saw a blink"
 
 
 def test_a_visitors_page_reads_no_pixels_and_pages_share_one_browser(server, playwright, wavs, rest_pose):
