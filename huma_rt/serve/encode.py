@@ -88,6 +88,9 @@ class Vp8Config:
                              f"{self.bitrate}, {self.max_bitrate}")  # fmt: skip
         if self.settle_frames < 1:
             raise InputError(f"settle_frames must be >= 1; got {self.settle_frames}")
+        if isinstance(self.quiet_after_transient, bool) or not isinstance(self.quiet_after_transient, int) \
+                or self.quiet_after_transient < 0:  # fmt: skip
+            raise InputError(f"quiet_after_transient must be an integer >= 0; got {self.quiet_after_transient!r}")
         if not -16 <= self.cpu_used <= 16 or self.threads < 1:
             raise InputError(f"cpu_used must be in -16..16 and threads >= 1; got {self.cpu_used}, {self.threads}")
 

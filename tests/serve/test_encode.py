@@ -252,3 +252,9 @@ def test_the_media_clock_starts_at_the_tick_and_counts_packets_ready_late():
     assert late["audio"]["late_20ms"] == 6 and late["video"]["late_20ms"] == 3, late
     assert late["audio"]["left_late_20ms"] == 6 and late["video"]["left_late_20ms"] == 3, late
     assert late["audio"]["max_ms"] >= 1000 * (0.3 - clock.delay_s) - 1, late
+
+
+@pytest.mark.parametrize("bad", [-1, 2.5, True])
+def test_a_bad_quiet_after_transient_is_refused_by_name(bad):
+    with pytest.raises(InputError, match="quiet_after_transient must be an integer >= 0"):
+        Vp8Stream(Vp8Config(quiet_after_transient=bad))
