@@ -29,7 +29,7 @@ from huma_rt.export.checkpoint import DEMO_CHECKPOINT_DIR, load_checkpoint
 from huma_rt.export.demo.bundle import DEMO_JSON, VISIBLE_NPZ, head_digest
 from huma_rt.export.demo.head import HeadSpec, build_camera, build_head
 
-from .prune_hidden import gaussian_weights
+from .prune_hidden import gaussian_weights, keep_mask
 
 log = logging.getLogger(__name__)
 
@@ -70,10 +70,7 @@ def demo_weights(checkpoint: Path = DEMO_CHECKPOINT_DIR) -> tuple[np.ndarray, ob
 def write_visible(checkpoint: Path = DEMO_CHECKPOINT_DIR, below: float = BELOW) -> Path:
     """Weigh the demo head and write ``visible.npz`` beside the checkpoint -> its path."""
     weights, head = demo_weights(checkpoint)
-    keep = weights >= below
-    for rid in np.unique(head.region[head.region != 0]):  # as prune_hidden: no region emptied
-        if not (keep & (head.region == rid)).any():
-            keep |= head.region == rid
+    keep = keep_mask(weights, head.region, below)
     path = Path(checkpoint) / VISIBLE_NPZ
     np.savez(path, keep=np.packbits(keep), count=np.int64(head.count), head_sha256=np.str_(head_digest(head)),
              below=np.float64(below))  # fmt: skip

@@ -33,7 +33,7 @@ from .gaussian_init import SH_C0
 
 log = logging.getLogger(__name__)
 
-__all__ = ["PruneResult", "gaussian_weights", "prune_hidden"]
+__all__ = ["PruneResult", "gaussian_weights", "keep_mask", "prune_hidden"]
 
 
 @dataclass(frozen=True)
@@ -93,6 +93,19 @@ def gaussian_weights(g: Gaussians, spatial, deformer, camera: Camera, rest_pose:
     return weights
 
 
+def keep_mask(weights: np.ndarray, region: np.ndarray, below: float) -> np.ndarray:
+    """bool [N]: the rows whose ``weights`` [N] reach ``below``, and every row of a dynamic region
+    (``region`` [N] uint8, 0 static) that would otherwise lose them all (logged)."""
+    keep = weights >= below
+    for rid in np.unique(region[region != 0]):
+        in_region = region == rid
+        if not (keep & in_region).any():
+            log.warning("prune: every Gaussian of region %d covers less than %.3f of a pixel; the region is kept whole",
+                        rid, below)  # fmt: skip
+            keep |= in_region
+    return keep
+
+
 def _psnr(a: torch.Tensor, b: torch.Tensor) -> float:
     mse = float(((a.clamp(0, 1) - b.clamp(0, 1)) ** 2).mean())
     return float("inf") if mse == 0 else 10.0 * np.log10(1.0 / mse)
@@ -113,13 +126,7 @@ def prune_hidden(g: Gaussians, spatial, deformer, camera: Camera, rest_pose: tup
         raise InputError(f"frames must be an integer >= 1; got {frames!r}")
     picked = _frame_codes(codes, frames, blink_code)
     weights = gaussian_weights(g, spatial, deformer, camera, rest_pose, picked)
-    keep = weights >= below
-    for rid in np.unique(g.region[g.region != 0]):
-        in_region = g.region == rid
-        if not (keep & in_region).any():
-            log.warning("prune: every Gaussian of region %d covers less than %.3f of a pixel; the region is kept whole",
-                        rid, below)  # fmt: skip
-            keep |= in_region
+    keep = keep_mask(weights, g.region, below)
     kept = g.subset(np.flatnonzero(keep))
     psnr = _fidelity(g, kept, spatial, deformer, camera, rest_pose, background, picked[:: max(1, len(picked) // 16)])
     log.info("prune: %d of %d Gaussians cover less than %.3f of a pixel in any of %d frames; left out (PSNR against "
